@@ -1,0 +1,1 @@
+"""Adapters: each implements a domain port on a concrete technology."""

@@ -1,0 +1,55 @@
+"""The pure core of connlease: quotas, leases, decisions, backoff and the ports.
+
+Nothing here imports beyond the standard library, so it runs and is tested without AWS.
+"""
+
+from .backoff import Backoff, Deadline, DecorrelatedJitter, FullJitter
+from .decisions import (
+    AcquireResult,
+    Granted,
+    LeaseLost,
+    Rejected,
+    ReleaseOutcome,
+    Renewed,
+    RenewResult,
+)
+from .errors import (
+    ConnleaseError,
+    CorruptQuota,
+    InvalidInput,
+    NoCapacity,
+    StoreUnavailable,
+    UnknownDatabase,
+)
+from .model import Lease, Quota, QuotaState, QuotaStatus
+from .ports import Clock, LeaseStore, Metric, MetricsSink
+from .services import acquire_within
+
+__all__ = [
+    "AcquireResult",
+    "Backoff",
+    "Clock",
+    "ConnleaseError",
+    "CorruptQuota",
+    "Deadline",
+    "DecorrelatedJitter",
+    "FullJitter",
+    "Granted",
+    "InvalidInput",
+    "Lease",
+    "LeaseLost",
+    "LeaseStore",
+    "Metric",
+    "MetricsSink",
+    "NoCapacity",
+    "Quota",
+    "QuotaState",
+    "QuotaStatus",
+    "Rejected",
+    "ReleaseOutcome",
+    "RenewResult",
+    "Renewed",
+    "StoreUnavailable",
+    "UnknownDatabase",
+    "acquire_within",
+]

@@ -1,0 +1,106 @@
+"""What an acquire, release or renew comes to, and how an acquirer reads a full quota."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .model import Lease, QuotaState
+
+# Each removal adds a condition and a REMOVE clause; this keeps one write well inside
+# DynamoDB's 4 KB expression limits.
+MAX_RECLAIM_PER_WRITE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """A lease was taken; `remaining` is what was left free right after."""
+
+    lease: Lease
+    remaining: int
+    reclaimed: tuple[Lease, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """No lease free. `retry_after_ms` is when the earliest live lease runs out."""
+
+    database: str
+    limit: int
+    in_use: int
+    retry_after_ms: int
+
+    @property
+    def remaining(self) -> int:
+        return 0
+
+
+AcquireResult = Granted | Rejected
+
+
+class ReleaseOutcome(StrEnum):
+    RELEASED = "released"
+    ALREADY_RELEASED = "already_released"
+
+
+@dataclass(frozen=True, slots=True)
+class Renewed:
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLost:
+    """The lease expired or is gone; the holder must stop using its connection."""
+
+    lease_id: str
+
+
+RenewResult = Renewed | LeaseLost
+
+
+@dataclass(frozen=True, slots=True)
+class AddLease:
+    """Capacity exists: add the lease with the plain conditional write."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaim:
+    """Remove these expired leases and, when `grant`, add the new lease in the same write.
+
+    The write applies only while every victim still has the expiry seen here (so no renewed
+    or re-granted lease is removed) and, for a grant, while the entries left stay below `limit`.
+    """
+
+    limit: int
+    victims: tuple[Lease, ...]
+    grant: bool
+
+    def max_size_before(self) -> int | None:
+        """The most entries the item may hold for the grant to stay within the limit."""
+        return self.limit + len(self.victims) - 1 if self.grant else None
+
+    def applies_to(self, state: QuotaState) -> bool:
+        """The condition the store checks atomically with the write."""
+        current = {lease.id: lease.expires_at_ms for lease in state.leases}
+        if any(current.get(v.id) != v.expires_at_ms for v in self.victims):
+            return False
+        max_size = self.max_size_before()
+        # A raised limit only loosens the bound; a lowered one must refuse the grant.
+        return max_size is None or (
+            state.quota.limit >= self.limit and len(state.leases) <= max_size
+        )
+
+
+def plan_acquire(state: QuotaState, now_ms: int) -> AddLease | Reclaim | Rejected:
+    """Decide the next step of an acquirer that found the quota item in `state`."""
+    limit = state.quota.limit
+    live = state.live(now_ms)
+    if len(live) >= limit:
+        earliest = min((lease.expires_at_ms for lease in live), default=now_ms)
+        return Rejected(state.database, limit, len(live), max(0, earliest - now_ms))
+    if len(state.leases) < limit:
+        return AddLease()
+    # Oldest first: they have been dead longest, so no holder can still be renewing them.
+    victims = tuple(sorted(state.expired(now_ms), key=lambda lease: lease.expires_at_ms))
+    victims = victims[:MAX_RECLAIM_PER_WRITE]
+    return Reclaim(limit, victims, grant=len(state.leases) - len(victims) < limit)

@@ -1,0 +1,60 @@
+"""The errors connlease raises; infrastructure errors are translated into these at adapters."""
+
+from __future__ import annotations
+
+
+class ConnleaseError(Exception):
+    """Base of every error connlease raises on purpose."""
+
+
+class InvalidInput(ConnleaseError, ValueError):
+    """An argument is out of range or malformed; nothing was written."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class UnknownDatabase(ConnleaseError, LookupError):
+    """No quota exists for the database; create one with set_quota."""
+
+    def __init__(self, database: str) -> None:
+        super().__init__(
+            f"no quota for database {database!r}: create it with set_quota (or the seeder)"
+        )
+        self.database = database
+
+
+class CorruptQuota(ConnleaseError):
+    """The stored quota item does not have the expected shape; nothing was written."""
+
+    def __init__(self, database: str, problem: str) -> None:
+        super().__init__(
+            f"quota item for database {database!r} is malformed: {problem}; "
+            "repair it with set_quota or delete the item"
+        )
+        self.database = database
+        self.problem = problem
+
+
+class StoreUnavailable(ConnleaseError):
+    """The lease store could not be reached or refused the request after retries."""
+
+    def __init__(self, operation: str, reason: str) -> None:
+        super().__init__(f"lease store unavailable during {operation}: {reason}")
+        self.operation = operation
+        self.reason = reason
+
+
+class NoCapacity(ConnleaseError):
+    """No lease was granted within the wait budget."""
+
+    def __init__(self, database: str, waited_ms: int, attempts: int) -> None:
+        super().__init__(
+            f"no connection lease free for database {database!r} "
+            f"after {attempts} attempts over {waited_ms} ms"
+        )
+        self.database = database
+        self.waited_ms = waited_ms
+        self.attempts = attempts

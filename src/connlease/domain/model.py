@@ -1,0 +1,151 @@
+"""Quotas and leases: what connlease keeps per database, and the checks on their inputs."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from .errors import InvalidInput
+
+MAX_NAME_LENGTH = 128
+MAX_LEASE_ID_LENGTH = 64
+MAX_HOLDER_LENGTH = 64
+# One quota lives in one DynamoDB item (400 KB); a lease entry with its holder is under 100 B.
+MAX_LIMIT = 2000
+MIN_TTL_MS = 100
+MAX_TTL_MS = 24 * 3600 * 1000
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]*")
+_LEASE_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_database(database: object) -> str:
+    return _check_token(
+        "database",
+        database,
+        _NAME,
+        MAX_NAME_LENGTH,
+        "letters, digits and . _ : / @ -, starting with a letter or digit",
+    )
+
+
+def check_lease_id(lease_id: object) -> str:
+    return _check_token(
+        "lease_id", lease_id, _LEASE_ID, MAX_LEASE_ID_LENGTH, "letters, digits, _ and -"
+    )
+
+
+def check_holder(holder: object) -> str:
+    if not isinstance(holder, str):
+        raise InvalidInput("holder", f"must be a string, got {type(holder).__name__}")
+    if len(holder) > MAX_HOLDER_LENGTH:
+        raise InvalidInput("holder", f"is {len(holder)} characters; at most {MAX_HOLDER_LENGTH}")
+    if not holder.isprintable():
+        raise InvalidInput("holder", "must be printable text")
+    return holder
+
+
+def check_limit(limit: object) -> int:
+    return _check_int("limit", limit, 1, MAX_LIMIT)
+
+
+def check_ttl_ms(ttl_ms: object, field: str = "ttl_ms") -> int:
+    return _check_int(field, ttl_ms, MIN_TTL_MS, MAX_TTL_MS)
+
+
+def new_lease_id() -> str:
+    """A random, compact lease id: 96 bits, 16 URL-safe characters."""
+    return secrets.token_urlsafe(12)
+
+
+def _check_token(
+    field: str, value: object, pattern: re.Pattern[str], max_len: int, allowed: str
+) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidInput(field, "must not be empty")
+    if len(value) > max_len:
+        raise InvalidInput(field, f"is {len(value)} characters; at most {max_len}")
+    if not pattern.fullmatch(value):
+        raise InvalidInput(field, f"{value!r} has characters outside {allowed}")
+    return value
+
+
+def _check_int(field: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, f"must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidInput(field, f"is {value}; must be between {low} and {high}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """How many leases a database allows at once, and how long a lease lasts by default."""
+
+    limit: int
+    default_ttl_ms: int
+
+    def __post_init__(self) -> None:
+        check_limit(self.limit)
+        check_ttl_ms(self.default_ttl_ms, "default_ttl_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to hold one connection until `expires_at_ms` (epoch milliseconds)."""
+
+    id: str
+    holder: str
+    expires_at_ms: int
+
+    def is_live(self, now_ms: int) -> bool:
+        return self.expires_at_ms > now_ms
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaState:
+    """A snapshot of one database's quota and every lease entry, expired ones included."""
+
+    database: str
+    quota: Quota
+    leases: tuple[Lease, ...]
+
+    def find(self, lease_id: str) -> Lease | None:
+        return next((lease for lease in self.leases if lease.id == lease_id), None)
+
+    def live(self, now_ms: int) -> tuple[Lease, ...]:
+        return tuple(lease for lease in self.leases if lease.is_live(now_ms))
+
+    def expired(self, now_ms: int) -> tuple[Lease, ...]:
+        return tuple(lease for lease in self.leases if not lease.is_live(now_ms))
+
+    def remaining(self, now_ms: int) -> int:
+        return max(0, self.quota.limit - len(self.live(now_ms)))
+
+    def status(self, now_ms: int) -> QuotaStatus:
+        live = self.live(now_ms)
+        return QuotaStatus(
+            database=self.database,
+            limit=self.quota.limit,
+            default_ttl_ms=self.quota.default_ttl_ms,
+            in_use=len(live),
+            remaining=max(0, self.quota.limit - len(live)),
+            expired=len(self.leases) - len(live),
+            leases=tuple(sorted(self.leases, key=lambda lease: lease.expires_at_ms)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaStatus:
+    """What an operator sees: usage of one database's quota at one instant."""
+
+    database: str
+    limit: int
+    default_ttl_ms: int
+    in_use: int
+    remaining: int
+    expired: int  # expired entries not yet reclaimed; they free up on the next full acquire
+    leases: tuple[Lease, ...]

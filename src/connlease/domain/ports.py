@@ -1,0 +1,171 @@
+"""The ports: what the domain needs from a lease store, a clock and a metrics sink.
+
+As in cosmicpython, a port's public methods do the shared work (input checks, the acquire
+loop) and call private hooks that each adapter implements, so every store behaves alike.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .decisions import (
+    AcquireResult,
+    AddLease,
+    Granted,
+    LeaseLost,
+    Reclaim,
+    Rejected,
+    ReleaseOutcome,
+    Renewed,
+    RenewResult,
+    plan_acquire,
+)
+from .model import (
+    Lease,
+    Quota,
+    QuotaState,
+    QuotaStatus,
+    check_database,
+    check_holder,
+    check_lease_id,
+    check_ttl_ms,
+    new_lease_id,
+)
+
+# A conditional write loses only to another write that changed the item; a handful of
+# rounds settles any realistic race, and the caller's backoff covers the rest.
+MAX_WRITE_ATTEMPTS = 8
+
+
+class Clock(ABC):
+    @abstractmethod
+    def now_ms(self) -> int:
+        """Epoch milliseconds."""
+
+    @abstractmethod
+    def sleep_ms(self, ms: int) -> None: ...
+
+
+class Metric(StrEnum):
+    REMAINING_CONNECTIONS = "RemainingConnections"
+    NO_CONNECTIONS_LEFT = "NoConnectionsLeftError"
+    LEASES_ACQUIRED = "LeasesAcquired"
+    LEASES_RELEASED = "LeasesReleased"
+    LEASES_RECLAIMED = "LeasesReclaimed"
+    ACQUIRE_WAIT_MS = "AcquireWaitMs"
+
+
+class MetricsSink(ABC):
+    @abstractmethod
+    def record(self, metric: Metric, value: float, database: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewLease:
+    """A lease an acquirer wants; `ttl_ms` None means the quota's default."""
+
+    id: str
+    holder: str
+    ttl_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """The outcome of one conditional write: applied or not, and the item it saw or left."""
+
+    applied: bool
+    state: QuotaState
+
+
+class LeaseStore(ABC):
+    """Per-database quotas of leases, kept so that live leases never exceed the limit."""
+
+    def __init__(self, clock: Clock, lease_ids: Callable[[], str] = new_lease_id) -> None:
+        self._clock = clock
+        self._lease_ids = lease_ids
+
+    def acquire(self, database: str, holder: str = "", ttl_ms: int | None = None) -> AcquireResult:
+        """Take a lease if one is free, reclaiming expired ones when the quota looks full."""
+        check_database(database)
+        check_holder(holder)
+        if ttl_ms is not None:
+            check_ttl_ms(ttl_ms)
+        wanted = NewLease(self._lease_ids(), holder, ttl_ms)
+        plan: AddLease | Reclaim = AddLease()
+        reclaimed: tuple[Lease, ...] = ()
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            now_ms = self._clock.now_ms()
+            if isinstance(plan, Reclaim):
+                write = self._reclaim(database, plan, wanted if plan.grant else None, now_ms)
+                if write.applied:
+                    reclaimed += plan.victims
+            else:
+                write = self._add(database, wanted, now_ms)
+            # Found even when refused: an earlier attempt of this call was applied and the
+            # answer lost (a retried request), so the lease is ours.
+            lease = write.state.find(wanted.id)
+            if lease is not None:
+                return Granted(lease, write.state.remaining(now_ms), reclaimed)
+            next_step = plan_acquire(write.state, now_ms)
+            if isinstance(next_step, Rejected):
+                return next_step
+            plan = next_step
+        state = write.state
+        return Rejected(database, state.quota.limit, len(state.live(now_ms)), retry_after_ms=0)
+
+    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+        """Give a lease back. Releasing one that is already gone changes nothing."""
+        check_database(database)
+        check_lease_id(lease_id)
+        removed = self._remove(database, lease_id)
+        return ReleaseOutcome.RELEASED if removed else ReleaseOutcome.ALREADY_RELEASED
+
+    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
+        """Push a live lease's expiry to now + ttl; an expired or unknown lease is lost."""
+        check_database(database)
+        check_lease_id(lease_id)
+        if ttl_ms is not None:
+            check_ttl_ms(ttl_ms)
+        lease = self._extend(database, lease_id, ttl_ms, self._clock.now_ms())
+        return LeaseLost(lease_id) if lease is None else Renewed(lease)
+
+    def status(self, database: str) -> QuotaStatus:
+        check_database(database)
+        return self._read(database).status(self._clock.now_ms())
+
+    def set_quota(self, database: str, quota: Quota) -> QuotaStatus:
+        """Create or change a database's quota; live leases are kept as they are."""
+        check_database(database)
+        if not isinstance(quota, Quota):
+            raise TypeError(f"quota must be a Quota, got {type(quota).__name__}")
+        return self._write_quota(database, quota).status(self._clock.now_ms())
+
+    # Hooks. Each is one atomic step against the store (one request for DynamoDB) and
+    # raises UnknownDatabase, CorruptQuota or StoreUnavailable rather than anything of its own.
+
+    @abstractmethod
+    def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
+        """Add `lease` if the item holds fewer entries than its limit and not this id."""
+
+    @abstractmethod
+    def _reclaim(self, database: str, plan: Reclaim, lease: NewLease | None, now_ms: int) -> Write:
+        """Remove plan.victims and add `lease` (if any), only if plan.applies_to(item)."""
+
+    @abstractmethod
+    def _remove(self, database: str, lease_id: str) -> bool:
+        """Remove the entry; False if it was not there."""
+
+    @abstractmethod
+    def _extend(
+        self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int
+    ) -> Lease | None:
+        """Set the entry's expiry to now + ttl if it is still live; None otherwise."""
+
+    @abstractmethod
+    def _read(self, database: str) -> QuotaState: ...
+
+    @abstractmethod
+    def _write_quota(self, database: str, quota: Quota) -> QuotaState: ...

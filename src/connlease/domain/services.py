@@ -1,0 +1,63 @@
+"""Use cases built on the ports: waiting for a lease within a deadline."""
+
+from __future__ import annotations
+
+import random
+
+from .backoff import Backoff, Deadline
+from .decisions import AcquireResult, Granted
+from .errors import NoCapacity
+from .ports import Clock, LeaseStore, Metric, MetricsSink
+
+
+def acquire_within(
+    store: LeaseStore,
+    database: str,
+    *,
+    deadline: Deadline,
+    clock: Clock,
+    backoff: Backoff,
+    rng: random.Random,
+    holder: str = "",
+    ttl_ms: int | None = None,
+    metrics: MetricsSink | None = None,
+) -> Granted:
+    """Take a lease, waiting with jittered backoff until `deadline`; else raise NoCapacity.
+
+    A rejected attempt never waits past the moment the earliest live lease expires: by then
+    the next attempt can reclaim it.
+    """
+    started_ms = clock.now_ms()
+    delays = backoff.delays(rng)
+    attempts = 0
+    while True:
+        attempts += 1
+        result = store.acquire(database, holder, ttl_ms)
+        now_ms = clock.now_ms()
+        if isinstance(result, Granted):
+            record_acquire(metrics, database, result, now_ms - started_ms)
+            return result
+        wait_ms = next(delays)
+        if result.retry_after_ms > 0:
+            wait_ms = min(wait_ms, result.retry_after_ms)
+        wait_ms = deadline.clip(wait_ms, now_ms)
+        if wait_ms <= 0:
+            record_acquire(metrics, database, result, now_ms - started_ms)
+            raise NoCapacity(database, now_ms - started_ms, attempts)
+        clock.sleep_ms(wait_ms)
+
+
+def record_acquire(
+    metrics: MetricsSink | None, database: str, result: AcquireResult, waited_ms: int
+) -> None:
+    """Metrics of one caller's acquire, granted or finally refused."""
+    if metrics is None:
+        return
+    metrics.record(Metric.REMAINING_CONNECTIONS, result.remaining, database)
+    if isinstance(result, Granted):
+        metrics.record(Metric.LEASES_ACQUIRED, 1, database)
+        metrics.record(Metric.ACQUIRE_WAIT_MS, waited_ms, database)
+        if result.reclaimed:
+            metrics.record(Metric.LEASES_RECLAIMED, len(result.reclaimed), database)
+    else:
+        metrics.record(Metric.NO_CONNECTIONS_LEFT, 1, database)

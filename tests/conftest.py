@@ -1,0 +1,104 @@
+"""Shared fixtures: the embedded DynamoDB and the two lease stores under one contract."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
+from connlease.adapters.memory import InMemoryLeaseStore
+from connlease.domain.ports import LeaseStore
+from connlease.local.dynamodb import EmbeddedDynamoDB
+from tests.fakes import FakeClock
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
+@pytest.fixture(scope="session")
+def embedded_dynamodb() -> Iterator[EmbeddedDynamoDB]:
+    with EmbeddedDynamoDB() as server:
+        yield server
+
+
+class RequestCounter:
+    """Counts the requests a boto3 client puts on the wire, retries included."""
+
+    def __init__(self, client: Any) -> None:
+        self.sent: Counter[str] = Counter()
+        client.meta.events.register("before-send.dynamodb", self._on_send)
+
+    def _on_send(self, request: Any, **_: Any) -> None:
+        target = request.headers.get("X-Amz-Target", b"")
+        if isinstance(target, bytes):
+            target = target.decode()
+        self.sent[target.rsplit(".", 1)[-1]] += 1
+
+    def total(self) -> int:
+        return sum(self.sent.values())
+
+    def reset(self) -> None:
+        self.sent.clear()
+
+
+@pytest.fixture
+def dynamodb_client(embedded_dynamodb: EmbeddedDynamoDB) -> DynamoDBClient:
+    return embedded_dynamodb.client(max_pool_connections=64)
+
+
+@pytest.fixture
+def leases_table(dynamodb_client: DynamoDBClient) -> str:
+    name = f"leases-{uuid.uuid4().hex[:8]}"
+    create_table(dynamodb_client, name)
+    return name
+
+
+@dataclass
+class StoreUnderTest:
+    """A store with what the contract needs to look behind it: its request count and a
+    dump of everything it holds, to prove that a refused call wrote nothing."""
+
+    store: LeaseStore
+    clock: FakeClock
+    requests: Callable[[], int]
+    dump: Callable[[], object]
+    kind: str
+
+
+def make_memory_store(clock: FakeClock) -> StoreUnderTest:
+    store = InMemoryLeaseStore(clock)
+    writes = ("add", "reclaim", "remove", "extend", "write_quota")
+    return StoreUnderTest(
+        store,
+        clock,
+        requests=lambda: sum(store.requests[op] for op in writes),
+        dump=lambda: repr((store._quotas, store._leases)),
+        kind="memory",
+    )
+
+
+def make_dynamodb_store(clock: FakeClock, client: DynamoDBClient, table: str) -> StoreUnderTest:
+    counter = RequestCounter(client)
+    return StoreUnderTest(
+        DynamoDBLeaseStore(client, table, clock),
+        clock,
+        requests=lambda: counter.sent["UpdateItem"] + counter.sent["PutItem"],
+        dump=lambda: sorted(
+            repr(item) for item in client.scan(TableName=table, ConsistentRead=True)["Items"]
+        ),
+        kind="dynamodb",
+    )
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def under_test(request: pytest.FixtureRequest) -> StoreUnderTest:
+    clock = FakeClock()
+    if request.param == "memory":
+        return make_memory_store(clock)
+    client = request.getfixturevalue("dynamodb_client")
+    return make_dynamodb_store(clock, client, request.getfixturevalue("leases_table"))

@@ -17,6 +17,8 @@ from connlease.domain import (
     Renewed,
     UnknownDatabase,
 )
+from connlease.domain.decisions import Reclaim, plan_acquire
+from connlease.domain.ports import NewLease
 from tests.conftest import StoreUnderTest
 
 DB = "orders-mysql"
@@ -215,7 +217,7 @@ def test_an_unknown_database_is_a_typed_error_and_writes_nothing(
 ) -> None:
     before = quota3.dump()
 
-    with pytest.raises(UnknownDatabase, match="ghost-db.*set_quota"):
+    with pytest.raises(UnknownDatabase, match=r"ghost-db.*set_quota"):
         _ops()[operation](quota3.store)
 
     assert quota3.dump() == before
@@ -264,3 +266,23 @@ def test_a_quota_out_of_range_cannot_be_built(limit: int, ttl: int, field: str) 
     with pytest.raises(InvalidInput) as raised:
         Quota(limit=limit, default_ttl_ms=ttl)
     assert raised.value.field == field
+
+
+def test_a_reclaim_planned_on_a_stale_view_spares_a_lease_its_holder_renewed(
+    quota3: StoreUnderTest,
+) -> None:
+    """A reclaimer whose clock runs ahead must not remove a lease that its holder, on a
+    clock just behind, renewed in between: the write is guarded on the expiry it saw."""
+    store, clock = quota3.store, quota3.clock
+    held = [granted(store.acquire(DB, "fn/slow-clock")).lease for _ in range(3)]
+    clock.advance(TTL)
+    plan = plan_acquire(store._read(DB), clock.now_ms())
+    assert isinstance(plan, Reclaim)
+    clock.advance(-1)  # the holder's clock: its lease is still live
+    assert isinstance(store.renew(DB, held[0].id), Renewed)
+    clock.advance(1)
+
+    write = store._reclaim(DB, plan, NewLease("late", "", None), clock.now_ms())
+
+    assert not write.applied
+    assert held[0].id in {lease.id for lease in store.status(DB).leases}

@@ -37,14 +37,13 @@ def acquire_within(
         if isinstance(result, Granted):
             record_acquire(metrics, database, result, now_ms - started_ms)
             return result
+        if deadline.remaining_ms(now_ms) == 0:
+            record_acquire(metrics, database, result, now_ms - started_ms)
+            raise NoCapacity(database, now_ms - started_ms, attempts)
         wait_ms = next(delays)
         if result.retry_after_ms > 0:
             wait_ms = min(wait_ms, result.retry_after_ms)
-        wait_ms = deadline.clip(wait_ms, now_ms)
-        if wait_ms <= 0:
-            record_acquire(metrics, database, result, now_ms - started_ms)
-            raise NoCapacity(database, now_ms - started_ms, attempts)
-        clock.sleep_ms(wait_ms)
+        clock.sleep_ms(deadline.clip(wait_ms, now_ms))
 
 
 def record_acquire(

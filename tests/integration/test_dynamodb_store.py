@@ -1,0 +1,240 @@
+"""What only the DynamoDB store can show: request counts, malformed items, endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
+from connlease.domain import (
+    CorruptQuota,
+    Granted,
+    LeaseLost,
+    Quota,
+    Rejected,
+    ReleaseOutcome,
+    StoreUnavailable,
+    UnknownDatabase,
+)
+from connlease.local.dynamodb import EmbeddedDynamoDB
+from tests.conftest import RequestCounter
+from tests.fakes import FakeClock
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+DB = "orders-mysql"
+TTL = 30_000
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def counter(dynamodb_client: DynamoDBClient) -> RequestCounter:
+    return RequestCounter(dynamodb_client)
+
+
+@pytest.fixture
+def store(
+    dynamodb_client: DynamoDBClient, leases_table: str, clock: FakeClock
+) -> DynamoDBLeaseStore:
+    store = DynamoDBLeaseStore(dynamodb_client, leases_table, clock)
+    store.set_quota(DB, Quota(limit=2, default_ttl_ms=TTL))
+    return store
+
+
+def test_taking_a_free_lease_is_one_write_and_giving_it_back_is_one_write(
+    store: DynamoDBLeaseStore, counter: RequestCounter
+) -> None:
+    result = store.acquire(DB, "orders-fn/1")
+    assert isinstance(result, Granted)
+    assert dict(counter.sent) == {"UpdateItem": 1}
+
+    counter.reset()
+    assert store.release(DB, result.lease.id) is ReleaseOutcome.RELEASED
+    assert dict(counter.sent) == {"UpdateItem": 1}
+
+
+def test_a_full_quota_is_rejected_in_one_request_using_the_item_the_refusal_returns(
+    store: DynamoDBLeaseStore, counter: RequestCounter
+) -> None:
+    store.acquire(DB)
+    store.acquire(DB)
+    counter.reset()
+
+    assert isinstance(store.acquire(DB), Rejected)
+    assert dict(counter.sent) == {"UpdateItem": 1}
+
+
+def test_reclaiming_expired_leases_and_granting_is_one_more_write(
+    store: DynamoDBLeaseStore, counter: RequestCounter, clock: FakeClock
+) -> None:
+    store.acquire(DB, "crashed/1")
+    store.acquire(DB, "crashed/2")
+    clock.advance(TTL)
+    counter.reset()
+
+    result = store.acquire(DB)
+
+    assert isinstance(result, Granted)
+    assert len(result.reclaimed) == 2
+    assert dict(counter.sent) == {"UpdateItem": 2}
+
+
+@pytest.fixture
+def forgetful_client(embedded_dynamodb: EmbeddedDynamoDB) -> DynamoDBClient:
+    """A client whose refused conditional writes come back without the old item, as from
+    an endpoint that ignores ReturnValuesOnConditionCheckFailure."""
+    client = embedded_dynamodb.client()
+
+    def drop_item(parsed: dict[str, Any], **_: Any) -> None:
+        parsed.pop("Item", None)
+
+    client.meta.events.register("after-call.dynamodb.UpdateItem", drop_item)
+    return client
+
+
+def test_without_the_old_item_on_refusal_a_consistent_read_stands_in(
+    forgetful_client: DynamoDBClient, leases_table: str, clock: FakeClock
+) -> None:
+    counter = RequestCounter(forgetful_client)
+    store = DynamoDBLeaseStore(forgetful_client, leases_table, clock)
+    store.set_quota(DB, Quota(limit=1, default_ttl_ms=TTL))
+    first = store.acquire(DB)
+    assert isinstance(first, Granted)
+    counter.reset()
+
+    rejected = store.acquire(DB)
+    assert isinstance(rejected, Rejected)
+    assert rejected.in_use == 1
+    assert dict(counter.sent) == {"UpdateItem": 1, "GetItem": 1}
+
+    clock.advance(TTL)
+    reclaimed = store.acquire(DB)
+    assert isinstance(reclaimed, Granted)
+    assert [lease.id for lease in reclaimed.reclaimed] == [first.lease.id]
+    assert store.release(DB, first.lease.id) is ReleaseOutcome.ALREADY_RELEASED
+    assert store.renew(DB, first.lease.id) == LeaseLost(first.lease.id)
+    with pytest.raises(UnknownDatabase):
+        store.release("ghost-db", "abc")
+
+
+def _raw_item(**overrides: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "pk": {"S": DB},
+        "sk": {"S": "quota"},
+        "limit": {"N": "2"},
+        "ttl_ms": {"N": str(TTL)},
+        "leases": {"M": {}},
+        "holders": {"M": {}},
+    }
+    for name, value in overrides.items():
+        if value is None:
+            item.pop(name)
+        else:
+            item[name] = value
+    return item
+
+
+MALFORMED = {
+    "limit missing": _raw_item(limit=None),
+    "limit a string": _raw_item(limit={"S": "two"}),
+    "limit zero": _raw_item(limit={"N": "0"}),
+    "limit a fraction": _raw_item(limit={"N": "2.5"}),
+    "ttl missing": _raw_item(ttl_ms=None),
+    "leases missing": _raw_item(leases=None),
+    "leases a list": _raw_item(leases={"L": []}),
+    "holders a string": _raw_item(holders={"S": "x"}),
+    "a lease expiry that is text": _raw_item(leases={"M": {"abc": {"S": "soon"}}}),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+@pytest.mark.parametrize("operation", ["acquire", "release", "renew", "status"])
+def test_a_malformed_quota_item_is_a_typed_error_and_is_left_as_it_was(
+    store: DynamoDBLeaseStore,
+    dynamodb_client: DynamoDBClient,
+    leases_table: str,
+    case: str,
+    operation: str,
+) -> None:
+    dynamodb_client.put_item(TableName=leases_table, Item=MALFORMED[case])
+    key = {"pk": {"S": DB}, "sk": {"S": "quota"}}
+
+    def stored() -> Any:
+        return dynamodb_client.get_item(TableName=leases_table, Key=key, ConsistentRead=True)[
+            "Item"
+        ]
+
+    before = stored()
+    calls: dict[str, Callable[[], object]] = {
+        "acquire": lambda: store.acquire(DB),
+        "release": lambda: store.release(DB, "other"),
+        "renew": lambda: store.renew(DB, "other"),
+        "status": lambda: store.status(DB),
+    }
+
+    with pytest.raises(CorruptQuota, match=DB):
+        calls[operation]()
+
+    assert stored() == before
+
+
+def test_set_quota_refuses_to_overwrite_mistyped_lease_maps(
+    store: DynamoDBLeaseStore, dynamodb_client: DynamoDBClient, leases_table: str
+) -> None:
+    dynamodb_client.put_item(TableName=leases_table, Item=_raw_item(leases={"L": []}))
+
+    with pytest.raises(CorruptQuota, match="not a map"):
+        store.set_quota(DB, Quota(limit=5, default_ttl_ms=TTL))
+
+
+def test_set_quota_repairs_a_bad_limit_and_a_missing_map(
+    store: DynamoDBLeaseStore, dynamodb_client: DynamoDBClient, leases_table: str
+) -> None:
+    dynamodb_client.put_item(TableName=leases_table, Item=_raw_item(limit=None, holders=None))
+
+    status = store.set_quota(DB, Quota(limit=5, default_ttl_ms=TTL))
+
+    assert (status.limit, status.in_use) == (5, 0)
+    assert isinstance(store.acquire(DB, "fn/1"), Granted)
+
+
+def test_a_missing_table_is_store_unavailable_with_the_table_named(
+    dynamodb_client: DynamoDBClient, clock: FakeClock
+) -> None:
+    store = DynamoDBLeaseStore(dynamodb_client, "no-such-table", clock)
+
+    with pytest.raises(StoreUnavailable, match="ResourceNotFoundException"):
+        store.acquire(DB)
+
+
+def test_an_unreachable_endpoint_is_store_unavailable(clock: FakeClock) -> None:
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url="http://127.0.0.1:9",  # discard port: nothing listens
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=Config(connect_timeout=1, retries={"max_attempts": 1}),
+    )
+    store = DynamoDBLeaseStore(client, "leases", clock)
+
+    with pytest.raises(StoreUnavailable, match=r"acquire.*Could not connect"):
+        store.acquire(DB)
+    with pytest.raises(StoreUnavailable, match="release"):
+        store.release(DB, "abc")
+
+
+def test_create_table_is_idempotent(dynamodb_client: DynamoDBClient, leases_table: str) -> None:
+    create_table(dynamodb_client, leases_table)
+
+    table = dynamodb_client.describe_table(TableName=leases_table)["Table"]
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]

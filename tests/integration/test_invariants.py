@@ -1,0 +1,153 @@
+"""DESIGN.md's invariants over random interleavings of acquire, release, renew, quota
+changes, expiry and clock jumps, checked against a model on both stores.
+
+I1 live leases never exceed the limit; I2 a lease is released at most once;
+I3 a lease whose holder vanished stops counting at its expiry; I4 a refused call
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+
+from connlease.domain import Granted, LeaseLost, Quota, ReleaseOutcome, Renewed
+from tests.conftest import StoreUnderTest, make_dynamodb_store, make_memory_store
+from tests.fakes import FakeClock
+
+TTL = 10_000
+TTLS = st.sampled_from([None, 500, 5_000, 20_000])
+
+
+class LeaseMachine(RuleBasedStateMachine):
+    leases = Bundle("leases")
+
+    def __init__(self, make: Callable[[FakeClock], StoreUnderTest]) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.under_test = make(self.clock)
+        self.store = self.under_test.store
+        self.db = f"db-{uuid.uuid4().hex[:10]}"
+        self.limit = 3
+        self.store.set_quota(self.db, Quota(self.limit, TTL))
+        self.model: dict[str, int] = {}  # every entry the store should hold: id -> expiry
+        self.over_limit_by_admin = False  # set while a lowered limit sits below live leases
+
+    def live(self) -> set[str]:
+        now = self.clock.now_ms()
+        return {lease_id for lease_id, expiry in self.model.items() if expiry > now}
+
+    def expected_expiry(self, ttl: int | None) -> int:
+        return self.clock.now_ms() + (TTL if ttl is None else ttl)
+
+    @rule(target=leases, ttl=TTLS)
+    def acquire(self, ttl: int | None) -> object:
+        before = self.under_test.dump()
+        result = self.store.acquire(self.db, "machine", ttl)
+        if not isinstance(result, Granted):
+            assert len(self.live()) >= self.limit, "rejected although a lease was free"
+            assert self.under_test.dump() == before, "I4: a rejected acquire wrote"
+            return multiple()
+        assert len(self.live()) < self.limit, "I1: granted beyond the limit"
+        for victim in result.reclaimed:
+            assert victim.id not in self.live(), "reclaimed a live lease"
+            assert self.model.pop(victim.id) == victim.expires_at_ms
+        assert result.lease.expires_at_ms == self.expected_expiry(ttl)
+        self.model[result.lease.id] = result.lease.expires_at_ms
+        return result.lease.id
+
+    @rule(lease_id=st.one_of(leases, st.just("never-granted")))
+    def release(self, lease_id: str) -> None:
+        before = self.under_test.dump()
+        outcome = self.store.release(self.db, lease_id)
+        if lease_id in self.model:
+            assert outcome is ReleaseOutcome.RELEASED
+            del self.model[lease_id]
+        else:
+            assert outcome is ReleaseOutcome.ALREADY_RELEASED, "I2: released twice"
+            assert self.under_test.dump() == before, "I2: a second release wrote"
+
+    @rule(lease_id=leases, ttl=TTLS)
+    def renew(self, lease_id: str, ttl: int | None) -> None:
+        before = self.under_test.dump()
+        result = self.store.renew(self.db, lease_id, ttl)
+        if lease_id in self.live():
+            assert isinstance(result, Renewed)
+            assert result.lease.expires_at_ms == self.expected_expiry(ttl)
+            self.model[lease_id] = result.lease.expires_at_ms
+        else:
+            assert result == LeaseLost(lease_id)
+            assert self.under_test.dump() == before, "I4: a lost renew wrote"
+
+    @rule(ms=st.integers(min_value=0, max_value=25_000))
+    def time_passes(self, ms: int) -> None:
+        self.clock.advance(ms)
+
+    @rule(limit=st.integers(min_value=1, max_value=5))
+    def operator_sets_limit(self, limit: int) -> None:
+        self.store.set_quota(self.db, Quota(limit, TTL))
+        self.limit = limit
+        self.over_limit_by_admin = len(self.live()) > limit
+
+    @rule()
+    def every_holder_vanishes(self) -> None:
+        """I3: once every lease has expired, the whole quota can be taken again."""
+        self.clock.advance(max(self.model.values(), default=0) - self.clock.now_ms() + 1)
+        for _ in range(self.limit):
+            result = self.store.acquire(self.db)
+            assert isinstance(result, Granted), "I3: an expired lease still blocks the quota"
+            for victim in result.reclaimed:
+                del self.model[victim.id]
+            self.model[result.lease.id] = result.lease.expires_at_ms
+
+    @invariant()
+    def store_matches_model(self) -> None:
+        status = self.store.status(self.db)
+        assert {lease.id: lease.expires_at_ms for lease in status.leases} == self.model
+        assert status.in_use == len(self.live())
+        if len(self.live()) <= self.limit:
+            self.over_limit_by_admin = False
+        if not self.over_limit_by_admin:
+            assert status.in_use <= status.limit, "I1: live leases above the limit"
+
+
+def machine_for(make: Callable[[FakeClock], StoreUnderTest]) -> type[LeaseMachine]:
+    class Machine(LeaseMachine):
+        def __init__(self) -> None:
+            super().__init__(make)
+
+    return Machine
+
+
+def test_invariants_hold_on_the_in_memory_store() -> None:
+    run_state_machine_as_test(
+        machine_for(make_memory_store),
+        settings=settings(max_examples=150, stateful_step_count=40, deadline=None),
+    )
+
+
+@pytest.mark.integration
+def test_invariants_hold_on_the_dynamodb_store(request: pytest.FixtureRequest) -> None:
+    client = request.getfixturevalue("dynamodb_client")
+    table = request.getfixturevalue("leases_table")
+    run_state_machine_as_test(
+        machine_for(lambda clock: make_dynamodb_store(clock, client, table)),
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

@@ -1,0 +1,306 @@
+"""Waiting for a lease within a deadline, on the in-memory store and a fake clock."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connlease.adapters.memory import InMemoryLeaseStore
+from connlease.domain import (
+    Backoff,
+    Deadline,
+    DecorrelatedJitter,
+    FullJitter,
+    Granted,
+    Lease,
+    Metric,
+    NoCapacity,
+    Quota,
+)
+from connlease.domain.services import acquire_within
+from tests.fakes import FakeClock, RecordingMetrics
+
+DB = "orders-mysql"
+TTL = 30_000
+LIMIT = 3
+
+
+class ReleasingClock(FakeClock):
+    """A fake clock whose sleep lets a holder give its lease back once enough time passed."""
+
+    def __init__(self, release_after_ms: int) -> None:
+        super().__init__()
+        self.release_at_ms = self.now_ms() + release_after_ms
+        self.store: InMemoryLeaseStore | None = None
+        self.to_release: list[Lease] = []
+
+    def sleep_ms(self, ms: int) -> None:
+        super().sleep_ms(ms)
+        if self.store is not None and self.now_ms() >= self.release_at_ms:
+            while self.to_release:
+                self.store.release(DB, self.to_release.pop().id)
+
+
+def quota_store(clock: FakeClock) -> InMemoryLeaseStore:
+    store = InMemoryLeaseStore(clock)
+    store.set_quota(DB, Quota(limit=LIMIT, default_ttl_ms=TTL))
+    return store
+
+
+def fill(store: InMemoryLeaseStore, *ttls_ms: int) -> list[Lease]:
+    leases = []
+    for ttl_ms in ttls_ms:
+        result = store.acquire(DB, "holder/busy", ttl_ms)
+        assert isinstance(result, Granted)
+        leases.append(result.lease)
+    return leases
+
+
+def recorded(metrics: RecordingMetrics) -> dict[Metric, list[float]]:
+    return {metric: values for (metric, db), values in metrics.values.items() if db == DB}
+
+
+def wait_for_lease(
+    store: InMemoryLeaseStore,
+    clock: FakeClock,
+    *,
+    budget_ms: int,
+    backoff: Backoff | None = None,
+    seed: int = 7,
+    metrics: RecordingMetrics | None = None,
+) -> Granted:
+    return acquire_within(
+        store,
+        DB,
+        deadline=Deadline(clock.now_ms() + budget_ms),
+        clock=clock,
+        backoff=backoff or DecorrelatedJitter(20, 200),
+        rng=random.Random(seed),
+        holder="fn/req-1",
+        metrics=metrics,
+    )
+
+
+def test_grants_at_once_when_a_lease_is_free_and_records_it() -> None:
+    clock = FakeClock()
+    store = quota_store(clock)
+    metrics = RecordingMetrics()
+    started = clock.now_ms()
+
+    grant = acquire_within(
+        store,
+        DB,
+        deadline=Deadline(started + 5_000),
+        clock=clock,
+        backoff=FullJitter(),
+        rng=random.Random(0),
+        holder="fn/req-1",
+        ttl_ms=2_000,
+        metrics=metrics,
+    )
+
+    assert clock.slept_ms == []
+    assert (grant.lease.holder, grant.lease.expires_at_ms) == ("fn/req-1", started + 2_000)
+    assert grant.remaining == LIMIT - 1
+    assert store.status(DB).leases == (grant.lease,)
+    assert recorded(metrics) == {
+        Metric.REMAINING_CONNECTIONS: [2],
+        Metric.LEASES_ACQUIRED: [1],
+        Metric.ACQUIRE_WAIT_MS: [0],
+    }
+
+
+def test_waits_for_the_earliest_lease_to_expire_then_reclaims_it_without_oversleeping() -> None:
+    clock = FakeClock()
+    store = quota_store(clock)
+    first, *others = fill(store, 700, 900, 5_000)
+    metrics = RecordingMetrics()
+    started = clock.now_ms()
+
+    # Every backoff wait is far longer than the 700 ms until the first lease runs out.
+    grant = wait_for_lease(
+        store, clock, budget_ms=100_000, backoff=DecorrelatedJitter(10_000, 60_000), metrics=metrics
+    )
+
+    assert clock.slept_ms == [700]
+    assert clock.now_ms() == started + 700
+    assert grant.reclaimed == (first,)
+    assert {lease.id for lease in store.status(DB).leases} == {
+        grant.lease.id,
+        *(lease.id for lease in others),
+    }
+    assert recorded(metrics) == {
+        Metric.REMAINING_CONNECTIONS: [0],
+        Metric.LEASES_ACQUIRED: [1],
+        Metric.ACQUIRE_WAIT_MS: [700],
+        Metric.LEASES_RECLAIMED: [1],
+    }
+
+
+@given(
+    seed=st.integers(min_value=0, max_value=2**32),
+    base=st.integers(min_value=1, max_value=300),
+    first_expiry_ms=st.integers(min_value=100, max_value=3_000),
+)
+def test_never_sleeps_past_the_moment_the_earliest_lease_expires(
+    seed: int, base: int, first_expiry_ms: int
+) -> None:
+    clock = FakeClock()
+    store = quota_store(clock)
+    first, *_ = fill(store, first_expiry_ms, 20_000, 20_000)
+    started = clock.now_ms()
+
+    grant = wait_for_lease(
+        store, clock, budget_ms=10_000, backoff=DecorrelatedJitter(base, 4 * base), seed=seed
+    )
+
+    assert clock.now_ms() == started + first_expiry_ms
+    assert sum(clock.slept_ms) == first_expiry_ms
+    assert all(ms > 0 for ms in clock.slept_ms)
+    assert grant.reclaimed == (first,)
+
+
+def test_gets_the_lease_a_holder_gives_back_during_the_wait() -> None:
+    clock = ReleasingClock(release_after_ms=300)
+    store = quota_store(clock)
+    clock.store = store
+    held = fill(store, TTL, TTL, TTL)
+    clock.to_release.append(held[1])
+    metrics = RecordingMetrics()
+    started = clock.now_ms()
+
+    grant = wait_for_lease(store, clock, budget_ms=5_000, metrics=metrics)
+
+    waited = clock.now_ms() - started
+    assert waited >= 300
+    assert sum(clock.slept_ms[:-1]) < 300  # granted on the first attempt after the release
+    assert grant.reclaimed == ()
+    assert {lease.id for lease in store.status(DB).leases} == {
+        held[0].id,
+        held[2].id,
+        grant.lease.id,
+    }
+    assert recorded(metrics)[Metric.ACQUIRE_WAIT_MS] == [waited]
+    assert Metric.LEASES_RECLAIMED not in recorded(metrics)
+
+
+def test_gives_up_with_no_capacity_at_the_deadline_without_sleeping_past_it() -> None:
+    clock = FakeClock()
+    store = quota_store(clock)
+    fill(store, TTL, TTL, TTL)
+    before = store.status(DB)
+    metrics = RecordingMetrics()
+    started = clock.now_ms()
+
+    with pytest.raises(NoCapacity, match=r"'orders-mysql' after \d+ attempts over 1000 ms") as e:
+        wait_for_lease(store, clock, budget_ms=1_000, metrics=metrics)
+
+    assert e.value.database == DB
+    assert e.value.waited_ms == 1_000
+    assert e.value.attempts == len(clock.slept_ms) + 1
+    assert e.value.attempts > 2
+    assert sum(clock.slept_ms) == 1_000
+    assert clock.now_ms() == started + 1_000
+    assert store.status(DB) == before
+    assert recorded(metrics) == {
+        Metric.REMAINING_CONNECTIONS: [0],
+        Metric.NO_CONNECTIONS_LEFT: [1],
+    }
+
+
+@pytest.mark.parametrize("kind", [FullJitter, DecorrelatedJitter])
+@given(
+    seed=st.integers(min_value=0, max_value=2**32),
+    base=st.integers(min_value=1, max_value=500),
+    budget_ms=st.integers(min_value=0, max_value=5_000),
+)
+def test_never_sleeps_past_the_deadline(
+    kind: type[Backoff], seed: int, base: int, budget_ms: int
+) -> None:
+    clock = FakeClock()
+    store = quota_store(clock)
+    fill(store, TTL, TTL, TTL)
+    deadline = clock.now_ms() + budget_ms
+
+    with pytest.raises(NoCapacity) as e:
+        wait_for_lease(store, clock, budget_ms=budget_ms, backoff=kind(base, 3 * base), seed=seed)
+
+    assert clock.now_ms() <= deadline
+    assert sum(clock.slept_ms) == e.value.waited_ms <= budget_ms
+    assert e.value.attempts == len(clock.slept_ms) + 1
+
+
+@pytest.mark.parametrize("kind", [FullJitter, DecorrelatedJitter])
+@given(
+    seed=st.integers(min_value=0, max_value=2**32),
+    base=st.integers(min_value=1, max_value=500),
+    budget_ms=st.integers(min_value=0, max_value=5_000),
+)
+def test_uses_the_whole_wait_budget_before_giving_up(
+    kind: type[Backoff], seed: int, base: int, budget_ms: int
+) -> None:
+    clock = FakeClock()
+    store = quota_store(clock)
+    fill(store, TTL, TTL, TTL)
+
+    with pytest.raises(NoCapacity) as e:
+        wait_for_lease(store, clock, budget_ms=budget_ms, backoff=kind(base, 3 * base), seed=seed)
+
+    assert e.value.waited_ms == budget_ms
+
+
+def test_a_zero_full_jitter_draw_retries_at_once_instead_of_giving_up_early() -> None:
+    seed = 31
+    assert next(FullJitter(20, 1_000).delays(random.Random(seed))) == 0  # the draw at issue
+    clock = FakeClock()
+    store = quota_store(clock)
+    first, *_ = fill(store, 500, TTL, TTL)
+    started = clock.now_ms()
+
+    grant = wait_for_lease(store, clock, budget_ms=10_000, backoff=FullJitter(20, 1_000), seed=seed)
+
+    assert clock.slept_ms[0] == 0
+    assert grant.reclaimed == (first,)
+    assert clock.now_ms() == started + 500
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_full_jitter_waits_no_longer_than_until_the_earliest_lease_expires(seed: int) -> None:
+    clock = FakeClock()
+    store = quota_store(clock)
+    first, *_ = fill(store, 500, TTL, TTL)
+    started = clock.now_ms()
+
+    grant = wait_for_lease(store, clock, budget_ms=10_000, backoff=FullJitter(20, 1_000), seed=seed)
+
+    assert grant.reclaimed == (first,)
+    assert clock.now_ms() == started + 500
+
+
+def test_still_tries_once_when_the_deadline_has_already_passed_and_a_lease_is_free() -> None:
+    clock = FakeClock()
+    store = quota_store(clock)
+
+    grant = wait_for_lease(store, clock, budget_ms=-1_000)
+
+    assert grant.remaining == LIMIT - 1
+    assert clock.slept_ms == []
+
+
+def test_gives_up_after_one_attempt_when_the_deadline_has_already_passed_and_none_is_free() -> None:
+    clock = FakeClock()
+    store = quota_store(clock)
+    fill(store, TTL, TTL, TTL)
+    adds_before = store.requests["add"]
+    metrics = RecordingMetrics()
+
+    with pytest.raises(NoCapacity) as e:
+        wait_for_lease(store, clock, budget_ms=-1_000, metrics=metrics)
+
+    assert (e.value.attempts, e.value.waited_ms) == (1, 0)
+    assert store.requests["add"] - adds_before == 1
+    assert clock.slept_ms == []
+    assert recorded(metrics)[Metric.NO_CONNECTIONS_LEFT] == [1]

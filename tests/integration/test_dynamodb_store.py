@@ -238,3 +238,26 @@ def test_create_table_is_idempotent(dynamodb_client: DynamoDBClient, leases_tabl
 
     table = dynamodb_client.describe_table(TableName=leases_table)["Table"]
     assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]
+
+
+def test_an_acquire_whose_answer_was_lost_and_retried_keeps_its_lease(
+    store: DynamoDBLeaseStore, dynamodb_client: DynamoDBClient, counter: RequestCounter
+) -> None:
+    """botocore resends a write whose response it lost; the resent one is refused as a
+    duplicate, and the acquirer must recognise the lease as its own, not leak it."""
+    resent: list[int] = []
+
+    def lose_first_answer(attempts: int, **_: Any) -> int | None:
+        if attempts == 1 and not resent:
+            resent.append(attempts)
+            return 0  # retry at once, as after a dropped connection
+        return None
+
+    dynamodb_client.meta.events.register("needs-retry.dynamodb.UpdateItem", lose_first_answer)
+
+    result = store.acquire(DB, "fn/retried")
+
+    assert isinstance(result, Granted)
+    assert counter.sent["UpdateItem"] == 2
+    status = store.status(DB)
+    assert [lease.id for lease in status.leases] == [result.lease.id]

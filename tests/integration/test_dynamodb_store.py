@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import pytest
@@ -253,7 +253,9 @@ def test_an_acquire_whose_answer_was_lost_and_retried_keeps_its_lease(
             return 0  # retry at once, as after a dropped connection
         return None
 
-    dynamodb_client.meta.events.register("needs-retry.dynamodb.UpdateItem", lose_first_answer)
+    # botocore's stubs type handlers as returning None; needs-retry reads the return value.
+    handler = cast("Callable[..., None]", lose_first_answer)
+    dynamodb_client.meta.events.register("needs-retry.dynamodb.UpdateItem", handler)
 
     result = store.acquire(DB, "fn/retried")
 

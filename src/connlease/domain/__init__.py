@@ -16,13 +16,14 @@ from .decisions import (
 from .errors import (
     ConnleaseError,
     CorruptQuota,
+    HelperFailed,
     InvalidInput,
     NoCapacity,
     StoreUnavailable,
     UnknownDatabase,
 )
 from .model import Lease, Quota, QuotaState, QuotaStatus
-from .ports import Clock, LeaseStore, Metric, MetricsSink
+from .ports import Clock, Leases, LeaseStore, Metric, MetricsSink
 from .services import acquire_within
 
 __all__ = [
@@ -35,10 +36,12 @@ __all__ = [
     "DecorrelatedJitter",
     "FullJitter",
     "Granted",
+    "HelperFailed",
     "InvalidInput",
     "Lease",
     "LeaseLost",
     "LeaseStore",
+    "Leases",
     "Metric",
     "MetricsSink",
     "NoCapacity",

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .decisions import Rejected
+
 
 class ConnleaseError(Exception):
     """Base of every error connlease raises on purpose."""
@@ -50,7 +55,9 @@ class StoreUnavailable(ConnleaseError):
 class NoCapacity(ConnleaseError):
     """No lease was granted within the wait budget."""
 
-    def __init__(self, database: str, waited_ms: int, attempts: int) -> None:
+    def __init__(
+        self, database: str, waited_ms: int, attempts: int, last: Rejected | None = None
+    ) -> None:
         super().__init__(
             f"no connection lease free for database {database!r} "
             f"after {attempts} attempts over {waited_ms} ms"
@@ -58,3 +65,14 @@ class NoCapacity(ConnleaseError):
         self.database = database
         self.waited_ms = waited_ms
         self.attempts = attempts
+        self.last = last  # the final refusal: limit, leases in use, when one frees up
+
+
+class HelperFailed(ConnleaseError):
+    """The helper function failed (a crash, a timeout or an internal error); see its logs."""
+
+    def __init__(self, function: str, error_type: str, message: str) -> None:
+        super().__init__(f"helper {function!r} failed with {error_type}: {message}")
+        self.function = function
+        self.error_type = error_type
+        self.message = message

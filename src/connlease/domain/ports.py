@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from .decisions import (
     AcquireResult,
@@ -78,6 +79,19 @@ class Write:
 
     applied: bool
     state: QuotaState
+
+
+class Leases(Protocol):
+    """What a caller needs to take and give back leases: a store in-process, or the helper
+    function over Lambda invoke."""
+
+    def acquire(
+        self, database: str, holder: str = "", ttl_ms: int | None = None
+    ) -> AcquireResult: ...
+
+    def release(self, database: str, lease_id: str) -> ReleaseOutcome: ...
+
+    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult: ...
 
 
 class LeaseStore(ABC):

@@ -7,11 +7,11 @@ import random
 from .backoff import Backoff, Deadline
 from .decisions import AcquireResult, Granted
 from .errors import NoCapacity
-from .ports import Clock, LeaseStore, Metric, MetricsSink
+from .ports import Clock, Leases, Metric, MetricsSink
 
 
 def acquire_within(
-    store: LeaseStore,
+    store: Leases,
     database: str,
     *,
     deadline: Deadline,
@@ -39,7 +39,7 @@ def acquire_within(
             return result
         if deadline.remaining_ms(now_ms) == 0:
             record_acquire(metrics, database, result, now_ms - started_ms)
-            raise NoCapacity(database, now_ms - started_ms, attempts)
+            raise NoCapacity(database, now_ms - started_ms, attempts, result)
         wait_ms = next(delays)
         if result.retry_after_ms > 0:
             wait_ms = min(wait_ms, result.retry_after_ms)

@@ -50,6 +50,23 @@ def serialized(app: WsgiApp) -> WsgiApp:
     return run_alone
 
 
+def create_idempotency_table(client: DynamoDBClient, table_name: str) -> None:
+    """The table Powertools idempotency expects: key `id`, TTL on `expiration`."""
+    try:
+        client.create_table(
+            TableName=table_name,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    except client.exceptions.ResourceInUseException:
+        return
+    client.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"},
+    )
+
+
 class EmbeddedDynamoDB:
     """moto's DynamoDB served on 127.0.0.1 with a free port, requests serialized."""
 

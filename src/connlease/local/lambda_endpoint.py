@@ -1,0 +1,393 @@
+"""A loopback endpoint that speaks the Lambda Invoke API and runs the project's handlers.
+
+Like `sam local start-lambda`, without containers: `boto3.client("lambda",
+endpoint_url=...)` invokes functions here exactly as it would in AWS. Each execution
+environment is a process that serves one invocation at a time (Powertools keeps
+per-process state, so threads would mix invocations' metrics and log context); a function
+gets up to `concurrency` of them, started on demand, so cold starts happen as in Lambda.
+What an environment prints goes to the function's log file, the local CloudWatch Logs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import unquote
+
+import boto3
+from botocore.config import Config
+
+from connlease.local.context import LocalContext
+from connlease.local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRET_KEY
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from mypy_boto3_lambda import LambdaClient
+
+_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+_SPAWN = multiprocessing.get_context("spawn")  # a clean interpreter, as a new environment
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function as the template would declare it."""
+
+    name: str
+    handler: str  # dotted path to the callable: "connlease.service.helper.handler"
+    environment: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 30.0
+    memory_mb: int = 128
+    concurrency: int = 4
+    # Lambda throttles (429) past its concurrency; queueing instead suits local load runs.
+    throttle: bool = False
+
+
+@dataclass(frozen=True)
+class Invocation:
+    payload: bytes
+    function_error: str | None = None
+
+
+class Throttled(Exception):
+    """Every execution environment of the function is busy and it throttles."""
+
+
+class _Environment:
+    """One execution environment: a process running the handler, one invocation at a time."""
+
+    def __init__(self, spec: FunctionSpec, log_path: Path) -> None:
+        self.spec = spec
+        parent, child = _SPAWN.Pipe()
+        self._conn: Connection = parent
+        self._process: BaseProcess = _SPAWN.Process(
+            target=_serve,
+            args=(child, spec, str(log_path)),
+            name=f"lambda-{spec.name}",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+
+    def invoke(self, request_id: str, payload: bytes) -> Invocation:
+        """Run one invocation; a timeout or a crash ends the environment, as in Lambda."""
+        self._conn.send((request_id, payload))
+        # The handler sees its own deadline; this allows for the process's cold start.
+        if self._conn.poll(self.spec.timeout_s + 30):
+            try:
+                body, error = self._conn.recv()
+                return Invocation(body, error)
+            except EOFError:
+                pass
+        else:
+            self.close()
+            message = f"{request_id} Task timed out after {self.spec.timeout_s:.2f} seconds"
+            return _error_invocation("Sandbox.Timedout", message)
+        self.close()
+        return _error_invocation(
+            "Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited unexpectedly"
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self._process.is_alive()
+
+    def close(self) -> None:
+        self._process.kill()
+        self._process.join(timeout=5)
+        self._conn.close()
+
+
+def _error_invocation(error_type: str, message: str) -> Invocation:
+    body = {"errorMessage": message, "errorType": error_type}
+    return Invocation(json.dumps(body).encode(), "Unhandled")
+
+
+class _Function:
+    """A function's pool of execution environments: warm ones first, new ones up to the
+    concurrency, then queue (or throttle)."""
+
+    def __init__(self, spec: FunctionSpec, log_path: Path) -> None:
+        self.spec = spec
+        self.log_path = log_path
+        self._idle: list[_Environment] = []
+        self._started = 0
+        self._cond = threading.Condition()
+        self.cold_starts = 0
+
+    def _take(self) -> _Environment:
+        with self._cond:
+            while True:
+                while self._idle:
+                    environment = self._idle.pop()
+                    if environment.alive:
+                        return environment
+                    self._started -= 1
+                if self._started < self.spec.concurrency:
+                    self._started += 1
+                    self.cold_starts += 1
+                    break
+                if self.spec.throttle:
+                    raise Throttled(self.spec.name)
+                self._cond.wait()
+        try:
+            return _Environment(self.spec, self.log_path)
+        except BaseException:
+            with self._cond:
+                self._started -= 1
+                self._cond.notify()
+            raise
+
+    def _give_back(self, environment: _Environment) -> None:
+        with self._cond:
+            if environment.alive:
+                self._idle.append(environment)
+            else:
+                self._started -= 1
+            self._cond.notify()
+
+    def invoke(self, request_id: str, payload: bytes) -> Invocation:
+        environment = self._take()
+        try:
+            return environment.invoke(request_id, payload)
+        finally:
+            self._give_back(environment)
+
+    def close(self) -> None:
+        with self._cond:
+            for environment in self._idle:
+                environment.close()
+            self._idle.clear()
+
+
+class LocalLambda:
+    """The Invoke API on 127.0.0.1 for a set of functions."""
+
+    def __init__(
+        self,
+        functions: Iterable[FunctionSpec],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_dir: Path | None = None,
+    ) -> None:
+        self._host, self._port = host, port
+        self._tmp = None if log_dir else tempfile.TemporaryDirectory(prefix="connlease-logs-")
+        self.log_dir = log_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._functions = {
+            spec.name: _Function(spec, self.log_dir / f"{spec.name}.log") for spec in functions
+        }
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._background: list[threading.Thread] = []
+
+    @property
+    def endpoint_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the local Lambda endpoint is not running; call start() first")
+        return f"http://{self._host}:{self._server.server_port}"
+
+    def start(self) -> str:
+        self._server = ThreadingHTTPServer((self._host, self._port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="local-lambda", daemon=True
+        )
+        self._thread.start()
+        return self.endpoint_url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for thread in self._background:
+            thread.join(timeout=60)
+        for function in self._functions.values():
+            function.close()
+        self._server = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def client(self, **config: Any) -> LambdaClient:
+        """A boto3 Lambda client for this endpoint; `config` goes to botocore's Config."""
+        return boto3.client(
+            "lambda",
+            endpoint_url=self.endpoint_url,
+            region_name=LOCAL_REGION,
+            aws_access_key_id=LOCAL_ACCESS_KEY,
+            aws_secret_access_key=LOCAL_SECRET_KEY,
+            config=Config(read_timeout=900, retries={"max_attempts": 1}).merge(Config(**config)),
+        )
+
+    def log_lines(self, function: str) -> list[str]:
+        """Everything the function's environments printed, a line each."""
+        path = self._functions[function].log_path
+        return path.read_text().splitlines() if path.exists() else []
+
+    def cold_starts(self, function: str) -> int:
+        return self._functions[function].cold_starts
+
+    def function(self, name: str) -> _Function | None:
+        # Accept a name, a full ARN or a partial ARN, with or without a qualifier.
+        name = unquote(name)
+        if name.startswith("arn:"):
+            parts = name.split(":")
+            name = parts[6] if len(parts) > 6 else name
+        return self._functions.get(name.split(":")[0])
+
+    def run_in_background(self, work: Callable[[], object]) -> None:
+        thread = threading.Thread(target=work, daemon=True)
+        self._background = [t for t in self._background if t.is_alive()] + [thread]
+        thread.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _handler_for(endpoint: LocalLambda) -> type[BaseHTTPRequestHandler]:
+    class InvokeHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            payload = self.rfile.read(length) if length else b"{}"
+            match = _INVOKE_PATH.match(self.path.split("?")[0])
+            function = endpoint.function(match["name"]) if match else None
+            if function is None:
+                name = match["name"] if match else self.path
+                self._error(404, "ResourceNotFoundException", f"Function not found: {name}")
+                return
+            request_id = str(uuid.uuid4())
+            kind = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+            if kind == "DryRun":
+                self._reply(HTTPStatus.NO_CONTENT, b"", request_id)
+            elif kind == "Event":
+                endpoint.run_in_background(lambda: function.invoke(request_id, payload))
+                self._reply(HTTPStatus.ACCEPTED, b"", request_id)
+            elif kind == "RequestResponse":
+                try:
+                    result = function.invoke(request_id, payload)
+                except Throttled:
+                    self._error(429, "TooManyRequestsException", "Rate Exceeded.")
+                    return
+                self._reply(HTTPStatus.OK, result.payload, request_id, result.function_error)
+            else:
+                self._error(400, "InvalidParameterValueException", f"bad invocation type {kind}")
+
+        def _reply(
+            self, status: int, body: bytes, request_id: str, function_error: str | None = None
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("x-amzn-RequestId", request_id)
+            self.send_header("X-Amz-Executed-Version", "$LATEST")
+            if function_error:
+                self.send_header("X-Amz-Function-Error", function_error)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _error(self, status: int, error_type: str, message: str) -> None:
+            body = json.dumps({"Type": "User", "message": message}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("x-amzn-ErrorType", error_type)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep access logs out of test and demo output
+
+    return InvokeHandler
+
+
+def _serve(conn: Connection, spec: FunctionSpec, log_path: str) -> None:
+    """An execution environment's main loop (runs in its own process)."""
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as we do
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.environ.update(
+        {
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+            "AWS_REGION": LOCAL_REGION,
+            "AWS_DEFAULT_REGION": LOCAL_REGION,
+            "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+        }
+    )
+    os.environ.update(spec.environment)
+    module_name, _, attribute = spec.handler.rpartition(".")
+    try:
+        handler = getattr(importlib.import_module(module_name), attribute)
+    except Exception as failure:  # Lambda reports init errors on every invoke
+        traceback.print_exc()
+        init_error = (type(failure).__name__, str(failure))
+        handler = None
+    while True:
+        try:
+            request_id, payload = conn.recv()
+        except EOFError:
+            return
+        if handler is None:
+            body = {
+                "errorType": f"Runtime.ImportModuleError.{init_error[0]}",
+                "errorMessage": init_error[1],
+            }
+            conn.send((json.dumps(body).encode(), "Unhandled"))
+            continue
+        context = LocalContext(spec.name, spec.timeout_s, spec.memory_mb, aws_request_id=request_id)
+        print(f"START RequestId: {request_id} Version: $LATEST")
+        started = time.perf_counter()
+        try:
+            event = json.loads(payload) if payload else {}
+            result = json.dumps(handler(event, context)).encode()
+            function_error = None
+        except Exception as failure:
+            traceback.print_exc()
+            result = json.dumps(
+                {
+                    "errorMessage": str(failure),
+                    "errorType": type(failure).__name__,
+                    "requestId": request_id,
+                    "stackTrace": traceback.format_tb(failure.__traceback__),
+                }
+            ).encode()
+            function_error = "Unhandled"
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        print(f"END RequestId: {request_id}")
+        print(f"REPORT RequestId: {request_id}\tDuration: {elapsed_ms:.2f} ms")
+        conn.send((result, function_error))

@@ -1,0 +1,1 @@
+"""The Lambda side: settings, the composition root and the Powertools handlers."""

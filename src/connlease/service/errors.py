@@ -1,0 +1,84 @@
+"""Every failure the helper can meet, turned into one structured error document.
+
+Known errors say what to do; anything else is logged with its stack by the handler and
+answered without internals.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+)
+from pydantic import ValidationError
+
+from connlease.domain import (
+    ConnleaseError,
+    CorruptQuota,
+    InvalidInput,
+    StoreUnavailable,
+    UnknownDatabase,
+)
+from connlease.service.models import ErrorBody, ErrorDetail, ErrorResponse
+
+INTERNAL = "InternalError"
+
+
+def invalid_event(error: ValidationError) -> ErrorResponse:
+    details = [
+        ErrorDetail(
+            field=".".join(str(part) for part in issue["loc"]) or "event",
+            message=_plain(issue["msg"]),
+        )
+        for issue in error.errors(include_url=False, include_input=False)
+    ]
+    return _error("InvalidInput", "the event does not match the helper's contract", details)
+
+
+def configuration_error(error: ValidationError) -> ErrorResponse:
+    names = ", ".join(str(issue["loc"][0]).upper() for issue in error.errors()) or "settings"
+    return _error(
+        "ConfigurationError",
+        f"the helper is misconfigured: check the environment variables {names}",
+    )
+
+
+def known_error(  # noqa: PLR0911 - one case per error type reads best
+    error: ConnleaseError | IdempotencyAlreadyInProgressError | IdempotencyPersistenceLayerError,
+) -> ErrorResponse:
+    match error:
+        case InvalidInput(field=field, message=message):
+            return _error("InvalidInput", str(error), [ErrorDetail(field=field, message=message)])
+        case UnknownDatabase():
+            return _error("UnknownDatabase", str(error), [_database(error.database)])
+        case CorruptQuota():
+            return _error("CorruptQuota", str(error), [_database(error.database)])
+        case StoreUnavailable():
+            return _error("StoreUnavailable", str(error))
+        case IdempotencyAlreadyInProgressError():
+            return _error(
+                "RequestInProgress", "the same request is still being handled; retry shortly"
+            )
+        case IdempotencyPersistenceLayerError():
+            return _error("StoreUnavailable", f"idempotency store unavailable: {error}")
+        case _:
+            return _error(type(error).__name__, str(error))
+
+
+def internal_error(request_id: str) -> ErrorResponse:
+    return _error(
+        INTERNAL, f"the helper failed unexpectedly; see its logs for request {request_id}"
+    )
+
+
+def _database(database: str) -> ErrorDetail:
+    return ErrorDetail(field="database", message=database)
+
+
+def _plain(message: str) -> str:
+    # pydantic prefixes errors raised in validators with "Value error, ".
+    return message.removeprefix("Value error, ")
+
+
+def _error(kind: str, message: str, details: list[ErrorDetail] | None = None) -> ErrorResponse:
+    return ErrorResponse(error=ErrorBody(type=kind, message=message, details=details or []))

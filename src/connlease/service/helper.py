@@ -1,0 +1,210 @@
+"""The helper function: other Lambdas invoke it synchronously to take and give back leases.
+
+The handler only parses, dispatches and maps errors; the work is the domain's, wired in
+the composition root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any, cast
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.idempotency import idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+)
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from connlease.domain import (
+    ConnleaseError,
+    Deadline,
+    Granted,
+    LeaseLost,
+    Metric,
+    NoCapacity,
+    ReleaseOutcome,
+    acquire_within,
+)
+from connlease.domain.services import record_acquire
+from connlease.service import errors
+from connlease.service.bootstrap import Helper, build_helper
+from connlease.service.models import (
+    AcquireRequest,
+    AcquireResponse,
+    HelperAction,
+    HelperRequest,
+    LeaseDoc,
+    ReleaseRequest,
+    ReleaseResponse,
+    RenewRequest,
+    RenewResponse,
+    StatusRequest,
+    StatusResponse,
+)
+from connlease.service.settings import HelperSettings, ObservabilitySettings
+
+observability = ObservabilitySettings()
+logger = Logger(service=observability.powertools_service_name)
+tracer = Tracer(service=observability.powertools_service_name)
+metrics = Metrics(
+    namespace=observability.powertools_metrics_namespace,
+    service=observability.powertools_service_name,
+)
+
+# Powertools' parse() is typed for classes; a discriminated union is a valid model too.
+REQUEST_MODEL: Any = HelperRequest
+
+
+@cache
+def helper() -> Helper:
+    """Built on the first invocation of an execution environment, then reused."""
+    return build_helper(HelperSettings(), metrics)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    try:
+        request: HelperAction = parse(event=event, model=REQUEST_MODEL)
+    except ValidationError as error:
+        logger.warning("rejected a malformed event", extra={"errors": error.errors()})
+        return errors.invalid_event(error).model_dump(mode="json")
+    logger.append_keys(database=request.database, lease_id=getattr(request, "lease_id", None))
+    tracer.put_annotation("database", request.database)
+    try:
+        document = dispatch(request, helper(), context)
+    except ValidationError as error:  # settings: the environment is wrong, not the event
+        logger.exception("helper settings are invalid")
+        return errors.configuration_error(error).model_dump(mode="json")
+    except (
+        ConnleaseError,
+        IdempotencyAlreadyInProgressError,
+        IdempotencyPersistenceLayerError,
+    ) as error:
+        logger.warning("request refused", extra={"error": str(error)})
+        tracer.put_annotation("outcome", type(error).__name__)
+        return errors.known_error(error).model_dump(mode="json")
+    except Exception:
+        logger.exception("unexpected failure")
+        tracer.put_annotation("outcome", errors.INTERNAL)
+        return errors.internal_error(context.aws_request_id).model_dump(mode="json")
+    tracer.put_annotation("outcome", document.get("outcome", "ok"))
+    logger.info("handled", extra={"action": request.action, "outcome": document.get("outcome")})
+    return document
+
+
+def dispatch(
+    request: HelperAction,
+    app: Helper,
+    context: LambdaContext,
+) -> dict[str, Any]:
+    match request:
+        case AcquireRequest():
+            return acquire(request, app, context).model_dump(mode="json")
+        case ReleaseRequest() | RenewRequest():
+            app.idempotency_config.register_lambda_context(context)
+            document: dict[str, Any] = idempotent_action(app)(request=request)
+            return document
+        case StatusRequest():
+            return StatusResponse.of(app.store.status(request.database)).model_dump(mode="json")
+
+
+@tracer.capture_method(capture_response=False)
+def acquire(request: AcquireRequest, app: Helper, context: LambdaContext) -> AcquireResponse:
+    ttl_ms = request.ttl_ms or app.settings.default_lease_ttl_ms
+    started_ms = app.clock.now_ms()
+    budget_ms = min(
+        request.wait_ms,
+        context.get_remaining_time_in_millis() - app.settings.timeout_margin_ms,
+    )
+    if budget_ms <= 0:
+        result = app.store.acquire(request.database, request.holder, ttl_ms)
+        record_acquire(app.metrics, request.database, result, 0)
+    else:
+        try:
+            result = acquire_within(
+                app.store,
+                request.database,
+                holder=request.holder,
+                ttl_ms=ttl_ms,
+                deadline=Deadline(started_ms + budget_ms),
+                clock=app.clock,
+                backoff=app.backoff,
+                rng=app.rng,
+                metrics=app.metrics,
+            )
+        except NoCapacity as refused:
+            if refused.last is None:
+                raise
+            result = refused.last
+    waited_ms = app.clock.now_ms() - started_ms
+    if isinstance(result, Granted):
+        logger.append_keys(lease_id=result.lease.id)
+        return AcquireResponse(
+            outcome="granted",
+            database=request.database,
+            lease=LeaseDoc.of(result.lease),
+            remaining=result.remaining,
+            reclaimed=len(result.reclaimed),
+            waited_ms=waited_ms,
+        )
+    return AcquireResponse(
+        outcome="no_capacity",
+        database=request.database,
+        remaining=0,
+        waited_ms=waited_ms,
+        limit=result.limit,
+        in_use=result.in_use,
+        retry_after_ms=result.retry_after_ms,
+    )
+
+
+@cache
+def idempotent_action(app: Helper) -> Callable[..., dict[str, Any]]:
+    """Release and renew, answered once per key (database, lease id, renewal number)."""
+
+    once = cast(
+        "Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]",
+        idempotent_function(
+            data_keyword_argument="request",
+            persistence_store=app.idempotency_store,
+            config=app.idempotency_config,
+        ),
+    )
+
+    @once
+    def give_back_or_renew(request: ReleaseRequest | RenewRequest) -> dict[str, Any]:
+        if isinstance(request, ReleaseRequest):
+            return release(request, app).model_dump(mode="json")
+        return renew(request, app).model_dump(mode="json")
+
+    return give_back_or_renew
+
+
+@tracer.capture_method(capture_response=False)
+def release(request: ReleaseRequest, app: Helper) -> ReleaseResponse:
+    outcome = app.store.release(request.database, request.lease_id)
+    if outcome is ReleaseOutcome.RELEASED:
+        app.metrics.record(Metric.LEASES_RELEASED, 1, request.database)
+    return ReleaseResponse(
+        outcome=outcome.value, database=request.database, lease_id=request.lease_id
+    )
+
+
+@tracer.capture_method(capture_response=False)
+def renew(request: RenewRequest, app: Helper) -> RenewResponse:
+    result = app.store.renew(request.database, request.lease_id, request.ttl_ms)
+    if isinstance(result, LeaseLost):
+        return RenewResponse(outcome="lost", database=request.database, lease_id=request.lease_id)
+    return RenewResponse(
+        outcome="renewed",
+        database=request.database,
+        lease_id=request.lease_id,
+        lease=LeaseDoc.of(result.lease),
+    )

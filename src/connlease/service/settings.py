@@ -1,0 +1,39 @@
+"""Settings, read from the environment once per execution environment and validated.
+
+Small mixins composed per handler, as in the Powertools handler cookbook; a missing or
+malformed variable fails the cold start with a message that names it.
+"""
+
+from __future__ import annotations
+
+from pydantic import AnyHttpUrl, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connlease.domain.model import MAX_TTL_MS, MIN_TTL_MS
+
+TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
+
+
+class _FromEnvironment(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+
+class ObservabilitySettings(_FromEnvironment):
+    powertools_service_name: str = Field("connlease", min_length=1)
+    powertools_metrics_namespace: str = Field("connlease", min_length=1, max_length=255)
+
+
+class StoreSettings(_FromEnvironment):
+    leases_table_name: str = Field(pattern=TABLE_NAME)
+    # Set only off AWS (the local stack); in AWS the SDK finds the regional endpoint.
+    dynamodb_endpoint_url: AnyHttpUrl | None = None
+
+
+class HelperSettings(ObservabilitySettings, StoreSettings):
+    idempotency_table_name: str = Field(pattern=TABLE_NAME)
+    # A retried release or renew within this window gets the first answer back.
+    idempotency_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    # TTL for leases whose caller names none; unset, the quota's own default applies.
+    default_lease_ttl_ms: int | None = Field(None, ge=MIN_TTL_MS, le=MAX_TTL_MS)
+    # The helper answers an acquire with wait_ms at least this long before it times out.
+    timeout_margin_ms: int = Field(500, ge=0, le=60_000)

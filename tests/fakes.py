@@ -5,6 +5,13 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyItemAlreadyExistsError,
+    IdempotencyItemNotFoundError,
+)
+from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+
 from connlease.domain.ports import Clock, Metric, MetricsSink
 
 START_MS = 1_800_000_000_000
@@ -36,3 +43,48 @@ class RecordingMetrics(MetricsSink):
 
     def record(self, metric: Metric, value: float, database: str) -> None:
         self.values[metric, database].append(value)
+
+
+class InMemoryIdempotencyStore(BasePersistenceLayer):
+    """Powertools idempotency records in a dict: the DynamoDB layer's semantics, no AWS."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.records: dict[str, DataRecord] = {}
+
+    def _get_record(self, idempotency_key: str) -> DataRecord:
+        try:
+            return self.records[idempotency_key]
+        except KeyError:
+            raise IdempotencyItemNotFoundError(idempotency_key) from None
+
+    def _put_record(self, data_record: DataRecord) -> None:
+        existing = self.records.get(data_record.idempotency_key)
+        if existing is not None and not existing.is_expired:
+            raise IdempotencyItemAlreadyExistsError(old_data_record=existing)
+        self.records[data_record.idempotency_key] = data_record
+
+    def _update_record(self, data_record: DataRecord) -> None:
+        self.records[data_record.idempotency_key] = data_record
+
+    def _delete_record(self, data_record: DataRecord) -> None:
+        self.records.pop(data_record.idempotency_key, None)
+
+
+class FakeContext:
+    """A Lambda context whose remaining time runs on a FakeClock."""
+
+    def __init__(
+        self, clock: FakeClock, timeout_ms: int = 30_000, function_name: str = "orders-fn"
+    ) -> None:
+        self._clock = clock
+        self._deadline_ms = clock.now_ms() + timeout_ms
+        self.function_name = function_name
+        self.aws_request_id = "8f14e45f-ceea-467f-a8f0-9b0b1c6e2a11"
+        self.memory_limit_in_mb = 128
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:us-east-1:000000000000:function:{function_name}"
+        )
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self._deadline_ms - self._clock.now_ms())

@@ -2,7 +2,7 @@
 
 Like `sam local start-lambda`, without containers: `boto3.client("lambda",
 endpoint_url=...)` invokes functions here exactly as it would in AWS. Each execution
-environment is a process that serves one invocation at a time (Powertools keeps
+environment is a fresh interpreter that serves one invocation at a time (Powertools keeps
 per-process state, so threads would mix invocations' metrics and log context); a function
 gets up to `concurrency` of them, started on demand, so cold starts happen as in Lambda.
 What an environment prints goes to the function's log file, the local CloudWatch Logs.
@@ -10,16 +10,14 @@ What an environment prints goes to the function's log file, the local CloudWatch
 
 from __future__ import annotations
 
-import importlib
 import json
-import multiprocessing
 import os
 import re
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
-import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,16 +32,12 @@ from urllib.parse import unquote
 import boto3
 from botocore.config import Config
 
-from connlease.local.context import LocalContext
 from connlease.local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRET_KEY
 
 if TYPE_CHECKING:
-    from multiprocessing.process import BaseProcess
-
     from mypy_boto3_lambda import LambdaClient
 
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
-_SPAWN = multiprocessing.get_context("spawn")  # a clean interpreter, as a new environment
 
 
 @dataclass(frozen=True)
@@ -71,48 +65,75 @@ class Throttled(Exception):
 
 
 class _Environment:
-    """One execution environment: a process running the handler, one invocation at a time."""
+    """One execution environment: a fresh interpreter running the handler through
+    `connlease.local.runtime`, one invocation at a time, its output going to the log."""
 
     def __init__(self, spec: FunctionSpec, log_path: Path) -> None:
         self.spec = spec
-        parent, child = _SPAWN.Pipe()
-        self._conn: Connection = parent
-        self._process: BaseProcess = _SPAWN.Process(
-            target=_serve,
-            args=(child, spec, str(log_path)),
-            name=f"lambda-{spec.name}",
-            daemon=True,
+        parent, child = socket.socketpair()
+        environment = (
+            os.environ
+            | {
+                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+                "PYTHONUNBUFFERED": "1",
+            }
+            | runtime_environment(spec)
         )
-        self._process.start()
+        with open(log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "connlease.local.runtime", str(child.fileno())],
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(child.fileno(),),
+            )
         child.close()
+        self._conn = Connection(parent.detach())
 
     def invoke(self, request_id: str, payload: bytes) -> Invocation:
         """Run one invocation; a timeout or a crash ends the environment, as in Lambda."""
-        self._conn.send((request_id, payload))
-        # The handler sees its own deadline; this allows for the process's cold start.
-        if self._conn.poll(self.spec.timeout_s + 30):
-            try:
+        try:
+            self._conn.send((request_id, payload))
+            # The handler sees its own deadline; the slack covers the interpreter's start.
+            if self._conn.poll(self.spec.timeout_s + 30):
                 body, error = self._conn.recv()
                 return Invocation(body, error)
-            except EOFError:
-                pass
-        else:
+        except (EOFError, OSError):
             self.close()
-            message = f"{request_id} Task timed out after {self.spec.timeout_s:.2f} seconds"
-            return _error_invocation("Sandbox.Timedout", message)
+            return _error_invocation(
+                "Runtime.ExitError",
+                f"RequestId: {request_id} Error: Runtime exited unexpectedly",
+            )
         self.close()
-        return _error_invocation(
-            "Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited unexpectedly"
-        )
+        message = f"{request_id} Task timed out after {self.spec.timeout_s:.2f} seconds"
+        return _error_invocation("Sandbox.Timedout", message)
 
     @property
     def alive(self) -> bool:
-        return self._process.is_alive()
+        return self._process.poll() is None
 
     def close(self) -> None:
         self._process.kill()
-        self._process.join(timeout=5)
+        self._process.wait(timeout=10)
         self._conn.close()
+
+
+def runtime_environment(spec: FunctionSpec) -> dict[str, str]:
+    """The variables Lambda sets for a function, then the function's own."""
+    return {
+        "_HANDLER": spec.handler,
+        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": str(spec.timeout_s),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+        "AWS_REGION": LOCAL_REGION,
+        "AWS_DEFAULT_REGION": LOCAL_REGION,
+        "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
+        "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+    } | dict(spec.environment)
 
 
 def _error_invocation(error_type: str, message: str) -> Invocation:
@@ -327,67 +348,3 @@ def _handler_for(endpoint: LocalLambda) -> type[BaseHTTPRequestHandler]:
             pass  # keep access logs out of test and demo output
 
     return InvokeHandler
-
-
-def _serve(conn: Connection, spec: FunctionSpec, log_path: str) -> None:
-    """An execution environment's main loop (runs in its own process)."""
-    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as we do
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    os.environ.update(
-        {
-            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
-            "AWS_REGION": LOCAL_REGION,
-            "AWS_DEFAULT_REGION": LOCAL_REGION,
-            "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
-            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
-        }
-    )
-    os.environ.update(spec.environment)
-    module_name, _, attribute = spec.handler.rpartition(".")
-    try:
-        handler = getattr(importlib.import_module(module_name), attribute)
-    except Exception as failure:  # Lambda reports init errors on every invoke
-        traceback.print_exc()
-        init_error = (type(failure).__name__, str(failure))
-        handler = None
-    while True:
-        try:
-            request_id, payload = conn.recv()
-        except EOFError:
-            return
-        if handler is None:
-            body = {
-                "errorType": f"Runtime.ImportModuleError.{init_error[0]}",
-                "errorMessage": init_error[1],
-            }
-            conn.send((json.dumps(body).encode(), "Unhandled"))
-            continue
-        context = LocalContext(spec.name, spec.timeout_s, spec.memory_mb, aws_request_id=request_id)
-        print(f"START RequestId: {request_id} Version: $LATEST")
-        started = time.perf_counter()
-        try:
-            event = json.loads(payload) if payload else {}
-            result = json.dumps(handler(event, context)).encode()
-            function_error = None
-        except Exception as failure:
-            traceback.print_exc()
-            result = json.dumps(
-                {
-                    "errorMessage": str(failure),
-                    "errorType": type(failure).__name__,
-                    "requestId": request_id,
-                    "stackTrace": traceback.format_tb(failure.__traceback__),
-                }
-            ).encode()
-            function_error = "Unhandled"
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        print(f"END RequestId: {request_id}")
-        print(f"REPORT RequestId: {request_id}\tDuration: {elapsed_ms:.2f} ms")
-        conn.send((result, function_error))

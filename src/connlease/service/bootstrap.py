@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
 )
+from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from botocore.config import Config
 
 from connlease.adapters.clock import SystemClock
@@ -56,7 +57,7 @@ class Helper:
     metrics: MetricsSink
     backoff: Backoff
     rng: random.Random
-    idempotency_store: DynamoDBPersistenceLayer
+    idempotency_store: BasePersistenceLayer
     idempotency_config: IdempotencyConfig
 
 

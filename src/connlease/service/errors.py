@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from pydantic import ValidationError
 
+from connlease.contract import ErrorBody, ErrorDetail, ErrorResponse
 from connlease.domain import (
     ConnleaseError,
     CorruptQuota,
@@ -19,20 +20,24 @@ from connlease.domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
-from connlease.service.models import ErrorBody, ErrorDetail, ErrorResponse
 
 INTERNAL = "InternalError"
 
 
+ACTIONS = frozenset({"acquire", "release", "renew", "status"})
+
+
 def invalid_event(error: ValidationError) -> ErrorResponse:
-    details = [
-        ErrorDetail(
-            field=".".join(str(part) for part in issue["loc"]) or "event",
-            message=_plain(issue["msg"]),
-        )
-        for issue in error.errors(include_url=False, include_input=False)
-    ]
-    return _error("InvalidInput", "the event does not match the helper's contract", details)
+    details = []
+    for issue in error.errors(include_url=False, include_input=False, include_context=True):
+        loc = [str(part) for part in issue["loc"]]
+        if loc and loc[0] in ACTIONS:  # pydantic puts the union's tag first
+            loc = loc[1:]
+        cause = issue.get("ctx", {}).get("error")
+        message = cause.message if isinstance(cause, InvalidInput) else issue["msg"]
+        details.append(ErrorDetail(field=".".join(loc) or "event", message=message))
+    summary = "; ".join(f"{d.field}: {d.message}" for d in details)
+    return _error("InvalidInput", f"malformed event: {summary}", details)
 
 
 def configuration_error(error: ValidationError) -> ErrorResponse:
@@ -52,9 +57,20 @@ def known_error(  # noqa: PLR0911 - one case per error type reads best
         case UnknownDatabase():
             return _error("UnknownDatabase", str(error), [_database(error.database)])
         case CorruptQuota():
-            return _error("CorruptQuota", str(error), [_database(error.database)])
+            return _error(
+                "CorruptQuota",
+                str(error),
+                [_database(error.database), ErrorDetail(field="problem", message=error.problem)],
+            )
         case StoreUnavailable():
-            return _error("StoreUnavailable", str(error))
+            return _error(
+                "StoreUnavailable",
+                str(error),
+                [
+                    ErrorDetail(field="operation", message=error.operation),
+                    ErrorDetail(field="reason", message=error.reason),
+                ],
+            )
         case IdempotencyAlreadyInProgressError():
             return _error(
                 "RequestInProgress", "the same request is still being handled; retry shortly"
@@ -73,11 +89,6 @@ def internal_error(request_id: str) -> ErrorResponse:
 
 def _database(database: str) -> ErrorDetail:
     return ErrorDetail(field="database", message=database)
-
-
-def _plain(message: str) -> str:
-    # pydantic prefixes errors raised in validators with "Value error, ".
-    return message.removeprefix("Value error, ")
 
 
 def _error(kind: str, message: str, details: list[ErrorDetail] | None = None) -> ErrorResponse:

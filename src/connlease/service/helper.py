@@ -20,20 +20,7 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from connlease.domain import (
-    ConnleaseError,
-    Deadline,
-    Granted,
-    LeaseLost,
-    Metric,
-    NoCapacity,
-    ReleaseOutcome,
-    acquire_within,
-)
-from connlease.domain.services import record_acquire
-from connlease.service import errors
-from connlease.service.bootstrap import Helper, build_helper
-from connlease.service.models import (
+from connlease.contract import (
     AcquireRequest,
     AcquireResponse,
     HelperAction,
@@ -46,6 +33,20 @@ from connlease.service.models import (
     StatusRequest,
     StatusResponse,
 )
+from connlease.domain import (
+    ConnleaseError,
+    Deadline,
+    Granted,
+    LeaseLost,
+    Metric,
+    NoCapacity,
+    ReleaseOutcome,
+    acquire_within,
+)
+from connlease.domain.services import record_acquire
+from connlease.invocation import InvocationContext
+from connlease.service import errors
+from connlease.service.bootstrap import Helper, build_helper
 from connlease.service.settings import HelperSettings, ObservabilitySettings
 
 observability = ObservabilitySettings()
@@ -71,17 +72,25 @@ def helper() -> Helper:
 @metrics.log_metrics
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     try:
+        app = helper()
+    except ValidationError as error:  # the environment is wrong, not the event
+        logger.exception("helper settings are invalid")
+        return errors.configuration_error(error).document()
+    return respond(event, context, app)
+
+
+def respond(event: Any, context: InvocationContext, app: Helper) -> dict[str, Any]:
+    """Parse, act and answer; every failure becomes an error document."""
+    try:
         request: HelperAction = parse(event=event, model=REQUEST_MODEL)
     except ValidationError as error:
-        logger.warning("rejected a malformed event", extra={"errors": error.errors()})
-        return errors.invalid_event(error).model_dump(mode="json")
+        issues = error.errors(include_url=False, include_input=False)
+        logger.warning("rejected a malformed event", extra={"errors": issues})
+        return errors.invalid_event(error).document()
     logger.append_keys(database=request.database, lease_id=getattr(request, "lease_id", None))
     tracer.put_annotation("database", request.database)
     try:
-        document = dispatch(request, helper(), context)
-    except ValidationError as error:  # settings: the environment is wrong, not the event
-        logger.exception("helper settings are invalid")
-        return errors.configuration_error(error).model_dump(mode="json")
+        document = dispatch(request, app, context)
     except (
         ConnleaseError,
         IdempotencyAlreadyInProgressError,
@@ -89,11 +98,11 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     ) as error:
         logger.warning("request refused", extra={"error": str(error)})
         tracer.put_annotation("outcome", type(error).__name__)
-        return errors.known_error(error).model_dump(mode="json")
+        return errors.known_error(error).document()
     except Exception:
         logger.exception("unexpected failure")
         tracer.put_annotation("outcome", errors.INTERNAL)
-        return errors.internal_error(context.aws_request_id).model_dump(mode="json")
+        return errors.internal_error(context.aws_request_id).document()
     tracer.put_annotation("outcome", document.get("outcome", "ok"))
     logger.info("handled", extra={"action": request.action, "outcome": document.get("outcome")})
     return document
@@ -102,21 +111,21 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
 def dispatch(
     request: HelperAction,
     app: Helper,
-    context: LambdaContext,
+    context: InvocationContext,
 ) -> dict[str, Any]:
     match request:
         case AcquireRequest():
-            return acquire(request, app, context).model_dump(mode="json")
+            return acquire(request, app, context).document()
         case ReleaseRequest() | RenewRequest():
-            app.idempotency_config.register_lambda_context(context)
+            app.idempotency_config.register_lambda_context(cast("LambdaContext", context))
             document: dict[str, Any] = idempotent_action(app)(request=request)
             return document
         case StatusRequest():
-            return StatusResponse.of(app.store.status(request.database)).model_dump(mode="json")
+            return StatusResponse.of(app.store.status(request.database)).document()
 
 
 @tracer.capture_method(capture_response=False)
-def acquire(request: AcquireRequest, app: Helper, context: LambdaContext) -> AcquireResponse:
+def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) -> AcquireResponse:
     ttl_ms = request.ttl_ms or app.settings.default_lease_ttl_ms
     started_ms = app.clock.now_ms()
     budget_ms = min(
@@ -151,7 +160,7 @@ def acquire(request: AcquireRequest, app: Helper, context: LambdaContext) -> Acq
             database=request.database,
             lease=LeaseDoc.of(result.lease),
             remaining=result.remaining,
-            reclaimed=len(result.reclaimed),
+            reclaimed=[LeaseDoc.of(lease) for lease in result.reclaimed],
             waited_ms=waited_ms,
         )
     return AcquireResponse(
@@ -181,8 +190,8 @@ def idempotent_action(app: Helper) -> Callable[..., dict[str, Any]]:
     @once
     def give_back_or_renew(request: ReleaseRequest | RenewRequest) -> dict[str, Any]:
         if isinstance(request, ReleaseRequest):
-            return release(request, app).model_dump(mode="json")
-        return renew(request, app).model_dump(mode="json")
+            return release(request, app).document()
+        return renew(request, app).document()
 
     return give_back_or_renew
 

@@ -1,4 +1,4 @@
-"""The helper's wire contract: one request model per action and the documents it answers.
+"""The helper's wire contract, shared by the helper (service) and its callers (the invoke adapter).
 
 The field checks are the domain's own (`check_*` raise `InvalidInput`, a ValueError, which
 pydantic reports per field), so the helper and the stores agree on what is valid.
@@ -6,7 +6,7 @@ pydantic reports per field), so the helper and the stores agree on what is valid
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -30,6 +30,10 @@ TtlMs = Annotated[StrictInt, AfterValidator(check_ttl_ms)]
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def document(self) -> dict[str, Any]:
+        """The JSON document sent on the wire; absent optional fields are left out."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class AcquireRequest(_Message):
@@ -89,7 +93,7 @@ class AcquireResponse(_Message):
     database: str
     lease: LeaseDoc | None = None
     remaining: int
-    reclaimed: int = 0
+    reclaimed: list[LeaseDoc] = []
     waited_ms: int = 0
     # Only with no_capacity: what the quota looked like and when its earliest lease ends.
     limit: int | None = None

@@ -1,0 +1,152 @@
+"""The helper function as a lease source, over a synchronous Lambda invoke.
+
+The caller's view of the helper: the same `Leases` interface as a store in-process, with
+the helper's error documents and function errors turned back into typed exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from connlease.contract import (
+    AcquireResponse,
+    ErrorResponse,
+    ReleaseResponse,
+    RenewResponse,
+    StatusResponse,
+)
+from connlease.domain import (
+    AcquireResult,
+    ConnleaseError,
+    CorruptQuota,
+    Granted,
+    HelperFailed,
+    InvalidInput,
+    LeaseLost,
+    QuotaStatus,
+    Rejected,
+    ReleaseOutcome,
+    Renewed,
+    RenewResult,
+    StoreUnavailable,
+    UnknownDatabase,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+
+Answer = TypeVar("Answer", AcquireResponse, ReleaseResponse, RenewResponse, StatusResponse)
+
+
+class LambdaLeases:
+    """Leases from the helper function, invoked by name or ARN (RequestResponse)."""
+
+    def __init__(self, client: LambdaClient, function: str) -> None:
+        self._client = client
+        self._function = function
+        # Numbers each renewal of a lease, so a retried renew is answered once.
+        self._renewals: dict[str, int] = {}
+
+    def acquire(
+        self, database: str, holder: str = "", ttl_ms: int | None = None, wait_ms: int = 0
+    ) -> AcquireResult:
+        request: dict[str, Any] = {"action": "acquire", "database": database, "holder": holder}
+        if ttl_ms is not None:
+            request["ttl_ms"] = ttl_ms
+        if wait_ms:
+            request["wait_ms"] = wait_ms
+        answer = self._call(request, AcquireResponse)
+        if answer.lease is not None:
+            reclaimed = tuple(lease.to_domain() for lease in answer.reclaimed)
+            return Granted(answer.lease.to_domain(), answer.remaining, reclaimed)
+        return Rejected(database, answer.limit or 0, answer.in_use or 0, answer.retry_after_ms or 0)
+
+    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+        request = {"action": "release", "database": database, "lease_id": lease_id}
+        answer = self._call(request, ReleaseResponse)
+        self._renewals.pop(lease_id, None)
+        return ReleaseOutcome(answer.outcome)
+
+    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
+        renewal = self._renewals.get(lease_id, 0) + 1
+        request: dict[str, Any] = {
+            "action": "renew",
+            "database": database,
+            "lease_id": lease_id,
+            "renewal": renewal,
+        }
+        if ttl_ms is not None:
+            request["ttl_ms"] = ttl_ms
+        answer = self._call(request, RenewResponse)
+        self._renewals[lease_id] = renewal
+        if answer.lease is None:
+            return LeaseLost(lease_id)
+        return Renewed(answer.lease.to_domain())
+
+    def status(self, database: str) -> QuotaStatus:
+        answer = self._call({"action": "status", "database": database}, StatusResponse)
+        return QuotaStatus(
+            database=answer.database,
+            limit=answer.limit,
+            default_ttl_ms=answer.default_ttl_ms,
+            in_use=answer.in_use,
+            remaining=answer.remaining,
+            expired=answer.expired,
+            leases=tuple(lease.to_domain() for lease in answer.leases),
+        )
+
+    def _call(self, request: dict[str, Any], answer_type: type[Answer]) -> Answer:
+        try:
+            response = self._client.invoke(
+                FunctionName=self._function,
+                InvocationType="RequestResponse",
+                Payload=json.dumps(request).encode(),
+            )
+            body = response["Payload"].read()
+        except ClientError as error:
+            info = error.response.get("Error", {})
+            reason = f"{info.get('Code', 'error')}: {info.get('Message', '')}"
+            raise StoreUnavailable(f"invoke {self._function}", reason) from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"invoke {self._function}", str(error)) from error
+        try:
+            document = json.loads(body)
+        except ValueError as error:
+            raise HelperFailed(self._function, "MalformedResponse", repr(body[:200])) from error
+        if response.get("FunctionError"):
+            document = document if isinstance(document, dict) else {}
+            raise HelperFailed(
+                self._function,
+                str(document.get("errorType", response["FunctionError"])),
+                str(document.get("errorMessage", "no message")),
+            )
+        try:
+            if isinstance(document, dict) and document.get("ok") is False:
+                raise _error_from(self._function, ErrorResponse.model_validate(document))
+            return answer_type.model_validate(document)
+        except ValidationError as error:
+            raise HelperFailed(self._function, "MalformedResponse", str(error)) from error
+
+
+def _error_from(function: str, answer: ErrorResponse) -> ConnleaseError:
+    """The exception the helper's error document stands for."""
+    error = answer.error
+    details = {detail.field: detail.message for detail in error.details}
+    match error.type:
+        case "InvalidInput":
+            field, message = next(iter(details.items()), ("event", error.message))
+            return InvalidInput(field, message if len(details) <= 1 else error.message)
+        case "UnknownDatabase":
+            return UnknownDatabase(details.get("database", "?"))
+        case "CorruptQuota":
+            return CorruptQuota(details.get("database", "?"), details.get("problem", error.message))
+        case "StoreUnavailable":
+            return StoreUnavailable(
+                details.get("operation", "helper"), details.get("reason", error.message)
+            )
+        case _:
+            return HelperFailed(function, error.type, error.message)

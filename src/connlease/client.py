@@ -1,0 +1,177 @@
+"""The client library: what a function that talks to MySQL uses to stay within its quota.
+
+    leases = ConnectionLeases(lambda_leases("connlease-helper"), "orders-mysql")
+
+    def handler(event, context):
+        with leases.connect(open_mysql, context=context) as connection:
+            ...  # the lease is held exactly as long as the connection is open
+
+One interface, two ways to reach the quota: `lambda_leases` invokes the helper function
+(the original sample's architecture), `direct_leases` talks to DynamoDB in-process (one
+network hop less). Either way a lease is taken before connecting, waiting with jittered
+backoff until the invocation's deadline, and always given back after closing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+
+from connlease.adapters.clock import SystemClock
+from connlease.adapters.dynamodb import DynamoDBLeaseStore
+from connlease.adapters.lambda_invoke import LambdaLeases
+from connlease.domain import (
+    Backoff,
+    Clock,
+    ConnleaseError,
+    Deadline,
+    DecorrelatedJitter,
+    Granted,
+    Leases,
+    LeaseStore,
+    MetricsSink,
+    acquire_within,
+)
+from connlease.domain.model import MAX_HOLDER_LENGTH, MAX_TTL_MS, MIN_TTL_MS
+from connlease.invocation import InvocationContext
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_lambda import LambdaClient
+
+log = logging.getLogger(__name__)
+
+Connection = TypeVar("Connection")
+
+
+def lambda_leases(function: str, client: LambdaClient | None = None) -> LambdaLeases:
+    """Leases through the helper function (name or ARN), invoked synchronously."""
+    return LambdaLeases(client or boto3.client("lambda"), function)
+
+
+def direct_leases(
+    table_name: str, client: DynamoDBClient | None = None, clock: Clock | None = None
+) -> LeaseStore:
+    """Leases straight from the DynamoDB table, in-process."""
+    return DynamoDBLeaseStore(
+        client or boto3.client("dynamodb"), table_name, clock or SystemClock()
+    )
+
+
+def holder_of(context: InvocationContext) -> str:
+    """`function/request-id`, cut to fit: who holds a lease, for `status`."""
+    return f"{context.function_name[:27]}/{context.aws_request_id}"[:MAX_HOLDER_LENGTH]
+
+
+class ConnectionLeases:
+    """Holds a lease for exactly as long as a connection to one database is open."""
+
+    def __init__(
+        self,
+        leases: Leases,
+        database: str,
+        *,
+        safety_margin_ms: int = 1_000,
+        backoff: Backoff | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        metrics: MetricsSink | None = None,
+    ) -> None:
+        self.leases = leases
+        self.database = database
+        self.safety_margin_ms = safety_margin_ms
+        self._backoff = backoff or DecorrelatedJitter(base_ms=20, cap_ms=1_000)
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._metrics = metrics
+        self.last_grant: Granted | None = None
+        self.last_wait_ms = 0
+
+    @contextmanager
+    def connect(
+        self,
+        connect: Callable[[], Connection],
+        *,
+        context: InvocationContext | None = None,
+        wait_budget_ms: int | None = None,
+        ttl_ms: int | None = None,
+    ) -> Iterator[Connection]:
+        """Take a lease, open the connection, yield it; then close it and give the lease
+        back, whether the body returned, raised, or the connect itself failed.
+
+        Waits for a lease until `wait_budget_ms` from now, or else until the invocation's
+        remaining time less the safety margin (no context: one attempt). The lease lasts
+        `ttl_ms`, or else the invocation's remaining time: it cannot outlive its holder by
+        more than that, even if the holder is killed. Raises NoCapacity when no lease came.
+        """
+        started_ms = self._clock.now_ms()
+        remaining_ms = context.get_remaining_time_in_millis() if context else None
+        if wait_budget_ms is None:
+            wait_budget_ms = max(0, (remaining_ms or 0) - self.safety_margin_ms)
+        if ttl_ms is None and remaining_ms is not None:
+            ttl_ms = min(max(remaining_ms, MIN_TTL_MS), MAX_TTL_MS)
+        grant = acquire_within(
+            self.leases,
+            self.database,
+            deadline=Deadline(started_ms + wait_budget_ms),
+            clock=self._clock,
+            backoff=self._backoff,
+            rng=self._rng,
+            holder=holder_of(context) if context else "",
+            ttl_ms=ttl_ms,
+            metrics=self._metrics,
+        )
+        self.last_grant = grant
+        self.last_wait_ms = self._clock.now_ms() - started_ms
+        try:
+            connection = connect()
+            try:
+                yield connection
+            finally:
+                _close(connection)
+        finally:
+            self._give_back(grant)
+
+    def handler(
+        self, connect: Callable[[], Any], **options: Any
+    ) -> Callable[[Callable[..., Any]], Callable[[Any, Any], Any]]:
+        """Decorate a Lambda handler `(event, context, connection)` so that it runs inside
+        `connect(...)`; `options` are those of `connect`."""
+
+        def decorate(handler: Callable[..., Any]) -> Callable[[Any, Any], Any]:
+            @functools.wraps(handler)
+            def run(event: Any, context: Any) -> Any:
+                with self.connect(connect, context=context, **options) as connection:
+                    return handler(event, context, connection)
+
+            return run
+
+        return decorate
+
+    def _give_back(self, grant: Granted) -> None:
+        try:
+            self.leases.release(self.database, grant.lease.id)
+        except ConnleaseError:
+            # Never hide the body's own outcome: the lease expires with its TTL anyway.
+            log.warning(
+                "could not give lease %s back; it expires at %d",
+                grant.lease.id,
+                grant.lease.expires_at_ms,
+                exc_info=True,
+            )
+
+
+def _close(connection: object) -> None:
+    close = getattr(connection, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:
+        log.warning("closing the connection failed", exc_info=True)

@@ -1,0 +1,175 @@
+"""The client library's lease-around-a-connection, on the in-memory store."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from connlease.adapters.memory import InMemoryLeaseStore
+from connlease.client import ConnectionLeases, holder_of
+from connlease.domain import Granted, NoCapacity, Quota, ReleaseOutcome, StoreUnavailable
+from tests.fakes import FakeClock, FakeContext
+
+DB = "orders-mysql"
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> InMemoryLeaseStore:
+    store = InMemoryLeaseStore(clock)
+    store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
+    return store
+
+
+@pytest.fixture
+def leases(store: InMemoryLeaseStore, clock: FakeClock) -> ConnectionLeases:
+    return ConnectionLeases(store, DB, clock=clock, rng=random.Random(3))
+
+
+def test_the_lease_is_held_while_the_connection_is_open_then_given_back(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    connection = FakeConnection()
+
+    with leases.connect(lambda: connection, context=FakeContext(clock)) as opened:
+        assert opened is connection
+        assert store.status(DB).in_use == 1
+
+    assert connection.closed
+    assert store.status(DB).in_use == 0
+
+
+def test_the_lease_is_given_back_when_the_body_raises(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    connection = FakeConnection()
+
+    with pytest.raises(Boom), leases.connect(lambda: connection, context=FakeContext(clock)):
+        raise Boom
+
+    assert connection.closed
+    assert store.status(DB).in_use == 0
+
+
+def test_the_lease_is_given_back_when_connecting_fails(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    def refuse() -> FakeConnection:
+        raise Boom("Can't connect to MySQL server")
+
+    with pytest.raises(Boom), leases.connect(refuse, context=FakeContext(clock)):
+        pytest.fail("the body must not run without a connection")
+
+    assert store.status(DB).in_use == 0
+
+
+def test_the_lease_lasts_as_long_as_the_invocation_can(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    context = FakeContext(clock, timeout_ms=12_000)
+
+    with leases.connect(FakeConnection, context=context):
+        (lease,) = store.status(DB).leases
+
+    assert lease.expires_at_ms == clock.now_ms() + 12_000
+    assert lease.holder == holder_of(context)
+    assert lease.holder.startswith("orders-fn/8f14e45f")
+
+
+def test_it_waits_for_a_lease_until_the_deadline_less_the_margin_then_says_no_capacity(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    store.acquire(DB, "someone/else", ttl_ms=60_000)
+    context = FakeContext(clock, timeout_ms=5_000)
+
+    with pytest.raises(NoCapacity) as refused, leases.connect(FakeConnection, context=context):
+        pytest.fail("no lease, no connection")
+
+    assert refused.value.waited_ms == 5_000 - leases.safety_margin_ms
+    assert refused.value.attempts > 1
+    assert context.get_remaining_time_in_millis() == leases.safety_margin_ms
+
+
+class GivesBackLater(FakeClock):
+    """Another holder gives its lease back 700 ms into our wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = InMemoryLeaseStore(self)
+        self.store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
+        held = self.store.acquire(DB, "someone/else", ttl_ms=60_000)
+        assert isinstance(held, Granted)
+        self.held, self.give_back_at = held.lease.id, self.now_ms() + 700
+
+    def sleep_ms(self, ms: int) -> None:
+        super().sleep_ms(ms)
+        if self.now_ms() >= self.give_back_at:
+            self.store.release(DB, self.held)
+
+
+def test_it_gets_the_lease_when_the_holder_gives_it_back_during_the_wait() -> None:
+    clock = GivesBackLater()
+    leases = ConnectionLeases(clock.store, DB, clock=clock, rng=random.Random(5))
+
+    with leases.connect(FakeConnection, wait_budget_ms=10_000):
+        assert clock.store.status(DB).in_use == 1
+
+    assert 700 <= leases.last_wait_ms < 10_000
+
+
+def test_without_a_context_it_tries_once(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    store.acquire(DB, "someone/else")
+
+    with pytest.raises(NoCapacity) as refused, leases.connect(FakeConnection):
+        pass
+
+    assert refused.value.attempts == 1
+
+
+class ForgetfulStore(InMemoryLeaseStore):
+    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+        raise StoreUnavailable("release", "connection reset")
+
+
+def test_a_failed_give_back_does_not_hide_the_result(clock: FakeClock) -> None:
+    store = ForgetfulStore(clock)
+    store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
+    leases = ConnectionLeases(store, DB, clock=clock)
+
+    with leases.connect(FakeConnection, context=FakeContext(clock)) as connection:
+        result = connection
+
+    assert isinstance(result, FakeConnection)
+    assert result.closed
+
+
+def test_the_handler_decorator_passes_the_connection_and_gives_the_lease_back(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    @leases.handler(FakeConnection)
+    def handler(event: dict[str, Any], context: Any, connection: FakeConnection) -> str:
+        assert store.status(DB).in_use == 1
+        return f"{event['name']} via {type(connection).__name__}"
+
+    assert handler({"name": "q"}, FakeContext(clock)) == "q via FakeConnection"
+    assert store.status(DB).in_use == 0

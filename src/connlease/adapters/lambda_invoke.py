@@ -7,6 +7,7 @@ the helper's error documents and function errors turned back into typed exceptio
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -39,6 +40,8 @@ from connlease.domain import (
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
 
+RENEWALS_KEPT = 4096  # leases remembered; far more than one environment holds in its life
+
 Answer = TypeVar("Answer", AcquireResponse, ReleaseResponse, RenewResponse, StatusResponse)
 
 
@@ -48,8 +51,9 @@ class LambdaLeases:
     def __init__(self, client: LambdaClient, function: str) -> None:
         self._client = client
         self._function = function
-        # Numbers each renewal of a lease, so a retried renew is answered once.
-        self._renewals: dict[str, int] = {}
+        # Numbers each renewal of a lease, so that a retried renew is answered once and a
+        # later one never reuses a number (it would get an earlier, stale answer back).
+        self._renewals: OrderedDict[str, int] = OrderedDict()
 
     def acquire(
         self, database: str, holder: str = "", ttl_ms: int | None = None, wait_ms: int = 0
@@ -68,7 +72,6 @@ class LambdaLeases:
     def release(self, database: str, lease_id: str) -> ReleaseOutcome:
         request = {"action": "release", "database": database, "lease_id": lease_id}
         answer = self._call(request, ReleaseResponse)
-        self._renewals.pop(lease_id, None)
         return ReleaseOutcome(answer.outcome)
 
     def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
@@ -83,6 +86,9 @@ class LambdaLeases:
             request["ttl_ms"] = ttl_ms
         answer = self._call(request, RenewResponse)
         self._renewals[lease_id] = renewal
+        self._renewals.move_to_end(lease_id)
+        while len(self._renewals) > RENEWALS_KEPT:
+            self._renewals.popitem(last=False)
         if answer.lease is None:
             return LeaseLost(lease_id)
         return Renewed(answer.lease.to_domain())

@@ -39,12 +39,15 @@ class _QuietRequestHandler(MotoRequestHandler):
         pass
 
 
+# moto keeps its backends in process-wide state, so every server in the process shares one.
+_ONE_AT_A_TIME = threading.Lock()
+
+
 def serialized(app: WsgiApp) -> WsgiApp:
     """Wrap a WSGI app so that requests run, and their bodies are produced, one at a time."""
-    lock = threading.Lock()
 
     def run_alone(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        with lock:
+        with _ONE_AT_A_TIME:
             return list(app(environ, start_response))
 
     return run_alone

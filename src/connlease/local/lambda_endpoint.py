@@ -37,6 +37,8 @@ from connlease.local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRE
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
 
+INIT_TIMEOUT_S = 60.0
+TIMEOUT_GRACE_S = 0.5
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 
 
@@ -90,13 +92,18 @@ class _Environment:
             )
         child.close()
         self._conn = Connection(parent.detach())
+        self._ready = False
 
     def invoke(self, request_id: str, payload: bytes) -> Invocation:
         """Run one invocation; a timeout or a crash ends the environment, as in Lambda."""
         try:
+            if not self._ready:
+                # The init phase (interpreter start, handler import) is not the handler's time.
+                if not self._conn.poll(INIT_TIMEOUT_S) or self._conn.recv() != "ready":
+                    raise EOFError
+                self._ready = True
             self._conn.send((request_id, payload))
-            # The handler sees its own deadline; the slack covers the interpreter's start.
-            if self._conn.poll(self.spec.timeout_s + 30):
+            if self._conn.poll(self.spec.timeout_s + TIMEOUT_GRACE_S):
                 body, error = self._conn.recv()
                 return Invocation(body, error)
         except (EOFError, OSError):
@@ -227,7 +234,7 @@ class LocalLambda:
         return f"http://{self._host}:{self._server.server_port}"
 
     def start(self) -> str:
-        self._server = ThreadingHTTPServer((self._host, self._port), _handler_for(self))
+        self._server = _QuietServer((self._host, self._port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="local-lambda", daemon=True
@@ -292,6 +299,12 @@ class LocalLambda:
         self.stop()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hung up: routine
+            super().handle_error(request, client_address)
+
+
 def _handler_for(endpoint: LocalLambda) -> type[BaseHTTPRequestHandler]:
     class InvokeHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -304,6 +317,13 @@ def _handler_for(endpoint: LocalLambda) -> type[BaseHTTPRequestHandler]:
             if function is None:
                 name = match["name"] if match else self.path
                 self._error(404, "ResourceNotFoundException", f"Function not found: {name}")
+                return
+            try:
+                json.loads(payload)
+            except ValueError:
+                self._error(
+                    400, "InvalidRequestContentException", "Could not parse request body into json"
+                )
                 return
             request_id = str(uuid.uuid4())
             kind = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")

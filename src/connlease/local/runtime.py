@@ -28,6 +28,7 @@ def main(fd: int) -> None:
     timeout_s = float(os.environ["AWS_LAMBDA_FUNCTION_TIMEOUT"])
     memory_mb = int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"])
     handler, init_error = _load(os.environ["_HANDLER"])
+    conn.send("ready")
     while True:
         try:
             request_id, payload = conn.recv()

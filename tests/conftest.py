@@ -72,7 +72,7 @@ class StoreUnderTest:
 
 def make_memory_store(clock: FakeClock) -> StoreUnderTest:
     store = InMemoryLeaseStore(clock)
-    writes = ("add", "reclaim", "remove", "extend", "write_quota")
+    writes = ("add", "reclaim", "remove", "extend", "write_quota", "delete_quota")
     return StoreUnderTest(
         store,
         clock,
@@ -87,7 +87,7 @@ def make_dynamodb_store(clock: FakeClock, client: DynamoDBClient, table: str) ->
     return StoreUnderTest(
         DynamoDBLeaseStore(client, table, clock),
         clock,
-        requests=lambda: counter.sent["UpdateItem"] + counter.sent["PutItem"],
+        requests=lambda: sum(counter.sent[op] for op in ("UpdateItem", "PutItem", "DeleteItem")),
         dump=lambda: sorted(
             repr(item) for item in client.scan(TableName=table, ConsistentRead=True)["Items"]
         ),

@@ -286,3 +286,14 @@ def test_a_reclaim_planned_on_a_stale_view_spares_a_lease_its_holder_renewed(
 
     assert not write.applied
     assert held[0].id in {lease.id for lease in store.status(DB).leases}
+
+
+def test_deleting_a_quota_removes_it_and_a_second_delete_says_there_was_none(
+    quota3: StoreUnderTest,
+) -> None:
+    quota3.store.acquire(DB)
+
+    assert quota3.store.delete_quota(DB) is True
+    assert quota3.store.delete_quota(DB) is False
+    with pytest.raises(UnknownDatabase):
+        quota3.store.status(DB)

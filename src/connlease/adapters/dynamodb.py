@@ -272,6 +272,15 @@ class DynamoDBLeaseStore(LeaseStore):
             raise CorruptQuota(database, "leases or holders is not a map")
         return parse_item(database, item)
 
+    def _delete_quota(self, database: str) -> bool:
+        try:
+            response = self._client.delete_item(
+                TableName=self._table, Key=self._key(database), ReturnValues="ALL_OLD"
+            )
+        except (ClientError, BotoCoreError) as error:
+            _unavailable("delete_quota", error)
+        return "Attributes" in response
+
 
 def _unavailable(operation: str, error: ClientError | BotoCoreError) -> NoReturn:
     if isinstance(error, ClientError):

@@ -106,3 +106,8 @@ class InMemoryLeaseStore(LeaseStore):
             self._quotas[database] = quota
             self._leases.setdefault(database, {})
             return self._state(database)
+
+    def _delete_quota(self, database: str) -> bool:
+        with self._request("delete_quota"):
+            self._leases.pop(database, None)
+            return self._quotas.pop(database, None) is not None

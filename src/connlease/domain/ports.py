@@ -157,6 +157,11 @@ class LeaseStore(ABC):
             raise TypeError(f"quota must be a Quota, got {type(quota).__name__}")
         return self._write_quota(database, quota).status(self._clock.now_ms())
 
+    def delete_quota(self, database: str) -> bool:
+        """Remove a database's quota and its leases; False if there was none."""
+        check_database(database)
+        return self._delete_quota(database)
+
     # Hooks. Each is one atomic step against the store (one request for DynamoDB) and
     # raises UnknownDatabase, CorruptQuota or StoreUnavailable rather than anything of its own.
 
@@ -183,3 +188,6 @@ class LeaseStore(ABC):
 
     @abstractmethod
     def _write_quota(self, database: str, quota: Quota) -> QuotaState: ...
+
+    @abstractmethod
+    def _delete_quota(self, database: str) -> bool: ...

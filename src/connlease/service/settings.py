@@ -37,3 +37,20 @@ class HelperSettings(ObservabilitySettings, StoreSettings):
     default_lease_ttl_ms: int | None = Field(None, ge=MIN_TTL_MS, le=MAX_TTL_MS)
     # The helper answers an acquire with wait_ms at least this long before it times out.
     timeout_margin_ms: int = Field(500, ge=0, le=60_000)
+
+
+class DatabaseSettings(_FromEnvironment):
+    """Where the MySQL database is. In AWS the credentials come from Secrets Manager
+    (`DB_SECRET_ARN`, the RDS-managed secret); locally from `DB_USER`/`DB_PASSWORD`."""
+
+    db_host: str = Field("127.0.0.1", min_length=1)
+    db_port: int = Field(3306, ge=1, le=65535)
+    db_name: str = Field("test", min_length=1, max_length=64)
+    db_user: str = Field("root", min_length=1)
+    db_password: str = ""
+    db_secret_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:secretsmanager:")
+    db_tls: bool = False
+    db_ca_bundle: str | None = None  # the RDS CA bundle shipped with the function
+    db_connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    # The quota's key in the leases table: which database these connections count against.
+    quota_database: str = Field("demo-mysql", min_length=1, max_length=128)

@@ -28,7 +28,12 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
     from mypy_boto3_dynamodb import DynamoDBClient
 
-    from connlease.service.settings import DatabaseSettings, HelperSettings, StoreSettings
+    from connlease.service.settings import (
+        DatabaseSettings,
+        HelperSettings,
+        SeederSettings,
+        StoreSettings,
+    )
 
 # Lease calls sit on the caller's critical path: fail over quickly rather than hang.
 SDK_CONFIG = Config(
@@ -106,3 +111,20 @@ def mysql_connector(settings: DatabaseSettings) -> MySqlConnector:
     # One TLS context per execution environment: building one per connect costs 37 ms.
     tls = tls_context(settings.db_ca_bundle) if settings.db_tls else None
     return MySqlConnector(mysql_endpoint(settings), tls)
+
+
+@dataclass(frozen=True)
+class Seeder:
+    """Everything the seeder custom resource works with."""
+
+    settings: SeederSettings
+    store: LeaseStore
+    connect: MySqlConnector
+
+
+def build_seeder(settings: SeederSettings) -> Seeder:
+    return Seeder(
+        settings=settings,
+        store=lease_store(settings, dynamodb_client(settings), SystemClock()),
+        connect=mysql_connector(settings),
+    )

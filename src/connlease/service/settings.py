@@ -6,6 +6,8 @@ malformed variable fails the cold start with a message that names it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AnyHttpUrl, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -54,3 +56,31 @@ class DatabaseSettings(_FromEnvironment):
     db_connect_timeout_s: float = Field(5.0, gt=0, le=60)
     # The quota's key in the leases table: which database these connections count against.
     quota_database: str = Field("demo-mysql", min_length=1, max_length=128)
+
+
+class SeederSettings(ObservabilitySettings, StoreSettings, DatabaseSettings):
+    """The custom resource that seeds Employees and the quota item."""
+
+    default_lease_ttl_ms: int = Field(60_000, ge=MIN_TTL_MS, le=MAX_TTL_MS)
+
+
+class WorkloadSettings(ObservabilitySettings, DatabaseSettings):
+    """The test function (the sample's LambdaRDS_Test)."""
+
+    lease_mode: Literal["lambda", "direct"] = "lambda"
+    helper_function: str = Field("connlease-helper", min_length=1)  # name or ARN
+    leases_table_name: str | None = Field(None, pattern=TABLE_NAME)  # direct mode
+    dynamodb_endpoint_url: AnyHttpUrl | None = None
+    lambda_endpoint_url: AnyHttpUrl | None = None  # off AWS only
+    # Query time when the event names none: fixed seconds, or a range as the sample had.
+    query_time_s: float = Field(0.0, ge=0, le=900)
+    query_time_max_s: float | None = Field(None, ge=0, le=900)
+    safety_margin_ms: int = Field(1_000, ge=0, le=60_000)
+
+
+class HarnessSettings(ObservabilitySettings):
+    """The load harness (the sample's LambdaRDS_TestHarness)."""
+
+    test_function: str = Field("connlease-test", min_length=1)
+    lambda_endpoint_url: AnyHttpUrl | None = None  # off AWS only
+    max_concurrency: int = Field(200, ge=1, le=1000)

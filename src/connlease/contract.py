@@ -37,10 +37,12 @@ class _Message(BaseModel):
 
 
 class AcquireRequest(_Message):
-    """Take a lease; with `wait_ms` the helper waits up to that long for one to free up."""
+    """Take a lease; with `wait_ms` the helper waits up to that long for one to free up.
+    A caller-proposed `lease_id` makes a retried acquire return the same lease."""
 
     action: Literal["acquire"]
     database: Database
+    lease_id: LeaseId | None = None
     holder: Holder = ""
     ttl_ms: TtlMs | None = None
     wait_ms: StrictInt = Field(0, ge=0, le=MAX_WAIT_MS)

@@ -135,6 +135,18 @@ def test_a_release_sent_twice_returns_the_same_answer_and_frees_one_lease(
     assert [lease.id for lease in leases.status(DB).leases] == [kept.lease.id]
 
 
+def test_an_acquire_retried_with_the_same_payload_takes_one_lease(
+    client: LambdaClient, leases: LambdaLeases
+) -> None:
+    payload = json.dumps({"action": "acquire", "database": DB, "lease_id": "retried-acquire-1"})
+
+    first = raw_invoke(client, payload.encode())
+    second = raw_invoke(client, payload.encode())
+
+    assert first["lease"] == second["lease"]
+    assert leases.status(DB).in_use == 1
+
+
 def emf_lines(stack: LocalStack) -> list[dict[str, Any]]:
     assert stack.lambdas is not None
     return [

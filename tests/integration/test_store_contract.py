@@ -297,3 +297,14 @@ def test_deleting_a_quota_removes_it_and_a_second_delete_says_there_was_none(
     assert quota3.store.delete_quota(DB) is False
     with pytest.raises(UnknownDatabase):
         quota3.store.status(DB)
+
+
+def test_an_acquire_sent_again_with_its_proposed_id_returns_the_same_lease(
+    quota3: StoreUnderTest,
+) -> None:
+    first = granted(quota3.store.acquire(DB, "fn/retry", lease_id="proposed-id-1"))
+
+    again = granted(quota3.store.acquire(DB, "fn/retry", lease_id="proposed-id-1"))
+
+    assert again.lease == first.lease
+    assert quota3.store.status(DB).in_use == 1

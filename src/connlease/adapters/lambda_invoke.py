@@ -36,6 +36,7 @@ from connlease.domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
+from connlease.domain.model import new_lease_id
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -56,9 +57,21 @@ class LambdaLeases:
         self._renewals: OrderedDict[str, int] = OrderedDict()
 
     def acquire(
-        self, database: str, holder: str = "", ttl_ms: int | None = None, wait_ms: int = 0
+        self,
+        database: str,
+        holder: str = "",
+        ttl_ms: int | None = None,
+        lease_id: str | None = None,
+        wait_ms: int = 0,
     ) -> AcquireResult:
-        request: dict[str, Any] = {"action": "acquire", "database": database, "holder": holder}
+        # The id is proposed here, so that an invoke the SDK retries after losing its
+        # answer finds the lease the first attempt took instead of taking a second one.
+        request: dict[str, Any] = {
+            "action": "acquire",
+            "database": database,
+            "lease_id": lease_id or new_lease_id(),
+            "holder": holder,
+        }
         if ttl_ms is not None:
             request["ttl_ms"] = ttl_ms
         if wait_ms:

@@ -86,7 +86,11 @@ class Leases(Protocol):
     function over Lambda invoke."""
 
     def acquire(
-        self, database: str, holder: str = "", ttl_ms: int | None = None
+        self,
+        database: str,
+        holder: str = "",
+        ttl_ms: int | None = None,
+        lease_id: str | None = None,
     ) -> AcquireResult: ...
 
     def release(self, database: str, lease_id: str) -> ReleaseOutcome: ...
@@ -101,13 +105,25 @@ class LeaseStore(ABC):
         self._clock = clock
         self._lease_ids = lease_ids
 
-    def acquire(self, database: str, holder: str = "", ttl_ms: int | None = None) -> AcquireResult:
-        """Take a lease if one is free, reclaiming expired ones when the quota looks full."""
+    def acquire(
+        self,
+        database: str,
+        holder: str = "",
+        ttl_ms: int | None = None,
+        lease_id: str | None = None,
+    ) -> AcquireResult:
+        """Take a lease if one is free, reclaiming expired ones when the quota looks full.
+
+        A caller may propose the lease's id: the same call sent again (a retried request
+        whose answer was lost) then finds its lease instead of taking a second one.
+        """
         check_database(database)
         check_holder(holder)
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
-        wanted = NewLease(self._lease_ids(), holder, ttl_ms)
+        wanted = NewLease(
+            self._lease_ids() if lease_id is None else check_lease_id(lease_id), holder, ttl_ms
+        )
         plan: AddLease | Reclaim = AddLease()
         reclaimed: tuple[Lease, ...] = ()
         for _ in range(MAX_WRITE_ATTEMPTS):

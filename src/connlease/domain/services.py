@@ -21,6 +21,7 @@ def acquire_within(
     holder: str = "",
     ttl_ms: int | None = None,
     metrics: MetricsSink | None = None,
+    lease_id: str | None = None,
 ) -> Granted:
     """Take a lease, waiting with jittered backoff until `deadline`; else raise NoCapacity.
 
@@ -32,7 +33,7 @@ def acquire_within(
     attempts = 0
     while True:
         attempts += 1
-        result = store.acquire(database, holder, ttl_ms)
+        result = store.acquire(database, holder, ttl_ms, lease_id)
         now_ms = clock.now_ms()
         if isinstance(result, Granted):
             record_acquire(metrics, database, result, now_ms - started_ms)

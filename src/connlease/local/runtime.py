@@ -8,6 +8,7 @@ FD. Whatever the handler prints goes to stdout: the function's log.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import sys
@@ -23,6 +24,12 @@ Handler = Callable[[Any, Any], Any]
 
 
 def main(fd: int) -> None:
+    # Environments of one function share its log file, so a line must reach it in one
+    # write: unbuffered (PYTHONUNBUFFERED), print() writes the text and the newline apart
+    # and lines of different environments interleave. Line-buffered streams, whatever
+    # the environment says.
+    sys.stdout = _line_buffered(1)
+    sys.stderr = _line_buffered(2)
     conn = Connection(fd)
     name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
     timeout_s = float(os.environ["AWS_LAMBDA_FUNCTION_TIMEOUT"])
@@ -39,6 +46,11 @@ def main(fd: int) -> None:
             continue
         context = LocalContext(name, timeout_s, memory_mb, aws_request_id=request_id)
         conn.send(_invoke(handler, payload, context))
+
+
+def _line_buffered(fd: int) -> io.TextIOWrapper:
+    raw = io.FileIO(fd, "w", closefd=False)
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", line_buffering=True)
 
 
 def _load(path: str) -> tuple[Handler | None, dict[str, str]]:

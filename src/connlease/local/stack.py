@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from connlease.adapters.dynamodb import create_table
+from connlease.adapters.mysql import MySqlEndpoint
 from connlease.local.dynamodb import EmbeddedDynamoDB, create_idempotency_table
 from connlease.local.lambda_endpoint import FunctionSpec, LocalLambda
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
 
 HELPER = "connlease-helper"
+TEST = "connlease-test"
+HARNESS = "connlease-harness"
+SEEDER = "connlease-seeder"
 
 
 @dataclass
@@ -35,6 +39,7 @@ def helper_function(
     concurrency: int = 4,
     namespace: str = "connlease",
     extra_env: dict[str, str] | None = None,
+    provisioned: int = 0,
 ) -> FunctionSpec:
     return FunctionSpec(
         name=name,
@@ -50,7 +55,70 @@ def helper_function(
         | (extra_env or {}),
         timeout_s=30,
         concurrency=concurrency,
+        provisioned=provisioned,
     )
+
+
+def database_environment(mysql: MySqlEndpoint, quota_database: str) -> dict[str, str]:
+    return {
+        "DB_HOST": mysql.host,
+        "DB_PORT": str(mysql.port),
+        "DB_USER": mysql.user,
+        "DB_PASSWORD": mysql.password,
+        "DB_NAME": mysql.database,
+        "QUOTA_DATABASE": quota_database,
+    }
+
+
+def workload_functions(
+    dynamodb_url: str,
+    tables: Tables,
+    *,
+    mysql: MySqlEndpoint,
+    quota_database: str,
+    concurrency: int,
+    lease_mode: str = "lambda",
+    namespace: str = "connlease",
+    test_timeout_s: float = 30,
+    provisioned: bool = True,
+) -> list[FunctionSpec]:
+    """The original sample's four functions, wired to each other as the template wires
+    them: helper, test function, harness and seeder."""
+    store = {"LEASES_TABLE_NAME": tables.leases, "DYNAMODB_ENDPOINT_URL": dynamodb_url}
+    database = database_environment(mysql, quota_database)
+    observability = {"POWERTOOLS_METRICS_NAMESPACE": namespace, "POWERTOOLS_LOG_LEVEL": "INFO"}
+    return [
+        helper_function(dynamodb_url, tables, concurrency=min(8, concurrency), namespace=namespace),
+        FunctionSpec(
+            name=TEST,
+            handler="connlease.service.workload.handler",
+            environment=store
+            | database
+            | observability
+            | {
+                "POWERTOOLS_SERVICE_NAME": TEST,
+                "LEASE_MODE": lease_mode,
+                "HELPER_FUNCTION": HELPER,
+            },
+            timeout_s=test_timeout_s,
+            concurrency=concurrency,
+            provisioned=concurrency if provisioned else 0,
+        ),
+        FunctionSpec(
+            name=HARNESS,
+            handler="connlease.service.harness.handler",
+            environment=observability | {"POWERTOOLS_SERVICE_NAME": HARNESS, "TEST_FUNCTION": TEST},
+            timeout_s=900,
+            concurrency=1,
+        ),
+        FunctionSpec(
+            name=SEEDER,
+            handler="connlease.service.seeder.handler",
+            environment=store | database | observability | {"POWERTOOLS_SERVICE_NAME": SEEDER},
+            timeout_s=60,
+            concurrency=1,
+        ),
+    ]
 
 
 @dataclass

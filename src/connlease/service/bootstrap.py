@@ -21,18 +21,23 @@ from botocore.config import Config
 from connlease.adapters.clock import SystemClock
 from connlease.adapters.dynamodb import DynamoDBLeaseStore
 from connlease.adapters.emf import EmfMetricsSink
+from connlease.adapters.lambda_invoke import LambdaLeases
 from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint, tls_context
-from connlease.domain import Backoff, Clock, DecorrelatedJitter, LeaseStore, MetricsSink
+from connlease.client import ConnectionLeases
+from connlease.domain import Backoff, Clock, DecorrelatedJitter, Leases, LeaseStore, MetricsSink
+from connlease.service.settings import StoreSettings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_lambda import LambdaClient
 
     from connlease.service.settings import (
         DatabaseSettings,
+        HarnessSettings,
         HelperSettings,
         SeederSettings,
-        StoreSettings,
+        WorkloadSettings,
     )
 
 # Lease calls sit on the caller's critical path: fail over quickly rather than hang.
@@ -43,10 +48,23 @@ SDK_CONFIG = Config(
     max_pool_connections=10,
 )
 
+# The helper may queue behind a burst: a short read timeout would only resend the call.
+INVOKE_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": 3},
+    max_pool_connections=10,
+)
+
 
 def dynamodb_client(settings: StoreSettings) -> DynamoDBClient:
     url = settings.dynamodb_endpoint_url
     return boto3.client("dynamodb", endpoint_url=str(url) if url else None, config=SDK_CONFIG)
+
+
+def lambda_client(config: Config) -> LambdaClient:
+    # Off AWS, the SDK's own AWS_ENDPOINT_URL_LAMBDA points it at the local endpoint.
+    return boto3.client("lambda", config=config)
 
 
 def lease_store(settings: StoreSettings, client: DynamoDBClient, clock: Clock) -> LeaseStore:
@@ -128,3 +146,69 @@ def build_seeder(settings: SeederSettings) -> Seeder:
         store=lease_store(settings, dynamodb_client(settings), SystemClock()),
         connect=mysql_connector(settings),
     )
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Everything the test function works with."""
+
+    settings: WorkloadSettings
+    leases: ConnectionLeases
+    connect: MySqlConnector
+    rng: random.Random
+
+    def query_time_s(self, asked: float | tuple[float, float] | None) -> float:
+        """The event's query time, else the settings': fixed, or uniform in a range."""
+        if asked is None:
+            low = self.settings.query_time_s
+            asked = (low, self.settings.query_time_max_s) if self.settings.query_time_max_s else low
+        if isinstance(asked, tuple):
+            return self.rng.uniform(*asked)
+        return asked
+
+
+def build_workload(settings: WorkloadSettings, metrics: Metrics) -> Workload:
+    clock = SystemClock()
+    leases: Leases
+    sink: MetricsSink | None = None
+    if settings.lease_mode == "lambda":
+        leases = LambdaLeases(lambda_client(INVOKE_CONFIG), settings.helper_function)
+        # The helper records every acquire it answers; recording here too would count twice.
+    else:
+        if settings.leases_table_name is None:
+            raise ValueError("LEASES_TABLE_NAME is required when LEASE_MODE is direct")
+        store_settings = StoreSettings(
+            leases_table_name=settings.leases_table_name,
+            dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
+        )
+        leases = lease_store(store_settings, dynamodb_client(store_settings), clock)
+        sink = EmfMetricsSink(metrics, settings.powertools_metrics_namespace)
+    rng = random.Random()
+    return Workload(
+        settings=settings,
+        leases=ConnectionLeases(
+            leases,
+            settings.quota_database,
+            safety_margin_ms=settings.safety_margin_ms,
+            clock=clock,
+            rng=rng,
+            metrics=sink,
+        ),
+        connect=mysql_connector(settings),
+        rng=rng,
+    )
+
+
+@dataclass(frozen=True)
+class Harness:
+    settings: HarnessSettings
+    lambda_client: LambdaClient
+
+
+def build_harness(settings: HarnessSettings) -> Harness:
+    config = Config(
+        read_timeout=900,  # a test invocation may wait for a lease and query for minutes
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=settings.max_concurrency,
+    )
+    return Harness(settings, lambda_client(config))

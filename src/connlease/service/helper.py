@@ -7,6 +7,7 @@ the composition root.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from functools import cache
 from typing import Any, cast
 
@@ -65,6 +66,12 @@ REQUEST_MODEL: Any = HelperRequest
 def helper() -> Helper:
     """Built on the first invocation of an execution environment, then reused."""
     return build_helper(HelperSettings(), metrics)
+
+
+# Build during the init phase, where Lambda gives the function a full CPU and the work
+# is not on the first caller's clock; a bad environment is answered on each invoke.
+with suppress(Exception):
+    helper()
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -133,7 +140,7 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
         context.get_remaining_time_in_millis() - app.settings.timeout_margin_ms,
     )
     if budget_ms <= 0:
-        result = app.store.acquire(request.database, request.holder, ttl_ms)
+        result = app.store.acquire(request.database, request.holder, ttl_ms, request.lease_id)
         record_acquire(app.metrics, request.database, result, 0)
     else:
         try:
@@ -147,6 +154,7 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
                 backoff=app.backoff,
                 rng=app.rng,
                 metrics=app.metrics,
+                lease_id=request.lease_id,
             )
         except NoCapacity as refused:
             if refused.last is None:

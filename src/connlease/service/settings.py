@@ -71,7 +71,6 @@ class WorkloadSettings(ObservabilitySettings, DatabaseSettings):
     helper_function: str = Field("connlease-helper", min_length=1)  # name or ARN
     leases_table_name: str | None = Field(None, pattern=TABLE_NAME)  # direct mode
     dynamodb_endpoint_url: AnyHttpUrl | None = None
-    lambda_endpoint_url: AnyHttpUrl | None = None  # off AWS only
     # Query time when the event names none: fixed seconds, or a range as the sample had.
     query_time_s: float = Field(0.0, ge=0, le=900)
     query_time_max_s: float | None = Field(None, ge=0, le=900)
@@ -82,5 +81,4 @@ class HarnessSettings(ObservabilitySettings):
     """The load harness (the sample's LambdaRDS_TestHarness)."""
 
     test_function: str = Field("connlease-test", min_length=1)
-    lambda_endpoint_url: AnyHttpUrl | None = None  # off AWS only
     max_concurrency: int = Field(200, ge=1, le=1000)

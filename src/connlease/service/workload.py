@@ -1,0 +1,88 @@
+"""The test function (the original sample's LambdaRDS_Test): take a lease, connect to
+MySQL, read the Employees table, hold the connection for a simulated query time, close,
+give the lease back. Its answer says how it went, so the harness can count outcomes.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import suppress
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connlease.adapters.mysql import DatabaseError, select_employees
+from connlease.domain import ConnleaseError, NoCapacity
+from connlease.invocation import InvocationContext
+from connlease.service.bootstrap import Workload, build_workload
+from connlease.service.settings import ObservabilitySettings, WorkloadSettings
+
+observability = ObservabilitySettings()
+logger = Logger(service=observability.powertools_service_name)
+tracer = Tracer(service=observability.powertools_service_name)
+metrics = Metrics(
+    namespace=observability.powertools_metrics_namespace,
+    service=observability.powertools_service_name,
+)
+
+QueryTime = float | tuple[float, float]
+
+
+class WorkloadEvent(BaseModel):
+    """Everything optional: the function's settings fill the gaps."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    query_time_s: QueryTime | None = None
+    wait_budget_ms: int | None = Field(None, ge=0, le=900_000)
+
+
+@cache
+def workload() -> Workload:
+    return build_workload(WorkloadSettings(), metrics)
+
+
+# Build during the init phase, where Lambda gives the function a full CPU and the work
+# is not on the first caller's clock; a bad environment is answered on each invoke.
+with suppress(Exception):
+    workload()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    return run(event, context, workload())
+
+
+def run(event: Any, context: InvocationContext, app: Workload) -> dict[str, Any]:
+    try:
+        request = parse(event=event or {}, model=WorkloadEvent)
+    except ValidationError as error:
+        return {"outcome": "invalid", "error": str(error)}
+    query_time_s = app.query_time_s(request.query_time_s)
+    started = time.perf_counter()
+    answer: dict[str, Any] = {"database": app.leases.database}
+    try:
+        with app.leases.connect(
+            app.connect, context=context, wait_budget_ms=request.wait_budget_ms
+        ) as connection:
+            answer["lease_wait_ms"] = app.leases.last_wait_ms
+            answer["rows"] = select_employees(connection)
+            time.sleep(query_time_s)
+        answer["outcome"] = "succeeded"
+    except NoCapacity as refused:
+        answer |= {"outcome": "no_capacity", "lease_wait_ms": refused.waited_ms}
+    except DatabaseError as failure:
+        logger.warning("database error", extra={"code": failure.code, "error": failure.message})
+        answer |= {"outcome": "db_error", "db_error_code": failure.code, "error": failure.message}
+    except ConnleaseError as failure:
+        logger.warning("lease error", extra={"error": str(failure)})
+        answer |= {"outcome": "lease_error", "error_type": type(failure).__name__}
+    answer["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    logger.info("workload done", extra=answer)
+    return answer

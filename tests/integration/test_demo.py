@@ -1,0 +1,41 @@
+"""A small `make demo` end to end: MariaDB, embedded DynamoDB, local Lambda, all four
+functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connlease.adapters.mysql import TOO_MANY_CONNECTIONS
+from connlease.local.demo import DemoOptions, mysql_from_environment, run_demo
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("mode", ["lambda", "direct"])
+def test_a_burst_of_60_at_concurrency_30_stays_within_a_quota_of_5(
+    tmp_path: Path, mode: str
+) -> None:
+    options = DemoOptions(
+        iterations=60,
+        concurrency=30,
+        quota=5,
+        query_time_s=0.05,
+        mode=mode,  # type: ignore[arg-type]
+        output_dir=tmp_path,
+        mysql=mysql_from_environment(),
+        quota_database=f"it-demo-{mode}",
+        show_progress=False,
+    )
+
+    report = run_demo(options)
+
+    assert str(TOO_MANY_CONNECTIONS) not in report.db_errors
+    assert report.db_errors == {}
+    assert 1 <= report.peak_connections <= 5
+    assert report.accounted == report.invocations == 60
+    assert report.outcomes.get("succeeded", 0) > 0
+    assert (report.quota_after.in_use, report.quota_after.remaining) == (0, 5)
+    assert report.chart.exists()
+    assert report.chart.stat().st_size > 10_000

@@ -1,0 +1,424 @@
+"""The seeder custom resource in-process, against MariaDB and the embedded DynamoDB, with its
+responses caught where CloudFormation's pre-signed URL would take them."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from typing import TYPE_CHECKING, Any, cast
+
+import pytest
+
+from connlease.adapters.clock import SystemClock
+from connlease.adapters.dynamodb import DynamoDBLeaseStore
+from connlease.adapters.mysql import (
+    MySqlConnector,
+    MySqlEndpoint,
+    select_employees,
+    server_variable,
+)
+from connlease.domain import Granted, Quota, UnknownDatabase
+from connlease.local.cfn import RequestType, ResponseCatcher, custom_resource_event
+from connlease.local.context import LocalContext
+from connlease.local.dynamodb import EmbeddedDynamoDB
+from connlease.service import seeder
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+# crhelper retries an undeliverable response forever; fail such a test rather than hang.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+MYSQL = MySqlEndpoint(host="127.0.0.1", port=3306, user="root", password="", database="test")
+CLOSED_PORT = "3999"
+
+
+@pytest.fixture(scope="module")
+def catcher() -> Iterator[ResponseCatcher]:
+    with ResponseCatcher() as running:
+        yield running
+
+
+@pytest.fixture
+def database() -> str:
+    return f"seed-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def environment(
+    monkeypatch: pytest.MonkeyPatch,
+    embedded_dynamodb: EmbeddedDynamoDB,
+    leases_table: str,
+    catcher: ResponseCatcher,
+    database: str,
+) -> Iterator[None]:
+    """The seeder function's environment, and a cold start for every test."""
+    variables = {
+        "LEASES_TABLE_NAME": leases_table,
+        "DYNAMODB_ENDPOINT_URL": embedded_dynamodb.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "DB_HOST": MYSQL.host,
+        "DB_PORT": str(MYSQL.port),
+        "DB_NAME": MYSQL.database,
+        "DB_USER": MYSQL.user,
+        "DB_PASSWORD": MYSQL.password,
+        "QUOTA_DATABASE": database,
+        "DEFAULT_LEASE_TTL_MS": "45000",
+    } | catcher.trust_environment()  # set by the catcher too; crhelper hangs without it
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
+    seeder.seeder.cache_clear()
+    yield
+    seeder.seeder.cache_clear()
+
+
+@pytest.fixture
+def store(
+    environment: None, dynamodb_client: DynamoDBClient, leases_table: str
+) -> DynamoDBLeaseStore:
+    return DynamoDBLeaseStore(dynamodb_client, leases_table, SystemClock())
+
+
+def send(
+    catcher: ResponseCatcher,
+    request_type: RequestType,
+    properties: dict[str, Any],
+    physical_id: str | None = None,
+    old_properties: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Invoke the seeder as CloudFormation would and return the response it sent."""
+    name = uuid.uuid4().hex
+    event = custom_resource_event(
+        request_type, properties, catcher.url_for(name), physical_id, old_properties
+    )
+    context = LocalContext("connlease-seeder", timeout_s=60)
+    seeder.handler(event, cast("LambdaContext", context))
+    (response,) = catcher.responses_for(name)
+    assert response["RequestId"] == event["RequestId"]
+    assert response["StackId"] == event["StackId"]
+    assert response["LogicalResourceId"] == "SeedDatabase"
+    return response
+
+
+def employees() -> int:
+    with closing(MySqlConnector(MYSQL, None)()) as connection:
+        return select_employees(connection)
+
+
+def max_connections() -> int:
+    with closing(MySqlConnector(MYSQL, None)()) as connection:
+        return server_variable(connection, "max_connections")
+
+
+def test_create_with_a_limit_writes_the_quota_and_seeds_ten_employees(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    response = send(catcher, "Create", {"Database": database, "Limit": 7})
+
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    assert response["PhysicalResourceId"] == f"connlease-quota-{database}"
+    assert response["Data"] == {"Database": database, "Limit": 7, "Employees": 10}
+    status = store.status(database)
+    assert (status.limit, status.default_ttl_ms, status.in_use) == (7, 45_000, 0)
+    assert employees() == 10
+
+
+def test_create_with_a_limit_percent_takes_that_share_of_max_connections(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    server_max = max_connections()
+
+    response = send(catcher, "Create", {"Database": database, "LimitPercent": 10})
+
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    assert response["Data"]["MaxConnections"] == server_max
+    assert response["Data"]["Limit"] == server_max * 10 // 100
+    assert store.status(database).limit == server_max * 10 // 100
+
+
+def test_database_and_lease_ttl_default_to_the_function_settings(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    response = send(catcher, "Create", {"Limit": 4})
+
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    assert response["PhysicalResourceId"] == f"connlease-quota-{database}"
+    assert store.status(database).default_ttl_ms == 45_000
+
+
+def test_a_create_sent_twice_leaves_one_quota_and_ten_employees(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    properties = {"Database": database, "Limit": 5, "DefaultLeaseTtlMs": 30_000}
+
+    first = send(catcher, "Create", properties)
+    second = send(catcher, "Create", properties)
+
+    assert first["Status"] == second["Status"] == "SUCCESS"
+    assert first["PhysicalResourceId"] == second["PhysicalResourceId"]
+    assert second["Data"]["Employees"] == 10
+    assert employees() == 10
+    status = store.status(database)
+    assert (status.limit, status.default_ttl_ms) == (5, 30_000)
+
+
+def test_an_update_that_changes_the_limit_keeps_live_leases(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    old = {"Database": database, "Limit": 3}
+    created = send(catcher, "Create", old)
+    held = store.acquire(database, "orders-fn/req-1", ttl_ms=60_000)
+    assert isinstance(held, Granted)
+
+    updated = send(
+        catcher, "Update", {"Database": database, "Limit": 9}, created["PhysicalResourceId"], old
+    )
+
+    assert updated["Status"] == "SUCCESS", updated["Reason"]
+    assert updated["PhysicalResourceId"] == created["PhysicalResourceId"]
+    assert updated["Data"]["Limit"] == 9
+    status = store.status(database)
+    assert (status.limit, status.in_use, status.remaining) == (9, 1, 8)
+    assert [lease.id for lease in status.leases] == [held.lease.id]
+
+
+def test_an_update_to_another_database_leaves_the_old_quota_to_the_delete_that_follows(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    renamed = f"{database}-b"
+    old = {"Database": database, "Limit": 3}
+    created = send(catcher, "Create", old)
+
+    updated = send(
+        catcher, "Update", {"Database": renamed, "Limit": 3}, created["PhysicalResourceId"], old
+    )
+    # CloudFormation sees a new physical id and deletes the old resource afterwards.
+    assert store.status(database).limit == 3
+    cleanup = send(catcher, "Delete", old, created["PhysicalResourceId"])
+
+    assert updated["Status"] == cleanup["Status"] == "SUCCESS"
+    assert updated["PhysicalResourceId"] == f"connlease-quota-{renamed}"
+    with pytest.raises(UnknownDatabase):
+        store.status(database)
+    assert store.status(renamed).limit == 3
+
+
+def test_delete_removes_the_quota_keeps_employees_and_succeeds_again(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    properties = {"Database": database, "Limit": 2}
+    created = send(catcher, "Create", properties)
+    store.acquire(database, "orders-fn/req-1")
+
+    first = send(catcher, "Delete", properties, created["PhysicalResourceId"])
+    second = send(catcher, "Delete", properties, created["PhysicalResourceId"])
+
+    assert first["Status"] == second["Status"] == "SUCCESS"
+    assert first["PhysicalResourceId"] == created["PhysicalResourceId"]
+    with pytest.raises(UnknownDatabase):
+        store.status(database)
+    assert employees() == 10
+
+
+def test_delete_after_a_failed_create_succeeds_so_the_stack_can_roll_back(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    properties = {"Database": database, "Limit": "lots"}
+    failed = send(catcher, "Create", properties)
+    other = f"{database}-other"
+    store.set_quota(other, Quota(limit=1, default_ttl_ms=1_000))
+
+    deleted = send(catcher, "Delete", properties, failed["PhysicalResourceId"])
+    not_ours = send(catcher, "Delete", {"Limit": 1}, f"{database}_SeedDatabase_ABCD1234")
+
+    assert failed["Status"] == "FAILED"
+    assert deleted["Status"] == not_ours["Status"] == "SUCCESS"
+    assert deleted["PhysicalResourceId"] == failed["PhysicalResourceId"]
+    assert store.status(other).limit == 1
+
+
+def test_a_create_against_an_unreachable_mysql_fails_and_writes_no_quota(
+    catcher: ResponseCatcher,
+    store: DynamoDBLeaseStore,
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DB_PORT", CLOSED_PORT)
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_S", "2")
+
+    response = send(catcher, "Create", {"Database": database, "Limit": 5})
+
+    assert response["Status"] == "FAILED"
+    assert f"127.0.0.1:{CLOSED_PORT}" in response["Reason"]
+    assert "Can't connect to MySQL" in response["Reason"]
+    assert len(response["Reason"]) <= 256
+    with pytest.raises(UnknownDatabase):
+        store.status(database)
+
+
+def test_a_quota_without_seeding_needs_no_mysql(
+    catcher: ResponseCatcher,
+    store: DynamoDBLeaseStore,
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DB_PORT", CLOSED_PORT)
+
+    response = send(catcher, "Create", {"Database": database, "Limit": 6, "SeedEmployees": False})
+
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    assert response["Data"] == {"Database": database, "Limit": 6}
+    assert store.status(database).limit == 6
+
+
+@pytest.mark.parametrize(
+    ("properties", "reason"),
+    [
+        ({"LimitPercent": 0}, "LimitPercent: Input should be greater than or equal to 1"),
+        ({"LimitPercent": 101}, "LimitPercent: Input should be less than or equal to 100"),
+        ({"Limit": "lots"}, "Limit: Input should be a valid integer"),
+        ({"Limit": 0}, "Limit: Input should be greater than or equal to 1"),
+        ({"Limit": 2001}, "Limit: Input should be less than or equal to 2000"),
+        ({}, "give exactly one of Limit or LimitPercent"),
+        ({"Limit": 3, "LimitPercent": 10}, "give exactly one of Limit or LimitPercent"),
+        ({"Limit": 3, "DefaultLeaseTtlMs": 5}, "DefaultLeaseTtlMs: Input should be greater"),
+        ({"Limit": 3, "SeedEmployees": "maybe"}, "SeedEmployees: Input should be a valid"),
+        ({"Limit": 3, "Database": "has spaces"}, "Database: 'has spaces' has characters"),
+    ],
+    ids=[
+        "percent zero",
+        "percent over 100",
+        "limit not a number",
+        "limit zero",
+        "limit over the maximum",
+        "no limit",
+        "both limits",
+        "ttl too short",
+        "seed not a boolean",
+        "database with spaces",
+    ],
+)
+def test_a_create_with_invalid_properties_fails_with_a_reason_and_writes_no_quota(
+    catcher: ResponseCatcher,
+    store: DynamoDBLeaseStore,
+    database: str,
+    properties: dict[str, Any],
+    reason: str,
+) -> None:
+    response = send(catcher, "Create", {"Database": database} | properties)
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"].startswith("invalid properties: ")
+    assert reason in response["Reason"]
+    assert response["PhysicalResourceId"]  # CloudFormation rejects a response without one
+    with pytest.raises(UnknownDatabase):
+        store.status(database)
+
+
+def test_a_create_with_a_non_numeric_limit_says_what_it_got(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    response = send(catcher, "Create", {"Database": database, "Limit": "lots"})
+
+    assert response["Status"] == "FAILED"
+    assert "(got 'lots')" in response["Reason"]
+
+
+def test_a_lease_store_that_cannot_be_written_fails_the_create_with_the_store_error(
+    catcher: ResponseCatcher,
+    store: DynamoDBLeaseStore,
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LEASES_TABLE_NAME", "no-such-table")
+
+    response = send(catcher, "Create", {"Database": database, "Limit": 2})
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"].startswith(f"quota for {database!r} not set:")
+    assert "unavailable" in response["Reason"]
+    with pytest.raises(UnknownDatabase):
+        store.status(database)
+
+
+def test_a_misconfigured_seeder_fails_with_the_variable_to_fix(
+    catcher: ResponseCatcher, database: str, monkeypatch: pytest.MonkeyPatch, environment: None
+) -> None:
+    monkeypatch.delenv("LEASES_TABLE_NAME")
+
+    response = send(catcher, "Create", {"Database": database, "Limit": 2})
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"] == "the seeder is misconfigured: check LEASES_TABLE_NAME"
+
+
+def test_a_delete_that_cannot_reach_the_lease_store_fails_rather_than_forget_the_quota(
+    catcher: ResponseCatcher,
+    store: DynamoDBLeaseStore,
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store.set_quota(database, Quota(limit=2, default_ttl_ms=1_000))
+    monkeypatch.setenv("LEASES_TABLE_NAME", "no-such-table")
+
+    response = send(catcher, "Delete", {"Limit": 2}, f"connlease-quota-{database}")
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"].startswith(f"quota for {database!r} not deleted:")
+    assert store.status(database).limit == 2
+
+
+def test_a_failed_update_keeps_the_physical_id_and_the_quota_for_the_rollback(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    old = {"Database": database, "Limit": 4}
+    created = send(catcher, "Create", old)
+
+    failed = send(
+        catcher,
+        "Update",
+        {"Database": database, "Limit": "many"},
+        created["PhysicalResourceId"],
+        old,
+    )
+
+    assert failed["Status"] == "FAILED"
+    assert failed["PhysicalResourceId"] == created["PhysicalResourceId"]
+    assert "Limit: Input should be a valid integer" in failed["Reason"]
+    assert store.status(database).limit == 4
+
+
+def test_a_seeder_stuck_on_mysql_answers_failed_before_its_lambda_timeout(
+    catcher: ResponseCatcher,
+    store: DynamoDBLeaseStore,
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never greets
+        monkeypatch.setenv("DB_PORT", str(silent.getsockname()[1]))
+        name = uuid.uuid4().hex
+        event = custom_resource_event(
+            "Create", {"Database": database, "Limit": 2}, catcher.url_for(name)
+        )
+        context = LocalContext("connlease-seeder", timeout_s=2)
+        stuck = threading.Thread(
+            target=seeder.handler, args=(event, cast("LambdaContext", context)), daemon=True
+        )
+        stuck.start()
+
+        (first,) = catcher.wait_for(1, timeout_s=10, name=name)
+
+    stuck.join(timeout=30)  # the closed listener resets the connection: the handler ends
+    assert first["Status"] == "FAILED"
+    assert first["Reason"] == "Execution timed out"
+    assert not stuck.is_alive()
+    with pytest.raises(UnknownDatabase):
+        store.status(database)

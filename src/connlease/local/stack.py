@@ -110,6 +110,7 @@ def workload_functions(
             environment=observability | {"POWERTOOLS_SERVICE_NAME": HARNESS, "TEST_FUNCTION": TEST},
             timeout_s=900,
             concurrency=1,
+            provisioned=1 if provisioned else 0,
         ),
         FunctionSpec(
             name=SEEDER,

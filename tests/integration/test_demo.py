@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from connlease.adapters.mysql import TOO_MANY_CONNECTIONS
-from connlease.local.demo import DemoOptions, mysql_from_environment, run_demo
+from connlease.local.demo import DemoOptions, main, mysql_from_environment, run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -39,3 +39,17 @@ def test_a_burst_of_60_at_concurrency_30_stays_within_a_quota_of_5(
     assert (report.quota_after.in_use, report.quota_after.remaining) == (0, 5)
     assert report.chart.exists()
     assert report.chart.stat().st_size > 10_000
+
+
+def test_without_a_reachable_mysql_the_demo_says_how_to_point_it_at_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DB_PORT", "3999")
+
+    code = main(["--output-dir", str(tmp_path)])
+
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "not reachable at root@127.0.0.1:3999/test" in out
+    assert "DB_HOST" in out
+    assert "Traceback" not in out

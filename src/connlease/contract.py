@@ -143,6 +143,17 @@ class StatusResponse(_Message):
             leases=[LeaseDoc.of(lease) for lease in status.leases],
         )
 
+    def to_domain(self) -> QuotaStatus:
+        return QuotaStatus(
+            database=self.database,
+            limit=self.limit,
+            default_ttl_ms=self.default_ttl_ms,
+            in_use=self.in_use,
+            remaining=self.remaining,
+            expired=self.expired,
+            leases=tuple(lease.to_domain() for lease in self.leases),
+        )
+
 
 class ErrorDetail(_Message):
     field: str

@@ -27,7 +27,7 @@ def endpoint() -> Iterator[LocalLambda]:
         FunctionSpec("slow", f"{HANDLERS}.slow", timeout_s=1, concurrency=2),
         FunctionSpec("crash", f"{HANDLERS}.crash"),
         FunctionSpec("missing", f"{HANDLERS}.no_such_handler"),
-        FunctionSpec("busy", f"{HANDLERS}.slow", concurrency=1, throttle=True),
+        FunctionSpec("busy", f"{HANDLERS}.slow", concurrency=1, throttle=True, provisioned=1),
     ]
     with LocalLambda(functions) as local:
         yield local
@@ -103,10 +103,15 @@ def test_concurrent_invokes_use_at_most_the_function_concurrency(
     assert len({answer["body"]["pid"] for answer in answers}) <= 2
 
 
-def test_past_its_concurrency_a_throttling_function_answers_429(client: LambdaClient) -> None:
+def test_past_its_concurrency_a_throttling_function_answers_429(
+    client: LambdaClient, endpoint: LocalLambda
+) -> None:
     with ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(invoke, client, "busy", {"seconds": 1.5})
-        time.sleep(1.0)  # the one environment is busy (and started)
+        slow = pool.submit(invoke, client, "busy", {"seconds": 2})
+        deadline = time.monotonic() + 10
+        while endpoint.busy("busy") < 1:  # its one environment has taken the first call
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         with pytest.raises(client.exceptions.TooManyRequestsException):
             invoke(client, "busy", {"seconds": 0})
         assert slow.result()["error"] is None
@@ -116,10 +121,10 @@ def test_an_event_invoke_is_accepted_at_once_and_runs(
     client: LambdaClient, endpoint: LocalLambda
 ) -> None:
     started = time.monotonic()
-    answer = invoke(client, "slow", {"seconds": 0.3, "tag": "async-42"}, InvocationType="Event")
+    answer = invoke(client, "slow", {"seconds": 0.9, "tag": "async-42"}, InvocationType="Event")
 
     assert answer["status"] == 202
-    assert time.monotonic() - started < 0.3
+    assert time.monotonic() - started < 0.9  # answered before the handler could finish
     deadline = time.monotonic() + 10
     while "slow handler done: async-42" not in endpoint.log_lines("slow"):
         assert time.monotonic() < deadline, "the event invoke never ran"

@@ -108,15 +108,7 @@ class LambdaLeases:
 
     def status(self, database: str) -> QuotaStatus:
         answer = self._call({"action": "status", "database": database}, StatusResponse)
-        return QuotaStatus(
-            database=answer.database,
-            limit=answer.limit,
-            default_ttl_ms=answer.default_ttl_ms,
-            in_use=answer.in_use,
-            remaining=answer.remaining,
-            expired=answer.expired,
-            leases=tuple(lease.to_domain() for lease in answer.leases),
-        )
+        return answer.to_domain()
 
     def _call(self, request: dict[str, Any], answer_type: type[Answer]) -> Answer:
         try:

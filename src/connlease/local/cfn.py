@@ -33,8 +33,7 @@ from functools import cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from cryptography import x509
@@ -44,6 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from connlease.local.context import LOCAL_ACCOUNT
 from connlease.local.dynamodb import LOCAL_REGION
+from connlease.local.server import LoopbackService
 
 RequestType = Literal["Create", "Update", "Delete"]
 
@@ -126,7 +126,7 @@ class CaughtResponse:
     content_type: str | None
 
 
-class ResponseCatcher:
+class ResponseCatcher(LoopbackService):
     """A loopback HTTPS server that accepts the PUTs custom resources send to their
     ResponseURL, as S3 does for CloudFormation, and keeps each body in arrival order."""
 
@@ -138,14 +138,10 @@ class ResponseCatcher:
         self._caught: list[CaughtResponse] = []
         self._problems: list[str] = []
         self._arrived = threading.Condition()
-        self._server: _TlsServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def endpoint_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the response catcher is not running; call start() first")
-        return f"https://{self._host}:{self._server.server_port}"
+        return self._url("response catcher", scheme="https")
 
     @property
     def ca_file(self) -> str:
@@ -209,32 +205,10 @@ class ResponseCatcher:
             os.environ.update(self.trust_environment())
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(files.cert, files.key)
-        self._server = _TlsServer((self._host, self._port), _handler_for(self), tls)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="cfn-response-catcher", daemon=True
+        self._serve(
+            _TlsServer((self._host, self._port), _handler_for(self), tls), "cfn-response-catcher"
         )
-        self._thread.start()
         return self.endpoint_url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _keep(self, caught: CaughtResponse) -> None:
         with self._arrived:

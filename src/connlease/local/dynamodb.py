@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -20,7 +19,9 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import make_server
+
+from connlease.local.server import LoopbackService
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -70,39 +71,24 @@ def create_idempotency_table(client: DynamoDBClient, table_name: str) -> None:
     )
 
 
-class EmbeddedDynamoDB:
+class EmbeddedDynamoDB(LoopbackService):
     """moto's DynamoDB served on 127.0.0.1 with a free port, requests serialized."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._port = port
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def endpoint_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the embedded DynamoDB is not running; call start() first")
-        return f"http://{self._host}:{self._server.server_port}"
+        return self._url("embedded DynamoDB")
 
     def start(self) -> str:
         app = serialized(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(
+        server = make_server(
             self._host, self._port, app, threaded=True, request_handler=_QuietRequestHandler
         )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="embedded-dynamodb", daemon=True
-        )
-        self._thread.start()
+        self._serve(server, "embedded-dynamodb")
         return self.endpoint_url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
 
     def client(self, **config: Any) -> DynamoDBClient:
         """A low-level client for this endpoint; `config` goes to botocore's Config."""
@@ -114,15 +100,3 @@ class EmbeddedDynamoDB:
             aws_access_key_id=LOCAL_ACCESS_KEY,
             aws_secret_access_key=LOCAL_SECRET_KEY,
         )
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -25,14 +25,14 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import boto3
 from botocore.config import Config
 
 from connlease.local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRET_KEY
+from connlease.local.server import LoopbackService
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -192,6 +192,11 @@ class _Function:
                 self._cond.notify()
             raise
 
+    @property
+    def busy(self) -> int:
+        with self._cond:
+            return self._started - len(self._idle)
+
     def provision(self) -> None:
         count = min(self.spec.provisioned, self.spec.concurrency)
         environments = [
@@ -226,7 +231,7 @@ class _Function:
             self._idle.clear()
 
 
-class LocalLambda:
+class LocalLambda(LoopbackService):
     """The Invoke API on 127.0.0.1 for a set of functions."""
 
     def __init__(
@@ -245,36 +250,26 @@ class LocalLambda:
             spec.name: _Function(spec, self.log_dir / f"{spec.name}.log", self)
             for spec in functions
         }
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._background: list[threading.Thread] = []
 
     @property
     def endpoint_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the local Lambda endpoint is not running; call start() first")
-        return f"http://{self._host}:{self._server.server_port}"
+        return self._url("local Lambda endpoint")
 
     def start(self) -> str:
-        self._server = _QuietServer((self._host, self._port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="local-lambda", daemon=True
-        )
-        self._thread.start()
+        server = _QuietServer((self._host, self._port), _handler_for(self))
+        server.daemon_threads = True
+        self._serve(server, "local-lambda")
         for function in self._functions.values():
             function.provision()
         return self.endpoint_url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        super().stop()
         for thread in self._background:
             thread.join(timeout=60)
         for function in self._functions.values():
             function.close()
-        self._server = None
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -297,6 +292,10 @@ class LocalLambda:
     def cold_starts(self, function: str) -> int:
         return self._functions[function].cold_starts
 
+    def busy(self, function: str) -> int:
+        """Environments of the function running an invocation right now."""
+        return self._functions[function].busy
+
     def function(self, name: str) -> _Function | None:
         # Accept a name, a full ARN or a partial ARN, with or without a qualifier.
         name = unquote(name)
@@ -309,18 +308,6 @@ class LocalLambda:
         thread = threading.Thread(target=work, daemon=True)
         self._background = [t for t in self._background if t.is_alive()] + [thread]
         thread.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _QuietServer(ThreadingHTTPServer):

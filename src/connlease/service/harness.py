@@ -14,18 +14,18 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any, Literal
 
-from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connlease.service.bootstrap import Harness, build_harness
-from connlease.service.settings import HarnessSettings, ObservabilitySettings
+from connlease.service.observability import powertools
+from connlease.service.settings import HarnessSettings
 
-observability = ObservabilitySettings()
-logger = Logger(service=observability.powertools_service_name)
-tracer = Tracer(service=observability.powertools_service_name)
+_powertools = powertools()
+logger = _powertools.logger
+tracer = _powertools.tracer
 
 
 class HarnessEvent(BaseModel):

@@ -11,7 +11,6 @@ from contextlib import suppress
 from functools import cache
 from typing import Any, cast
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.idempotency import idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -48,15 +47,13 @@ from connlease.domain.services import record_acquire
 from connlease.invocation import InvocationContext
 from connlease.service import errors
 from connlease.service.bootstrap import Helper, build_helper
-from connlease.service.settings import HelperSettings, ObservabilitySettings
+from connlease.service.observability import powertools
+from connlease.service.settings import HelperSettings
 
-observability = ObservabilitySettings()
-logger = Logger(service=observability.powertools_service_name)
-tracer = Tracer(service=observability.powertools_service_name)
-metrics = Metrics(
-    namespace=observability.powertools_metrics_namespace,
-    service=observability.powertools_service_name,
-)
+_powertools = powertools()
+logger = _powertools.logger
+tracer = _powertools.tracer
+metrics = _powertools.metrics
 
 # Powertools' parse() is typed for classes; a discriminated union is a valid model too.
 REQUEST_MODEL: Any = HelperRequest

@@ -23,7 +23,6 @@ from contextlib import closing
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from crhelper import CfnResource
@@ -34,11 +33,12 @@ from connlease.adapters.mysql import DatabaseError, seed_employees, server_varia
 from connlease.domain import ConnleaseError, InvalidInput, Quota
 from connlease.domain.model import MAX_LIMIT, MAX_TTL_MS, MIN_TTL_MS, check_database
 from connlease.service.bootstrap import Seeder, build_seeder
-from connlease.service.settings import ObservabilitySettings, SeederSettings
+from connlease.service.observability import powertools
+from connlease.service.settings import SeederSettings
 
-observability = ObservabilitySettings()
-logger = Logger(service=observability.powertools_service_name)
-tracer = Tracer(service=observability.powertools_service_name)
+_powertools = powertools()
+logger = _powertools.logger
+tracer = _powertools.tracer
 # crhelper's own lines ("CloudFormation returned status code", the failing handler's error
 # with its stack) go out through this Logger: structured, with the invocation's keys.
 logging.getLogger("crhelper")

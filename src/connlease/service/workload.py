@@ -10,7 +10,6 @@ from contextlib import suppress
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,15 +18,13 @@ from connlease.adapters.mysql import DatabaseError, select_employees
 from connlease.domain import ConnleaseError, NoCapacity
 from connlease.invocation import InvocationContext
 from connlease.service.bootstrap import Workload, build_workload
-from connlease.service.settings import ObservabilitySettings, WorkloadSettings
+from connlease.service.observability import powertools
+from connlease.service.settings import WorkloadSettings
 
-observability = ObservabilitySettings()
-logger = Logger(service=observability.powertools_service_name)
-tracer = Tracer(service=observability.powertools_service_name)
-metrics = Metrics(
-    namespace=observability.powertools_metrics_namespace,
-    service=observability.powertools_service_name,
-)
+_powertools = powertools()
+logger = _powertools.logger
+tracer = _powertools.tracer
+metrics = _powertools.metrics
 
 QueryTime = float | tuple[float, float]
 

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: dev lint format unit integration test demo clean
+.PHONY: dev lint format unit integration test demo bench bench-quick infra-tools infra clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,26 +14,48 @@ $(STAMP): pyproject.toml
 
 dev: $(STAMP)  ## create .venv with the project and its dev tools
 
+# cfn-lint (with the SAM translator) and checkov in their own venv: checkov pins boto3 and
+# packaging, the SAM translator pydantic, to versions the project does not use.
+INFRA_VENV := $(VENV)/infra
+INFRA_STAMP := $(INFRA_VENV)/.installed
+
+$(INFRA_STAMP): Makefile
+	@test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INFRA_VENV)/bin/python -m pip install --quiet checkov==3.3.30 cfn-lint==1.58.0 aws-sam-translator==1.115.0
+	@touch $(INFRA_STAMP)
+
+infra-tools: $(INFRA_STAMP)  ## cfn-lint and checkov for the template checks
+
+infra: $(STAMP) $(INFRA_STAMP)  ## template checks: cfn-lint, checkov, bandit, template tests
+	$(PY) -m pytest tests/unit/test_template.py tests/integration/test_infra_checks.py
+
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
-	$(VENV)/bin/mypy src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src tests benchmarks
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests
-	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 unit: $(STAMP)  ## tests without network
 	$(PY) -m pytest tests/unit
 
-integration: $(STAMP)  ## tests against the embedded DynamoDB (and, later, MariaDB)
+integration: $(STAMP) $(INFRA_STAMP)  ## tests against the embedded DynamoDB (and, later, MariaDB)
 	$(PY) -m pytest tests/integration
 
-test: lint  ## everything CI runs
+test: lint $(INFRA_STAMP)  ## everything CI runs
 	$(PY) -m pytest
 
 demo: $(STAMP)  ## the sample's load demo on the local stack; flags: make demo ARGS="-n 500 -c 40"
 	$(PY) -m connlease.local.demo $(ARGS)
+
+bench: $(STAMP)  ## benchmarks side by side (about 6 min); writes docs/benchmarks.md
+	$(PY) -m benchmarks.run
+
+bench-quick: $(STAMP)  ## a shorter run of every benchmark (about 1 min)
+	$(PY) -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
 from connlease.adapters.memory import InMemoryLeaseStore
 from connlease.domain.ports import LeaseStore
-from connlease.local.dynamodb import EmbeddedDynamoDB
+from connlease.local.dynamodb import EmbeddedDynamoDB, RequestCounter
 from tests.fakes import FakeClock
 
 if TYPE_CHECKING:
@@ -24,26 +23,6 @@ if TYPE_CHECKING:
 def embedded_dynamodb() -> Iterator[EmbeddedDynamoDB]:
     with EmbeddedDynamoDB() as server:
         yield server
-
-
-class RequestCounter:
-    """Counts the requests a boto3 client puts on the wire, retries included."""
-
-    def __init__(self, client: Any) -> None:
-        self.sent: Counter[str] = Counter()
-        client.meta.events.register("before-send.dynamodb", self._on_send)
-
-    def _on_send(self, request: Any, **_: Any) -> None:
-        target = request.headers.get("X-Amz-Target", b"")
-        if isinstance(target, bytes):
-            target = target.decode()
-        self.sent[target.rsplit(".", 1)[-1]] += 1
-
-    def total(self) -> int:
-        return sum(self.sent.values())
-
-    def reset(self) -> None:
-        self.sent.clear()
 
 
 @pytest.fixture

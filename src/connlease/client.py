@@ -36,9 +36,10 @@ from connlease.domain import (
     Leases,
     LeaseStore,
     MetricsSink,
+    ReleaseOutcome,
     acquire_within,
 )
-from connlease.domain.model import MAX_HOLDER_LENGTH, MAX_TTL_MS, MIN_TTL_MS
+from connlease.domain.model import MAX_HOLDER_LENGTH
 from connlease.invocation import InvocationContext
 
 if TYPE_CHECKING:
@@ -65,8 +66,10 @@ def direct_leases(
 
 
 def holder_of(context: InvocationContext) -> str:
-    """`function/request-id`, cut to fit: who holds a lease, for `status`."""
-    return f"{context.function_name[:27]}/{context.aws_request_id}"[:MAX_HOLDER_LENGTH]
+    """`function/request-id-prefix`, cut to fit: who holds a lease, for `status` (the
+    request id's first 8 characters find the invocation in the logs)."""
+    name = context.function_name.encode("ascii", "replace").decode()
+    return f"{name[: MAX_HOLDER_LENGTH - 9]}/{context.aws_request_id[:8]}"
 
 
 class ConnectionLeases:
@@ -107,15 +110,17 @@ class ConnectionLeases:
 
         Waits for a lease until `wait_budget_ms` from now, or else until the invocation's
         remaining time less the safety margin (no context: one attempt). The lease lasts
-        `ttl_ms`, or else the invocation's remaining time: it cannot outlive its holder by
-        more than that, even if the holder is killed. Raises NoCapacity when no lease came.
+        `ttl_ms`, or else until the invocation's own deadline: a holder that is killed
+        cannot keep it longer than it could have run. Raises NoCapacity when no lease came.
         """
         started_ms = self._clock.now_ms()
         remaining_ms = context.get_remaining_time_in_millis() if context else None
         if wait_budget_ms is None:
             wait_budget_ms = max(0, (remaining_ms or 0) - self.safety_margin_ms)
-        if ttl_ms is None and remaining_ms is not None:
-            ttl_ms = min(max(remaining_ms, MIN_TTL_MS), MAX_TTL_MS)
+        # Without an explicit TTL a lease ends with the invocation, however long the wait.
+        lease_until_ms = (
+            started_ms + remaining_ms if ttl_ms is None and remaining_ms is not None else None
+        )
         grant = acquire_within(
             self.leases,
             self.database,
@@ -126,6 +131,7 @@ class ConnectionLeases:
             holder=holder_of(context) if context else "",
             ttl_ms=ttl_ms,
             metrics=self._metrics,
+            lease_until_ms=lease_until_ms,
         )
         self.last_grant = grant
         self.last_wait_ms = self._clock.now_ms() - started_ms
@@ -156,7 +162,7 @@ class ConnectionLeases:
 
     def _give_back(self, grant: Granted) -> None:
         try:
-            self.leases.release(self.database, grant.lease.id)
+            outcome = self.leases.release(self.database, grant.lease.id)
         except ConnleaseError:
             # Never hide the body's own outcome: the lease expires with its TTL anyway.
             log.warning(
@@ -164,6 +170,14 @@ class ConnectionLeases:
                 grant.lease.id,
                 grant.lease.expires_at_ms,
                 exc_info=True,
+            )
+            return
+        if outcome is ReleaseOutcome.ALREADY_RELEASED:
+            # The lease expired while the connection was open, and its slot may have been
+            # granted again: the database saw one connection more than the quota.
+            log.warning(
+                "lease %s expired before its connection closed; raise its TTL",
+                grant.lease.id,
             )
 
 

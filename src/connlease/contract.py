@@ -75,7 +75,14 @@ HelperAction = AcquireRequest | ReleaseRequest | RenewRequest | StatusRequest
 HelperRequest = Annotated[HelperAction, Field(discriminator="action")]
 
 
-class LeaseDoc(_Message):
+class _Answer(_Message):
+    """Answers ignore fields they do not know: a newer helper may add some, and its
+    older callers must keep working (requests stay strict)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class LeaseDoc(_Answer):
     id: str
     holder: str
     expires_at_ms: int = Field(le=2**53)
@@ -88,7 +95,7 @@ class LeaseDoc(_Message):
         return Lease(self.id, self.holder, self.expires_at_ms)
 
 
-class AcquireResponse(_Message):
+class AcquireResponse(_Answer):
     ok: Literal[True] = True
     action: Literal["acquire"] = "acquire"
     outcome: Literal["granted", "no_capacity"]
@@ -103,7 +110,7 @@ class AcquireResponse(_Message):
     retry_after_ms: int | None = Field(None, le=MAX_TTL_MS)
 
 
-class ReleaseResponse(_Message):
+class ReleaseResponse(_Answer):
     ok: Literal[True] = True
     action: Literal["release"] = "release"
     outcome: Literal["released", "already_released"]
@@ -111,7 +118,7 @@ class ReleaseResponse(_Message):
     lease_id: str
 
 
-class RenewResponse(_Message):
+class RenewResponse(_Answer):
     ok: Literal[True] = True
     action: Literal["renew"] = "renew"
     outcome: Literal["renewed", "lost"]
@@ -120,7 +127,7 @@ class RenewResponse(_Message):
     lease: LeaseDoc | None = None
 
 
-class StatusResponse(_Message):
+class StatusResponse(_Answer):
     ok: Literal[True] = True
     action: Literal["status"] = "status"
     database: str
@@ -155,18 +162,18 @@ class StatusResponse(_Message):
         )
 
 
-class ErrorDetail(_Message):
+class ErrorDetail(_Answer):
     field: str
     message: str
 
 
-class ErrorBody(_Message):
+class ErrorBody(_Answer):
     type: str
     message: str
     details: list[ErrorDetail] = []
 
 
-class ErrorResponse(_Message):
+class ErrorResponse(_Answer):
     ok: Literal[False] = False
     error: ErrorBody
 

@@ -20,8 +20,7 @@ from connlease.domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
-from connlease.local.dynamodb import EmbeddedDynamoDB
-from tests.conftest import RequestCounter
+from connlease.local.dynamodb import EmbeddedDynamoDB, RequestCounter
 from tests.fakes import FakeClock
 
 if TYPE_CHECKING:

@@ -308,3 +308,16 @@ def test_an_acquire_sent_again_with_its_proposed_id_returns_the_same_lease(
 
     assert again.lease == first.lease
     assert quota3.store.status(DB).in_use == 1
+
+
+def test_proposing_the_id_of_another_holders_lease_is_refused_and_changes_nothing(
+    quota3: StoreUnderTest,
+) -> None:
+    granted(quota3.store.acquire(DB, "fn/first", lease_id="taken-id"))
+    before = quota3.dump()
+
+    with pytest.raises(InvalidInput) as refused:
+        quota3.store.acquire(DB, "fn/second", lease_id="taken-id")
+
+    assert refused.value.field == "lease_id"
+    assert quota3.dump() == before

@@ -20,7 +20,7 @@ from connlease.domain import (
     NoCapacity,
     Quota,
 )
-from connlease.domain.services import acquire_within
+from connlease.domain.services import EXPIRY_SPREAD_MS, acquire_within
 from tests.fakes import FakeClock, RecordingMetrics
 
 DB = "orders-mysql"
@@ -118,15 +118,14 @@ def test_waits_for_the_earliest_lease_to_expire_then_reclaims_it_without_oversle
     store = quota_store(clock)
     first, *others = fill(store, 700, 900, 5_000)
     metrics = RecordingMetrics()
-    started = clock.now_ms()
 
     # Every backoff wait is far longer than the 700 ms until the first lease runs out.
     grant = wait_for_lease(
         store, clock, budget_ms=100_000, backoff=DecorrelatedJitter(10_000, 60_000), metrics=metrics
     )
 
-    assert clock.slept_ms == [700]
-    assert clock.now_ms() == started + 700
+    (slept,) = clock.slept_ms
+    assert 700 <= slept <= 700 + EXPIRY_SPREAD_MS
     assert grant.reclaimed == (first,)
     assert {lease.id for lease in store.status(DB).leases} == {
         grant.lease.id,
@@ -135,7 +134,7 @@ def test_waits_for_the_earliest_lease_to_expire_then_reclaims_it_without_oversle
     assert recorded(metrics) == {
         Metric.REMAINING_CONNECTIONS: [0],
         Metric.LEASES_ACQUIRED: [1],
-        Metric.ACQUIRE_WAIT_MS: [700],
+        Metric.ACQUIRE_WAIT_MS: [slept],
         Metric.LEASES_RECLAIMED: [1],
     }
 
@@ -157,8 +156,7 @@ def test_never_sleeps_past_the_moment_the_earliest_lease_expires(
         store, clock, budget_ms=10_000, backoff=DecorrelatedJitter(base, 4 * base), seed=seed
     )
 
-    assert clock.now_ms() == started + first_expiry_ms
-    assert sum(clock.slept_ms) == first_expiry_ms
+    assert 0 <= clock.now_ms() - started - first_expiry_ms <= EXPIRY_SPREAD_MS
     assert all(ms > 0 for ms in clock.slept_ms)
     assert grant.reclaimed == (first,)
 
@@ -264,7 +262,7 @@ def test_a_zero_full_jitter_draw_retries_at_once_instead_of_giving_up_early() ->
 
     assert clock.slept_ms[0] == 0
     assert grant.reclaimed == (first,)
-    assert clock.now_ms() == started + 500
+    assert 0 <= clock.now_ms() - started - 500 <= EXPIRY_SPREAD_MS
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -277,7 +275,7 @@ def test_full_jitter_waits_no_longer_than_until_the_earliest_lease_expires(seed:
     grant = wait_for_lease(store, clock, budget_ms=10_000, backoff=FullJitter(20, 1_000), seed=seed)
 
     assert grant.reclaimed == (first,)
-    assert clock.now_ms() == started + 500
+    assert 0 <= clock.now_ms() - started - 500 <= EXPIRY_SPREAD_MS
 
 
 def test_still_tries_once_when_the_deadline_has_already_passed_and_a_lease_is_free() -> None:

@@ -173,3 +173,16 @@ def test_the_handler_decorator_passes_the_connection_and_gives_the_lease_back(
 
     assert handler({"name": "q"}, FakeContext(clock)) == "q via FakeConnection"
     assert store.status(DB).in_use == 0
+
+
+def test_a_lease_taken_after_a_wait_still_ends_with_the_invocation() -> None:
+    clock = GivesBackLater()
+    leases = ConnectionLeases(clock.store, DB, clock=clock, rng=random.Random(5))
+    context = FakeContext(clock, timeout_ms=10_000)
+    invocation_ends = clock.now_ms() + 10_000
+
+    with leases.connect(FakeConnection, context=context):
+        (lease,) = clock.store.status(DB).leases
+
+    assert leases.last_wait_ms >= 700
+    assert lease.expires_at_ms == invocation_ends

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -76,7 +77,14 @@ class LambdaLeases:
             request["ttl_ms"] = ttl_ms
         if wait_ms:
             request["wait_ms"] = wait_ms
-        answer = self._call(request, AcquireResponse)
+        try:
+            answer = self._call(request, AcquireResponse)
+        except (StoreUnavailable, HelperFailed):
+            # The helper may have taken the lease before the answer was lost: give the
+            # proposed id back rather than leave it held until its TTL.
+            with suppress(ConnleaseError):
+                self.release(database, request["lease_id"])
+            raise
         if answer.lease is not None:
             reclaimed = tuple(lease.to_domain() for lease in answer.reclaimed)
             return Granted(answer.lease.to_domain(), answer.remaining, reclaimed)

@@ -35,6 +35,9 @@ class InMemoryLeaseStore(LeaseStore):
         self._leases: dict[str, dict[str, Lease]] = {}
         self.requests: Counter[str] = Counter()
 
+    def request_count(self) -> int:
+        return sum(self.requests.values())
+
     @contextmanager
     def _request(self, operation: str) -> Iterator[None]:
         # Half the round trip on the way in, half on the way out, outside the lock:

@@ -56,6 +56,9 @@ class MySqlEndpoint:
     password: str = ""
     database: str = "test"
     connect_timeout_s: float = 5.0
+    # Without one, a server that accepts the socket but never answers (seen here under a
+    # connection storm) hangs the caller until the invocation times out.
+    read_timeout_s: float = 30.0
 
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.database}"
@@ -83,6 +86,8 @@ class MySqlConnector:
                 password=self.endpoint.password,
                 database=self.endpoint.database,
                 connect_timeout=self.endpoint.connect_timeout_s,
+                read_timeout=self.endpoint.read_timeout_s,
+                write_timeout=self.endpoint.read_timeout_s,
                 autocommit=True,
                 **tls,
             )

@@ -10,8 +10,10 @@ from .errors import InvalidInput
 
 MAX_NAME_LENGTH = 128
 MAX_LEASE_ID_LENGTH = 64
-MAX_HOLDER_LENGTH = 64
-# One quota lives in one DynamoDB item (400 KB); a lease entry with its holder is under 100 B.
+# Every write to a quota costs write units for the whole item, holders included: keep them
+# short (a function name and a request-id prefix).
+MAX_HOLDER_LENGTH = 32
+# One quota lives in one DynamoDB item (400 KB); a lease entry with its holder is under 70 B.
 MAX_LIMIT = 2000
 MIN_TTL_MS = 100
 MAX_TTL_MS = 24 * 3600 * 1000
@@ -41,8 +43,8 @@ def check_holder(holder: object) -> str:
         raise InvalidInput("holder", f"must be a string, got {type(holder).__name__}")
     if len(holder) > MAX_HOLDER_LENGTH:
         raise InvalidInput("holder", f"is {len(holder)} characters; at most {MAX_HOLDER_LENGTH}")
-    if not holder.isprintable():
-        raise InvalidInput("holder", "must be printable text")
+    if not (holder.isascii() and holder.isprintable()):
+        raise InvalidInput("holder", "must be printable ASCII")
     return holder
 
 

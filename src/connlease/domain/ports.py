@@ -24,6 +24,7 @@ from .decisions import (
     RenewResult,
     plan_acquire,
 )
+from .errors import InvalidInput
 from .model import (
     Lease,
     Quota,
@@ -98,6 +99,12 @@ class Leases(Protocol):
     def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult: ...
 
 
+def _ours(lease: Lease, wanted: NewLease, now_ms: int) -> bool:
+    """A stored lease with a proposed id is this caller's only if it is still live and
+    names the same holder; anything else is someone else's (or a stale copy's)."""
+    return lease.is_live(now_ms) and lease.holder == wanted.holder
+
+
 class LeaseStore(ABC):
     """Per-database quotas of leases, kept so that live leases never exceed the limit."""
 
@@ -134,11 +141,13 @@ class LeaseStore(ABC):
                     reclaimed += plan.victims
             else:
                 write = self._add(database, wanted, now_ms)
-            # Found even when refused: an earlier attempt of this call was applied and the
-            # answer lost (a retried request), so the lease is ours.
             lease = write.state.find(wanted.id)
             if lease is not None:
-                return Granted(lease, write.state.remaining(now_ms), reclaimed)
+                if write.applied or _ours(lease, wanted, now_ms):
+                    # Found after a refusal too: an earlier attempt of this call (a retried
+                    # request whose answer was lost) took it.
+                    return Granted(lease, write.state.remaining(now_ms), reclaimed)
+                raise InvalidInput("lease_id", f"{wanted.id!r} is another lease's id")
             next_step = plan_acquire(write.state, now_ms)
             if isinstance(next_step, Rejected):
                 return next_step

@@ -7,7 +7,11 @@ import random
 from .backoff import Backoff, Deadline
 from .decisions import AcquireResult, Granted
 from .errors import NoCapacity
+from .model import MAX_TTL_MS, MIN_TTL_MS
 from .ports import Clock, Leases, Metric, MetricsSink
+
+# How far past the earliest expiry a waiter may wake: a few store round trips apart.
+EXPIRY_SPREAD_MS = 20
 
 
 def acquire_within(
@@ -22,17 +26,22 @@ def acquire_within(
     ttl_ms: int | None = None,
     metrics: MetricsSink | None = None,
     lease_id: str | None = None,
+    lease_until_ms: int | None = None,
 ) -> Granted:
     """Take a lease, waiting with jittered backoff until `deadline`; else raise NoCapacity.
 
     A rejected attempt never waits past the moment the earliest live lease expires: by then
-    the next attempt can reclaim it.
+    the next attempt can reclaim it. With `lease_until_ms` (the holder's own end, such as
+    its invocation's deadline) each attempt asks for a lease that ends then, however long
+    the wait was, rather than a fixed TTL counted from the grant.
     """
     started_ms = clock.now_ms()
     delays = backoff.delays(rng)
     attempts = 0
     while True:
         attempts += 1
+        if lease_until_ms is not None:
+            ttl_ms = min(max(lease_until_ms - clock.now_ms(), MIN_TTL_MS), MAX_TTL_MS)
         result = store.acquire(database, holder, ttl_ms, lease_id)
         now_ms = clock.now_ms()
         if isinstance(result, Granted):
@@ -42,8 +51,9 @@ def acquire_within(
             record_acquire(metrics, database, result, now_ms - started_ms)
             raise NoCapacity(database, now_ms - started_ms, attempts, result)
         wait_ms = next(delays)
-        if result.retry_after_ms > 0:
-            wait_ms = min(wait_ms, result.retry_after_ms)
+        if 0 < result.retry_after_ms < wait_ms:
+            # Waiters refused together would otherwise all wake at that same instant.
+            wait_ms = result.retry_after_ms + round(rng.uniform(0, EXPIRY_SPREAD_MS))
         clock.sleep_ms(deadline.clip(wait_ms, now_ms))
 
 

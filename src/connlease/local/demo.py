@@ -17,8 +17,6 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +31,7 @@ from connlease.adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoin
 from connlease.domain import QuotaStatus
 from connlease.local.cfn import ResponseCatcher, custom_resource_event
 from connlease.local.stack import HARNESS, SEEDER, TEST, LocalStack, Tables, workload_functions
+from connlease.local.watch import ConnectionWatcher
 
 QueryTime = float | tuple[float, float]
 
@@ -83,32 +82,6 @@ def mysql_from_environment() -> MySqlEndpoint:
         database=env.get("DB_NAME", "test"),
         connect_timeout_s=3,
     )
-
-
-class ConnectionWatcher:
-    """Polls MariaDB's Threads_connected every 50 ms on its own connection."""
-
-    def __init__(self, mysql: MySqlEndpoint, interval_s: float = 0.05) -> None:
-        self._connection = MySqlConnector(mysql, None)()
-        self._interval_s = interval_s
-        self.baseline = server_variable(self._connection, "Threads_connected")
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.peak = max(self.peak, server_variable(self._connection, "Threads_connected"))
-
-    @contextmanager
-    def watching(self) -> Iterator[ConnectionWatcher]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join()
-            self._connection.close()
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoReport:

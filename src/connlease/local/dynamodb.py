@@ -9,6 +9,7 @@ the same guarantee locally.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,28 @@ def create_idempotency_table(client: DynamoDBClient, table_name: str) -> None:
         TableName=table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"},
     )
+
+
+class RequestCounter:
+    """Counts the requests a boto3 client puts on the wire, by operation, retries included."""
+
+    def __init__(self, client: Any) -> None:
+        self.sent: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        client.meta.events.register("before-send", self._on_send)
+
+    def _on_send(self, request: Any, **_: Any) -> None:
+        target = request.headers.get("X-Amz-Target", b"")
+        if isinstance(target, bytes):
+            target = target.decode()
+        with self._lock:
+            self.sent[target.rsplit(".", 1)[-1]] += 1
+
+    def total(self) -> int:
+        return sum(self.sent.values())
+
+    def reset(self) -> None:
+        self.sent.clear()
 
 
 class EmbeddedDynamoDB(LoopbackService):

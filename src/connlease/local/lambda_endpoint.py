@@ -121,7 +121,10 @@ class _Environment:
         time, as in Lambda."""
         if not self._ready:
             if not self._conn.poll(INIT_TIMEOUT_S) or self._conn.recv() != "ready":
-                raise EOFError
+                raise EOFError(
+                    f"{self.spec.name}: the environment was not ready within "
+                    f"{INIT_TIMEOUT_S:.0f} s; see its log"
+                )
             self._ready = True
 
     @property
@@ -165,6 +168,7 @@ class _Function:
         self.log_path = log_path
         self._endpoint = endpoint
         self._idle: list[_Environment] = []
+        self._all: set[_Environment] = set()  # idle or busy, so that close() ends them all
         self._started = 0
         self._cond = threading.Condition()
         self.cold_starts = 0
@@ -176,7 +180,7 @@ class _Function:
                     environment = self._idle.pop()
                     if environment.alive:
                         return environment
-                    self._started -= 1
+                    self._retire(environment)
                 if self._started < self.spec.concurrency:
                     self._started += 1
                     self.cold_starts += 1
@@ -185,12 +189,15 @@ class _Function:
                     raise Throttled(self.spec.name)
                 self._cond.wait()
         try:
-            return _Environment(self.spec, self.log_path, self._endpoint.endpoint_url)
+            environment = _Environment(self.spec, self.log_path, self._endpoint.endpoint_url)
         except BaseException:
             with self._cond:
                 self._started -= 1
                 self._cond.notify()
             raise
+        with self._cond:
+            self._all.add(environment)
+        return environment
 
     @property
     def busy(self) -> int:
@@ -203,6 +210,8 @@ class _Function:
             _Environment(self.spec, self.log_path, self._endpoint.endpoint_url)
             for _ in range(count)
         ]
+        with self._cond:
+            self._all.update(environments)
         for environment in environments:
             environment.wait_ready()
         with self._cond:
@@ -214,8 +223,13 @@ class _Function:
             if environment.alive:
                 self._idle.append(environment)
             else:
-                self._started -= 1
+                self._retire(environment)
             self._cond.notify()
+
+    def _retire(self, environment: _Environment) -> None:
+        environment.close()
+        self._all.discard(environment)
+        self._started -= 1
 
     def invoke(self, request_id: str, payload: bytes) -> Invocation:
         environment = self._take()
@@ -226,8 +240,9 @@ class _Function:
 
     def close(self) -> None:
         with self._cond:
-            for environment in self._idle:
+            for environment in self._all:
                 environment.close()
+            self._all.clear()
             self._idle.clear()
 
 
@@ -251,6 +266,7 @@ class LocalLambda(LoopbackService):
             for spec in functions
         }
         self._background: list[threading.Thread] = []
+        self._background_lock = threading.Lock()
 
     @property
     def endpoint_url(self) -> str:
@@ -260,8 +276,12 @@ class LocalLambda(LoopbackService):
         server = _QuietServer((self._host, self._port), _handler_for(self))
         server.daemon_threads = True
         self._serve(server, "local-lambda")
-        for function in self._functions.values():
-            function.provision()
+        try:
+            for function in self._functions.values():
+                function.provision()
+        except BaseException:
+            self.stop()
+            raise
         return self.endpoint_url
 
     def stop(self) -> None:
@@ -306,7 +326,8 @@ class LocalLambda(LoopbackService):
 
     def run_in_background(self, work: Callable[[], object]) -> None:
         thread = threading.Thread(target=work, daemon=True)
-        self._background = [t for t in self._background if t.is_alive()] + [thread]
+        with self._background_lock:
+            self._background = [t for t in self._background if t.is_alive()] + [thread]
         thread.start()
 
 

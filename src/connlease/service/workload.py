@@ -53,7 +53,12 @@ with suppress(Exception):
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    return run(event, context, workload())
+    try:
+        app = workload()
+    except (ValidationError, ValueError) as error:  # the environment is wrong, not the event
+        logger.exception("test function settings are invalid")
+        return {"outcome": "configuration_error", "error": str(error)}
+    return run(event, context, app)
 
 
 def run(event: Any, context: InvocationContext, app: Workload) -> dict[str, Any]:

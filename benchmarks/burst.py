@@ -1,0 +1,132 @@
+"""The burst: C simulated invocations at once for a fixed time, each connecting, running
+`SELECT SLEEP(0.02)` and disconnecting, against MariaDB with max_connections=30."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from benchmarks.strategies import Strategy, Tally
+from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint
+from connlease.local.watch import ConnectionWatcher
+
+
+@dataclass(frozen=True)
+class Row:
+    strategy: str
+    concurrency: int
+    elapsed_s: float
+    tally: Tally
+    peak_connections: int
+    store_requests: int
+
+    @property
+    def attempts(self) -> int:
+        t = self.tally
+        return t.succeeded + t.rejected + sum(t.db_errors.values())
+
+    @property
+    def success_pct(self) -> float:
+        return 100 * self.tally.succeeded / self.attempts if self.attempts else 0.0
+
+    @property
+    def throughput(self) -> float:
+        return self.tally.succeeded / self.elapsed_s
+
+    def latency_ms(self, p: int) -> float | None:
+        ordered = sorted(self.tally.latencies_ms)
+        if not ordered:
+            return None
+        return ordered[min(len(ordered) - 1, max(0, round(len(ordered) * p / 100) - 1))]
+
+    @property
+    def requests_per_grant(self) -> float | None:
+        return self.store_requests / self.tally.succeeded if self.tally.succeeded else None
+
+    def utilization(self, quota: int) -> float:
+        """The share of the quota's connection-seconds spent inside queries."""
+        return self.tally.in_query_s / (quota * self.elapsed_s)
+
+
+@contextmanager
+def max_connections(mysql: MySqlEndpoint, value: int) -> Iterator[int]:
+    """Set the server's max_connections for the run; the old value comes back after."""
+    connection = MySqlConnector(mysql, None)()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT @@GLOBAL.max_connections")
+            (before,) = cursor.fetchone() or (151,)
+            cursor.execute(f"SET GLOBAL max_connections = {int(value)}")
+        try:
+            yield int(before)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET GLOBAL max_connections = {int(before)}")
+    finally:
+        connection.close()
+
+
+def run_level(
+    strategy: Strategy,
+    concurrency: int,
+    seconds: float,
+    watcher: ConnectionWatcher,
+) -> Row:
+    """`concurrency` workers invoke back to back until the time is up; in-flight
+    invocations finish and count."""
+    tally = Tally()
+    requests_before = strategy.store_requests()
+    start = threading.Barrier(concurrency + 1)
+    stop_at = [0.0]
+
+    def worker() -> None:
+        start.wait()
+        while time.perf_counter() < stop_at[0]:
+            strategy.invoke(tally)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    watcher.restart_peak()
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    start.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    return Row(
+        strategy=strategy.name,
+        concurrency=concurrency,
+        elapsed_s=elapsed,
+        tally=tally,
+        peak_connections=watcher.restart_peak(),
+        store_requests=strategy.store_requests() - requests_before,
+    )
+
+
+def run_burst(
+    strategies: list[Strategy],
+    levels: list[int],
+    seconds: float,
+    watcher: ConnectionWatcher,
+    progress: Callable[[str], None] = print,
+) -> list[Row]:
+    rows = []
+    for strategy in strategies:
+        for concurrency in levels:
+            row = run_level(strategy, concurrency, seconds, watcher)
+            progress(
+                f"{strategy.name:32} c={concurrency:<4} success {row.success_pct:5.1f}%"
+                f"  {row.throughput:6.1f}/s  peak {row.peak_connections}"
+            )
+            rows.append(row)
+            time.sleep(0.5)  # let the server close what the level left
+    return rows
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,648 @@
+"""infra/template.yaml against the code it deploys: handlers, environment, grants, tables,
+metrics. Offline and fast: the template is read as YAML, intrinsic functions are resolved
+with the parameters' defaults (or the overrides a test names) and placeholder values."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from connlease.adapters.dynamodb import KEY_SCHEMA
+from connlease.adapters.emf import DIMENSION
+from connlease.domain import Metric
+from connlease.service.seeder import SeedProperties
+from connlease.service.settings import (
+    HarnessSettings,
+    HelperSettings,
+    SeederSettings,
+    WorkloadSettings,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "infra" / "template.yaml"
+PYPROJECT = ROOT / "pyproject.toml"
+
+FUNCTION = "AWS::Serverless::Function"
+LAYER = "AWS::Serverless::LayerVersion"
+
+# Which settings each handler reads (its module builds exactly this class).
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "connlease.service.helper.handler": HelperSettings,
+    "connlease.service.workload.handler": WorkloadSettings,
+    "connlease.service.harness.handler": HarnessSettings,
+    "connlease.service.seeder.handler": SeederSettings,
+}
+
+# Variables a function reads that the template leaves to their defaults in AWS, and why.
+OFF_AWS_ONLY = {"DYNAMODB_ENDPOINT_URL"}  # in AWS the SDK finds the regional endpoint
+FROM_THE_SECRET = {"DB_USER", "DB_PASSWORD"}  # DB_SECRET_ARN supplies both
+LEFT_TO_DEFAULTS: dict[str, set[str]] = {
+    # Idempotency window, the quota's own TTL and the timeout margin are the code's defaults.
+    "HelperFunction": OFF_AWS_ONLY
+    | {"IDEMPOTENCY_EXPIRY_S", "DEFAULT_LEASE_TTL_MS", "TIMEOUT_MARGIN_MS"},
+    "TestFunction": OFF_AWS_ONLY | FROM_THE_SECRET | {"DB_CONNECT_TIMEOUT_S", "SAFETY_MARGIN_MS"},
+    "HarnessFunction": {"MAX_CONCURRENCY"},
+    "SeederFunction": OFF_AWS_ONLY | FROM_THE_SECRET | {"DB_CONNECT_TIMEOUT_S"},
+}
+# Read by Powertools itself rather than by a settings class.
+POWERTOOLS_ONLY = {"POWERTOOLS_LOG_LEVEL"}
+
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+STACK = "connlease"
+
+
+# ------------------------------------------------------------------ reading the template
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short forms (`!Ref x`, `!GetAtt a.b`, `!Sub ...`), read
+    into their long forms (`{"Ref": x}`, `{"Fn::GetAtt": [a, b]}`, `{"Fn::Sub": ...}`)."""
+
+
+def _construct_intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        assert isinstance(node, yaml.MappingNode)
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_intrinsic)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    loaded = yaml.load(path.read_text(), Loader=_CfnLoader)  # a SafeLoader
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+NO_VALUE = object()
+
+
+@dataclass
+class Stack:
+    """The template as CloudFormation would see it for some parameter values: conditions
+    evaluated, `!If` branches taken, references replaced by plausible placeholders."""
+
+    template: dict[str, Any]
+    overrides: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        resources: dict[str, Any] = self.template["Resources"]
+        return resources
+
+    def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {name: r for name, r in self.resources.items() if r["Type"] == kind}
+
+    def parameter(self, name: str) -> str:
+        if name in self.overrides:
+            return self.overrides[name]
+        return str(self.template["Parameters"][name]["Default"])
+
+    def condition(self, name: str) -> bool:
+        return bool(self._evaluate(self.template["Conditions"][name]))
+
+    def _evaluate(self, node: Any) -> Any:
+        if isinstance(node, dict) and len(node) == 1:
+            ((key, args),) = node.items()
+            if key == "Fn::Equals":
+                return str(self.resolve(args[0])) == str(self.resolve(args[1]))
+            if key == "Fn::Not":
+                return not self._evaluate(args[0])
+            if key == "Fn::And":
+                return all(self._evaluate(arg) for arg in args)
+            if key == "Fn::Or":
+                return any(self._evaluate(arg) for arg in args)
+            if key == "Condition":
+                return self.condition(args)
+        return self.resolve(node)
+
+    def resolve(self, node: Any) -> Any:
+        """Resolves intrinsic functions anywhere in `node`; `!If` takes its branch and
+        `AWS::NoValue` removes the key or item it stands in."""
+        if isinstance(node, list):
+            items = [self.resolve(item) for item in node]
+            return [item for item in items if item is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            ((key, args),) = node.items()
+            if key == "Ref" or key.startswith("Fn::"):
+                return self._intrinsic(key, args)
+        resolved = {key: self.resolve(value) for key, value in node.items()}
+        return {key: value for key, value in resolved.items() if value is not NO_VALUE}
+
+    def _intrinsic(self, key: str, args: Any) -> Any:
+        functions: dict[str, Callable[[Any], Any]] = {
+            "Ref": self._ref,
+            "Fn::GetAtt": lambda args: self._attribute(args[0], args[1]),
+            "Fn::If": lambda args: self.resolve(args[1] if self.condition(args[0]) else args[2]),
+            "Fn::Sub": self._sub,
+            "Fn::Join": lambda args: args[0].join(str(self.resolve(part)) for part in args[1]),
+        }
+        if key in functions:
+            return functions[key](args)
+        return f"<{key}>"  # Fn::Select, Fn::GetAZs, Fn::Cidr: values only AWS knows
+
+    def _ref(self, name: str) -> Any:
+        pseudo = {
+            "AWS::NoValue": NO_VALUE,
+            "AWS::StackName": STACK,
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.template["Parameters"]:
+            return self.parameter(name)
+        kind = self.resources[name]["Type"]
+        if kind == FUNCTION:
+            return self.resolve(self.resources[name]["Properties"]["FunctionName"])
+        if kind == "AWS::DynamoDB::Table":
+            return f"{STACK}-{name}-1A2B3C4D5E6F"
+        return f"{name.lower()}-0123456789abcdef"
+
+    def _attribute(self, name: str, attribute: str) -> str:
+        kind = self.resources[name]["Type"]
+        arns = {
+            FUNCTION: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self._ref(name)}",
+            "AWS::DynamoDB::Table": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self._ref(name)}",
+            "AWS::Logs::LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{self._ref(name)}:*",
+        }
+        if attribute == "Arn" and kind in arns:
+            return arns[kind]
+        if kind == "AWS::RDS::DBInstance":
+            return {
+                "Endpoint.Address": f"{name.lower()}.c0ffee.{REGION}.rds.amazonaws.com",
+                "Endpoint.Port": "3306",
+                "MasterUserSecret.SecretArn": (
+                    f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!db-0000-AbCdEf"
+                ),
+            }[attribute]
+        return f"<{name}.{attribute}>"
+
+    def _sub(self, args: Any) -> str:
+        text, variables = (args, {}) if isinstance(args, str) else args
+
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in variables:
+                return str(self.resolve(variables[name]))
+            if "." in name and not name.startswith("AWS::"):
+                resource, attribute = name.split(".", 1)
+                return self._attribute(resource, attribute)
+            return str(self._ref(name))
+
+        return re.sub(r"\$\{([^}!]+)\}", value, text)
+
+    def functions(self) -> dict[str, dict[str, Any]]:
+        """Each function's properties with the Globals merged in, resolved."""
+        defaults = self.template.get("Globals", {}).get("Function", {})
+        merged = {}
+        for name, resource in self.of_type(FUNCTION).items():
+            properties = {**defaults, **resource["Properties"]}
+            variables = {
+                **defaults.get("Environment", {}).get("Variables", {}),
+                **resource["Properties"].get("Environment", {}).get("Variables", {}),
+            }
+            properties["Environment"] = {"Variables": variables}
+            merged[name] = self.resolve(properties)
+        return merged
+
+    def statements(self, resource: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every IAM statement of a function's or a role's policies, resolved."""
+        properties = resource["Properties"]
+        documents = []
+        for policy in properties.get("Policies", []):
+            documents.append(policy.get("PolicyDocument", policy))
+        for document in self.resolve(documents):
+            yield from document["Statement"]
+
+
+def grants(statements: Iterator[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(action, resource) pairs of Allow statements."""
+    pairs = set()
+    for statement in statements:
+        assert statement["Effect"] == "Allow", statement
+        for action in as_list(statement["Action"]):
+            for resource in as_list(statement["Resource"]):
+                pairs.add((action, resource))
+    return pairs
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def stack(template: dict[str, Any]) -> Stack:
+    return Stack(template)
+
+
+LEASE_MODES = ["lambda", "direct"]
+
+
+# ------------------------------------------------------------------ packaging
+
+
+def test_every_handler_resolves_to_a_callable_in_the_code_sam_build_packages(
+    stack: Stack,
+) -> None:
+    functions = stack.functions()
+    assert set(functions) == {"HelperFunction", "TestFunction", "HarnessFunction", "SeederFunction"}
+    for name, properties in functions.items():
+        code = (TEMPLATE.parent / properties["CodeUri"]).resolve()
+        module_name, _, attribute = properties["Handler"].rpartition(".")
+        module = importlib.import_module(module_name)
+        assert module.__file__ is not None
+        assert Path(module.__file__).resolve().is_relative_to(code), (
+            f"{name}: {module_name} is not under its CodeUri {code}"
+        )
+        assert (code / Path(*module_name.split("."))).with_suffix(".py").is_file()
+        assert callable(getattr(module, attribute, None)), f"{name}: {attribute} is not callable"
+
+
+def test_the_layer_installs_exactly_the_runtime_dependencies_of_pyproject(stack: Stack) -> None:
+    (layer,) = stack.of_type(LAYER).values()
+    requirements = (TEMPLATE.parent / layer["Properties"]["ContentUri"]) / "requirements.txt"
+    listed = [line.split("#", 1)[0].strip() for line in requirements.read_text().splitlines()]
+    declared = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+
+    def normal(requirement: str) -> str:
+        return re.sub(r"\s+", "", requirement).lower()
+
+    assert sorted(normal(r) for r in listed if r) == sorted(normal(r) for r in declared)
+
+
+def test_functions_and_their_layer_agree_on_runtime_and_architecture(stack: Stack) -> None:
+    ((layer_name, layer),) = stack.of_type(LAYER).items()
+    built_for = layer["Metadata"]
+    for name, properties in stack.functions().items():
+        runtime = properties["Runtime"]
+        assert re.fullmatch(r"python3\.1[3-9]", runtime), f"{name}: {runtime}"
+        assert properties["Architectures"] == ["arm64"], name
+        assert properties["Layers"] == [stack._ref(layer_name)], name
+        assert built_for["BuildMethod"] == runtime
+        assert built_for["BuildArchitecture"] == "arm64"
+        assert layer["Properties"]["CompatibleRuntimes"] == [runtime]
+        assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+
+
+def test_every_function_traces_logs_with_retention_and_runs_in_the_private_subnets(
+    stack: Stack,
+) -> None:
+    log_groups = stack.of_type("AWS::Logs::LogGroup")
+    for name, properties in stack.functions().items():
+        assert properties["Tracing"] == "Active", name
+        group = properties["LoggingConfig"]["LogGroup"]
+        (group_name,) = (n for n in log_groups if stack._ref(n) == group)
+        assert "RetentionInDays" in log_groups[group_name]["Properties"], name
+        vpc = properties["VpcConfig"]
+        assert vpc["SubnetIds"] == [stack._ref("PrivateSubnetA"), stack._ref("PrivateSubnetB")]
+        assert vpc["SecurityGroupIds"] == [stack._ref("FunctionSecurityGroup")]
+
+
+# ------------------------------------------------------------------ environment
+
+
+def environments(stack: Stack) -> Iterator[tuple[str, type[BaseSettings], dict[str, str]]]:
+    for name, properties in stack.functions().items():
+        variables = {
+            key: str(value) for key, value in properties["Environment"]["Variables"].items()
+        }
+        yield name, SETTINGS[properties["Handler"]], variables
+
+
+@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+def test_every_variable_a_handler_reads_is_set_or_deliberately_left_to_its_default(
+    template: dict[str, Any], lease_mode: str
+) -> None:
+    stack = Stack(template, {"LeaseMode": lease_mode})
+    for name, settings, variables in environments(stack):
+        read = {variable.upper() for variable in settings.model_fields}
+        unset = set(LEFT_TO_DEFAULTS[name])
+        if name == "TestFunction":  # one way to the quota, per LeaseMode
+            unset |= {"HELPER_FUNCTION"} if lease_mode == "direct" else {"LEASES_TABLE_NAME"}
+        missing = read - set(variables) - unset
+        assert not missing, f"{name} reads {sorted(missing)} but the template does not set them"
+        assert not (unset & set(variables)), f"{name} sets {sorted(unset & set(variables))}"
+        unknown = set(variables) - read - POWERTOOLS_ONLY
+        assert not unknown, f"{name} sets {sorted(unknown)}, which its code never reads"
+
+
+@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+def test_every_function_settings_parse_from_the_environment_the_template_gives_it(
+    template: dict[str, Any], lease_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = Stack(template, {"LeaseMode": lease_mode})
+    for name, settings, variables in environments(stack):
+        for variable in settings.model_fields:
+            monkeypatch.delenv(variable.upper(), raising=False)
+        for key, value in variables.items():
+            monkeypatch.setenv(key, value)
+        parsed = settings()
+        for key, value in variables.items():
+            if key.lower() not in settings.model_fields:
+                continue
+            got = getattr(parsed, key.lower())
+            if isinstance(got, bool):
+                assert got is (value == "true"), (name, key)
+            elif isinstance(got, int | float):
+                assert got == float(value), (name, key)
+            else:
+                assert got == value, (name, key)
+
+
+def test_functions_that_connect_to_mysql_use_the_managed_secret_over_tls(stack: Stack) -> None:
+    functions = stack.functions()
+    for name in ("TestFunction", "SeederFunction"):
+        variables = functions[name]["Environment"]["Variables"]
+        assert variables["DB_SECRET_ARN"] == stack._attribute(
+            "Database", "MasterUserSecret.SecretArn"
+        )
+        assert variables["DB_TLS"] == "true"
+        assert variables["DB_CA_BUNDLE"].startswith("/opt/python/"), (
+            "sam build copies layer/ into the layer's python/ folder, mounted at /opt/python"
+        )
+    database = stack.resources["Database"]["Properties"]
+    assert database["ManageMasterUserPassword"] is True
+    assert "MasterUserPassword" not in database
+    assert database["StorageEncrypted"] is True
+    assert database["PubliclyAccessible"] is False
+    parameters = stack.resources["DatabaseParameters"]["Properties"]["Parameters"]
+    assert parameters["require_secure_transport"] == "1"
+
+
+def test_every_function_names_its_powertools_service_and_metrics_namespace(stack: Stack) -> None:
+    for name, properties in stack.functions().items():
+        variables = properties["Environment"]["Variables"]
+        assert variables["POWERTOOLS_SERVICE_NAME"] == properties["FunctionName"], name
+        assert variables["POWERTOOLS_METRICS_NAMESPACE"] == stack.parameter("MetricsNamespace")
+
+
+def test_the_seeder_resource_passes_only_properties_the_seeder_knows(stack: Stack) -> None:
+    known = {f.alias for f in SeedProperties.model_fields.values()} | {"ServiceToken"}
+    (quota,) = stack.of_type("Custom::LeaseQuota").values()
+    for overrides in ({}, {"QuotaLimit": "5"}):
+        properties = Stack(stack.template, overrides).resolve(quota["Properties"])
+        assert set(properties) - {"ServiceTimeout"} <= known
+        assert ("Limit" in properties) != ("LimitPercent" in properties), properties
+        SeedProperties.of({k: v for k, v in properties.items() if k != "ServiceTimeout"})
+
+
+# ------------------------------------------------------------------ least privilege
+
+
+def all_statements(stack: Stack) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, resource in stack.resources.items():
+        if resource["Type"] in {FUNCTION, "AWS::IAM::Role"}:
+            for statement in stack.statements(resource):
+                yield name, statement
+        if resource["Type"] == "AWS::EC2::VPCEndpoint":
+            document = stack.resolve(resource["Properties"]["PolicyDocument"])
+            for statement in document["Statement"]:
+                yield name, statement
+
+
+@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+def test_no_statement_grants_a_wildcard_action_or_every_resource(
+    template: dict[str, Any], lease_mode: str
+) -> None:
+    stack = Stack(template, {"LeaseMode": lease_mode})
+    for name, statement in all_statements(stack):
+        for action in as_list(statement["Action"]):
+            assert "*" not in action, f"{name}: {action}"
+        for resource in as_list(statement["Resource"]):
+            assert resource != "*", f"{name}: {statement}"
+            assert resource.startswith("arn:aws:"), f"{name}: {resource}"
+
+
+def test_functions_get_only_inline_policies_no_managed_ones_or_sam_templates(
+    stack: Stack,
+) -> None:
+    for name, resource in stack.of_type(FUNCTION).items():
+        properties = resource["Properties"]
+        assert "Role" not in properties, name
+        for policy in properties.get("Policies", []):
+            assert isinstance(policy, dict), f"{name}: managed policy {policy}"
+            assert set(policy) == {"Version", "Statement"}, f"{name}: {policy}"
+
+
+def arn(stack: Stack, resource: str, attribute: str = "Arn") -> str:
+    return stack._attribute(resource, attribute)
+
+
+def expected_grants(stack: Stack, lease_mode: str) -> dict[str, set[tuple[str, str]]]:
+    """What each function's code calls (DynamoDBLeaseStore, Powertools idempotency,
+    Parameters' get_secret, LambdaLeases, the harness), on what."""
+    leases, idempotency = arn(stack, "LeasesTable"), arn(stack, "IdempotencyTable")
+    secret = arn(stack, "Database", "MasterUserSecret.SecretArn")
+    # acquire, release and renew are UpdateItem; status, and a refusal that returns no
+    # item, a consistent GetItem.
+    lease_calls = {("dynamodb:UpdateItem", leases), ("dynamodb:GetItem", leases)}
+    ways = {
+        "lambda": {("lambda:InvokeFunction", arn(stack, "HelperFunction"))},
+        "direct": lease_calls,
+    }
+    return {
+        "HelperFunction": lease_calls
+        | {
+            (f"dynamodb:{a}", idempotency)
+            for a in ("PutItem", "GetItem", "UpdateItem", "DeleteItem")
+        },
+        "TestFunction": ways[lease_mode] | {("secretsmanager:GetSecretValue", secret)},
+        "HarnessFunction": {("lambda:InvokeFunction", arn(stack, "TestFunction"))},
+        # set_quota (UpdateItem, GetItem when no item comes back) and delete_quota.
+        "SeederFunction": lease_calls
+        | {("dynamodb:DeleteItem", leases), ("secretsmanager:GetSecretValue", secret)},
+    }
+
+
+@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+def test_each_function_is_granted_exactly_the_calls_its_code_makes(
+    template: dict[str, Any], lease_mode: str
+) -> None:
+    stack = Stack(template, {"LeaseMode": lease_mode})
+    expected = expected_grants(stack, lease_mode)
+    for name, resource in stack.of_type(FUNCTION).items():
+        assert grants(stack.statements(resource)) == expected[name], name
+
+
+@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+def test_the_vpc_endpoints_let_through_every_call_the_functions_make(
+    template: dict[str, Any], lease_mode: str
+) -> None:
+    stack = Stack(template, {"LeaseMode": lease_mode})
+    needed = set().union(*expected_grants(stack, lease_mode).values())
+    allowed: set[tuple[str, str]] = set()
+    for name, resource in stack.of_type("AWS::EC2::VPCEndpoint").items():
+        document = stack.resolve(resource["Properties"]["PolicyDocument"])
+        allowed |= grants(iter(document["Statement"]))
+        assert resource["Properties"]["VpcEndpointType"] in {"Gateway", "Interface"}, name
+    assert needed <= allowed, sorted(needed - allowed)
+    services = {
+        stack.resolve(r["Properties"]["ServiceName"]).rsplit(".", 1)[-1]
+        for r in stack.of_type("AWS::EC2::VPCEndpoint").values()
+    }
+    assert services == {"dynamodb", "s3", "lambda", "secretsmanager"}
+
+
+def test_the_vpc_has_no_route_to_the_internet(stack: Stack) -> None:
+    kinds = {resource["Type"] for resource in stack.resources.values()}
+    assert not kinds & {"AWS::EC2::InternetGateway", "AWS::EC2::NatGateway", "AWS::EC2::Route"}
+    (vpc,) = stack.of_type("AWS::EC2::VPC").values()
+    assert vpc["Properties"]["EnableDnsHostnames"] is True  # private DNS of the endpoints
+
+
+def test_every_security_group_and_rule_has_a_description(stack: Stack) -> None:
+    for name, group in stack.of_type("AWS::EC2::SecurityGroup").items():
+        properties = group["Properties"]
+        assert properties["GroupDescription"], name
+        rules = properties.get("SecurityGroupIngress", []) + properties.get(
+            "SecurityGroupEgress", []
+        )
+        assert all(rule.get("Description") for rule in rules), name
+    for kind in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress"):
+        for name, rule in stack.of_type(kind).items():
+            assert rule["Properties"].get("Description"), name
+
+
+def test_nothing_can_reach_the_database_but_the_functions(stack: Stack) -> None:
+    database = stack.of_type("AWS::EC2::SecurityGroup")["DatabaseSecurityGroup"]
+    assert "SecurityGroupIngress" not in database["Properties"]
+    ingress = list(stack.of_type("AWS::EC2::SecurityGroupIngress").values())
+    rules = [stack.resolve(rule["Properties"]) for rule in ingress]
+    assert rules == [
+        {
+            "Description": rules[0]["Description"],
+            "GroupId": stack._ref("DatabaseSecurityGroup"),
+            "IpProtocol": "tcp",
+            "FromPort": 3306,
+            "ToPort": 3306,
+            "SourceSecurityGroupId": stack._ref("FunctionSecurityGroup"),
+        }
+    ]
+
+
+# ------------------------------------------------------------------ tables
+
+
+def test_both_tables_are_on_demand_with_point_in_time_recovery(stack: Stack) -> None:
+    tables = stack.of_type("AWS::DynamoDB::Table")
+    assert set(tables) == {"LeasesTable", "IdempotencyTable"}
+    for name, table in tables.items():
+        properties = table["Properties"]
+        assert properties["BillingMode"] == "PAY_PER_REQUEST", name
+        assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+
+
+def test_the_tables_have_the_keys_the_code_uses(stack: Stack) -> None:
+    leases = stack.resources["LeasesTable"]["Properties"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in leases["KeySchema"]] == list(KEY_SCHEMA)
+    assert {a["AttributeType"] for a in leases["AttributeDefinitions"]} == {"S"}
+    idempotency = stack.resources["IdempotencyTable"]["Properties"]
+    assert idempotency["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert idempotency["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
+    # Powertools' DynamoDBPersistenceLayer writes its expiry to `expiration`.
+    assert idempotency["TimeToLiveSpecification"] == {
+        "AttributeName": "expiration",
+        "Enabled": True,
+    }
+
+
+# ------------------------------------------------------------------ observability
+
+
+def dashboard(stack: Stack) -> dict[str, Any]:
+    (resource,) = stack.of_type("AWS::CloudWatch::Dashboard").values()
+    body = stack.resolve(resource["Properties"]["DashboardBody"])
+    parsed: dict[str, Any] = json.loads(body)
+    return parsed
+
+
+def test_the_dashboard_is_json_and_graphs_every_lease_metric_per_database(stack: Stack) -> None:
+    widgets = dashboard(stack)["widgets"]
+    searches = [
+        row[0]["expression"]
+        for widget in widgets
+        for row in widget["properties"]["metrics"]
+        if isinstance(row[0], dict)
+    ]
+    namespace = stack.parameter("MetricsNamespace")
+    for metric in Metric:
+        assert any(f'MetricName="{metric.value}"' in s for s in searches), metric
+    for search in searches:
+        assert f"{{{namespace},{DIMENSION},service}}" in search, search
+    (sample_graph,) = (w for w in widgets if "RemainingConnections" in json.dumps(w))
+    assert "NoConnectionsLeftError" in json.dumps(sample_graph)
+
+
+@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+def test_alarms_watch_refusals_low_remaining_and_reclaims_where_the_metrics_are_written(
+    template: dict[str, Any], lease_mode: str
+) -> None:
+    stack = Stack(template, {"LeaseMode": lease_mode})
+    recorder = {"lambda": "HelperFunction", "direct": "TestFunction"}[lease_mode]
+    service = stack.functions()[recorder]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+    alarms = {
+        properties["MetricName"]: properties
+        for properties in (
+            stack.resolve(alarm["Properties"])
+            for alarm in stack.of_type("AWS::CloudWatch::Alarm").values()
+        )
+    }
+    assert set(alarms) == {
+        Metric.NO_CONNECTIONS_LEFT.value,
+        Metric.REMAINING_CONNECTIONS.value,
+        Metric.LEASES_RECLAIMED.value,
+    }
+    for properties in alarms.values():
+        assert properties["Namespace"] == stack.parameter("MetricsNamespace")
+        assert properties["Dimensions"] == [
+            {"Name": DIMENSION, "Value": stack.parameter("QuotaDatabase")},
+            {"Name": "service", "Value": service},
+        ]
+        assert properties["TreatMissingData"] == "notBreaching"
+    assert alarms[Metric.NO_CONNECTIONS_LEFT.value]["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarms[Metric.LEASES_RECLAIMED.value]["Threshold"] == 0
+    low = alarms[Metric.REMAINING_CONNECTIONS.value]
+    assert (low["Statistic"], low["ComparisonOperator"]) == ("Minimum", "LessThanThreshold")
+
+
+def test_the_outputs_name_what_a_user_needs_after_deploying(template: dict[str, Any]) -> None:
+    assert {
+        "DatabaseEndpoint",
+        "HelperFunctionName",
+        "HelperFunctionArn",
+        "HarnessFunctionName",
+        "LeasesTableName",
+        "IdempotencyTableName",
+        "DashboardName",
+        "DashboardUrl",
+    } <= set(template["Outputs"])

@@ -6,7 +6,6 @@ import random
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 
 from connlease.adapters.memory import InMemoryLeaseStore
 from connlease.domain import DecorrelatedJitter, Metric, Quota
@@ -46,10 +45,6 @@ def make_app(
         backoff=DecorrelatedJitter(base_ms=10, cap_ms=100),
         rng=random.Random(1),
         idempotency_store=InMemoryIdempotencyStore(),
-        idempotency_config=IdempotencyConfig(
-            event_key_jmespath="[database, lease_id, renewal]",
-            raise_on_no_idempotency_key=True,
-        ),
     )
 
 

@@ -19,6 +19,7 @@ from .errors import (
     HelperFailed,
     InvalidInput,
     NoCapacity,
+    RequestInProgress,
     StoreUnavailable,
     UnknownDatabase,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "ReleaseOutcome",
     "RenewResult",
     "Renewed",
+    "RequestInProgress",
     "StoreUnavailable",
     "UnknownDatabase",
     "acquire_within",

@@ -76,3 +76,11 @@ class HelperFailed(ConnleaseError):
         self.function = function
         self.error_type = error_type
         self.message = message
+
+
+class RequestInProgress(ConnleaseError):
+    """The same release or renew is still being handled; retry shortly."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(f"the same {operation} is still being handled; retry shortly")
+        self.operation = operation

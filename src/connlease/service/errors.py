@@ -6,10 +6,6 @@ answered without internals.
 
 from __future__ import annotations
 
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-)
 from pydantic import ValidationError
 
 from connlease.contract import ErrorBody, ErrorDetail, ErrorResponse
@@ -17,6 +13,7 @@ from connlease.domain import (
     ConnleaseError,
     CorruptQuota,
     InvalidInput,
+    RequestInProgress,
     StoreUnavailable,
     UnknownDatabase,
 )
@@ -48,8 +45,8 @@ def configuration_error(error: ValidationError) -> ErrorResponse:
     )
 
 
-def known_error(  # noqa: PLR0911 - one case per error type reads best
-    error: ConnleaseError | IdempotencyAlreadyInProgressError | IdempotencyPersistenceLayerError,
+def known_error(
+    error: ConnleaseError,
 ) -> ErrorResponse:
     match error:
         case InvalidInput(field=field, message=message):
@@ -71,12 +68,8 @@ def known_error(  # noqa: PLR0911 - one case per error type reads best
                     ErrorDetail(field="reason", message=error.reason),
                 ],
             )
-        case IdempotencyAlreadyInProgressError():
-            return _error(
-                "RequestInProgress", "the same request is still being handled; retry shortly"
-            )
-        case IdempotencyPersistenceLayerError():
-            return _error("StoreUnavailable", f"idempotency store unavailable: {error}")
+        case RequestInProgress():
+            return _error("RequestInProgress", str(error))
         case _:
             return _error(type(error).__name__, str(error))
 

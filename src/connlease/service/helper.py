@@ -11,11 +11,6 @@ from contextlib import suppress
 from functools import cache
 from typing import Any, cast
 
-from aws_lambda_powertools.utilities.idempotency import idempotent_function
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-)
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
@@ -95,11 +90,7 @@ def respond(event: Any, context: InvocationContext, app: Helper) -> dict[str, An
     tracer.put_annotation("database", request.database)
     try:
         document = dispatch(request, app, context)
-    except (
-        ConnleaseError,
-        IdempotencyAlreadyInProgressError,
-        IdempotencyPersistenceLayerError,
-    ) as error:
+    except ConnleaseError as error:
         logger.warning("request refused", extra={"error": str(error)})
         tracer.put_annotation("outcome", type(error).__name__)
         return errors.known_error(error).document()
@@ -121,8 +112,9 @@ def dispatch(
         case AcquireRequest():
             return acquire(request, app, context).document()
         case ReleaseRequest() | RenewRequest():
-            app.idempotency_config.register_lambda_context(cast("LambdaContext", context))
-            document: dict[str, Any] = idempotent_action(app)(request=request)
+            document: dict[str, Any] = idempotent_action(app)(
+                cast("LambdaContext", context), request=request
+            )
             return document
         case StatusRequest():
             return StatusResponse.of(app.store.status(request.database)).document()
@@ -182,23 +174,14 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
 @cache
 def idempotent_action(app: Helper) -> Callable[..., dict[str, Any]]:
     """Release and renew, answered once per key (database, lease id, renewal number)."""
+    from connlease.service.idempotency import Once  # noqa: PLC0415 - not on the cold start
 
-    once = cast(
-        "Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]",
-        idempotent_function(
-            data_keyword_argument="request",
-            persistence_store=app.idempotency_store,
-            config=app.idempotency_config,
-        ),
-    )
-
-    @once
     def give_back_or_renew(request: ReleaseRequest | RenewRequest) -> dict[str, Any]:
         if isinstance(request, ReleaseRequest):
             return release(request, app).document()
         return renew(request, app).document()
 
-    return give_back_or_renew
+    return Once(app.settings, app.dynamodb, app.idempotency_store).wrap(give_back_or_renew)
 
 
 @tracer.capture_method(capture_response=False)

@@ -51,6 +51,9 @@ FULL = Plan([5, 10, 20, 30, 60, 120, 240], 5.0, [2, 4, 8], 10)
 QUICK = Plan([10, 60, 240], 2.0, [4], 4)
 
 
+DEFAULT_BACKOFF = "decorrelated 20-1000 ms (the client's default)"
+
+
 def backoff() -> Backoff:
     return DecorrelatedJitter(base_ms=20, cap_ms=1000)
 
@@ -87,11 +90,33 @@ def strategies(mysql: MySqlEndpoint, dynamodb: EmbeddedDynamoDB) -> list[Strateg
     ]
 
 
+@dataclass(frozen=True)
+class UtilizationRow:
+    factor: int
+    query_ms: int
+    backoff: str
+    row: Row
+
+
+BACKOFF_SWEEP = {
+    "decorrelated 5-50 ms": DecorrelatedJitter(5, 50),
+    "decorrelated 20-250 ms": DecorrelatedJitter(20, 250),
+}
+
+
 def utilization(
     mysql: MySqlEndpoint, plan: Plan, watcher: ConnectionWatcher
-) -> list[tuple[int, Row]]:
+) -> list[UtilizationRow]:
+    """Saturation at each oversubscription with the client's default backoff, for the
+    burst's 20 ms query and a 100 ms one; then, at 4x, other backoffs for comparison."""
+    runs = [
+        (factor, query_ms, DEFAULT_BACKOFF, backoff())
+        for query_ms in (20, 100)
+        for factor in plan.oversubscription
+    ]
+    runs += [(4, 20, name, sweep) for name, sweep in BACKOFF_SWEEP.items()]
     rows = []
-    for factor in plan.oversubscription:
+    for factor, query_ms, label, chosen in runs:
         store = InMemoryLeaseStore(SystemClock(), latency_s=STORE_LATENCY_S)
         store.set_quota(DATABASE, Quota(UTILIZATION_QUOTA, 60_000))
         strategy = Connlease(
@@ -100,14 +125,16 @@ def utilization(
             database=DATABASE,
             backend="4 ms store",
             requests=store.request_count,
-            backoff=backoff(),
+            backoff=chosen,
+            sql=f"SELECT SLEEP({query_ms / 1000})",
         )
         row = run_level(strategy, UTILIZATION_QUOTA * factor, plan.seconds, watcher)
         print(
-            f"utilization {factor}x: {100 * row.utilization(UTILIZATION_QUOTA):.1f}%"
+            f"utilization {factor}x, {query_ms} ms query, {label}: "
+            f"{100 * row.utilization(UTILIZATION_QUOTA):.1f}%"
             f"  {row.requests_per_grant or 0:.2f} requests per lease"
         )
-        rows.append((factor, row))
+        rows.append(UtilizationRow(factor, query_ms, label, row))
     return rows
 
 
@@ -186,7 +213,7 @@ def report(
     command: str,
     plan: Plan,
     rows: list[Row],
-    util: list[tuple[int, Row]],
+    util: list[UtilizationRow],
     cold: ColdStart,
     host: str,
     chart: Path,
@@ -224,12 +251,15 @@ def report(
         "the same invocation: the share of the quota's connection-seconds spent inside "
         "queries (100% is the physical limit), and store requests per granted lease.",
         "",
-        "| oversubscription | concurrency | utilization | requests per lease | success % |",
-        "|---:|---:|---:|---:|---:|",
+        "| oversubscription | query | backoff | concurrency | utilization "
+        "| requests per lease | success % |",
+        "|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for factor, row in util:
+    for item in util:
+        row = item.row
         lines.append(
-            f"| {factor}x | {row.concurrency} | {100 * row.utilization(UTILIZATION_QUOTA):.1f}% "
+            f"| {item.factor}x | {item.query_ms} ms | {item.backoff} | {row.concurrency} "
+            f"| {100 * row.utilization(UTILIZATION_QUOTA):.1f}% "
             f"| {row.requests_per_grant or 0:.2f} | {row.success_pct:.1f} |"
         )
     lines += [
@@ -246,10 +276,10 @@ def report(
         "| limit | item bytes (no holders) | WCU | item bytes (with holders) | WCU |",
         "|---:|---:|---:|---:|---:|",
     ]
-    for item in items:
+    for cost_item in items:
         lines.append(
-            f"| {item.limit} | {item.bytes_bare} | {item.wcu_bare} "
-            f"| {item.bytes_with_holders} | {item.wcu_with_holders} |"
+            f"| {cost_item.limit} | {cost_item.bytes_bare} | {cost_item.wcu_bare} "
+            f"| {cost_item.bytes_with_holders} | {cost_item.wcu_with_holders} |"
         )
     lines += [
         "",
@@ -267,8 +297,84 @@ def report(
         "",
         f"Ratio helper / minimal: **{cold.ratio:.2f}x**.",
         "",
+        *targets(rows, util, cold),
     ]
     return "\n".join(lines)
+
+
+def targets(rows: list[Row], util: list[UtilizationRow], cold: ColdStart) -> list[str]:
+    """Where the run stands against the targets, in the same run's figures."""
+    managed = [row for row in rows if row.strategy.startswith("connlease")]
+    on_store = [row for row in managed if "4 ms" in row.strategy]
+    on_emulator = [row for row in managed if "4 ms" not in row.strategy]
+
+    def clean(group: list[Row]) -> bool:
+        return all(row.success_pct == 100 and not row.tally.db_errors for row in group)
+
+    def lowest(group: list[Row]) -> str:
+        return f"{min(row.success_pct for row in group):.1f}% lowest" if group else "-"
+
+    within = max(row.peak_connections for row in managed) <= QUOTA
+    at4 = next(
+        u.row for u in util if u.factor == 4 and u.query_ms == 20 and u.backoff == DEFAULT_BACKOFF
+    )
+    at4_long = next((u.row for u in util if u.factor == 4 and u.query_ms == 100), None)
+    used = 100 * at4.utilization(UTILIZATION_QUOTA)
+    per = at4.requests_per_grant or 0.0
+    hold_floor = 20 + STORE_LATENCY_S * 1000  # half of each of two round trips, plus the query
+    ceiling = 100 * 20 / hold_floor
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    return [
+        "## Against the targets",
+        "",
+        "| target | this run | |",
+        "|---|---|---|",
+        f"| 100% success, 0 DB errors at every level: connlease, 4 ms store | "
+        f"{lowest(on_store)} | {mark(clean(on_store))} |",
+        f"| the same through the embedded DynamoDB | {lowest(on_emulator)} "
+        f"| {mark(clean(on_emulator))} |",
+        f"| peak connections never above the quota ({QUOTA}) | "
+        f"{max(row.peak_connections for row in managed)} | {mark(within)} |",
+        f"| utilization >= 85% at 4x, 4 ms store | {used:.1f}% | {mark(used >= 85)} |",
+        f"| <= 2.2 store requests per lease at 4x | {per:.2f} | {mark(per <= 2.2)} |",
+        f"| helper cold start <= 1.5x the minimal handler | {cold.ratio:.2f}x "
+        f"| {mark(cold.ratio <= 1.5)} |",
+        "",
+        "Why, where a target is not met:",
+        "",
+        "- **Success through the embedded DynamoDB.** moto, serialized, takes about 190 "
+        "writes a second on this machine, and every waiting invocation's attempt is a write: "
+        "at the highest concurrency some waits outlast their 10 s budget and end in a clean "
+        "`NoCapacity` (never a MySQL error). The same algorithm on the 4 ms store, which "
+        "stands in for DynamoDB's own throughput, succeeds at every level.",
+        f"- **Utilization.** A lease counts from the moment its write applies until its "
+        "release applies: at least half of each of the two round trips "
+        f"({STORE_LATENCY_S * 1000:.0f} ms together) on top of the 20 ms query, and then "
+        "the connect and close. With one "
+        f"lease per invocation the ceiling for a 20 ms query is therefore about "
+        f"{ceiling:.0f}%, before any wait between a release and the next waiter's attempt. "
+        f"For a 100 ms query the same run measured "
+        f"{100 * at4_long.utilization(UTILIZATION_QUOTA) if at4_long else float('nan'):.1f}%. "
+        "Crossing 85% on short queries needs a lease that outlives one invocation (a warm "
+        "environment keeping its lease and connection, DESIGN.md's planned item), which in "
+        "turn needs a way to close a frozen environment's connection when its lease is "
+        "reclaimed.",
+        "- **Requests per lease.** Waiters poll: every attempt made while the quota is full "
+        "is a refused write. Polling less often leaves freed slots idle longer; the backoff "
+        "rows above show the trade (shorter waits: higher utilization, more requests). "
+        "Reaching 2.2 at 4x without losing utilization needs the releaser to hand its slot to "
+        "a waiter (a queue in the item), not tuning.",
+        "- **Cold start.** What remains on the helper's cold path (`python -X importtime -c "
+        "'import connlease.service.helper'` with the Lambda-like environment): the X-Ray "
+        "SDK creates its sampling client while it is imported (about 150-200 ms here), "
+        "Powertools Parser imports every AWS event model (about 90 ms), pydantic-settings "
+        "about 60 ms. Idempotency, pymysql and the client library are imported only on the "
+        "paths that use them (`make bench-quick` measured 2.89x before that change).",
+        "",
+    ]
 
 
 def _median(values: list[float]) -> float:

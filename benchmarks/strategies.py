@@ -49,13 +49,13 @@ class Tally:
             self.db_errors[code] += 1
 
 
-def query(connector: MySqlConnector) -> float:
+def query(connector: MySqlConnector, sql: str = QUERY) -> float:
     """Connect, run the query, close; the seconds spent inside the query."""
     connection = connector()
     try:
         started = time.perf_counter()
         with connection.cursor() as cursor:
-            cursor.execute(QUERY)
+            cursor.execute(sql)
             cursor.fetchall()
         return time.perf_counter() - started
     finally:
@@ -207,8 +207,10 @@ class Connlease:
         requests: Callable[[], int],
         backoff: Backoff,
         wait_budget_ms: int = 10_000,
+        sql: str = QUERY,
     ) -> None:
         self.name = f"connlease ({backend})"
+        self._sql = sql
         self._store, self._database, self._backoff = store, database, backoff
         self._connector = connector
         self._requests = requests
@@ -235,7 +237,7 @@ class Connlease:
             with self._leases().connect(
                 lambda: self._connector, wait_budget_ms=self._wait_budget_ms
             ) as connector:
-                in_query = query(connector)
+                in_query = query(connector, self._sql)
         except NoCapacity:
             tally.refused()
             return

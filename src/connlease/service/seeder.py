@@ -107,7 +107,8 @@ class SeedProperties(BaseModel):
             raise SeedFailed(f"invalid properties: {_summary(error)}") from error
 
 
-_KNOWN_PROPERTIES = {"ServiceToken"} | {
+# CloudFormation adds ServiceToken, and ServiceTimeout when the template sets one.
+_KNOWN_PROPERTIES = {"ServiceToken", "ServiceTimeout"} | {
     field.alias for field in SeedProperties.model_fields.values() if field.alias
 }
 

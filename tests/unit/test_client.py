@@ -186,3 +186,16 @@ def test_a_lease_taken_after_a_wait_still_ends_with_the_invocation() -> None:
 
     assert leases.last_wait_ms >= 700
     assert lease.expires_at_ms == invocation_ends
+
+
+def test_a_lease_that_expired_while_its_connection_was_open_is_reported(
+    leases: ConnectionLeases,
+    store: InMemoryLeaseStore,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with leases.connect(FakeConnection, ttl_ms=1_000):
+        clock.advance(5_000)  # the body outlives its lease
+        store.acquire(DB, "someone/else")  # which lets another holder in
+
+    assert "expired before its connection closed" in caplog.text

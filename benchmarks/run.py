@@ -370,9 +370,10 @@ def targets(rows: list[Row], util: list[UtilizationRow], cold: ColdStart) -> lis
         "- **Cold start.** What remains on the helper's cold path (`python -X importtime -c "
         "'import connlease.service.helper'` with the Lambda-like environment): the X-Ray "
         "SDK creates its sampling client while it is imported (about 150-200 ms here), "
-        "Powertools Parser imports every AWS event model (about 90 ms), pydantic-settings "
-        "about 60 ms. Idempotency, pymysql and the client library are imported only on the "
-        "paths that use them (`make bench-quick` measured 2.89x before that change).",
+        "Powertools Parser imports every AWS event model (about 90 ms). Idempotency, pymysql "
+        "and the client library are imported only on the paths that use them, and settings "
+        "are read without pydantic-settings (`make bench-quick` measured 2.89x before "
+        "those changes).",
         "",
     ]
 

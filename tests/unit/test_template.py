@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic_settings import BaseSettings
 
 from connlease.adapters.dynamodb import KEY_SCHEMA
 from connlease.adapters.emf import DIMENSION
 from connlease.domain import Metric
 from connlease.service.seeder import SeedProperties
 from connlease.service.settings import (
+    EnvironmentSettings,
     HarnessSettings,
     HelperSettings,
     SeederSettings,
@@ -36,7 +36,7 @@ FUNCTION = "AWS::Serverless::Function"
 LAYER = "AWS::Serverless::LayerVersion"
 
 # Which settings each handler reads (its module builds exactly this class).
-SETTINGS: dict[str, type[BaseSettings]] = {
+SETTINGS: dict[str, type[EnvironmentSettings]] = {
     "connlease.service.helper.handler": HelperSettings,
     "connlease.service.workload.handler": WorkloadSettings,
     "connlease.service.harness.handler": HarnessSettings,
@@ -331,7 +331,7 @@ def test_every_function_traces_logs_with_retention_and_runs_in_the_private_subne
 # ------------------------------------------------------------------ environment
 
 
-def environments(stack: Stack) -> Iterator[tuple[str, type[BaseSettings], dict[str, str]]]:
+def environments(stack: Stack) -> Iterator[tuple[str, type[EnvironmentSettings], dict[str, str]]]:
     for name, properties in stack.functions().items():
         variables = {
             key: str(value) for key, value in properties["Environment"]["Variables"].items()
@@ -366,7 +366,7 @@ def test_every_function_settings_parse_from_the_environment_the_template_gives_i
             monkeypatch.delenv(variable.upper(), raising=False)
         for key, value in variables.items():
             monkeypatch.setenv(key, value)
-        parsed = settings()
+        parsed = settings.from_environment()
         for key, value in variables.items():
             if key.lower() not in settings.model_fields:
                 continue

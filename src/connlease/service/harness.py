@@ -44,7 +44,7 @@ class HarnessEvent(BaseModel):
 
 @cache
 def harness() -> Harness:
-    return build_harness(HarnessSettings())
+    return build_harness(HarnessSettings.from_environment())
 
 
 @logger.inject_lambda_context(clear_state=True)

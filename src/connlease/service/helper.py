@@ -57,7 +57,7 @@ REQUEST_MODEL: Any = HelperRequest
 @cache
 def helper() -> Helper:
     """Built on the first invocation of an execution environment, then reused."""
-    return build_helper(HelperSettings(), metrics)
+    return build_helper(HelperSettings.from_environment(), metrics)
 
 
 # Build during the init phase, where Lambda gives the function a full CPU and the work

@@ -23,7 +23,7 @@ class Powertools:
 
 
 def powertools() -> Powertools:
-    settings = ObservabilitySettings()
+    settings = ObservabilitySettings.from_environment()
     service = settings.powertools_service_name
     return Powertools(
         logger=Logger(service=service),

@@ -116,7 +116,7 @@ _KNOWN_PROPERTIES = {"ServiceToken", "ServiceTimeout"} | {
 @cache
 def seeder() -> Seeder:
     """Built on the first invocation of an execution environment, then reused."""
-    return build_seeder(SeederSettings())
+    return build_seeder(SeederSettings.from_environment())
 
 
 def physical_id(database: str) -> str:

@@ -40,7 +40,7 @@ class WorkloadEvent(BaseModel):
 
 @cache
 def workload() -> Workload:
-    return build_workload(WorkloadSettings(), metrics)
+    return build_workload(WorkloadSettings.from_environment(), metrics)
 
 
 # Build during the init phase, where Lambda gives the function a full CPU and the work

@@ -394,14 +394,15 @@ def main(argv: list[str] | None = None) -> int:
     random.seed()
     host = machine(mysql)
     print(host)
+    # First, on a quiet machine: after the bursts MariaDB and the OS are still settling.
+    cold = measure(plan.cold_start_rounds)
+    print(f"cold start: helper / minimal = {cold.ratio:.2f}x")
     with EmbeddedDynamoDB() as dynamodb, max_connections(mysql, MAX_CONNECTIONS):
         watcher = ConnectionWatcher(mysql)
         assert server_variable(MySqlConnector(mysql, None)(), "max_connections") == 30
         with watcher.watching():
             rows = run_burst(strategies(mysql, dynamodb), plan.levels, plan.seconds, watcher)
             util = utilization(mysql, plan, watcher)
-    cold = measure(plan.cold_start_rounds)
-    print(f"cold start: helper / minimal = {cold.ratio:.2f}x")
     chart = args.output.with_suffix(".png")
     draw(rows, chart)
     args.output.write_text(

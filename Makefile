@@ -51,7 +51,7 @@ test: lint $(INFRA_STAMP)  ## everything CI runs
 demo: $(STAMP)  ## the sample's load demo on the local stack; flags: make demo ARGS="-n 500 -c 40"
 	$(PY) -m connlease.local.demo $(ARGS)
 
-bench: $(STAMP)  ## benchmarks side by side (about 6 min); writes docs/benchmarks.md
+bench: $(STAMP)  ## benchmarks side by side (about 7 min); writes docs/benchmarks.md
 	$(PY) -m benchmarks.run
 
 bench-quick: $(STAMP)  ## a shorter run of every benchmark (about 1 min)

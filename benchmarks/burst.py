@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -126,7 +125,3 @@ def run_burst(
             rows.append(row)
             time.sleep(0.5)  # let the server close what the level left
     return rows
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")

@@ -1,4 +1,4 @@
-"""`make bench` (about 6 minutes) and `make bench-quick` (about 1): run every benchmark,
+"""`make bench` (about 7 minutes) and `make bench-quick` (about 1): run every benchmark,
 print the figures, write docs/benchmarks.md and its chart."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import platform
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ from connlease import __version__
 from connlease.adapters.clock import SystemClock
 from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
 from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint, server_variable
+from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint
 from connlease.domain import Backoff, DecorrelatedJitter, Quota
 from connlease.local.demo import mysql_from_environment
 from connlease.local.dynamodb import EmbeddedDynamoDB, RequestCounter
@@ -290,9 +291,9 @@ def report(
         "",
         "| handler | median ms | min ms |",
         "|---|---:|---:|",
-        f"| helper (`import connlease.service.helper`) | {ms(_median(cold.helper_ms))} "
+        f"| helper (`import connlease.service.helper`) | {ms(statistics.median(cold.helper_ms))} "
         f"| {ms(min(cold.helper_ms))} |",
-        f"| minimal (`boto3.client('dynamodb')`) | {ms(_median(cold.minimal_ms))} "
+        f"| minimal (`boto3.client('dynamodb')`) | {ms(statistics.median(cold.minimal_ms))} "
         f"| {ms(min(cold.minimal_ms))} |",
         "",
         f"Ratio helper / minimal: **{cold.ratio:.2f}x**.",
@@ -378,11 +379,6 @@ def targets(rows: list[Row], util: list[UtilizationRow], cold: ColdStart) -> lis
     ]
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -399,7 +395,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cold start: helper / minimal = {cold.ratio:.2f}x")
     with EmbeddedDynamoDB() as dynamodb, max_connections(mysql, MAX_CONNECTIONS):
         watcher = ConnectionWatcher(mysql)
-        assert server_variable(MySqlConnector(mysql, None)(), "max_connections") == 30
         with watcher.watching():
             rows = run_burst(strategies(mysql, dynamodb), plan.levels, plan.seconds, watcher)
             util = utilization(mysql, plan, watcher)

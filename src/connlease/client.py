@@ -25,7 +25,6 @@ import boto3
 
 from connlease.adapters.clock import SystemClock
 from connlease.adapters.dynamodb import DynamoDBLeaseStore
-from connlease.adapters.lambda_invoke import LambdaLeases
 from connlease.domain import (
     Backoff,
     Clock,
@@ -46,6 +45,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_lambda import LambdaClient
 
+    from connlease.adapters.lambda_invoke import LambdaLeases
+
 log = logging.getLogger(__name__)
 
 Connection = TypeVar("Connection")
@@ -53,6 +54,10 @@ Connection = TypeVar("Connection")
 
 def lambda_leases(function: str, client: LambdaClient | None = None) -> LambdaLeases:
     """Leases through the helper function (name or ARN), invoked synchronously."""
+    # Imported here: the invoke adapter brings pydantic and the wire contract, which
+    # direct-mode callers never need on their cold start.
+    from connlease.adapters.lambda_invoke import LambdaLeases  # noqa: PLC0415
+
     return LambdaLeases(client or boto3.client("lambda"), function)
 
 
@@ -93,7 +98,6 @@ class ConnectionLeases:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._metrics = metrics
-        self.last_grant: Granted | None = None
         self.last_wait_ms = 0
 
     @contextmanager
@@ -133,7 +137,6 @@ class ConnectionLeases:
             metrics=self._metrics,
             lease_until_ms=lease_until_ms,
         )
-        self.last_grant = grant
         self.last_wait_ms = self._clock.now_ms() - started_ms
         try:
             connection = connect()

@@ -211,7 +211,7 @@ def emf_points(log_dir: Path, database: str, since_ms: int) -> dict[str, dict[in
             second = (document["_aws"]["Timestamp"] - since_ms) // 1000
             for name in ("RemainingConnections", "NoConnectionsLeftError"):
                 for value in document.get(name, []):
-                    points[name][second].extend([value])
+                    points[name][second].append(value)
     return points
 
 

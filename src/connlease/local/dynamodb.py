@@ -87,9 +87,6 @@ class RequestCounter:
         with self._lock:
             self.sent[target.rsplit(".", 1)[-1]] += 1
 
-    def total(self) -> int:
-        return sum(self.sent.values())
-
     def reset(self) -> None:
         self.sent.clear()
 

@@ -171,7 +171,6 @@ class _Function:
         self._all: set[_Environment] = set()  # idle or busy, so that close() ends them all
         self._started = 0
         self._cond = threading.Condition()
-        self.cold_starts = 0
 
     def _take(self) -> _Environment:
         with self._cond:
@@ -183,7 +182,6 @@ class _Function:
                     self._retire(environment)
                 if self._started < self.spec.concurrency:
                     self._started += 1
-                    self.cold_starts += 1
                     break
                 if self.spec.throttle:
                     raise Throttled(self.spec.name)
@@ -308,9 +306,6 @@ class LocalLambda(LoopbackService):
         """Everything the function's environments printed, a line each."""
         path = self._functions[function].log_path
         return path.read_text().splitlines() if path.exists() else []
-
-    def cold_starts(self, function: str) -> int:
-        return self._functions[function].cold_starts
 
     def busy(self, function: str) -> int:
         """Environments of the function running an invocation right now."""

@@ -135,13 +135,16 @@ class LocalStack:
     lambdas: LocalLambda | None = None
 
     def __enter__(self) -> Self:
-        url = self._exit.enter_context(self.dynamodb).endpoint_url
-        client = self.dynamodb.client()
-        create_table(client, self.tables.leases)
-        create_idempotency_table(client, self.tables.idempotency)
-        self.lambdas = self._exit.enter_context(
-            LocalLambda(self.functions(url, self.tables), log_dir=self.log_dir)
-        )
+        # A failed start (an environment that never gets ready) stops what did start.
+        with self._exit as started:
+            url = started.enter_context(self.dynamodb).endpoint_url
+            client = self.dynamodb.client()
+            create_table(client, self.tables.leases)
+            create_idempotency_table(client, self.tables.idempotency)
+            self.lambdas = started.enter_context(
+                LocalLambda(self.functions(url, self.tables), log_dir=self.log_dir)
+            )
+            self._exit = started.pop_all()
         return self
 
     def __exit__(

@@ -7,8 +7,11 @@ talks to AWS beyond creating clients, so a cold start makes no network call.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import cache
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import boto3
 from botocore.config import Config
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
         WorkloadSettings,
     )
 
+T = TypeVar("T")
+
 # Lease calls sit on the caller's critical path: fail over quickly rather than hang.
 SDK_CONFIG = Config(
     connect_timeout=2,
@@ -54,6 +59,19 @@ INVOKE_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     max_pool_connections=10,
 )
+
+
+def built_at_init(build: Callable[[], T]) -> Callable[[], T]:
+    """`build`, run once per execution environment and reused.
+
+    It is tried during the init phase already, where Lambda gives the function a full CPU
+    and the work is not on the first caller's clock; if the environment is wrong, the
+    error comes again, and is answered, on each invoke.
+    """
+    once = cache(build)
+    with suppress(Exception):
+        once()
+    return once
 
 
 def dynamodb_client(settings: StoreSettings) -> DynamoDBClient:
@@ -174,10 +192,9 @@ def build_workload(settings: WorkloadSettings, metrics: Metrics) -> Workload:
         leases = LambdaLeases(lambda_client(INVOKE_CONFIG), settings.helper_function)
         # The helper records every acquire it answers; recording here too would count twice.
     else:
-        if settings.leases_table_name is None:
-            raise ValueError("LEASES_TABLE_NAME is required when LEASE_MODE is direct")
         store_settings = StoreSettings(
-            leases_table_name=settings.leases_table_name,
+            # WorkloadSettings requires the table in direct mode.
+            leases_table_name=cast("str", settings.leases_table_name),
             dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
         )
         leases = lease_store(store_settings, dynamodb_client(store_settings), clock)

@@ -7,7 +7,6 @@ the composition root.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
 from functools import cache
 from typing import Any, cast
 
@@ -41,7 +40,7 @@ from connlease.domain import (
 from connlease.domain.services import record_acquire
 from connlease.invocation import InvocationContext
 from connlease.service import errors
-from connlease.service.bootstrap import Helper, build_helper
+from connlease.service.bootstrap import Helper, build_helper, built_at_init
 from connlease.service.observability import powertools
 from connlease.service.settings import HelperSettings
 
@@ -54,16 +53,7 @@ metrics = _powertools.metrics
 REQUEST_MODEL: Any = HelperRequest
 
 
-@cache
-def helper() -> Helper:
-    """Built on the first invocation of an execution environment, then reused."""
-    return build_helper(HelperSettings.from_environment(), metrics)
-
-
-# Build during the init phase, where Lambda gives the function a full CPU and the work
-# is not on the first caller's clock; a bad environment is answered on each invoke.
-with suppress(Exception):
-    helper()
+helper = built_at_init(lambda: build_helper(HelperSettings.from_environment(), metrics))
 
 
 @logger.inject_lambda_context(clear_state=True)

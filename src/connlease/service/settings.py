@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal, Self
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 from connlease.domain.model import MAX_TTL_MS, MIN_TTL_MS
 
@@ -85,6 +85,12 @@ class WorkloadSettings(ObservabilitySettings, DatabaseSettings):
     query_time_s: float = Field(0.0, ge=0, le=900)
     query_time_max_s: float | None = Field(None, ge=0, le=900)
     safety_margin_ms: int = Field(1_000, ge=0, le=60_000)
+
+    @model_validator(mode="after")
+    def _direct_mode_names_its_table(self) -> Self:
+        if self.lease_mode == "direct" and self.leases_table_name is None:
+            raise ValueError("LEASES_TABLE_NAME is required when LEASE_MODE is direct")
+        return self
 
 
 class HarnessSettings(ObservabilitySettings):

@@ -6,8 +6,6 @@ give the lease back. Its answer says how it went, so the harness can count outco
 from __future__ import annotations
 
 import time
-from contextlib import suppress
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.parser import parse
@@ -17,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from connlease.adapters.mysql import DatabaseError, select_employees
 from connlease.domain import ConnleaseError, NoCapacity
 from connlease.invocation import InvocationContext
-from connlease.service.bootstrap import Workload, build_workload
+from connlease.service.bootstrap import Workload, build_workload, built_at_init
 from connlease.service.observability import powertools
 from connlease.service.settings import WorkloadSettings
 
@@ -38,15 +36,7 @@ class WorkloadEvent(BaseModel):
     wait_budget_ms: int | None = Field(None, ge=0, le=900_000)
 
 
-@cache
-def workload() -> Workload:
-    return build_workload(WorkloadSettings.from_environment(), metrics)
-
-
-# Build during the init phase, where Lambda gives the function a full CPU and the work
-# is not on the first caller's clock; a bad environment is answered on each invoke.
-with suppress(Exception):
-    workload()
+workload = built_at_init(lambda: build_workload(WorkloadSettings.from_environment(), metrics))
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -55,7 +45,7 @@ with suppress(Exception):
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     try:
         app = workload()
-    except (ValidationError, ValueError) as error:  # the environment is wrong, not the event
+    except ValidationError as error:  # the environment is wrong, not the event
         logger.exception("test function settings are invalid")
         return {"outcome": "configuration_error", "error": str(error)}
     return run(event, context, app)

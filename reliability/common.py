@@ -1,0 +1,184 @@
+"""What every campaign shares: the lab (embedded DynamoDB, a leases table, MariaDB), the
+checker that samples the quota and the server while a campaign runs, and the figures."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from connlease.adapters.clock import SystemClock
+from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
+from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint, server_variable
+from connlease.domain import ConnleaseError, LeaseStore, Quota
+from connlease.local.dynamodb import EmbeddedDynamoDB
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One reported number, with the target it is held to (if any)."""
+
+    name: str
+    value: float | int | str
+    target: str = ""
+    met: bool | None = None  # None: reported, not held to a target
+
+    @classmethod
+    def at_most(cls, name: str, value: float, limit: float) -> Figure:
+        return cls(name, value, f"<= {limit:g}", value <= limit)
+
+    @classmethod
+    def exactly(cls, name: str, value: float, wanted: float) -> Figure:
+        return cls(name, value, f"{wanted:g}", value == wanted)
+
+    @classmethod
+    def at_least(cls, name: str, value: float, floor: float) -> Figure:
+        return cls(name, value, f">= {floor:g}", value >= floor)
+
+
+@dataclass
+class Campaign:
+    """A campaign's outcome: what ran, its figures, and optional rows of a side-by-side table."""
+
+    title: str
+    what: str
+    figures: list[Figure] = field(default_factory=list)
+    table: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[Figure]:
+        return [figure for figure in self.figures if figure.met is False]
+
+    def figure(self, name: str) -> Figure:
+        return next(figure for figure in self.figures if figure.name == name)
+
+
+@dataclass
+class Lab:
+    """The real local parts a campaign runs against: the embedded DynamoDB (moto, requests
+    serialized) with a fresh leases table, and MariaDB."""
+
+    dynamodb: EmbeddedDynamoDB
+    mysql: MySqlEndpoint
+    table: str
+
+    def client(self, **config: Any) -> DynamoDBClient:
+        return self.dynamodb.client(**({"max_pool_connections": 64} | config))
+
+    def store(self, client: DynamoDBClient | None = None) -> DynamoDBLeaseStore:
+        return DynamoDBLeaseStore(client or self.client(), self.table, SystemClock())
+
+    def new_database(self, limit: int, ttl_ms: int) -> str:
+        """A quota of its own for one campaign, so campaigns never see each other's leases."""
+        database = f"rel-{uuid.uuid4().hex[:8]}"
+        self.store().set_quota(database, Quota(limit, ttl_ms))
+        return database
+
+
+@contextmanager
+def lab(mysql: MySqlEndpoint, dynamodb: EmbeddedDynamoDB | None = None) -> Iterator[Lab]:
+    """A lab on `dynamodb` if given (a test session's), else on an embedded one of its own."""
+    if dynamodb is not None:
+        yield _with_table(dynamodb, mysql)
+        return
+    with EmbeddedDynamoDB() as own:
+        yield _with_table(own, mysql)
+
+
+def _with_table(dynamodb: EmbeddedDynamoDB, mysql: MySqlEndpoint) -> Lab:
+    table = f"reliability-{uuid.uuid4().hex[:8]}"
+    create_table(dynamodb.client(), table)
+    return Lab(dynamodb, mysql, table)
+
+
+class Checker:
+    """Samples, every `interval_s` while a campaign runs, the quota with consistent reads
+    (straight to the embedded DynamoDB, past any fault injection) and MariaDB's
+    Threads_connected on a connection of its own."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        database: str,
+        mysql: MySqlEndpoint | None = None,
+        interval_s: float = 0.05,
+    ) -> None:
+        self._store = store
+        self._database = database
+        self._interval_s = interval_s
+        self._connection = MySqlConnector(mysql, None)() if mysql is not None else None
+        self.baseline_connections = self._threads_connected()
+        self.peak_connections = self.baseline_connections
+        self.limit = store.status(database).limit
+        self.max_live = 0
+        self.samples = 0
+        self.read_errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="checker", daemon=True)
+
+    def _threads_connected(self) -> int:
+        if self._connection is None:
+            return 0
+        return server_variable(self._connection, "Threads_connected")
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.sample()
+
+    def sample(self) -> None:
+        try:
+            status = self._store.status(self._database)
+        except ConnleaseError:
+            self.read_errors += 1
+        else:
+            self.max_live = max(self.max_live, status.in_use)
+            self.samples += 1
+        self.peak_connections = max(self.peak_connections, self._threads_connected())
+
+    @property
+    def peak_connections_above_baseline(self) -> int:
+        return self.peak_connections - self.baseline_connections
+
+    def figures(self) -> list[Figure]:
+        figures = [
+            Figure.at_most("most live leases seen (checker)", self.max_live, self.limit),
+            Figure("checker samples (consistent reads)", self.samples),
+        ]
+        if self._connection is not None:
+            figures.append(
+                Figure.at_most(
+                    "peak Threads_connected above baseline",
+                    self.peak_connections_above_baseline,
+                    self.limit,
+                )
+            )
+        return figures
+
+    @contextmanager
+    def watching(self) -> Iterator[Checker]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join()
+            self.sample()
+            if self._connection is not None:
+                self._connection.close()
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self._started

@@ -39,6 +39,7 @@ from connlease.domain import (
     acquire_within,
 )
 from connlease.domain.model import MAX_HOLDER_LENGTH
+from connlease.domain.services import release_within
 from connlease.invocation import InvocationContext
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class ConnectionLeases:
         database: str,
         *,
         safety_margin_ms: int = 1_000,
+        release_budget_ms: int = 2_000,
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -94,6 +96,7 @@ class ConnectionLeases:
         self.leases = leases
         self.database = database
         self.safety_margin_ms = safety_margin_ms
+        self.release_budget_ms = release_budget_ms
         self._backoff = backoff or DecorrelatedJitter(base_ms=20, cap_ms=1_000)
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
@@ -164,8 +167,20 @@ class ConnectionLeases:
         return decorate
 
     def _give_back(self, grant: Granted) -> None:
+        # Retried while the lease lives (within a budget): a release that fails for good
+        # leaves its slot unusable until the TTL.
+        now_ms = self._clock.now_ms()
+        deadline = Deadline(min(grant.lease.expires_at_ms, now_ms + self.release_budget_ms))
         try:
-            outcome = self.leases.release(self.database, grant.lease.id)
+            given_back = release_within(
+                self.leases,
+                self.database,
+                grant.lease.id,
+                deadline=deadline,
+                clock=self._clock,
+                backoff=self._backoff,
+                rng=self._rng,
+            )
         except ConnleaseError:
             # Never hide the body's own outcome: the lease expires with its TTL anyway.
             log.warning(
@@ -175,7 +190,7 @@ class ConnectionLeases:
                 exc_info=True,
             )
             return
-        if outcome is ReleaseOutcome.ALREADY_RELEASED:
+        if given_back.outcome is ReleaseOutcome.ALREADY_RELEASED and given_back.attempts == 1:
             # The lease expired while the connection was open, and its slot may have been
             # granted again: the database saw one connection more than the quota.
             log.warning(

@@ -19,8 +19,16 @@ from connlease.domain import (
     Metric,
     NoCapacity,
     Quota,
+    ReleaseOutcome,
+    StoreUnavailable,
 )
-from connlease.domain.services import EXPIRY_SPREAD_MS, acquire_within
+from connlease.domain.ports import NewLease, Write
+from connlease.domain.services import (
+    EXPIRY_SPREAD_MS,
+    GivenBack,
+    acquire_within,
+    release_within,
+)
 from tests.fakes import FakeClock, RecordingMetrics
 
 DB = "orders-mysql"
@@ -302,3 +310,109 @@ def test_gives_up_after_one_attempt_when_the_deadline_has_already_passed_and_non
     assert store.requests["add"] - adds_before == 1
     assert clock.slept_ms == []
     assert recorded(metrics)[Metric.NO_CONNECTIONS_LEFT] == [1]
+
+
+class FlakyStore(InMemoryLeaseStore):
+    """Fails the first `failures` writes of a kind with StoreUnavailable; with `applied`, the
+    write takes effect first (its answer is what gets lost)."""
+
+    def __init__(self, clock: FakeClock, failures: int, *, applied: bool = False) -> None:
+        super().__init__(clock)
+        self.failures = failures
+        self.applied = applied
+
+    def _fail(self, operation: str) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable(operation, "ReadTimeoutError")
+
+    def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
+        if not self.applied:
+            self._fail("acquire")
+        write = super()._add(database, lease, now_ms)
+        self._fail("acquire")
+        return write
+
+    def _remove(self, database: str, lease_id: str) -> bool:
+        if not self.applied:
+            self._fail("release")
+        removed = super()._remove(database, lease_id)
+        self._fail("release")
+        return removed
+
+
+def flaky_store(clock: FakeClock, failures: int, *, applied: bool = False) -> FlakyStore:
+    store = FlakyStore(clock, failures, applied=applied)
+    store.set_quota(DB, Quota(limit=LIMIT, default_ttl_ms=TTL))
+    return store
+
+
+def test_an_acquire_whose_answer_was_lost_gives_its_lease_back_before_raising() -> None:
+    clock = FakeClock()
+    store = flaky_store(clock, failures=1, applied=True)
+
+    with pytest.raises(StoreUnavailable):
+        store.acquire(DB, "fn/req-1")
+
+    assert store.status(DB).leases == ()  # not held, unknown to anyone, until its TTL
+
+
+def test_an_outage_shorter_than_the_budget_costs_a_wait_not_the_invocation() -> None:
+    clock = FakeClock()
+    store = flaky_store(clock, failures=3, applied=True)
+
+    grant = wait_for_lease(store, clock, budget_ms=5_000)
+
+    assert len(clock.slept_ms) == 2  # the give-back of the first lost grant fails too
+    assert store.status(DB).leases == (grant.lease,)
+
+
+def test_an_outage_past_the_budget_raises_store_unavailable_at_the_deadline() -> None:
+    clock = FakeClock()
+    store = flaky_store(clock, failures=10**6)
+    started = clock.now_ms()
+
+    with pytest.raises(StoreUnavailable, match="ReadTimeoutError"):
+        wait_for_lease(store, clock, budget_ms=2_000)
+
+    assert clock.now_ms() - started == 2_000
+    assert store.status(DB).leases == ()
+
+
+def give_back(store: FlakyStore, clock: FakeClock, lease_id: str, budget_ms: int) -> GivenBack:
+    return release_within(
+        store,
+        DB,
+        lease_id,
+        deadline=Deadline(clock.now_ms() + budget_ms),
+        clock=clock,
+        backoff=DecorrelatedJitter(20, 200),
+        rng=random.Random(3),
+    )
+
+
+@pytest.mark.parametrize("applied", [False, True], ids=["lost request", "lost answer"])
+def test_a_release_is_retried_until_it_lands_and_frees_only_its_own_lease(applied: bool) -> None:
+    clock = FakeClock()
+    store = flaky_store(clock, failures=0, applied=applied)
+    mine, other = fill(store, TTL, TTL)
+    store.failures = 2
+
+    given_back = give_back(store, clock, mine.id, budget_ms=5_000)
+
+    assert given_back.attempts == 3
+    expected = ReleaseOutcome.ALREADY_RELEASED if applied else ReleaseOutcome.RELEASED
+    assert given_back.outcome is expected
+    assert store.status(DB).leases == (other,)
+
+
+def test_a_release_that_cannot_land_by_its_deadline_raises_and_the_lease_stays() -> None:
+    clock = FakeClock()
+    store = flaky_store(clock, failures=0)
+    (mine,) = fill(store, TTL)
+    store.failures = 10**6
+
+    with pytest.raises(StoreUnavailable):
+        give_back(store, clock, mine.id, budget_ms=1_000)
+
+    assert store.status(DB).leases == (mine,)

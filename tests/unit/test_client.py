@@ -199,3 +199,33 @@ def test_a_lease_that_expired_while_its_connection_was_open_is_reported(
         store.acquire(DB, "someone/else")  # which lets another holder in
 
     assert "expired before its connection closed" in caplog.text
+
+
+class SlowToReleaseStore(InMemoryLeaseStore):
+    """Loses the answers of its first two releases after applying the first one."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.lost_answers = 2
+
+    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+        outcome = super().release(database, lease_id)
+        if self.lost_answers:
+            self.lost_answers -= 1
+            raise StoreUnavailable("release", "ConnectionClosedError")
+        return outcome
+
+
+def test_a_give_back_is_retried_until_it_lands_without_a_false_expiry_warning(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SlowToReleaseStore(clock)
+    store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
+    leases = ConnectionLeases(store, DB, clock=clock)
+
+    with leases.connect(FakeConnection, context=FakeContext(clock)):
+        pass
+
+    assert store.lost_answers == 0
+    assert store.status(DB).leases == ()
+    assert "expired" not in caplog.text

@@ -25,7 +25,7 @@ from .errors import (
 )
 from .model import Lease, Quota, QuotaState, QuotaStatus
 from .ports import Clock, Leases, LeaseStore, Metric, MetricsSink
-from .services import acquire_within
+from .services import GivenBack, acquire_within, release_within
 
 __all__ = [
     "AcquireResult",
@@ -36,6 +36,7 @@ __all__ = [
     "Deadline",
     "DecorrelatedJitter",
     "FullJitter",
+    "GivenBack",
     "Granted",
     "HelperFailed",
     "InvalidInput",
@@ -57,4 +58,5 @@ __all__ = [
     "StoreUnavailable",
     "UnknownDatabase",
     "acquire_within",
+    "release_within",
 ]

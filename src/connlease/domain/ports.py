@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -24,7 +25,7 @@ from .decisions import (
     RenewResult,
     plan_acquire,
 )
-from .errors import InvalidInput
+from .errors import ConnleaseError, InvalidInput, StoreUnavailable
 from .model import (
     Lease,
     Quota,
@@ -131,6 +132,17 @@ class LeaseStore(ABC):
         wanted = NewLease(
             self._lease_ids() if lease_id is None else check_lease_id(lease_id), holder, ttl_ms
         )
+        try:
+            return self._take(database, wanted)
+        except StoreUnavailable:
+            # A write whose answer was lost may have taken the lease: give it back rather
+            # than leave a slot held that nobody knows about until its TTL. If the store is
+            # still down this fails too, and the TTL is the bound.
+            with suppress(ConnleaseError):
+                self._remove(database, wanted.id)
+            raise
+
+    def _take(self, database: str, wanted: NewLease) -> AcquireResult:
         plan: AddLease | Reclaim = AddLease()
         reclaimed: tuple[Lease, ...] = ()
         for _ in range(MAX_WRITE_ATTEMPTS):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from .backoff import Backoff, Deadline
-from .decisions import AcquireResult, Granted
-from .errors import NoCapacity
+from .decisions import AcquireResult, Granted, ReleaseOutcome
+from .errors import NoCapacity, StoreUnavailable
 from .model import MAX_TTL_MS, MIN_TTL_MS
 from .ports import Clock, Leases, Metric, MetricsSink
 
@@ -33,7 +34,8 @@ def acquire_within(
     A rejected attempt never waits past the moment the earliest live lease expires: by then
     the next attempt can reclaim it. With `lease_until_ms` (the holder's own end, such as
     its invocation's deadline) each attempt asks for a lease that ends then, however long
-    the wait was, rather than a fixed TTL counted from the grant.
+    the wait was, rather than a fixed TTL counted from the grant. An unreachable store is
+    retried the same way; StoreUnavailable is raised once the deadline has passed.
     """
     started_ms = clock.now_ms()
     delays = backoff.delays(rng)
@@ -42,7 +44,16 @@ def acquire_within(
         attempts += 1
         if lease_until_ms is not None:
             ttl_ms = min(max(lease_until_ms - clock.now_ms(), MIN_TTL_MS), MAX_TTL_MS)
-        result = store.acquire(database, holder, ttl_ms, lease_id)
+        try:
+            result = store.acquire(database, holder, ttl_ms, lease_id)
+        except StoreUnavailable:
+            # The SDK's own retries are spent, but the caller's budget may not be: an
+            # outage shorter than the budget costs a wait, not a failed invocation.
+            now_ms = clock.now_ms()
+            if deadline.remaining_ms(now_ms) == 0:
+                raise
+            clock.sleep_ms(deadline.clip(next(delays), now_ms))
+            continue
         now_ms = clock.now_ms()
         if isinstance(result, Granted):
             record_acquire(metrics, database, result, now_ms - started_ms)
@@ -55,6 +66,41 @@ def acquire_within(
             # Waiters refused together would otherwise all wake at that same instant.
             wait_ms = result.retry_after_ms + round(rng.uniform(0, EXPIRY_SPREAD_MS))
         clock.sleep_ms(deadline.clip(wait_ms, now_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class GivenBack:
+    outcome: ReleaseOutcome
+    attempts: int  # more than one: an earlier attempt may have applied unseen
+
+
+def release_within(
+    store: Leases,
+    database: str,
+    lease_id: str,
+    *,
+    deadline: Deadline,
+    clock: Clock,
+    backoff: Backoff,
+    rng: random.Random,
+) -> GivenBack:
+    """Give a lease back, retrying an unreachable store until `deadline` (at least once).
+
+    Safe to repeat: a release removes only its own lease id, so a retry after an attempt
+    that applied unseen answers ALREADY_RELEASED and frees nothing else. Raises
+    StoreUnavailable once the deadline has passed; the lease then ends at its TTL.
+    """
+    delays = backoff.delays(rng)
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return GivenBack(store.release(database, lease_id), attempts)
+        except StoreUnavailable:
+            now_ms = clock.now_ms()
+            if deadline.remaining_ms(now_ms) == 0:
+                raise
+            clock.sleep_ms(deadline.clip(next(delays), now_ms))
 
 
 def record_acquire(

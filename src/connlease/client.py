@@ -79,7 +79,12 @@ def holder_of(context: InvocationContext) -> str:
 
 
 class ConnectionLeases:
-    """Holds a lease for exactly as long as a connection to one database is open."""
+    """Holds a lease for exactly as long as a connection to one database is open.
+
+    A give-back the store does not answer is retried for up to `release_budget_ms` (and
+    never past the lease's end): long enough to ride out throttling and lost answers,
+    short enough that an outage does not hold the invocation until its timeout.
+    """
 
     def __init__(
         self,
@@ -87,7 +92,7 @@ class ConnectionLeases:
         database: str,
         *,
         safety_margin_ms: int = 1_000,
-        release_budget_ms: int = 2_000,
+        release_budget_ms: int = 5_000,
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,

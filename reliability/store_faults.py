@@ -1,0 +1,302 @@
+"""Campaign 3, store faults: invocations take and give back leases through a proxy that
+throttles, answers 500, times out and drops answers after applying the write.
+
+Held to: never more leases held than the limit; every lease a caller got is given back
+(retried safely, never freeing another's); every caller that got nothing gets a typed error,
+and only after its budget is spent (overshoot reported: one store call with the SDK's retries).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import boto3
+from botocore.config import Config
+
+from connlease.adapters.clock import SystemClock
+from connlease.adapters.dynamodb import DynamoDBLeaseStore
+from connlease.adapters.mysql import DatabaseError, MySqlConnector
+from connlease.client import ConnectionLeases
+from connlease.domain import (
+    AcquireResult,
+    ConnleaseError,
+    DecorrelatedJitter,
+    Granted,
+    Leases,
+    NoCapacity,
+    ReleaseOutcome,
+    RenewResult,
+    StoreUnavailable,
+)
+from connlease.local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRET_KEY
+from connlease.local.faults import Fault, FaultRates, FaultyDynamoDB
+from reliability.common import Campaign, Checker, Figure, Lab, Stopwatch
+
+# The helper's SDK settings (standard retries, 3 attempts) with the read timeout cut from 5 s
+# to 1 s, so that a timeout costs the campaign seconds, not minutes.
+CLIENT_CONFIG = Config(
+    connect_timeout=1,
+    read_timeout=1,
+    retries={"mode": "standard", "max_attempts": 3},
+    max_pool_connections=64,
+)
+HANG_S = 1.5  # past the read timeout
+DEFAULT_RATES = FaultRates(throttle=0.05, server_error=0.05, timeout=0.02, drop_after_apply=0.05)
+
+
+@dataclass(frozen=True)
+class Plan:
+    invocations: int = 2_000
+    concurrency: int = 12
+    limit: int = 5
+    ttl_ms: int = 30_000
+    wait_budget_ms: int = 10_000
+    rates: FaultRates = DEFAULT_RATES
+    outage_invocations: int = 24
+    outage_budget_ms: int = 1_000
+    seed: int = 0
+
+
+SHORT = Plan(invocations=150, concurrency=8, outage_invocations=8)
+
+
+@dataclass
+class Tracker:
+    """Wraps the store a caller uses and keeps the books: who holds what, what came back."""
+
+    inner: Leases
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    held: int = 0
+    most_held: int = 0
+    granted: set[str] = field(default_factory=set)
+    given_back: set[str] = field(default_factory=set)
+    failed_releases: Counter[str] = field(default_factory=Counter)
+    released_twice: int = 0
+
+    def acquire(
+        self,
+        database: str,
+        holder: str = "",
+        ttl_ms: int | None = None,
+        lease_id: str | None = None,
+    ) -> AcquireResult:
+        result = self.inner.acquire(database, holder, ttl_ms, lease_id)
+        if isinstance(result, Granted):
+            with self.lock:
+                self.granted.add(result.lease.id)
+                self.held += 1
+                self.most_held = max(self.most_held, self.held)
+        return result
+
+    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+        with self.lock:
+            if lease_id not in self.failed_releases and lease_id not in self.given_back:
+                self.held -= 1  # the connection is closed before the first attempt
+        try:
+            outcome = self.inner.release(database, lease_id)
+        except StoreUnavailable:
+            with self.lock:
+                self.failed_releases[lease_id] += 1
+            raise
+        with self.lock:
+            if lease_id in self.given_back and outcome is ReleaseOutcome.RELEASED:
+                self.released_twice += 1
+            self.given_back.add(lease_id)
+        return outcome
+
+    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
+        return self.inner.renew(database, lease_id, ttl_ms)
+
+    @property
+    def lost_releases(self) -> set[str]:
+        return self.granted - self.given_back
+
+
+@dataclass
+class Outcomes:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: Counter[str] = field(default_factory=Counter)
+    overshoot_ms: list[int] = field(default_factory=list)
+
+    def add(self, kind: str, overshoot_ms: int | None = None) -> None:
+        with self.lock:
+            self.counts[kind] += 1
+            if overshoot_ms is not None:
+                self.overshoot_ms.append(overshoot_ms)
+
+
+def invoke(
+    leases: ConnectionLeases, connector: MySqlConnector, budget_ms: int, outcomes: Outcomes
+) -> None:
+    started = time.monotonic()
+    try:
+        with (
+            leases.connect(connector, wait_budget_ms=budget_ms) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("SELECT SLEEP(0.005)")
+            cursor.fetchall()
+    except (NoCapacity, StoreUnavailable) as error:
+        overshoot = round((time.monotonic() - started) * 1000) - budget_ms
+        outcomes.add(type(error).__name__, max(overshoot, 0))
+    except DatabaseError as error:
+        outcomes.add(f"MySQL error {error.code}")
+    except ConnleaseError as error:
+        outcomes.add(type(error).__name__)
+    except Exception as error:
+        outcomes.add(f"untyped {type(error).__name__}")
+    else:
+        outcomes.add("ok")
+
+
+def run_invocations(
+    *,
+    count: int,
+    concurrency: int,
+    make_leases: Callable[[int], ConnectionLeases],
+    connector: MySqlConnector,
+    budget_ms: int,
+    outcomes: Outcomes,
+) -> None:
+    remaining = iter(range(count))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                n = next(remaining, None)
+            if n is None:
+                return
+            invoke(make_leases(n), connector, budget_ms, outcomes)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
+    watch = Stopwatch()
+    database = lab.new_database(plan.limit, plan.ttl_ms)
+    connector = MySqlConnector(lab.mysql, None)
+    checker = Checker(lab.store(), database, lab.mysql)
+    with FaultyDynamoDB(
+        lab.dynamodb.endpoint_url, plan.rates, seed=plan.seed, hang_s=HANG_S
+    ) as proxy:
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=proxy.endpoint_url,
+            region_name=LOCAL_REGION,
+            aws_access_key_id=LOCAL_ACCESS_KEY,
+            aws_secret_access_key=LOCAL_SECRET_KEY,
+            config=CLIENT_CONFIG,
+        )
+        tracker = Tracker(DynamoDBLeaseStore(client, lab.table, SystemClock()))
+
+        def make_leases(n: int) -> ConnectionLeases:
+            return ConnectionLeases(
+                tracker,
+                database,
+                backoff=DecorrelatedJitter(base_ms=20, cap_ms=500),
+                rng=random.Random(plan.seed * 1_000_003 + n),
+            )
+
+        faulty = Outcomes()
+        with checker.watching():
+            run_invocations(
+                count=plan.invocations,
+                concurrency=plan.concurrency,
+                make_leases=make_leases,
+                connector=connector,
+                budget_ms=plan.wait_budget_ms,
+                outcomes=faulty,
+            )
+            injected = Counter(proxy.injected)
+            unseen = Counter(proxy.applied_unseen)
+            # A store that answers nothing at all: every caller must get a typed error.
+            proxy.set_rates(FaultRates(server_error=1.0))
+            outage = Outcomes()
+            run_invocations(
+                count=plan.outage_invocations,
+                concurrency=plan.concurrency,
+                make_leases=make_leases,
+                connector=connector,
+                budget_ms=plan.outage_budget_ms,
+                outcomes=outage,
+            )
+            proxy.set_rates(FaultRates())
+            time.sleep(HANG_S + 0.5)  # let held requests land before the final look
+        left = lab.store().status(database).leases
+    left_ids = {lease.id for lease in left}
+    lost = tracker.lost_releases
+    granted_left = left_ids & tracker.granted
+    faulty_overshoot = max(faulty.overshoot_ms, default=0)
+    outage_overshoot = max(outage.overshoot_ms, default=0)
+    untyped = sum(n for kind, n in (faulty.counts + outage.counts).items() if "untyped" in kind)
+    campaign = Campaign(
+        "Store faults",
+        f"{plan.invocations} invocations ({plan.concurrency} at a time, quota {plan.limit}) "
+        "each take a lease, connect to MariaDB, run `SELECT SLEEP(0.005)`, disconnect and "
+        "give the lease back, through a proxy in front of the embedded DynamoDB that meets "
+        f"{plan.rates.total:.0%} of data-plane requests with a fault: "
+        f"throttle {plan.rates.throttle:.0%}, 500 {plan.rates.server_error:.0%}, "
+        f"timeout {plan.rates.timeout:.0%} (held {HANG_S} s past the client's 1 s read "
+        f"timeout, then applied), drop after apply {plan.rates.drop_after_apply:.0%}. "
+        f"SDK: standard retries, 3 attempts. Wait budget {plan.wait_budget_ms} ms. Then "
+        f"{plan.outage_invocations} invocations with a {plan.outage_budget_ms} ms budget "
+        "against a store that answers every request with a 500.",
+    )
+    campaign.figures += [
+        Figure("faults injected", sum(injected.values())),
+        *(Figure(f"  {fault.value}", injected[fault]) for fault in Fault),
+        Figure("writes applied whose answer was lost (timeout, drop)", sum(unseen.values())),
+        Figure("  of them, timed out and applied late", unseen[Fault.TIMEOUT]),
+        Figure("requests that reached the table", proxy.forwarded),
+        Figure("invocations that ran their query", faulty.counts["ok"]),
+        Figure("  got NoCapacity (typed)", faulty.counts["NoCapacity"]),
+        Figure("  got StoreUnavailable (typed)", faulty.counts["StoreUnavailable"]),
+        Figure.exactly("untyped errors to a caller", untyped, 0),
+        Figure.at_most(
+            "most leases held at once (in-process count)", tracker.most_held, plan.limit
+        ),
+        *checker.figures(),
+        Figure("leases granted to callers", len(tracker.granted)),
+        Figure("give-backs retried after a fault", len(tracker.failed_releases)),
+        Figure.exactly("releases lost (granted, never confirmed given back)", len(lost), 0),
+        Figure(
+            "granted leases back in the table after their release (a late write re-made them)",
+            len(granted_left),
+        ),
+        Figure.exactly(
+            "  not explained by a write that timed out and landed late",
+            max(0, len(granted_left) - unseen[Fault.TIMEOUT]),
+            0,
+        ),
+        Figure.exactly("releases that freed a lease twice", tracker.released_twice, 0),
+        Figure(
+            "entries left by acquires that failed (expire at their TTL)",
+            len(left_ids - tracker.granted),
+        ),
+        Figure("most time past the wait budget before the error, ms", faulty_overshoot),
+        Figure.exactly(
+            "outage: invocations without a typed StoreUnavailable",
+            plan.outage_invocations - outage.counts["StoreUnavailable"],
+            0,
+        ),
+        Figure("outage: most time past the budget before the error, ms", outage_overshoot),
+    ]
+    campaign.table = [
+        {"phase": "faults", "outcome": kind, "invocations": n}
+        for kind, n in sorted(faulty.counts.items())
+    ] + [
+        {"phase": "outage", "outcome": kind, "invocations": n}
+        for kind, n in sorted(outage.counts.items())
+    ]
+    campaign.seconds = watch.seconds
+    return campaign

@@ -161,11 +161,15 @@ class DynamoDBCounter:
             "RemainingConnections > :zero",
         )
 
-    def give_back(self) -> None:
-        self._update(
+    def give_back(self) -> bool:
+        return self._update(
             "SET RemainingConnections = RemainingConnections + :one",
             "RemainingConnections < MaxConnections",
         )
+
+    def remaining(self) -> int:
+        item = self._client.get_item(TableName=self._table, Key=self._key, ConsistentRead=True)
+        return int(item["Item"]["RemainingConnections"]["N"])
 
 
 class MemoryCounter:

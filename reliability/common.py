@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,17 @@ from typing import TYPE_CHECKING, Any
 from connlease.adapters.clock import SystemClock
 from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
 from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint, server_variable
-from connlease.domain import ConnleaseError, LeaseStore, Quota
+from connlease.domain import (
+    AcquireResult,
+    ConnleaseError,
+    Granted,
+    Leases,
+    LeaseStore,
+    Quota,
+    ReleaseOutcome,
+    RenewResult,
+    StoreUnavailable,
+)
 from connlease.local.dynamodb import EmbeddedDynamoDB
 
 if TYPE_CHECKING:
@@ -182,3 +193,96 @@ class Stopwatch:
     @property
     def seconds(self) -> float:
         return time.monotonic() - self._started
+
+
+@dataclass
+class Tracker:
+    """Wraps the store a caller uses and keeps the books: who holds what, what came back."""
+
+    inner: Leases
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    held: int = 0
+    most_held: int = 0
+    granted: set[str] = field(default_factory=set)
+    given_back: set[str] = field(default_factory=set)
+    failed_releases: Counter[str] = field(default_factory=Counter)
+    released_twice: int = 0
+    reclaimed: int = 0
+
+    def acquire(
+        self,
+        database: str,
+        holder: str = "",
+        ttl_ms: int | None = None,
+        lease_id: str | None = None,
+    ) -> AcquireResult:
+        result = self.inner.acquire(database, holder, ttl_ms, lease_id)
+        if isinstance(result, Granted):
+            with self.lock:
+                self.granted.add(result.lease.id)
+                self.reclaimed += len(result.reclaimed)
+                self.held += 1
+                self.most_held = max(self.most_held, self.held)
+        return result
+
+    def dropped(self) -> None:
+        """A holder died with its lease: it holds nothing any more, and gives nothing back."""
+        with self.lock:
+            self.held -= 1
+
+    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+        with self.lock:
+            if lease_id not in self.failed_releases and lease_id not in self.given_back:
+                self.held -= 1  # the connection is closed before the first attempt
+        try:
+            outcome = self.inner.release(database, lease_id)
+        except StoreUnavailable:
+            with self.lock:
+                self.failed_releases[lease_id] += 1
+            raise
+        with self.lock:
+            if lease_id in self.given_back and outcome is ReleaseOutcome.RELEASED:
+                self.released_twice += 1
+            self.given_back.add(lease_id)
+        return outcome
+
+    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
+        return self.inner.renew(database, lease_id, ttl_ms)
+
+    @property
+    def lost_releases(self) -> set[str]:
+        return self.granted - self.given_back
+
+
+@dataclass
+class Outcomes:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: Counter[str] = field(default_factory=Counter)
+    overshoot_ms: list[int] = field(default_factory=list)
+
+    def add(self, kind: str, overshoot_ms: int | None = None) -> None:
+        with self.lock:
+            self.counts[kind] += 1
+            if overshoot_ms is not None:
+                self.overshoot_ms.append(overshoot_ms)
+
+
+def run_concurrently(count: int, concurrency: int, invoke: Callable[[int], None]) -> None:
+    """Run invoke(0), ..., invoke(count - 1) on `concurrency` threads: that many execution
+    environments, each serving one invocation at a time."""
+    numbers = iter(range(count))
+    lock = threading.Lock()
+
+    def environment() -> None:
+        while True:
+            with lock:
+                n = next(numbers, None)
+            if n is None:
+                return
+            invoke(n)
+
+    threads = [threading.Thread(target=environment) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

@@ -9,11 +9,9 @@ and only after its budget is spent (overshoot reported: one store call with the 
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import boto3
 from botocore.config import Config
@@ -23,19 +21,23 @@ from connlease.adapters.dynamodb import DynamoDBLeaseStore
 from connlease.adapters.mysql import DatabaseError, MySqlConnector
 from connlease.client import ConnectionLeases
 from connlease.domain import (
-    AcquireResult,
     ConnleaseError,
     DecorrelatedJitter,
-    Granted,
-    Leases,
     NoCapacity,
-    ReleaseOutcome,
-    RenewResult,
     StoreUnavailable,
 )
 from connlease.local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRET_KEY
 from connlease.local.faults import Fault, FaultRates, FaultyDynamoDB
-from reliability.common import Campaign, Checker, Figure, Lab, Stopwatch
+from reliability.common import (
+    Campaign,
+    Checker,
+    Figure,
+    Lab,
+    Outcomes,
+    Stopwatch,
+    Tracker,
+    run_concurrently,
+)
 
 # The helper's SDK settings (standard retries, 3 attempts) with the read timeout cut from 5 s
 # to 1 s, so that a timeout costs the campaign seconds, not minutes.
@@ -65,71 +67,6 @@ class Plan:
 SHORT = Plan(invocations=150, concurrency=8, outage_invocations=8)
 
 
-@dataclass
-class Tracker:
-    """Wraps the store a caller uses and keeps the books: who holds what, what came back."""
-
-    inner: Leases
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    held: int = 0
-    most_held: int = 0
-    granted: set[str] = field(default_factory=set)
-    given_back: set[str] = field(default_factory=set)
-    failed_releases: Counter[str] = field(default_factory=Counter)
-    released_twice: int = 0
-
-    def acquire(
-        self,
-        database: str,
-        holder: str = "",
-        ttl_ms: int | None = None,
-        lease_id: str | None = None,
-    ) -> AcquireResult:
-        result = self.inner.acquire(database, holder, ttl_ms, lease_id)
-        if isinstance(result, Granted):
-            with self.lock:
-                self.granted.add(result.lease.id)
-                self.held += 1
-                self.most_held = max(self.most_held, self.held)
-        return result
-
-    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
-        with self.lock:
-            if lease_id not in self.failed_releases and lease_id not in self.given_back:
-                self.held -= 1  # the connection is closed before the first attempt
-        try:
-            outcome = self.inner.release(database, lease_id)
-        except StoreUnavailable:
-            with self.lock:
-                self.failed_releases[lease_id] += 1
-            raise
-        with self.lock:
-            if lease_id in self.given_back and outcome is ReleaseOutcome.RELEASED:
-                self.released_twice += 1
-            self.given_back.add(lease_id)
-        return outcome
-
-    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
-        return self.inner.renew(database, lease_id, ttl_ms)
-
-    @property
-    def lost_releases(self) -> set[str]:
-        return self.granted - self.given_back
-
-
-@dataclass
-class Outcomes:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    counts: Counter[str] = field(default_factory=Counter)
-    overshoot_ms: list[int] = field(default_factory=list)
-
-    def add(self, kind: str, overshoot_ms: int | None = None) -> None:
-        with self.lock:
-            self.counts[kind] += 1
-            if overshoot_ms is not None:
-                self.overshoot_ms.append(overshoot_ms)
-
-
 def invoke(
     leases: ConnectionLeases, connector: MySqlConnector, budget_ms: int, outcomes: Outcomes
 ) -> None:
@@ -152,33 +89,6 @@ def invoke(
         outcomes.add(f"untyped {type(error).__name__}")
     else:
         outcomes.add("ok")
-
-
-def run_invocations(
-    *,
-    count: int,
-    concurrency: int,
-    make_leases: Callable[[int], ConnectionLeases],
-    connector: MySqlConnector,
-    budget_ms: int,
-    outcomes: Outcomes,
-) -> None:
-    remaining = iter(range(count))
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                n = next(remaining, None)
-            if n is None:
-                return
-            invoke(make_leases(n), connector, budget_ms, outcomes)
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
 
 
 def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
@@ -209,26 +119,20 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
 
         faulty = Outcomes()
         with checker.watching():
-            run_invocations(
-                count=plan.invocations,
-                concurrency=plan.concurrency,
-                make_leases=make_leases,
-                connector=connector,
-                budget_ms=plan.wait_budget_ms,
-                outcomes=faulty,
+            run_concurrently(
+                plan.invocations,
+                plan.concurrency,
+                lambda n: invoke(make_leases(n), connector, plan.wait_budget_ms, faulty),
             )
             injected = Counter(proxy.injected)
             unseen = Counter(proxy.applied_unseen)
             # A store that answers nothing at all: every caller must get a typed error.
             proxy.set_rates(FaultRates(server_error=1.0))
             outage = Outcomes()
-            run_invocations(
-                count=plan.outage_invocations,
-                concurrency=plan.concurrency,
-                make_leases=make_leases,
-                connector=connector,
-                budget_ms=plan.outage_budget_ms,
-                outcomes=outage,
+            run_concurrently(
+                plan.outage_invocations,
+                plan.concurrency,
+                lambda n: invoke(make_leases(n), connector, plan.outage_budget_ms, outage),
             )
             proxy.set_rates(FaultRates())
             time.sleep(HANG_S + 0.5)  # let held requests land before the final look

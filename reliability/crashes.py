@@ -1,0 +1,229 @@
+"""Campaign 1, crashes: a share of holders die between taking a lease and giving it back.
+
+A lease dies with its holder's TTL and the next acquire that finds the quota full reclaims
+it; the original sample's counter, in the same scenario, loses a permit per crash for good.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from benchmarks.strategies import DynamoDBCounter
+
+from connlease.adapters.clock import SystemClock
+from connlease.adapters.mysql import DatabaseError, MySqlConnector
+from connlease.client import ConnectionLeases
+from connlease.domain import (
+    Deadline,
+    DecorrelatedJitter,
+    Granted,
+    LeaseStore,
+    NoCapacity,
+    acquire_within,
+)
+from reliability.common import (
+    Campaign,
+    Checker,
+    Figure,
+    Lab,
+    Outcomes,
+    Stopwatch,
+    Tracker,
+    run_concurrently,
+)
+
+QUERY = "SELECT SLEEP(0.005)"
+
+
+@dataclass(frozen=True)
+class Plan:
+    invocations: int = 5_000
+    crash_share: float = 0.2
+    concurrency: int = 20
+    limit: int = 20
+    ttl_ms: int = 1_000  # the holders' invocation timeout: a lease ends with its invocation
+    wait_budget_ms: int = 10_000
+    seed: int = 0
+
+
+SHORT = Plan(invocations=400, concurrency=12, limit=10)
+
+
+def query(connector: MySqlConnector) -> None:
+    connection = connector()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(QUERY)
+            cursor.fetchall()
+    finally:
+        # A process that dies closes its sockets too: MariaDB sees the connection go either
+        # way; what the crash loses is the give-back.
+        connection.close()
+
+
+@dataclass
+class Crashes:
+    lock: threading.Lock
+    count: int = 0
+    last_at: float = 0.0
+
+    def one(self) -> None:
+        with self.lock:
+            self.count += 1
+            self.last_at = time.monotonic()
+
+
+def full_quota_usable(store: LeaseStore, database: str, limit: int) -> int:
+    """How many leases a probe can take at once right now (given back at once after)."""
+    taken = []
+    for _ in range(limit):
+        result = store.acquire(database, "probe", 60_000)
+        if not isinstance(result, Granted):
+            break
+        taken.append(result.lease.id)
+    for lease_id in taken:
+        store.release(database, lease_id)
+    return len(taken)
+
+
+def run_connlease(lab: Lab, plan: Plan) -> tuple[list[Figure], dict[str, object]]:
+    database = lab.new_database(plan.limit, plan.ttl_ms)
+    connector = MySqlConnector(lab.mysql, None)
+    tracker = Tracker(lab.store())
+    outcomes = Outcomes()
+    crashes = Crashes(threading.Lock())
+    backoff = DecorrelatedJitter(base_ms=20, cap_ms=500)
+    clock = SystemClock()
+
+    def crash(n: int, rng: random.Random, kind: str = "crashed holding its lease") -> None:
+        # The client's own acquire, then death before the give-back.
+        acquire_within(
+            tracker,
+            database,
+            deadline=Deadline(clock.now_ms() + plan.wait_budget_ms),
+            clock=clock,
+            backoff=backoff,
+            rng=rng,
+            holder=f"crashes/{n}",
+            ttl_ms=plan.ttl_ms,
+        )
+        query(connector)
+        tracker.dropped()
+        crashes.one()
+        outcomes.add(kind)
+
+    def invoke(n: int) -> None:
+        rng = random.Random(plan.seed * 1_000_003 + n)
+        try:
+            if rng.random() < plan.crash_share:
+                crash(n, rng)
+                return
+            leases = ConnectionLeases(tracker, database, backoff=backoff, rng=rng)
+            with (
+                leases.connect(
+                    connector, wait_budget_ms=plan.wait_budget_ms, ttl_ms=plan.ttl_ms
+                ) as connection,
+                connection.cursor() as cursor,
+            ):
+                cursor.execute(QUERY)
+                cursor.fetchall()
+            outcomes.add("ran its query, gave the lease back")
+        except NoCapacity:
+            outcomes.add("NoCapacity")
+        except DatabaseError as error:
+            outcomes.add(f"MySQL error {error.code}")
+
+    checker = Checker(lab.store(), database, lab.mysql)
+    with checker.watching():
+        run_concurrently(plan.invocations, plan.concurrency, invoke)
+        # Last, a whole quota's worth of holders die at once; the quota is whole again
+        # once a probe can take every lease at once.
+        run_concurrently(
+            plan.limit,
+            plan.limit,
+            lambda n: crash(plan.invocations + n, random.Random(n), "final wave: died holding it"),
+        )
+        while True:
+            probed_at = time.monotonic()  # a probe of a whole quota takes ~100 ms here
+            usable = full_quota_usable(lab.store(), database, plan.limit)
+            if usable == plan.limit or probed_at - crashes.last_at > 3 * plan.ttl_ms / 1000:
+                break
+            time.sleep(0.01)
+        recovered_ms = round((probed_at - crashes.last_at) * 1000)
+    time.sleep(plan.ttl_ms / 1000)
+    usable_after_ttl = full_quota_usable(lab.store(), database, plan.limit)
+    figures = [
+        Figure("invocations", plan.invocations),
+        *(Figure(f"  {kind}", n) for kind, n in sorted(outcomes.counts.items())),
+        Figure.exactly("permits leaked after the TTL", plan.limit - usable_after_ttl, 0),
+        Figure.at_most(
+            "ms from the last of a full quota's holders dying until the whole quota was usable",
+            recovered_ms if usable == plan.limit else float("inf"),
+            plan.ttl_ms + 100,
+        ),
+        Figure("crashed holders' leases reclaimed by later acquires", tracker.reclaimed),
+        Figure.at_most("most leases held at once (in-process)", tracker.most_held, plan.limit),
+        *checker.figures(),
+    ]
+    row: dict[str, object] = {
+        "strategy": "connlease",
+        "invocations": plan.invocations,
+        "crashed": crashes.count,
+        "refused": outcomes.counts["NoCapacity"],
+        "permits usable after the TTL": f"{usable_after_ttl} of {plan.limit}",
+        "whole quota usable again": f"{recovered_ms} ms after the last crash",
+    }
+    return figures, row
+
+
+def run_sample_counter(lab: Lab, plan: Plan) -> dict[str, object]:
+    counter = DynamoDBCounter(lab.client(), lab.table, plan.limit)
+    connector = MySqlConnector(lab.mysql, None)
+    outcomes = Outcomes()
+
+    def invoke(n: int) -> None:
+        rng = random.Random(plan.seed * 1_000_003 + n)
+        crash = rng.random() < plan.crash_share
+        if not counter.take():
+            outcomes.add("refused")
+            return
+        try:
+            query(connector)
+        finally:
+            if not crash:
+                counter.give_back()
+        outcomes.add("crashed" if crash else "ok")
+
+    run_concurrently(plan.invocations, plan.concurrency, invoke)
+    time.sleep(plan.ttl_ms / 1000)
+    remaining = counter.remaining()
+    return {
+        "strategy": "the sample's counter",
+        "invocations": plan.invocations,
+        "crashed": outcomes.counts["crashed"],  # no final wave: the counter is spent by then
+        "refused": outcomes.counts["refused"],
+        "permits usable after the TTL": f"{remaining} of {plan.limit}",
+        "whole quota usable again": "never (no TTL: a lost give-back is lost for good)",
+    }
+
+
+def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
+    watch = Stopwatch()
+    figures, connlease_row = run_connlease(lab, plan)
+    sample_row = run_sample_counter(lab, plan)
+    campaign = Campaign(
+        "Crashes",
+        f"{plan.invocations} invocations, {plan.concurrency} at a time, on a quota of "
+        f"{plan.limit}: each takes a lease (TTL {plan.ttl_ms} ms, as an invocation timeout), "
+        f"connects to MariaDB, runs `{QUERY}` and disconnects; {plan.crash_share:.0%} of "
+        "them (seeded) die before giving the lease back. Last, a full quota's worth of "
+        "holders die at once, and a probe tries every 10 ms to take every lease at once. "
+        "The original sample's counter runs the same scenario (fail-fast, as it was).",
+        figures,
+        [connlease_row, sample_row],
+    )
+    campaign.seconds = watch.seconds
+    return campaign

@@ -1,0 +1,249 @@
+"""Campaign 2, duplicate and racing releases: every give-back is sent 2-3 times, at once from
+threads or one after another, and some come late: after the lease expired and another
+holder reclaimed its slot.
+
+A release names its lease, and removes that entry only: a copy finds it gone and changes
+nothing, a late one cannot free the holder who took the slot over. The original sample's
+counter cannot tell one give-back from another: every copy hands back a permit someone
+else holds, and more callers get in than the quota allows.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from benchmarks.strategies import DynamoDBCounter
+
+from connlease.adapters.clock import SystemClock
+from connlease.adapters.mysql import MySqlConnector
+from connlease.domain import (
+    Deadline,
+    DecorrelatedJitter,
+    Lease,
+    LeaseStore,
+    ReleaseOutcome,
+    acquire_within,
+)
+from connlease.local.watch import ConnectionWatcher
+from reliability.common import Campaign, Checker, Figure, Lab, Stopwatch, run_concurrently
+
+QUERY = "SELECT SLEEP(0.005)"
+
+
+@dataclass(frozen=True)
+class Plan:
+    holders: int = 2_000
+    concurrency: int = 8
+    limit: int = 4
+    ttl_ms: int = 5_000
+    late_share: float = 0.2  # holders that stall past their lease's end before giving it back
+    late_ttl_ms: int = 150
+    wait_budget_ms: int = 20_000
+    seed: int = 0
+
+
+SHORT = Plan(holders=200)
+
+
+@dataclass
+class Books:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    held: int = 0
+    most_held: int = 0
+    sent: int = 0
+    answers: Counter[str] = field(default_factory=Counter)
+    freed_per_lease: Counter[str] = field(default_factory=Counter)
+    late_after_reclaim: int = 0
+    late_freed_something: int = 0
+    gone_before_release: int = 0
+    concurrent_rounds: int = 0
+
+    def hold(self, delta: int) -> None:
+        with self.lock:
+            self.held += delta
+            self.most_held = max(self.most_held, self.held)
+
+    def note(self, **counts: int) -> None:
+        with self.lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    @property
+    def over_releases(self) -> int:
+        return sum(n - 1 for n in self.freed_per_lease.values() if n > 1)
+
+
+def send_copies(give_back: Callable[[], object], copies: int, at_once: bool) -> list[object]:
+    """Send the same give-back `copies` times: from threads released together, or in turn."""
+    if not at_once:
+        return [give_back() for _ in range(copies)]
+    answers: list[object] = []
+    barrier = threading.Barrier(copies)
+
+    def send() -> None:
+        barrier.wait()
+        answers.append(give_back())
+
+    threads = [threading.Thread(target=send) for _ in range(copies)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def hold_connection(connector: MySqlConnector) -> None:
+    connection = connector()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(QUERY)
+            cursor.fetchall()
+    finally:
+        connection.close()
+
+
+def present(store: LeaseStore, database: str, lease: Lease) -> bool:
+    return store.status(database).leases.count(lease) > 0
+
+
+def run_connlease(lab: Lab, plan: Plan, books: Books) -> Checker:
+    database = lab.new_database(plan.limit, plan.ttl_ms)
+    store = lab.store()
+    connector = MySqlConnector(lab.mysql, None)
+    clock = SystemClock()
+    backoff = DecorrelatedJitter(base_ms=10, cap_ms=200)
+
+    def invoke(n: int) -> None:
+        rng = random.Random(plan.seed * 1_000_003 + n)
+        late = rng.random() < plan.late_share
+        copies = rng.choice((2, 3))
+        at_once = rng.random() < 0.5
+        grant = acquire_within(
+            store,
+            database,
+            deadline=Deadline(clock.now_ms() + plan.wait_budget_ms),
+            clock=clock,
+            backoff=backoff,
+            rng=rng,
+            holder=f"dup/{n}",
+            ttl_ms=plan.late_ttl_ms if late else plan.ttl_ms,
+        )
+        lease = grant.lease
+        books.hold(+1)
+        hold_connection(connector)
+        books.hold(-1)
+        reclaimed = False
+        if late:
+            # Stalled past its lease's end: wait until someone else has reclaimed the slot.
+            time.sleep(plan.late_ttl_ms / 1000)
+            for _ in range(100):
+                if reclaimed := not present(store, database, lease):
+                    books.note(late_after_reclaim=1)
+                    break
+                time.sleep(0.02)
+        elif not present(store, database, lease):
+            books.note(gone_before_release=1)  # someone else's release freed this lease
+        answers = send_copies(lambda: store.release(database, lease.id), copies, at_once)
+        freed = answers.count(ReleaseOutcome.RELEASED)
+        with books.lock:
+            books.sent += copies
+            books.concurrent_rounds += at_once
+            books.answers.update(str(answer) for answer in answers)
+            books.freed_per_lease[lease.id] += freed
+            if reclaimed and freed:
+                books.late_freed_something += 1
+
+    checker = Checker(store, database, lab.mysql)
+    with checker.watching():
+        run_concurrently(plan.holders, plan.concurrency, invoke)
+    return checker
+
+
+def run_sample_counter(lab: Lab, plan: Plan, books: Books) -> int:
+    """The same holders on the sample's counter; returns the peak Threads_connected above
+    the baseline, as MariaDB counted it."""
+    counter = DynamoDBCounter(lab.client(), lab.table, plan.limit)
+    connector = MySqlConnector(lab.mysql, None)
+
+    def invoke(n: int) -> None:
+        rng = random.Random(plan.seed * 1_000_003 + n)
+        late = rng.random() < plan.late_share
+        copies = rng.choice((2, 3))
+        at_once = rng.random() < 0.5
+        give_up_at = time.monotonic() + plan.wait_budget_ms / 1000
+        while not counter.take():  # the sample fails fast; waiting here keeps it comparable
+            if time.monotonic() > give_up_at:
+                return
+            time.sleep(rng.uniform(0.01, 0.05))
+        books.hold(+1)
+        hold_connection(connector)
+        books.hold(-1)
+        if late:
+            time.sleep(plan.late_ttl_ms / 1000)
+        answers = send_copies(counter.give_back, copies, at_once)
+        with books.lock:
+            books.sent += copies
+            books.freed_per_lease[str(n)] += answers.count(True)
+
+    watcher = ConnectionWatcher(lab.mysql)
+    with watcher.watching():
+        run_concurrently(plan.holders, plan.concurrency, invoke)
+    return watcher.peak - watcher.baseline
+
+
+def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
+    watch = Stopwatch()
+    books = Books()
+    checker = run_connlease(lab, plan, books)
+    sample = Books()
+    sample_peak = run_sample_counter(lab, plan, sample)
+    late = round(plan.holders * plan.late_share)
+    campaign = Campaign(
+        "Duplicate and racing releases",
+        f"{plan.holders} holders, {plan.concurrency} at a time, on a quota of {plan.limit}: "
+        f"each takes a lease, connects to MariaDB, runs `{QUERY}`, disconnects and sends its "
+        "give-back 2 or 3 times (seeded), half of them from threads released together. About "
+        f"{late} of them stall past their lease's end ({plan.late_ttl_ms} ms TTL) and send "
+        "their copies only once another holder has reclaimed the slot. The original "
+        "sample's counter runs the same holders.",
+    )
+    campaign.figures += [
+        Figure("give-backs sent", books.sent),
+        *(Figure(f"  answered {answer}", n) for answer, n in sorted(books.answers.items())),
+        Figure("rounds sent at once from threads", books.concurrent_rounds),
+        Figure("holders whose late copies came after a reclaim", books.late_after_reclaim),
+        Figure.exactly("over-releases (a lease freed more than once)", books.over_releases, 0),
+        Figure.exactly(
+            "give-backs after a reclaim that freed anything", books.late_freed_something, 0
+        ),
+        Figure.exactly(
+            "live leases of other holders found freed before their own give-back",
+            books.gone_before_release,
+            0,
+        ),
+        Figure.at_most("most leases held at once (in-process)", books.most_held, plan.limit),
+        *checker.figures(),
+    ]
+    campaign.table = [
+        {
+            "strategy": "connlease",
+            "give-backs sent": books.sent,
+            "over-releases": books.over_releases,
+            "most holders at once": f"{books.most_held} (quota {plan.limit})",
+            "peak Threads_connected above baseline": checker.peak_connections_above_baseline,
+        },
+        {
+            "strategy": "the sample's counter",
+            "give-backs sent": sample.sent,
+            "over-releases": sample.over_releases,
+            "most holders at once": f"{sample.most_held} (quota {plan.limit})",
+            "peak Threads_connected above baseline": sample_peak,
+        },
+    ]
+    campaign.seconds = watch.seconds
+    return campaign

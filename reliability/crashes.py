@@ -173,8 +173,9 @@ def run_connlease(lab: Lab, plan: Plan) -> tuple[list[Figure], dict[str, object]
         "invocations": plan.invocations,
         "crashed": crashes.count,
         "refused": outcomes.counts["NoCapacity"],
-        "permits usable after the TTL": f"{usable_after_ttl} of {plan.limit}",
-        "whole quota usable again": f"{recovered_ms} ms after the last crash",
+        "quota": plan.limit,
+        "permits usable after the TTL": usable_after_ttl,
+        "whole quota usable again": f"{recovered_ms} ms after the last death",
     }
     return figures, row
 
@@ -205,7 +206,8 @@ def run_sample_counter(lab: Lab, plan: Plan) -> dict[str, object]:
         "invocations": plan.invocations,
         "crashed": outcomes.counts["crashed"],  # no final wave: the counter is spent by then
         "refused": outcomes.counts["refused"],
-        "permits usable after the TTL": f"{remaining} of {plan.limit}",
+        "quota": plan.limit,
+        "permits usable after the TTL": remaining,
         "whole quota usable again": "never (no TTL: a lost give-back is lost for good)",
     }
 

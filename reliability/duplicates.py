@@ -32,7 +32,7 @@ from connlease.domain import (
 from connlease.local.watch import ConnectionWatcher
 from reliability.common import Campaign, Checker, Figure, Lab, Stopwatch, run_concurrently
 
-QUERY = "SELECT SLEEP(0.005)"
+QUERY = "SELECT SLEEP(0.02)"
 
 
 @dataclass(frozen=True)
@@ -234,14 +234,16 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
             "strategy": "connlease",
             "give-backs sent": books.sent,
             "over-releases": books.over_releases,
-            "most holders at once": f"{books.most_held} (quota {plan.limit})",
+            "quota": plan.limit,
+            "most holders at once": books.most_held,
             "peak Threads_connected above baseline": checker.peak_connections_above_baseline,
         },
         {
             "strategy": "the sample's counter",
             "give-backs sent": sample.sent,
             "over-releases": sample.over_releases,
-            "most holders at once": f"{sample.most_held} (quota {plan.limit})",
+            "quota": plan.limit,
+            "most holders at once": sample.most_held,
             "peak Threads_connected above baseline": sample_peak,
         },
     ]

@@ -1,0 +1,116 @@
+"""`make reliability`: every campaign in full (`--short`: the versions `make test` runs),
+figures printed and written to docs/reliability.md; exits 1 if a target is missed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from connlease import __version__
+from connlease.local.demo import mysql_from_environment
+from reliability import bad_input, crashes, db_faults, duplicates, store_faults
+from reliability.common import Campaign, Figure, Lab, lab
+
+Runner = Callable[[Lab], Campaign]
+
+FULL: list[Runner] = [
+    crashes.run,
+    duplicates.run,
+    store_faults.run,
+    db_faults.run,
+    bad_input.run,
+]
+SHORT: list[Runner] = [
+    lambda lab: crashes.run(lab, crashes.SHORT),
+    lambda lab: duplicates.run(lab, duplicates.SHORT),
+    lambda lab: store_faults.run(lab, store_faults.SHORT),
+    lambda lab: db_faults.run(lab, **db_faults.SHORT),
+    lambda lab: bad_input.run(lab, **bad_input.SHORT),
+]
+
+
+def _value(value: float | int | str) -> str:
+    if isinstance(value, float):
+        return "never" if value == float("inf") else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return value
+
+
+def _met(figure: Figure) -> str:
+    return {None: "", True: "met", False: "**missed**"}[figure.met]
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_value(row[name]) for name in header) + " |" for row in rows]
+    return lines
+
+
+def render(campaigns: list[Campaign], command: str, seconds: float) -> str:
+    lines = [
+        "# Reliability campaigns",
+        "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d')} in {seconds:,.0f} s "
+        f"(connlease {__version__}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} cores). Each campaign runs against the real local parts: the "
+        "embedded DynamoDB (moto's server on loopback, requests serialized) and MariaDB. "
+        "Seeded: a rerun injects the same faults in the same order, though thread timing "
+        "differs. `make test` runs a short version of each, held to the same targets.",
+        "",
+        "| campaign | targets | seconds |",
+        "|---|---|---|",
+    ]
+    for campaign in campaigns:
+        held = [figure for figure in campaign.figures if figure.met is not None]
+        verdict = f"{len(held) - len(campaign.failed)} of {len(held)} met"
+        lines.append(f"| {campaign.title} | {verdict} | {campaign.seconds:,.0f} |")
+    for campaign in campaigns:
+        lines += ["", f"## {campaign.title}", "", campaign.what, ""]
+        lines += ["| figure | value | target | |", "|---|---|---|---|"]
+        lines += [
+            f"| {figure.name.strip()} | {_value(figure.value)} | {figure.target} | {_met(figure)} |"
+            for figure in campaign.figures
+        ]
+        if campaign.table:
+            lines += ["", *_table(campaign.table)]
+    return "\n".join(lines) + "\n"
+
+
+def print_campaign(campaign: Campaign) -> None:
+    print(f"\n{campaign.title} ({campaign.seconds:.0f} s)")
+    for figure in campaign.figures:
+        mark = {None: "", True: "ok", False: "MISSED"}[figure.met]
+        print(f"  {figure.name:<78} {_value(figure.value):>10} {figure.target:>8} {mark}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--short", action="store_true", help="the short versions")
+    parser.add_argument("--output", type=Path, default=Path("docs/reliability.md"))
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    campaigns = []
+    with lab(mysql_from_environment()) as here:
+        for runner in SHORT if args.short else FULL:
+            campaign = runner(here)
+            print_campaign(campaign)
+            campaigns.append(campaign)
+    command = "make reliability" + (" ARGS=--short" if args.short else "")
+    args.output.write_text(render(campaigns, command, time.monotonic() - started))
+    print(f"\nwrote {args.output}")
+    missed = [f"{c.title}: {f.name.strip()}" for c in campaigns for f in c.failed]
+    for miss in missed:
+        print(f"target missed: {miss}", file=sys.stderr)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

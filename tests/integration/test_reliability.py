@@ -1,0 +1,73 @@
+"""Short versions of the reliability campaigns (`make reliability` runs them in full),
+held to the same targets. The original sample's counter runs beside connlease in the
+crash and duplicate campaigns: its figures show that each scenario does what it claims."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from reliability import crashes, duplicates, store_faults
+from reliability.common import Campaign, Lab, lab
+
+from connlease.local.demo import mysql_from_environment
+from connlease.local.dynamodb import EmbeddedDynamoDB
+from connlease.local.faults import Fault
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def here(embedded_dynamodb: EmbeddedDynamoDB) -> Iterator[Lab]:
+    with lab(mysql_from_environment(), dynamodb=embedded_dynamodb) as reliability_lab:
+        yield reliability_lab
+
+
+def assert_targets_met(campaign: Campaign) -> None:
+    assert not campaign.failed, "\n".join(
+        f"{figure.name}: {figure.value} (target {figure.target})" for figure in campaign.failed
+    )
+
+
+def count(campaign: Campaign, name: str) -> int:
+    value = campaign.figure(name).value
+    assert isinstance(value, int)
+    return value
+
+
+def test_crashed_holders_leak_no_permit_past_their_ttl_where_the_counter_leaks_for_good(
+    here: Lab,
+) -> None:
+    campaign = crashes.run(here, crashes.SHORT)
+
+    assert_targets_met(campaign)
+    connlease_row, sample_row = campaign.table
+    assert connlease_row["crashed"] >= 0.15 * crashes.SHORT.invocations
+    assert connlease_row["permits usable after the TTL"] == crashes.SHORT.limit
+    assert count(campaign, "crashed holders' leases reclaimed by later acquires") > 0
+    assert sample_row["permits usable after the TTL"] == 0  # every crash kept a permit
+
+
+def test_duplicate_and_late_releases_free_nothing_twice_where_the_counter_over_admits(
+    here: Lab,
+) -> None:
+    campaign = duplicates.run(here, duplicates.SHORT)
+
+    assert_targets_met(campaign)
+    assert count(campaign, "holders whose late copies came after a reclaim") > 0
+    assert count(campaign, "rounds sent at once from threads") > 0
+    connlease_row, sample_row = campaign.table
+    assert connlease_row["over-releases"] == 0
+    assert sample_row["over-releases"] > 0
+
+
+def test_store_faults_never_over_grant_lose_a_release_or_reach_a_caller_untyped(
+    here: Lab,
+) -> None:
+    campaign = store_faults.run(here, store_faults.SHORT)
+
+    assert_targets_met(campaign)
+    for fault in Fault:
+        assert count(campaign, f"  {fault.value}") > 0, f"no {fault.value} injected"
+    assert count(campaign, "writes applied whose answer was lost (timeout, drop)") > 0
+    assert count(campaign, "leases granted to callers") == store_faults.SHORT.invocations

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: dev lint format unit integration test demo bench bench-quick infra-tools infra clean
+.PHONY: dev lint format unit integration test demo bench bench-quick reliability infra-tools infra clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,13 +31,13 @@ infra: $(STAMP) $(INFRA_STAMP)  ## template checks: cfn-lint, checkov, bandit, t
 	$(PY) -m pytest tests/unit/test_template.py tests/integration/test_infra_checks.py
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(VENV)/bin/mypy src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks reliability
+	$(VENV)/bin/ruff format --check src tests benchmarks reliability
+	$(VENV)/bin/mypy src tests benchmarks reliability
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests benchmarks
-	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks reliability
+	$(VENV)/bin/ruff check --fix src tests benchmarks reliability
 
 unit: $(STAMP)  ## tests without network
 	$(PY) -m pytest tests/unit
@@ -56,6 +56,9 @@ bench: $(STAMP)  ## benchmarks side by side (about 7 min); writes docs/benchmark
 
 bench-quick: $(STAMP)  ## a shorter run of every benchmark (about 1 min)
 	$(PY) -m benchmarks.run --quick
+
+reliability: $(STAMP)  ## every reliability campaign in full (about N min); writes docs/reliability.md
+	$(PY) -m reliability.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output

@@ -38,7 +38,7 @@ from connlease.domain import (
     ReleaseOutcome,
     acquire_within,
 )
-from connlease.domain.model import MAX_HOLDER_LENGTH
+from connlease.domain.model import MAX_HOLDER_LENGTH, check_database, check_wait_ms
 from connlease.domain.services import release_within
 from connlease.invocation import InvocationContext
 
@@ -99,9 +99,9 @@ class ConnectionLeases:
         metrics: MetricsSink | None = None,
     ) -> None:
         self.leases = leases
-        self.database = database
-        self.safety_margin_ms = safety_margin_ms
-        self.release_budget_ms = release_budget_ms
+        self.database = check_database(database)
+        self.safety_margin_ms = check_wait_ms(safety_margin_ms, "safety_margin_ms")
+        self.release_budget_ms = check_wait_ms(release_budget_ms, "release_budget_ms")
         self._backoff = backoff or DecorrelatedJitter(base_ms=20, cap_ms=1_000)
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
@@ -129,6 +129,7 @@ class ConnectionLeases:
         remaining_ms = context.get_remaining_time_in_millis() if context else None
         if wait_budget_ms is None:
             wait_budget_ms = max(0, (remaining_ms or 0) - self.safety_margin_ms)
+        check_wait_ms(wait_budget_ms, "wait_budget_ms")
         # Without an explicit TTL a lease ends with the invocation, however long the wait.
         lease_until_ms = (
             started_ms + remaining_ms if ttl_ms is None and remaining_ms is not None else None

@@ -9,7 +9,14 @@ import pytest
 
 from connlease.adapters.memory import InMemoryLeaseStore
 from connlease.client import ConnectionLeases, holder_of
-from connlease.domain import Granted, NoCapacity, Quota, ReleaseOutcome, StoreUnavailable
+from connlease.domain import (
+    Granted,
+    InvalidInput,
+    NoCapacity,
+    Quota,
+    ReleaseOutcome,
+    StoreUnavailable,
+)
 from tests.fakes import FakeClock, FakeContext
 
 DB = "orders-mysql"
@@ -229,3 +236,39 @@ def test_a_give_back_is_retried_until_it_lands_without_a_false_expiry_warning(
     assert store.lost_answers == 0
     assert store.status(DB).leases == ()
     assert "expired" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"database": ""}, "database"),
+        ({"database": 42}, "database"),
+        ({"safety_margin_ms": "1000"}, "safety_margin_ms"),
+        ({"safety_margin_ms": -1}, "safety_margin_ms"),
+        ({"release_budget_ms": 1.5}, "release_budget_ms"),
+    ],
+)
+def test_bad_options_are_refused_when_the_leases_are_made(
+    store: InMemoryLeaseStore, clock: FakeClock, options: dict[str, Any], field: str
+) -> None:
+    arguments: dict[str, Any] = {"database": DB, "clock": clock} | options
+    database = arguments.pop("database")
+
+    with pytest.raises(InvalidInput) as refused:
+        ConnectionLeases(store, database, **arguments)
+
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize("budget", ["10", 2.5, -5, [1], True], ids=repr)
+def test_a_bad_wait_budget_is_refused_before_any_lease_is_taken(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, budget: Any
+) -> None:
+    requests_before = store.request_count()
+    with (
+        pytest.raises(InvalidInput, match="wait_budget_ms"),
+        leases.connect(FakeConnection, wait_budget_ms=budget),
+    ):
+        pass
+
+    assert store.request_count() == requests_before

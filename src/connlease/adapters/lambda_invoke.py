@@ -37,7 +37,14 @@ from connlease.domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
-from connlease.domain.model import new_lease_id
+from connlease.domain.model import (
+    check_database,
+    check_holder,
+    check_lease_id,
+    check_ttl_ms,
+    check_wait_ms,
+    new_lease_id,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -65,12 +72,19 @@ class LambdaLeases:
         lease_id: str | None = None,
         wait_ms: int = 0,
     ) -> AcquireResult:
+        # Checked here as the store checks them, so that a bad argument is an InvalidInput
+        # before any invoke, never a TypeError from encoding it.
+        check_database(database)
+        check_holder(holder)
+        if ttl_ms is not None:
+            check_ttl_ms(ttl_ms)
+        check_wait_ms(wait_ms)
         # The id is proposed here, so that an invoke the SDK retries after losing its
         # answer finds the lease the first attempt took instead of taking a second one.
         request: dict[str, Any] = {
             "action": "acquire",
             "database": database,
-            "lease_id": lease_id or new_lease_id(),
+            "lease_id": new_lease_id() if lease_id is None else check_lease_id(lease_id),
             "holder": holder,
         }
         if ttl_ms is not None:
@@ -91,11 +105,17 @@ class LambdaLeases:
         return Rejected(database, answer.limit or 0, answer.in_use or 0, answer.retry_after_ms or 0)
 
     def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+        check_database(database)
+        check_lease_id(lease_id)
         request = {"action": "release", "database": database, "lease_id": lease_id}
         answer = self._call(request, ReleaseResponse)
         return ReleaseOutcome(answer.outcome)
 
     def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
+        check_database(database)
+        check_lease_id(lease_id)
+        if ttl_ms is not None:
+            check_ttl_ms(ttl_ms)
         renewal = self._renewals.get(lease_id, 0) + 1
         request: dict[str, Any] = {
             "action": "renew",
@@ -115,6 +135,7 @@ class LambdaLeases:
         return Renewed(answer.lease.to_domain())
 
     def status(self, database: str) -> QuotaStatus:
+        check_database(database)
         answer = self._call({"action": "status", "database": database}, StatusResponse)
         return answer.to_domain()
 

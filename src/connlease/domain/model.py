@@ -56,6 +56,11 @@ def check_ttl_ms(ttl_ms: object, field: str = "ttl_ms") -> int:
     return _check_int(field, ttl_ms, MIN_TTL_MS, MAX_TTL_MS)
 
 
+def check_wait_ms(wait_ms: object, field: str = "wait_ms") -> int:
+    """A budget or margin in milliseconds: a whole number from 0 (no waiting) to a day."""
+    return _check_int(field, wait_ms, 0, MAX_TTL_MS)
+
+
 def new_lease_id() -> str:
     """A random, compact lease id: 96 bits, 16 URL-safe characters."""
     return secrets.token_urlsafe(12)

@@ -1,0 +1,46 @@
+"""The helper's client checks its arguments as the store does, before any invoke."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from connlease.adapters.lambda_invoke import LambdaLeases
+from connlease.domain import InvalidInput
+
+
+class NoInvokes:
+    """A Lambda client that must not be called."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def invoke(self, **_: Any) -> dict[str, Any]:
+        self.calls += 1
+        raise AssertionError("invoked with a bad argument")
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda leases: leases.acquire("orders", ttl_ms=Decimal(5)), "ttl_ms"),
+        (lambda leases: leases.acquire("orders", holder=b"fn"), "holder"),
+        (lambda leases: leases.acquire("orders", lease_id=""), "lease_id"),
+        (lambda leases: leases.acquire("orders", wait_ms=-1), "wait_ms"),
+        (lambda leases: leases.acquire(frozenset()), "database"),
+        (lambda leases: leases.release("orders", 7), "lease_id"),
+        (lambda leases: leases.renew("orders", ["abc"]), "lease_id"),
+        (lambda leases: leases.renew("orders", "abc", ttl_ms=1j), "ttl_ms"),
+        (lambda leases: leases.status(None), "database"),
+    ],
+)
+def test_a_bad_argument_is_invalid_input_and_invokes_nothing(call: Any, field: str) -> None:
+    client = NoInvokes()
+
+    with pytest.raises(InvalidInput) as refused:
+        call(LambdaLeases(client, "connlease-helper"))  # type: ignore[arg-type]
+
+    assert refused.value.field == field
+    assert client.calls == 0

@@ -209,6 +209,7 @@ class Tracker:
     failed_releases: Counter[str] = field(default_factory=Counter)
     released_twice: int = 0
     reclaimed: int = 0
+    release_calls: Counter[str] = field(default_factory=Counter)
 
     def acquire(
         self,
@@ -233,6 +234,7 @@ class Tracker:
 
     def release(self, database: str, lease_id: str) -> ReleaseOutcome:
         with self.lock:
+            self.release_calls[lease_id] += 1
             if lease_id not in self.failed_releases and lease_id not in self.given_back:
                 self.held -= 1  # the connection is closed before the first attempt
         try:

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 
 from benchmarks.strategies import DynamoDBCounter
-
 from connlease.adapters.clock import SystemClock
 from connlease.adapters.mysql import DatabaseError, MySqlConnector
 from connlease.client import ConnectionLeases

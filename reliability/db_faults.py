@@ -20,8 +20,8 @@ from enum import StrEnum
 from typing import TypedDict
 
 import pymysql
-from benchmarks.strategies import DynamoDBCounter, SampleCounter, Tally
 
+from benchmarks.strategies import DynamoDBCounter, SampleCounter, Tally
 from connlease.adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint, server_variable
 from connlease.client import ConnectionLeases, direct_leases
 from connlease.domain import (
@@ -279,12 +279,10 @@ def _run_sample(
     """The sample's counter (take before connecting, give back in a finally; fail fast;
     its own SELECT SLEEP(0.02)) against the same faults; what it leaks is its limit less
     its count after the run."""
-    client = lab.client()
-    counter = DynamoDBCounter(client, lab.table, limit)
+    counter = DynamoDBCounter(lab.client(), lab.table, limit)
     tally = Tally()
     with MySqlFaults(lab.mysql, rates, seed=seed, fault_after_ms=fault_after_ms) as proxy:
         sample = SampleCounter(counter, MySqlConnector(proxy.endpoint, None), "sample")
-
         mid_query = Outcomes()
 
         def invoke(_: int) -> None:

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from benchmarks.strategies import DynamoDBCounter
-
 from connlease.adapters.clock import SystemClock
 from connlease.adapters.mysql import MySqlConnector
 from connlease.domain import (

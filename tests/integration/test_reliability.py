@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from reliability import crashes, duplicates, store_faults
-from reliability.common import Campaign, Lab, lab
 
 from connlease.local.demo import mysql_from_environment
 from connlease.local.dynamodb import EmbeddedDynamoDB
 from connlease.local.faults import Fault
+from reliability import crashes, duplicates, store_faults
+from reliability.common import Campaign, Lab, lab
 
 pytestmark = pytest.mark.integration
 

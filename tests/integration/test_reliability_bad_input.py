@@ -7,14 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from reliability import bad_input
-from reliability.bad_input import Handler
-from reliability.common import Campaign, Lab, lab
 
 from connlease.domain import Quota
 from connlease.local.demo import mysql_from_environment
 from connlease.local.dynamodb import EmbeddedDynamoDB
 from connlease.service.bootstrap import Helper
+from reliability import bad_input
+from reliability.bad_input import Handler
+from reliability.common import Campaign, Lab, lab
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import pymysql
 import pymysql.cursors
 import pytest
-from reliability import db_faults
-from reliability.common import lab
 
 from connlease.adapters.mysql import MySqlEndpoint
 from connlease.local.demo import mysql_from_environment
 from connlease.local.dynamodb import EmbeddedDynamoDB
 from connlease.local.mysql_faults import Fault, FaultRates, MySqlFaults, server_id
+from reliability import db_faults
+from reliability.common import lab
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 HELPER = "import connlease.service.helper"
 MINIMAL = "import boto3; boto3.client('dynamodb')"
 
+# What Lambda sets for every function. LAMBDA_TASK_ROOT matters: it is how the X-Ray SDK
+# and Powertools know they run in Lambda (without it the SDK builds a sampling client).
 LAMBDA_LIKE = {
+    "LAMBDA_TASK_ROOT": "/var/task",
     "AWS_LAMBDA_FUNCTION_NAME": "connlease-helper",
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",

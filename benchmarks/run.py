@@ -368,13 +368,17 @@ def targets(rows: list[Row], util: list[UtilizationRow], cold: ColdStart) -> lis
         "rows above show the trade (shorter waits: higher utilization, more requests). "
         "Reaching 2.2 at 4x without losing utilization needs the releaser to hand its slot to "
         "a waiter (a queue in the item), not tuning.",
-        "- **Cold start.** What remains on the helper's cold path (`python -X importtime -c "
-        "'import connlease.service.helper'` with the Lambda-like environment): the X-Ray "
-        "SDK creates its sampling client while it is imported (about 150-200 ms here), "
-        "Powertools Parser imports every AWS event model (about 90 ms). Idempotency, pymysql "
-        "and the client library are imported only on the paths that use them, and settings "
-        "are read without pydantic-settings (`make bench-quick` measured 2.89x before "
-        "those changes).",
+        "- **Cold start.** Both processes run with the variables Lambda sets, "
+        "`LAMBDA_TASK_ROOT` included: without it the X-Ray SDK thinks it is outside Lambda "
+        "and builds a sampling client with its own AWS client while it is imported (about "
+        "160 ms that no real cold start pays; earlier runs of this benchmark were charged "
+        "it). The helper validates requests with a pydantic TypeAdapter on the contract "
+        "instead of Powertools Parser, has X-Ray patch botocore alone, and makes its clients "
+        "from botocore without boto3's resource layer. What remains (`python -X importtime "
+        "-c 'import connlease.service.helper'`) is what it uses: pydantic (about 55-60 ms "
+        "here), the X-Ray SDK with its patch (about 20 ms), Powertools, the domain and the "
+        "settings models. Under 1.5x would take the contract and settings off pydantic on "
+        "the cold path.",
         "",
     ]
 

@@ -10,9 +10,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, cast
 
-from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from connlease.contract import (
     AcquireRequest,
@@ -44,13 +43,23 @@ from connlease.service.bootstrap import Helper, build_helper, built_at_init
 from connlease.service.observability import powertools
 from connlease.service.settings import HelperSettings
 
-_powertools = powertools()
+# The helper's only outside calls are DynamoDB's, through botocore: X-Ray patches it alone.
+_powertools = powertools(patch_modules=("botocore",))
 logger = _powertools.logger
 tracer = _powertools.tracer
 metrics = _powertools.metrics
 
-# Powertools' parse() is typed for classes; a discriminated union is a valid model too.
-REQUEST_MODEL: Any = HelperRequest
+# Requests are validated against the contract's union directly, as Powertools' parse() does
+# with this model (through a TypeAdapter too), without importing Powertools Parser for it.
+REQUEST: TypeAdapter[HelperAction] = TypeAdapter(HelperRequest)
+
+
+def parse_request(event: Any) -> HelperAction:
+    """The event as a request: a string is read as a JSON document, anything else as the
+    decoded document the runtime hands over (how Powertools' parse() treats events)."""
+    if isinstance(event, str):
+        return REQUEST.validate_json(event)
+    return REQUEST.validate_python(event)
 
 
 helper = built_at_init(lambda: build_helper(HelperSettings.from_environment(), metrics))
@@ -71,7 +80,7 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
 def respond(event: Any, context: InvocationContext, app: Helper) -> dict[str, Any]:
     """Parse, act and answer; every failure becomes an error document."""
     try:
-        request: HelperAction = parse(event=event, model=REQUEST_MODEL)
+        request = parse_request(event)
     except ValidationError as error:
         issues = error.errors(include_url=False, include_input=False)
         logger.warning("rejected a malformed event", extra={"errors": issues})

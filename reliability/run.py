@@ -9,30 +9,46 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from connlease import __version__
+from connlease.adapters.mysql import DatabaseError, MySqlConnector
 from connlease.local.demo import mysql_from_environment
+from connlease.local.faults import FaultRates
 from reliability import bad_input, crashes, db_faults, duplicates, store_faults
 from reliability.common import Campaign, Figure, Lab, lab
 
 Runner = Callable[[Lab], Campaign]
 
-FULL: list[Runner] = [
-    crashes.run,
-    duplicates.run,
-    store_faults.run,
-    db_faults.run,
-    bad_input.run,
-]
-SHORT: list[Runner] = [
-    lambda lab: crashes.run(lab, crashes.SHORT),
-    lambda lab: duplicates.run(lab, duplicates.SHORT),
-    lambda lab: store_faults.run(lab, store_faults.SHORT),
-    lambda lab: db_faults.run(lab, **db_faults.SHORT),
-    lambda lab: bad_input.run(lab, **bad_input.SHORT),
-]
+
+def runners(short: bool, store_rates: FaultRates) -> list[Runner]:
+    store_plan = replace(store_faults.SHORT if short else store_faults.Plan(), rates=store_rates)
+    if short:
+        return [
+            lambda lab: crashes.run(lab, crashes.SHORT),
+            lambda lab: duplicates.run(lab, duplicates.SHORT),
+            lambda lab: store_faults.run(lab, store_plan),
+            lambda lab: db_faults.run(lab, **db_faults.SHORT),
+            lambda lab: bad_input.run(lab, **bad_input.SHORT),
+        ]
+    return [
+        crashes.run,
+        duplicates.run,
+        lambda lab: store_faults.run(lab, store_plan),
+        db_faults.run,
+        bad_input.run,
+    ]
+
+
+def fault_rates(text: str) -> FaultRates:
+    """`throttle=0.05,server_error=0.05,timeout=0.02,drop_after_apply=0.05`"""
+    try:
+        pairs = (part.split("=") for part in text.split(","))
+        return FaultRates(**{name.strip(): float(value) for name, value in pairs})
+    except (TypeError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def _value(value: float | int | str) -> str:
@@ -95,15 +111,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--short", action="store_true", help="the short versions")
     parser.add_argument("--output", type=Path, default=Path("docs/reliability.md"))
+    parser.add_argument(
+        "--store-fault-rates",
+        type=fault_rates,
+        default=store_faults.DEFAULT_RATES,
+        metavar="NAME=SHARE,...",
+        help="shares of DynamoDB requests that meet each fault: throttle, server_error, "
+        "timeout, drop_after_apply (default: %(default)s)",
+    )
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     started = time.monotonic()
+    mysql = mysql_from_environment()
+    try:
+        MySqlConnector(mysql, None)().close()
+    except DatabaseError as error:
+        print(
+            f"MySQL at {mysql.describe()} is unreachable ({error}). The campaigns need one: "
+            "point them at it with DB_HOST, DB_PORT, DB_USER, DB_PASSWORD and DB_NAME.",
+            file=sys.stderr,
+        )
+        return 2
     campaigns = []
-    with lab(mysql_from_environment()) as here:
-        for runner in SHORT if args.short else FULL:
+    with lab(mysql) as here:
+        for runner in runners(args.short, args.store_fault_rates):
             campaign = runner(here)
             print_campaign(campaign)
             campaigns.append(campaign)
-    command = "make reliability" + (" ARGS=--short" if args.short else "")
+    command = "make reliability" + (f" ARGS='{' '.join(argv)}'" if argv else "")
     args.output.write_text(render(campaigns, command, time.monotonic() - started))
     print(f"\nwrote {args.output}")
     missed = [f"{c.title}: {f.name.strip()}" for c in campaigns for f in c.failed]

@@ -4,14 +4,17 @@ crash and duplicate campaigns: its figures show that each scenario does what it 
 
 from __future__ import annotations
 
+import argparse
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from connlease.local.demo import mysql_from_environment
 from connlease.local.dynamodb import EmbeddedDynamoDB
-from connlease.local.faults import Fault
-from reliability import crashes, duplicates, store_faults
+from connlease.local.faults import Fault, FaultRates
+from reliability import crashes, duplicates, run, store_faults
 from reliability.common import Campaign, Lab, lab
 
 pytestmark = pytest.mark.integration
@@ -71,3 +74,27 @@ def test_store_faults_never_over_grant_lose_a_release_or_reach_a_caller_untyped(
         assert count(campaign, f"  {fault.value}") > 0, f"no {fault.value} injected"
     assert count(campaign, "writes applied whose answer was lost (timeout, drop)") > 0
     assert count(campaign, "leases granted to callers") == store_faults.SHORT.invocations
+
+
+def test_without_mysql_make_reliability_says_how_to_point_it_at_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    monkeypatch.setenv("DB_PORT", str(port))
+    report = tmp_path / "reliability.md"
+
+    assert run.main(["--short", "--output", str(report)]) == 2
+
+    assert "DB_HOST, DB_PORT" in capsys.readouterr().err
+    assert not report.exists()
+
+
+def test_store_fault_rates_are_read_from_the_command_line() -> None:
+    rates = run.fault_rates("throttle=0.1, timeout=0.05")
+
+    assert rates == FaultRates(throttle=0.1, timeout=0.05)
+    for bad in ("throttle=2", "throttle", "thunder=0.1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            run.fault_rates(bad)

@@ -748,7 +748,7 @@ def run(
     differing = sum(((before - after) + (after - before)).values())
     leases_table, idempotency_table = rig.tables
     campaign = Campaign(
-        title="Campaign 5: bad input",
+        title="Bad input",
         what=(
             f"hypothesis: {events.examples} helper events and {calls.examples} client calls "
             "(direct and through the helper), malformed by construction or naming a database "

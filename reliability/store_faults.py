@@ -162,13 +162,12 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
         Figure("writes applied whose answer was lost (timeout, drop)", sum(unseen.values())),
         Figure("  of them, timed out and applied late", unseen[Fault.TIMEOUT]),
         Figure("requests that reached the table", proxy.forwarded),
+        Figure("answers the client had stopped waiting for (its own timeout)", proxy.abandoned),
         Figure("invocations that ran their query", faulty.counts["ok"]),
         Figure("  got NoCapacity (typed)", faulty.counts["NoCapacity"]),
         Figure("  got StoreUnavailable (typed)", faulty.counts["StoreUnavailable"]),
         Figure.exactly("untyped errors to a caller", untyped, 0),
-        Figure.at_most(
-            "most leases held at once (in-process count)", tracker.most_held, plan.limit
-        ),
+        Figure.at_most("most leases held at once (in-process)", tracker.most_held, plan.limit),
         *checker.figures(),
         Figure("leases granted to callers", len(tracker.granted)),
         Figure("give-backs retried after a fault", len(tracker.failed_releases)),

@@ -178,7 +178,7 @@ class ConnectionLeases:
         now_ms = self._clock.now_ms()
         deadline = Deadline(min(grant.lease.expires_at_ms, now_ms + self.release_budget_ms))
         try:
-            given_back = release_within(
+            outcome = release_within(
                 self.leases,
                 self.database,
                 grant.lease.id,
@@ -196,9 +196,12 @@ class ConnectionLeases:
                 exc_info=True,
             )
             return
-        if given_back.outcome is ReleaseOutcome.ALREADY_RELEASED and given_back.attempts == 1:
+        if outcome is ReleaseOutcome.ALREADY_RELEASED and (
+            self._clock.now_ms() >= grant.lease.expires_at_ms
+        ):
             # The lease expired while the connection was open, and its slot may have been
-            # granted again: the database saw one connection more than the quota.
+            # granted again: the database saw one connection more than the quota. (Gone
+            # before its end, it was an earlier attempt of this give-back, answer lost.)
             log.warning(
                 "lease %s expired before its connection closed; raise its TTL",
                 grant.lease.id,

@@ -272,3 +272,24 @@ def test_a_bad_wait_budget_is_refused_before_any_lease_is_taken(
         pass
 
     assert store.request_count() == requests_before
+
+
+class RetriedBySdkStore(InMemoryLeaseStore):
+    """The SDK resent a release whose answer was lost: the resend finds the lease gone."""
+
+    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+        super().release(database, lease_id)
+        return super().release(database, lease_id)
+
+
+def test_a_release_the_sdk_resent_is_not_reported_as_an_expired_lease(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RetriedBySdkStore(clock)
+    store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
+
+    with ConnectionLeases(store, DB, clock=clock).connect(FakeConnection, ttl_ms=1_000):
+        clock.advance(500)  # within the lease
+
+    assert store.status(DB).leases == ()
+    assert "expired" not in caplog.text

@@ -25,7 +25,7 @@ from .errors import (
 )
 from .model import Lease, Quota, QuotaState, QuotaStatus
 from .ports import Clock, Leases, LeaseStore, Metric, MetricsSink
-from .services import GivenBack, acquire_within, release_within
+from .services import acquire_within, release_within
 
 __all__ = [
     "AcquireResult",
@@ -36,7 +36,6 @@ __all__ = [
     "Deadline",
     "DecorrelatedJitter",
     "FullJitter",
-    "GivenBack",
     "Granted",
     "HelperFailed",
     "InvalidInput",

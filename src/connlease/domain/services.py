@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 from .backoff import Backoff, Deadline
 from .decisions import AcquireResult, Granted, ReleaseOutcome
@@ -68,12 +67,6 @@ def acquire_within(
         clock.sleep_ms(deadline.clip(wait_ms, now_ms))
 
 
-@dataclass(frozen=True, slots=True)
-class GivenBack:
-    outcome: ReleaseOutcome
-    attempts: int  # more than one: an earlier attempt may have applied unseen
-
-
 def release_within(
     store: Leases,
     database: str,
@@ -83,7 +76,7 @@ def release_within(
     clock: Clock,
     backoff: Backoff,
     rng: random.Random,
-) -> GivenBack:
+) -> ReleaseOutcome:
     """Give a lease back, retrying an unreachable store until `deadline` (at least once).
 
     Safe to repeat: a release removes only its own lease id, so a retry after an attempt
@@ -91,11 +84,9 @@ def release_within(
     StoreUnavailable once the deadline has passed; the lease then ends at its TTL.
     """
     delays = backoff.delays(rng)
-    attempts = 0
     while True:
-        attempts += 1
         try:
-            return GivenBack(store.release(database, lease_id), attempts)
+            return store.release(database, lease_id)
         except StoreUnavailable:
             now_ms = clock.now_ms()
             if deadline.remaining_ms(now_ms) == 0:

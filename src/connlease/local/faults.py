@@ -96,6 +96,7 @@ class FaultyDynamoDB(LoopbackService):
         # Requests the table applied (HTTP 200) whose answer the client never saw.
         self.applied_unseen: Counter[Fault] = Counter()
         self.forwarded = 0
+        self.abandoned = 0  # answers the client no longer waited for
         self._upstream = urlsplit(upstream_url)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -127,6 +128,10 @@ class FaultyDynamoDB(LoopbackService):
             if fault is not None:
                 self.injected[fault] += 1
             return fault
+
+    def count_abandoned(self) -> None:
+        with self._lock:
+            self.abandoned += 1
 
     def count_unseen(self, fault: Fault, status: int) -> None:
         if status == 200:
@@ -181,5 +186,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if not any(name.lower() == "content-type" for name, _ in headers):
             self.send_header("Content-Type", "application/x-amz-json-1.0")
         self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client stopped waiting (its own read timeout, under load): a fault of
+            # its own kind, which its retries handle like any other.
+            self.owner.count_abandoned()
+            self.close_connection = True

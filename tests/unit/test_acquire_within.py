@@ -315,15 +315,20 @@ class FlakyStore(InMemoryLeaseStore):
     """Fails the first `failures` writes of a kind with StoreUnavailable; with `applied`, the
     write takes effect first (its answer is what gets lost)."""
 
-    def __init__(self, clock: FakeClock, failures: int, *, applied: bool = False) -> None:
+    def __init__(
+        self, clock: FakeClock, failures: int, *, applied: bool = False, retryable: bool = True
+    ) -> None:
         super().__init__(clock)
         self.failures = failures
         self.applied = applied
+        self.retryable = retryable
+        self.calls = 0
 
     def _fail(self, operation: str) -> None:
+        self.calls += 1
         if self.failures > 0:
             self.failures -= 1
-            raise StoreUnavailable(operation, "ReadTimeoutError")
+            raise StoreUnavailable(operation, "ReadTimeoutError", self.retryable)
 
     def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
         if not self.applied:
@@ -340,8 +345,10 @@ class FlakyStore(InMemoryLeaseStore):
         return removed
 
 
-def flaky_store(clock: FakeClock, failures: int, *, applied: bool = False) -> FlakyStore:
-    store = FlakyStore(clock, failures, applied=applied)
+def flaky_store(
+    clock: FakeClock, failures: int, *, applied: bool = False, retryable: bool = True
+) -> FlakyStore:
+    store = FlakyStore(clock, failures, applied=applied, retryable=retryable)
     store.set_quota(DB, Quota(limit=LIMIT, default_ttl_ms=TTL))
     return store
 
@@ -362,7 +369,8 @@ def test_an_outage_shorter_than_the_budget_costs_a_wait_not_the_invocation() -> 
 
     grant = wait_for_lease(store, clock, budget_ms=5_000)
 
-    assert len(clock.slept_ms) == 2  # the give-back of the first lost grant fails too
+    # The first grant's give-back applies but its answer is lost too; the second's lands.
+    assert len(clock.slept_ms) == 2
     assert store.status(DB).leases == (grant.lease,)
 
 
@@ -416,3 +424,30 @@ def test_a_release_that_cannot_land_by_its_deadline_raises_and_the_lease_stays()
         give_back(store, clock, mine.id, budget_ms=1_000)
 
     assert store.status(DB).leases == (mine,)
+
+
+def test_a_failure_that_will_not_pass_is_raised_at_once_without_waiting() -> None:
+    clock = FakeClock()
+    store = flaky_store(clock, failures=10**6, retryable=False)  # say, AccessDenied
+
+    with pytest.raises(StoreUnavailable) as refused:
+        wait_for_lease(store, clock, budget_ms=10_000)
+    with pytest.raises(StoreUnavailable):
+        give_back(store, clock, "AAAAAAAAAAAAAAAA", budget_ms=10_000)
+
+    assert not refused.value.retryable
+    assert clock.slept_ms == []
+
+
+def test_a_proposed_id_is_left_for_its_proposer_to_give_back() -> None:
+    # Another copy of the same call (a resent invoke) may have been granted this lease.
+    clock = FakeClock()
+    store = flaky_store(clock, failures=0)
+    copy = store.acquire(DB, "fn/req-1", lease_id="proposed-id-0001")
+    assert isinstance(copy, Granted)
+    store.applied, store.failures = True, 1
+
+    with pytest.raises(StoreUnavailable):
+        store.acquire(DB, "fn/req-1", lease_id="proposed-id-0001")
+
+    assert store.status(DB).leases == (copy.lease,)

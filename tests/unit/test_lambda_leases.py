@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from connlease.adapters.lambda_invoke import LambdaLeases
-from connlease.domain import InvalidInput
+from connlease.domain import InvalidInput, RequestInProgress, StoreUnavailable
+from connlease.service.errors import known_error
 
 
 class NoInvokes:
@@ -44,3 +47,31 @@ def test_a_bad_argument_is_invalid_input_and_invokes_nothing(call: Any, field: s
 
     assert refused.value.field == field
     assert client.calls == 0
+
+
+class Answers:
+    """A Lambda client whose helper answers with `document`."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    def invoke(self, **_: Any) -> dict[str, Any]:
+        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(self.document).encode())}
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_the_helper_says_whether_a_store_failure_may_pass(retryable: bool) -> None:
+    error = StoreUnavailable("release", "AccessDeniedException: no", retryable)
+    client = Answers(known_error(error).model_dump(mode="json"))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        LambdaLeases(client, "connlease-helper").release("orders", "abc")  # type: ignore[arg-type]
+
+    assert (raised.value.operation, raised.value.retryable) == ("release", retryable)
+
+
+def test_a_release_still_in_progress_is_raised_as_such_to_be_retried() -> None:
+    client = Answers(known_error(RequestInProgress("release")).model_dump(mode="json"))
+
+    with pytest.raises(RequestInProgress):
+        LambdaLeases(client, "connlease-helper").release("orders", "abc")  # type: ignore[arg-type]

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from connlease.adapters.aws import unavailable
 from connlease.domain.decisions import Reclaim
-from connlease.domain.errors import CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
+from connlease.domain.errors import CorruptQuota, InvalidInput, UnknownDatabase
 from connlease.domain.model import Lease, Quota, QuotaState, new_lease_id
 from connlease.domain.ports import Clock, LeaseStore, NewLease, Write
 
@@ -283,9 +284,4 @@ class DynamoDBLeaseStore(LeaseStore):
 
 
 def _unavailable(operation: str, error: ClientError | BotoCoreError) -> NoReturn:
-    if isinstance(error, ClientError):
-        info = error.response.get("Error", {})
-        reason = f"{info.get('Code', 'error')}: {info.get('Message', '')}"
-    else:
-        reason = str(error)
-    raise StoreUnavailable(operation, reason) from error
+    raise unavailable(operation, error) from error

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from connlease.adapters.aws import unavailable
 from connlease.contract import (
     AcquireResponse,
     ErrorResponse,
@@ -34,6 +35,7 @@ from connlease.domain import (
     ReleaseOutcome,
     Renewed,
     RenewResult,
+    RequestInProgress,
     StoreUnavailable,
     UnknownDatabase,
 )
@@ -73,7 +75,8 @@ class LambdaLeases:
         wait_ms: int = 0,
     ) -> AcquireResult:
         # Checked here as the store checks them, so that a bad argument is an InvalidInput
-        # before any invoke, never a TypeError from encoding it.
+        # before any invoke, never a TypeError from encoding it (the helper still holds
+        # wait_ms to its own ceiling).
         check_database(database)
         check_holder(holder)
         if ttl_ms is not None:
@@ -147,12 +150,8 @@ class LambdaLeases:
                 Payload=json.dumps(request).encode(),
             )
             body = response["Payload"].read()
-        except ClientError as error:
-            info = error.response.get("Error", {})
-            reason = f"{info.get('Code', 'error')}: {info.get('Message', '')}"
-            raise StoreUnavailable(f"invoke {self._function}", reason) from error
-        except BotoCoreError as error:
-            raise StoreUnavailable(f"invoke {self._function}", str(error)) from error
+        except (ClientError, BotoCoreError) as error:
+            raise unavailable(f"invoke {self._function}", error) from error
         try:
             document = json.loads(body)
         except ValueError as error:
@@ -186,7 +185,11 @@ def _error_from(function: str, answer: ErrorResponse) -> ConnleaseError:
             return CorruptQuota(details.get("database", "?"), details.get("problem", error.message))
         case "StoreUnavailable":
             return StoreUnavailable(
-                details.get("operation", "helper"), details.get("reason", error.message)
+                details.get("operation", "helper"),
+                details.get("reason", error.message),
+                retryable=details.get("retryable", "true") == "true",
             )
+        case "RequestInProgress":
+            return RequestInProgress(details.get("operation", "request"))
         case _:
             return HelperFailed(function, error.type, error.message)

@@ -44,12 +44,17 @@ class CorruptQuota(ConnleaseError):
 
 
 class StoreUnavailable(ConnleaseError):
-    """The lease store could not be reached or refused the request after retries."""
+    """The lease store could not be reached or refused the request after retries.
 
-    def __init__(self, operation: str, reason: str) -> None:
+    `retryable`: the failure may pass by itself (a throttle, a timeout, a 5xx), so a caller
+    with time left may try again; otherwise (access denied, no such table) it will not.
+    """
+
+    def __init__(self, operation: str, reason: str, retryable: bool = True) -> None:
         super().__init__(f"lease store unavailable during {operation}: {reason}")
         self.operation = operation
         self.reason = reason
+        self.retryable = retryable
 
 
 class NoCapacity(ConnleaseError):

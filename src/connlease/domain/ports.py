@@ -136,10 +136,12 @@ class LeaseStore(ABC):
             return self._take(database, wanted)
         except StoreUnavailable:
             # A write whose answer was lost may have taken the lease: give it back rather
-            # than leave a slot held that nobody knows about until its TTL. If the store is
-            # still down this fails too, and the TTL is the bound.
-            with suppress(ConnleaseError):
-                self._remove(database, wanted.id)
+            # than leave a slot held that nobody knows about until its TTL (if the store is
+            # still down this fails too, and the TTL is the bound). A proposed id is the
+            # proposer's to give back: another copy of its call may hold that lease.
+            if lease_id is None:
+                with suppress(ConnleaseError):
+                    self._remove(database, wanted.id)
             raise
 
     def _take(self, database: str, wanted: NewLease) -> AcquireResult:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 from .backoff import Backoff, Deadline
 from .decisions import AcquireResult, Granted, ReleaseOutcome
-from .errors import NoCapacity, StoreUnavailable
+from .errors import NoCapacity, RequestInProgress, StoreUnavailable
 from .model import MAX_TTL_MS, MIN_TTL_MS
 from .ports import Clock, Leases, Metric, MetricsSink
 
@@ -33,8 +34,9 @@ def acquire_within(
     A rejected attempt never waits past the moment the earliest live lease expires: by then
     the next attempt can reclaim it. With `lease_until_ms` (the holder's own end, such as
     its invocation's deadline) each attempt asks for a lease that ends then, however long
-    the wait was, rather than a fixed TTL counted from the grant. An unreachable store is
-    retried the same way; StoreUnavailable is raised once the deadline has passed.
+    the wait was, rather than a fixed TTL counted from the grant. A store failure that may
+    pass (StoreUnavailable.retryable) is retried the same way, and raised once the deadline
+    has passed; one that will not pass is raised at once.
     """
     started_ms = clock.now_ms()
     delays = backoff.delays(rng)
@@ -45,13 +47,8 @@ def acquire_within(
             ttl_ms = min(max(lease_until_ms - clock.now_ms(), MIN_TTL_MS), MAX_TTL_MS)
         try:
             result = store.acquire(database, holder, ttl_ms, lease_id)
-        except StoreUnavailable:
-            # The SDK's own retries are spent, but the caller's budget may not be: an
-            # outage shorter than the budget costs a wait, not a failed invocation.
-            now_ms = clock.now_ms()
-            if deadline.remaining_ms(now_ms) == 0:
-                raise
-            clock.sleep_ms(deadline.clip(next(delays), now_ms))
+        except (StoreUnavailable, RequestInProgress) as error:
+            wait_or_raise(error, deadline, clock, delays)
             continue
         now_ms = clock.now_ms()
         if isinstance(result, Granted):
@@ -77,7 +74,8 @@ def release_within(
     backoff: Backoff,
     rng: random.Random,
 ) -> ReleaseOutcome:
-    """Give a lease back, retrying an unreachable store until `deadline` (at least once).
+    """Give a lease back, retrying a store failure that may pass until `deadline` (at least
+    once).
 
     Safe to repeat: a release removes only its own lease id, so a retry after an attempt
     that applied unseen answers ALREADY_RELEASED and frees nothing else. Raises
@@ -87,11 +85,24 @@ def release_within(
     while True:
         try:
             return store.release(database, lease_id)
-        except StoreUnavailable:
-            now_ms = clock.now_ms()
-            if deadline.remaining_ms(now_ms) == 0:
-                raise
-            clock.sleep_ms(deadline.clip(next(delays), now_ms))
+        except (StoreUnavailable, RequestInProgress) as error:
+            wait_or_raise(error, deadline, clock, delays)
+
+
+def wait_or_raise(
+    error: StoreUnavailable | RequestInProgress,
+    deadline: Deadline,
+    clock: Clock,
+    delays: Iterator[int],
+) -> None:
+    """Back off before the next attempt if the failure may pass and time is left; else
+    raise it. The SDK's own retries are spent by now, but the caller's budget may not be:
+    an outage shorter than the budget costs a wait, not a failed invocation."""
+    now_ms = clock.now_ms()
+    passing = isinstance(error, RequestInProgress) or error.retryable
+    if not passing or deadline.remaining_ms(now_ms) == 0:
+        raise error
+    clock.sleep_ms(deadline.clip(next(delays), now_ms))
 
 
 def record_acquire(

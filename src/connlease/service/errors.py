@@ -66,10 +66,15 @@ def known_error(
                 [
                     ErrorDetail(field="operation", message=error.operation),
                     ErrorDetail(field="reason", message=error.reason),
+                    ErrorDetail(field="retryable", message=str(error.retryable).lower()),
                 ],
             )
         case RequestInProgress():
-            return _error("RequestInProgress", str(error))
+            return _error(
+                "RequestInProgress",
+                str(error),
+                [ErrorDetail(field="operation", message=error.operation)],
+            )
         case _:
             return _error(type(error).__name__, str(error))
 

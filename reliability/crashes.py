@@ -109,14 +109,19 @@ def run_connlease(lab: Lab, plan: Plan) -> tuple[list[Figure], dict[str, object]
             holder=f"crashes/{n}",
             ttl_ms=plan.ttl_ms,
         )
-        query(connector)
-        tracker.dropped()
-        crashes.one()
+        try:
+            query(connector)
+        finally:
+            tracker.dropped()
+            crashes.one()
         outcomes.add(kind)
 
-    def invoke(n: int) -> None:
+    def invoke(n: int, final_wave: bool = False) -> None:
         rng = random.Random(plan.seed * 1_000_003 + n)
         try:
+            if final_wave:
+                crash(n, rng, "final wave: died holding it")
+                return
             if rng.random() < plan.crash_share:
                 crash(n, rng)
                 return
@@ -140,11 +145,7 @@ def run_connlease(lab: Lab, plan: Plan) -> tuple[list[Figure], dict[str, object]
         run_concurrently(plan.invocations, plan.concurrency, invoke)
         # Last, a whole quota's worth of holders die at once; the quota is whole again
         # once a probe can take every lease at once.
-        run_concurrently(
-            plan.limit,
-            plan.limit,
-            lambda n: crash(plan.invocations + n, random.Random(n), "final wave: died holding it"),
-        )
+        run_concurrently(plan.limit, plan.limit, lambda n: invoke(plan.invocations + n, True))
         while True:
             probed_at = time.monotonic()  # a probe of a whole quota takes ~100 ms here
             usable = full_quota_usable(lab.store(), database, plan.limit)

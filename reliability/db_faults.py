@@ -41,6 +41,9 @@ from reliability.common import (
 )
 
 QUERY_S = 0.05
+# Can't connect, lost the connection while connecting, server gone: what a refusal or a
+# reset before the greeting looks like to pymysql.
+CONNECT_FAILURES = frozenset({2003, 2006, 2013})
 # About a third of connections fail: enough of each kind in a short run.
 RATES = FaultRates(refused=0.05, reset=0.05, cut=0.1, killed=0.1)
 # How long the server may take to let go of a connection whose client is gone: a cut one
@@ -102,8 +105,10 @@ def run(
                         cursor.fetchall()
             except NoCapacity:
                 outcomes.add(Outcome.NO_CAPACITY)
-            except DatabaseError:  # only the connector raises it
-                outcomes.add(Outcome.REFUSED)
+            except DatabaseError as error:  # only the connector raises it
+                # 1040 would be the quota failing (too many connections), not the proxy.
+                refused = error.code in CONNECT_FAILURES
+                outcomes.add(Outcome.REFUSED if refused else Outcome.UNEXPLAINED)
             except pymysql.err.MySQLError:
                 outcomes.add(_mid_query(proxy, server_id))
             else:
@@ -139,14 +144,13 @@ def run(
             "leases granted less leases released", len(leases.granted) - len(released), 0
         ),
         Figure.exactly("leases granted but never released", len(leases.granted - released), 0),
-        Figure.exactly(
-            "leases released more than once",
-            sum(1 for count in leases.release_calls.values() if count > 1),
-            0,
-        ),
+        Figure.exactly("leases freed more than once", leases.released_twice, 0),
         Figure.exactly("releases of leases never granted", len(released - leases.granted), 0),
-        Figure.at_most(
-            "most campaign connections open on MariaDB at once (by id)", on_server.peak, limit
+        # Reported, not held: a cut connection stays on the server until its SLEEP ends,
+        # its lease already back (docs/design.md, "When things go wrong").
+        Figure(
+            f"most campaign connections open on MariaDB at once (by id; quota {limit})",
+            on_server.peak,
         ),
         Figure.exactly("campaign connections still open on MariaDB (by id)", left_on_server, 0),
         # At most: a connection some other client had open at the start may have closed.

@@ -22,9 +22,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connlease.local.server import LoopbackService
+from connlease.local.shares import FaultShares
 
 # The data plane; table management is never disturbed, so a campaign can set itself up.
-DATA_OPERATIONS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem"})
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+DATA_OPERATIONS = WRITES | {"GetItem"}
 
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
@@ -49,37 +51,17 @@ _REFUSALS = {
 
 
 @dataclass(frozen=True)
-class FaultRates:
-    """The share of data-plane requests that meet each fault (independent draws)."""
+class FaultRates(FaultShares):
+    """The share of data-plane requests that meet each fault."""
 
     throttle: float = 0.0
     server_error: float = 0.0
     timeout: float = 0.0
     drop_after_apply: float = 0.0
 
-    def __post_init__(self) -> None:
-        if any(not 0 <= rate <= 1 for rate in self._by_fault().values()) or self.total > 1:
-            raise ValueError(f"fault rates must be in [0, 1] and sum to at most 1: {self}")
-
-    def _by_fault(self) -> dict[Fault, float]:
-        return {
-            Fault.THROTTLE: self.throttle,
-            Fault.SERVER_ERROR: self.server_error,
-            Fault.TIMEOUT: self.timeout,
-            Fault.DROP_AFTER_APPLY: self.drop_after_apply,
-        }
-
-    @property
-    def total(self) -> float:
-        return sum(self._by_fault().values())
-
     def draw(self, rng: random.Random) -> Fault | None:
-        roll = rng.random()
-        for fault, rate in self._by_fault().items():
-            if roll < rate:
-                return fault
-            roll -= rate
-        return None
+        name = self.pick(rng.random())
+        return None if name is None else Fault[name.upper()]
 
 
 class FaultyDynamoDB(LoopbackService):
@@ -93,8 +75,10 @@ class FaultyDynamoDB(LoopbackService):
         self.rates = rates
         self.hang_s = hang_s
         self.injected: Counter[Fault] = Counter()
-        # Requests the table applied (HTTP 200) whose answer the client never saw.
+        # Writes the table applied (HTTP 200) whose answer the client never saw; those that
+        # landed late, after the client had given up on them, kept whole.
         self.applied_unseen: Counter[Fault] = Counter()
+        self.late_writes: list[dict[str, Any]] = []
         self.forwarded = 0
         self.abandoned = 0  # answers the client no longer waited for
         self._upstream = urlsplit(upstream_url)
@@ -133,10 +117,13 @@ class FaultyDynamoDB(LoopbackService):
         with self._lock:
             self.abandoned += 1
 
-    def count_unseen(self, fault: Fault, status: int) -> None:
-        if status == 200:
-            with self._lock:
-                self.applied_unseen[fault] += 1
+    def count_unseen(self, fault: Fault, operation: str, status: int, body: bytes) -> None:
+        if status != 200 or operation not in WRITES:
+            return
+        with self._lock:
+            self.applied_unseen[fault] += 1
+            if fault is Fault.TIMEOUT:
+                self.late_writes.append(json.loads(body))
 
     def forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, bytes]:
         connection = http.client.HTTPConnection(
@@ -171,9 +158,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         if fault is Fault.TIMEOUT:
             time.sleep(self.owner.hang_s)  # the client gives up meanwhile; the write lands late
-        status, response_headers, payload = self.owner.forward(self.path, headers, body)
+        try:
+            status, response_headers, payload = self.owner.forward(self.path, headers, body)
+        except OSError:
+            self.close_connection = True  # the table did not answer: neither does the proxy
+            return
         if fault is not None:
-            self.owner.count_unseen(fault, status)
+            self.owner.count_unseen(fault, operation, status, body)
             self.close_connection = True  # no answer: the connection just ends
             return
         self._answer(status, response_headers, payload)

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -30,6 +30,7 @@ import pymysql
 
 from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint
 from connlease.local.server import LoopbackService
+from connlease.local.shares import FaultShares
 
 COM_QUERY = 0x03
 HANDSHAKE_V10 = 10
@@ -44,7 +45,7 @@ class Fault(StrEnum):
 
 
 @dataclass(frozen=True)
-class FaultRates:
+class FaultRates(FaultShares):
     """The share of new connections that get each fault; the rest pass through."""
 
     refused: float = 0.0
@@ -52,18 +53,9 @@ class FaultRates:
     cut: float = 0.0
     killed: float = 0.0
 
-    def __post_init__(self) -> None:
-        rates = [getattr(self, field.name) for field in fields(self)]
-        if any(not 0 <= rate <= 1 for rate in rates) or sum(rates) > 1:
-            raise ValueError(f"rates must be in [0, 1] and add up to at most 1: {self}")
-
-    def pick(self, draw: float) -> Fault | None:
-        """The fault for a uniform `draw` in [0, 1), or None to pass through."""
-        for fault in Fault:
-            draw -= getattr(self, fault.value)
-            if draw < 0:
-                return fault
-        return None
+    def draw(self, rng: random.Random) -> Fault | None:
+        name = self.pick(rng.random())
+        return None if name is None else Fault(name)
 
 
 def connection_id(greeting: bytes) -> int | None:
@@ -223,7 +215,7 @@ class MySqlFaults(LoopbackService):
     def _draw(self) -> Fault | None:
         with self._lock:
             self.connections += 1
-            return self.rates.pick(self._rng.random())
+            return self.rates.draw(self._rng)
 
     def _count(
         self,
@@ -323,8 +315,11 @@ class MySqlFaults(LoopbackService):
             try:
                 with self._killer.cursor() as cursor:
                     cursor.execute("KILL CONNECTION %s", (server_id,))
-            except pymysql.err.OperationalError as error:
-                if error.args and error.args[0] == UNKNOWN_THREAD:
-                    return False
-                raise
+            except pymysql.err.Error as error:
+                if not (error.args and error.args[0] == UNKNOWN_THREAD):
+                    # The killer's own connection is gone: nothing was struck this time;
+                    # reconnect for the next one.
+                    with contextlib.suppress(pymysql.err.Error):
+                        self._killer.ping(reconnect=True)
+                return False
         return True

@@ -155,7 +155,7 @@ def test_without_a_context_it_tries_once(
 
 class ForgetfulStore(InMemoryLeaseStore):
     def release(self, database: str, lease_id: str) -> ReleaseOutcome:
-        raise StoreUnavailable("release", "connection reset")
+        raise StoreUnavailable("release", "connection reset", retryable=True)
 
 
 def test_a_failed_give_back_does_not_hide_the_result(clock: FakeClock) -> None:
@@ -219,7 +219,7 @@ class SlowToReleaseStore(InMemoryLeaseStore):
         outcome = super().release(database, lease_id)
         if self.lost_answers:
             self.lost_answers -= 1
-            raise StoreUnavailable("release", "ConnectionClosedError")
+            raise StoreUnavailable("release", "ConnectionClosedError", retryable=True)
         return outcome
 
 

@@ -34,6 +34,22 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+# Lambda answers these with a 5xx, but they are the function's configuration: they stay.
+PERMANENT_CODES = frozenset(
+    {
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+        "EC2AccessDeniedException",
+        "InvalidSubnetIDException",
+        "InvalidSecurityGroupIDException",
+        "InvalidRuntimeException",
+        "InvalidZipFileException",
+    }
+)
+
+
 def unavailable(operation: str, error: ClientError | BotoCoreError) -> StoreUnavailable:
     """A throttle, a 5xx, a timeout or a lost connection is retryable; an access denial, a
     missing table or function, bad credentials or a malformed request is not."""
@@ -41,7 +57,7 @@ def unavailable(operation: str, error: ClientError | BotoCoreError) -> StoreUnav
         info = error.response.get("Error", {})
         code = info.get("Code", "error")
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        retryable = code in TRANSIENT_CODES or status >= 500
+        retryable = code not in PERMANENT_CODES and (code in TRANSIENT_CODES or status >= 500)
         return StoreUnavailable(operation, f"{code}: {info.get('Message', '')}", retryable)
     retryable = isinstance(error, SdkConnectionError | HTTPClientError)
     return StoreUnavailable(operation, str(error), retryable)

@@ -50,7 +50,7 @@ class StoreUnavailable(ConnleaseError):
     with time left may try again; otherwise (access denied, no such table) it will not.
     """
 
-    def __init__(self, operation: str, reason: str, retryable: bool = True) -> None:
+    def __init__(self, operation: str, reason: str, retryable: bool) -> None:
         super().__init__(f"lease store unavailable during {operation}: {reason}")
         self.operation = operation
         self.reason = reason

@@ -123,7 +123,9 @@ class LeaseStore(ABC):
         """Take a lease if one is free, reclaiming expired ones when the quota looks full.
 
         A caller may propose the lease's id: the same call sent again (a retried request
-        whose answer was lost) then finds its lease instead of taking a second one.
+        whose answer was lost) then finds its lease instead of taking a second one. Such a
+        caller owns the id: after a StoreUnavailable it gives it back itself, since the
+        store cannot tell whether another copy of the call holds that lease.
         """
         check_database(database)
         check_holder(holder)

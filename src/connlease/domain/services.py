@@ -78,8 +78,10 @@ def release_within(
     once).
 
     Safe to repeat: a release removes only its own lease id, so a retry after an attempt
-    that applied unseen answers ALREADY_RELEASED and frees nothing else. Raises
-    StoreUnavailable once the deadline has passed; the lease then ends at its TTL.
+    that applied unseen answers ALREADY_RELEASED and frees nothing else. A failure that
+    will not pass is raised at once; one that may (StoreUnavailable.retryable, or the
+    helper's RequestInProgress, which lasts as long as the first attempt's invocation)
+    once the deadline has passed. The lease then ends at its TTL.
     """
     delays = backoff.delays(rng)
     while True:

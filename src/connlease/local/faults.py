@@ -113,9 +113,12 @@ class FaultyDynamoDB(LoopbackService):
                 self.injected[fault] += 1
             return fault
 
-    def count_abandoned(self) -> None:
+    def count_abandoned(self, operation: str, status: int, body: bytes) -> None:
         with self._lock:
             self.abandoned += 1
+            if status == 200 and operation in WRITES:
+                # Applied, but the client had given up and retried: as good as a late write.
+                self.late_writes.append(json.loads(body))
 
     def count_unseen(self, fault: Fault, operation: str, status: int, body: bytes) -> None:
         if status != 200 or operation not in WRITES:
@@ -154,7 +157,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         fault = self.owner.choose(operation)
         if fault in _REFUSALS:
             status, kind, message = _REFUSALS[fault]
-            self._answer(status, [], json.dumps({"__type": kind, "message": message}).encode())
+            refusal = json.dumps({"__type": kind, "message": message}).encode()
+            if not self._answer(status, [], refusal):
+                self.owner.count_abandoned(operation, status, body)
             return
         if fault is Fault.TIMEOUT:
             time.sleep(self.owner.hang_s)  # the client gives up meanwhile; the write lands late
@@ -167,9 +172,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.owner.count_unseen(fault, operation, status, body)
             self.close_connection = True  # no answer: the connection just ends
             return
-        self._answer(status, response_headers, payload)
+        if not self._answer(status, response_headers, payload):
+            self.owner.count_abandoned(operation, status, body)
 
-    def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+    def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> bool:
+        """Send the answer; False if the client had stopped waiting for it (its own read
+        timeout, under load): a fault of its own kind, which its retries handle."""
         self.send_response(status)
         for name, value in headers:
             if name.lower() not in _HOP_BY_HOP:
@@ -181,7 +189,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
-            # The client stopped waiting (its own read timeout, under load): a fault of
-            # its own kind, which its retries handle like any other.
-            self.owner.count_abandoned()
             self.close_connection = True
+            return False
+        return True

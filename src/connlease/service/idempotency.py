@@ -18,7 +18,9 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyPersistenceLayerError,
 )
+from botocore.exceptions import BotoCoreError, ClientError
 
+from connlease.adapters.aws import unavailable
 from connlease.domain import RequestInProgress, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -71,6 +73,17 @@ class Once:
             except IdempotencyAlreadyInProgressError as error:
                 raise RequestInProgress(str(kwargs["request"].action)) from error
             except IdempotencyPersistenceLayerError as error:
-                raise StoreUnavailable("idempotency", str(error)) from error
+                raise idempotency_unavailable(error) from error
 
         return run
+
+
+def idempotency_unavailable(error: IdempotencyPersistenceLayerError) -> StoreUnavailable:
+    """Whether the idempotency table's failure may pass is the SDK error's to say
+    (Powertools keeps it as the cause); a missing table or a denied role will not."""
+    cause = error.__cause__
+    if isinstance(cause, StoreUnavailable):
+        return StoreUnavailable("idempotency", cause.reason, cause.retryable)
+    if isinstance(cause, ClientError | BotoCoreError):
+        return unavailable("idempotency", cause)
+    return StoreUnavailable("idempotency", str(error), retryable=True)

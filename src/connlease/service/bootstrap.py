@@ -185,15 +185,6 @@ class Workload:
     connect: MySqlConnector
     rng: random.Random
 
-    def query_time_s(self, asked: float | tuple[float, float] | None) -> float:
-        """The event's query time, else the settings': fixed, or uniform in a range."""
-        if asked is None:
-            low = self.settings.query_time_s
-            asked = (low, self.settings.query_time_max_s) if self.settings.query_time_max_s else low
-        if isinstance(asked, tuple):
-            return self.rng.uniform(*asked)
-        return asked
-
 
 def build_workload(settings: WorkloadSettings, metrics: Metrics) -> Workload:
     from connlease.adapters.lambda_invoke import LambdaLeases  # noqa: PLC0415

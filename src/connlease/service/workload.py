@@ -51,12 +51,22 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return run(event, context, app)
 
 
+def pick_query_time_s(asked: QueryTime | None, app: Workload) -> float:
+    """The event's query time, else the settings': fixed, or uniform in a range."""
+    if asked is None:
+        low, high = app.settings.query_time_s, app.settings.query_time_max_s
+        asked = (low, high) if high else low
+    if isinstance(asked, tuple):
+        return app.rng.uniform(*asked)
+    return asked
+
+
 def run(event: Any, context: InvocationContext, app: Workload) -> dict[str, Any]:
     try:
         request = parse(event=event or {}, model=WorkloadEvent)
     except ValidationError as error:
         return {"outcome": "invalid", "error": str(error)}
-    query_time_s = app.query_time_s(request.query_time_s)
+    query_time_s = pick_query_time_s(request.query_time_s, app)
     started = time.perf_counter()
     answer: dict[str, Any] = {"database": app.leases.database}
     try:

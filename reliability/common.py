@@ -10,11 +10,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from connlease.adapters.clock import SystemClock
 from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
-from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint, server_variable
+from connlease.adapters.mysql import MySqlEndpoint
 from connlease.domain import (
     AcquireResult,
     ConnleaseError,
@@ -27,6 +27,7 @@ from connlease.domain import (
     StoreUnavailable,
 )
 from connlease.local.dynamodb import EmbeddedDynamoDB
+from connlease.local.watch import ConnectionWatcher, Poller
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -110,39 +111,22 @@ def _with_table(dynamodb: EmbeddedDynamoDB, mysql: MySqlEndpoint) -> Lab:
     return Lab(dynamodb, mysql, table)
 
 
-class Checker:
+class Checker(Poller):
     """Samples, every `interval_s` while a campaign runs, the quota with consistent reads
-    (straight to the embedded DynamoDB, past any fault injection) and MariaDB's
-    Threads_connected on a connection of its own."""
+    (straight to the embedded DynamoDB, past any fault injection), with a
+    ConnectionWatcher on MariaDB's Threads_connected beside it."""
 
     def __init__(
-        self,
-        store: LeaseStore,
-        database: str,
-        mysql: MySqlEndpoint | None = None,
-        interval_s: float = 0.05,
+        self, store: LeaseStore, database: str, mysql: MySqlEndpoint, interval_s: float = 0.05
     ) -> None:
+        super().__init__(interval_s, "checker")
         self._store = store
         self._database = database
-        self._interval_s = interval_s
-        self._connection = MySqlConnector(mysql, None)() if mysql is not None else None
-        self.baseline_connections = self._threads_connected()
-        self.peak_connections = self.baseline_connections
+        self.connections = ConnectionWatcher(mysql, interval_s)
         self.limit = store.status(database).limit
         self.max_live = 0
         self.samples = 0
         self.read_errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="checker", daemon=True)
-
-    def _threads_connected(self) -> int:
-        if self._connection is None:
-            return 0
-        return server_variable(self._connection, "Threads_connected")
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.sample()
 
     def sample(self) -> None:
         try:
@@ -152,39 +136,26 @@ class Checker:
         else:
             self.max_live = max(self.max_live, status.in_use)
             self.samples += 1
-        self.peak_connections = max(self.peak_connections, self._threads_connected())
 
-    @property
-    def peak_connections_above_baseline(self) -> int:
-        return self.peak_connections - self.baseline_connections
+    def stopped(self) -> None:
+        self.sample()
 
     def figures(self) -> list[Figure]:
-        figures = [
+        return [
             Figure.at_most("most live leases seen (checker)", self.max_live, self.limit),
             Figure("checker samples (consistent reads)", self.samples),
-        ]
-        if self._connection is not None:
             # Reported, not held: the server counts every client's connections, and one
             # its thread has not yet seen close.
-            figures.append(
-                Figure(
-                    f"peak Threads_connected above baseline (quota {self.limit})",
-                    self.peak_connections_above_baseline,
-                )
-            )
-        return figures
+            Figure(
+                f"peak Threads_connected above baseline (quota {self.limit})",
+                self.connections.peak_above_baseline,
+            ),
+        ]
 
     @contextmanager
-    def watching(self) -> Iterator[Checker]:
-        self._thread.start()
-        try:
+    def watching(self) -> Iterator[Self]:
+        with self.connections.watching(), super().watching():
             yield self
-        finally:
-            self._stop.set()
-            self._thread.join()
-            self.sample()
-            if self._connection is not None:
-                self._connection.close()
 
 
 class Stopwatch:
@@ -205,11 +176,11 @@ class Tracker:
     held: int = 0
     most_held: int = 0
     granted: set[str] = field(default_factory=set)
-    given_back: set[str] = field(default_factory=set)
-    failed_releases: Counter[str] = field(default_factory=Counter)
-    released_twice: int = 0
-    reclaimed: int = 0
     release_calls: Counter[str] = field(default_factory=Counter)
+    given_back: set[str] = field(default_factory=set)  # a release answered, either way
+    failed_releases: set[str] = field(default_factory=set)  # a release that raised
+    freed: Counter[str] = field(default_factory=Counter)  # answered RELEASED
+    reclaimed: int = 0
 
     def acquire(
         self,
@@ -235,22 +206,26 @@ class Tracker:
     def release(self, database: str, lease_id: str) -> ReleaseOutcome:
         with self.lock:
             self.release_calls[lease_id] += 1
-            if lease_id not in self.failed_releases and lease_id not in self.given_back:
+            if self.release_calls[lease_id] == 1:
                 self.held -= 1  # the connection is closed before the first attempt
         try:
             outcome = self.inner.release(database, lease_id)
         except StoreUnavailable:
             with self.lock:
-                self.failed_releases[lease_id] += 1
+                self.failed_releases.add(lease_id)
             raise
         with self.lock:
-            if lease_id in self.given_back and outcome is ReleaseOutcome.RELEASED:
-                self.released_twice += 1
             self.given_back.add(lease_id)
+            if outcome is ReleaseOutcome.RELEASED:
+                self.freed[lease_id] += 1
         return outcome
 
     def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
         return self.inner.renew(database, lease_id, ttl_ms)
+
+    @property
+    def released_twice(self) -> int:
+        return sum(1 for answers in self.freed.values() if answers > 1)
 
     @property
     def lost_releases(self) -> set[str]:

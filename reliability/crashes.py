@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from benchmarks.strategies import DynamoDBCounter
+from benchmarks.strategies import DynamoDBCounter, query
 from connlease.adapters.clock import SystemClock
 from connlease.adapters.mysql import DatabaseError, MySqlConnector
 from connlease.client import ConnectionLeases
@@ -53,21 +53,9 @@ class Plan:
 SHORT = Plan(invocations=400, concurrency=12, limit=10)
 
 
-def query(connector: MySqlConnector) -> None:
-    connection = connector()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(QUERY)
-            cursor.fetchall()
-    finally:
-        # A process that dies closes its sockets too: MariaDB sees the connection go either
-        # way; what the crash loses is the give-back.
-        connection.close()
-
-
 @dataclass
 class Crashes:
-    lock: threading.Lock
+    lock: threading.Lock = field(default_factory=threading.Lock)
     count: int = 0
     last_at: float = 0.0
 
@@ -111,7 +99,7 @@ def run_connlease(lab: Lab, plan: Plan) -> tuple[list[Figure], dict[str, object]
     connector = MySqlConnector(lab.mysql, None)
     tracker = Tracker(lab.store())
     outcomes = Outcomes()
-    crashes = Crashes(threading.Lock())
+    crashes = Crashes()
     backoff = DecorrelatedJitter(base_ms=20, cap_ms=500)
     clock = SystemClock()
 
@@ -128,7 +116,9 @@ def run_connlease(lab: Lab, plan: Plan) -> tuple[list[Figure], dict[str, object]
             ttl_ms=plan.ttl_ms,
         )
         try:
-            query(connector)
+            # A process that dies closes its sockets too: MariaDB sees the connection go
+            # either way; what the crash loses is the give-back.
+            query(connector, QUERY)
         finally:
             tracker.dropped()
             crashes.one()
@@ -204,7 +194,7 @@ def run_sample_counter(lab: Lab, plan: Plan) -> dict[str, object]:
             outcomes.add("refused")
             return
         try:
-            query(connector)
+            query(connector, QUERY)
         finally:
             if not crash:
                 counter.give_back()

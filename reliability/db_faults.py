@@ -14,8 +14,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from typing import TypedDict
 
@@ -29,6 +27,7 @@ from connlease.domain import (
 )
 from connlease.local.mysql_faults import Fault, FaultRates, MySqlFaults
 from connlease.local.mysql_faults import server_id as faulty_server_id
+from connlease.local.watch import Poller
 from reliability.common import (
     Campaign,
     Checker,
@@ -120,7 +119,7 @@ def run(
             with checker.watching():
                 run_concurrently(invocations, concurrency, invoke)
             # Less the checker's own connection, closed by now.
-            baseline = checker.baseline_connections - 1
+            baseline = checker.connections.baseline - 1
             left_on_server, above_baseline = _settle(on_server, proxy, baseline)
     outstanding = lab.store().status(database).leases
     released = set(leases.release_calls)
@@ -190,16 +189,15 @@ def _mid_query(proxy: MySqlFaults, server_id: int | None) -> Outcome:
     return Outcome.UNEXPLAINED
 
 
-class _OnServer:
+class _OnServer(Poller):
     """Samples how many of the campaign's connections MariaDB has open, found by id in
     its PROCESSLIST: unlike Threads_connected, blind to every other client of the server,
     and it still sees a connection the proxy closed but the server has not let go of."""
 
     def __init__(self, mysql: MySqlEndpoint, proxy: MySqlFaults, interval_s: float = 0.02):
+        super().__init__(interval_s, "on-server")
         self._connection = MySqlConnector(mysql, None)()
         self._proxy = proxy
-        self._interval_s = interval_s
-        self._stop = threading.Event()
         self._lock = threading.Lock()  # one connection: the poller's and _settle's
         self.peak = 0
 
@@ -213,20 +211,11 @@ class _OnServer:
         with self._lock:
             return server_variable(self._connection, "Threads_connected")
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.peak = max(self.peak, self.count())
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.count())
 
-    @contextmanager
-    def watching(self) -> Iterator[_OnServer]:
-        thread = threading.Thread(target=self._poll, name="on-server", daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            thread.join()
-            self._connection.close()
+    def stopped(self) -> None:
+        self._connection.close()
 
 
 def _settle(on_server: _OnServer, proxy: MySqlFaults, baseline: int) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from benchmarks.strategies import DynamoDBCounter
+from benchmarks.strategies import DynamoDBCounter, query
 from connlease.adapters.clock import SystemClock
 from connlease.adapters.mysql import MySqlConnector
 from connlease.domain import (
@@ -67,11 +67,6 @@ class Books:
             self.held += delta
             self.most_held = max(self.most_held, self.held)
 
-    def note(self, **counts: int) -> None:
-        with self.lock:
-            for name, n in counts.items():
-                setattr(self, name, getattr(self, name) + n)
-
     @property
     def over_releases(self) -> int:
         return sum(n - 1 for n in self.freed_per_lease.values() if n > 1)
@@ -94,16 +89,6 @@ def send_copies(give_back: Callable[[], object], copies: int, at_once: bool) -> 
     for thread in threads:
         thread.join()
     return answers
-
-
-def hold_connection(connector: MySqlConnector) -> None:
-    connection = connector()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(QUERY)
-            cursor.fetchall()
-    finally:
-        connection.close()
 
 
 def present(store: LeaseStore, database: str, lease: Lease) -> bool:
@@ -134,22 +119,23 @@ def run_connlease(lab: Lab, plan: Plan, books: Books) -> Checker:
         )
         lease = grant.lease
         books.hold(+1)
-        hold_connection(connector)
+        query(connector, QUERY)
         books.hold(-1)
-        reclaimed = False
+        reclaimed = gone = False
         if late:
             # Stalled past its lease's end: wait until someone else has reclaimed the slot.
             time.sleep(plan.late_ttl_ms / 1000)
             for _ in range(100):
                 if reclaimed := not present(store, database, lease):
-                    books.note(late_after_reclaim=1)
                     break
                 time.sleep(0.02)
-        elif not present(store, database, lease):
-            books.note(gone_before_release=1)  # someone else's release freed this lease
+        else:
+            gone = not present(store, database, lease)  # someone else's release freed it
         answers = send_copies(lambda: store.release(database, lease.id), copies, at_once)
         freed = answers.count(ReleaseOutcome.RELEASED)
         with books.lock:
+            books.late_after_reclaim += reclaimed
+            books.gone_before_release += gone
             books.sent += copies
             books.concurrent_rounds += at_once
             books.answers.update(str(answer) for answer in answers)
@@ -180,7 +166,7 @@ def run_sample_counter(lab: Lab, plan: Plan, books: Books) -> int:
                 return
             time.sleep(rng.uniform(0.01, 0.05))
         books.hold(+1)
-        hold_connection(connector)
+        query(connector, QUERY)
         books.hold(-1)
         if late:
             time.sleep(plan.late_ttl_ms / 1000)
@@ -192,7 +178,7 @@ def run_sample_counter(lab: Lab, plan: Plan, books: Books) -> int:
     watcher = ConnectionWatcher(lab.mysql)
     with watcher.watching():
         run_concurrently(plan.holders, plan.concurrency, invoke)
-    return watcher.peak - watcher.baseline
+    return watcher.peak_above_baseline
 
 
 def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
@@ -235,7 +221,7 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
             "over-releases": books.over_releases,
             "quota": plan.limit,
             "most holders at once": books.most_held,
-            "peak Threads_connected above baseline": checker.peak_connections_above_baseline,
+            "peak Threads_connected above baseline": checker.connections.peak_above_baseline,
         },
         {
             "strategy": "the sample's counter",

@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-import boto3
 from botocore.config import Config
 
 from connlease.adapters.clock import SystemClock
@@ -27,8 +26,9 @@ from connlease.domain import (
     StoreUnavailable,
 )
 from connlease.local.context import LocalContext
-from connlease.local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRET_KEY
+from connlease.local.dynamodb import local_client
 from connlease.local.faults import Fault, FaultRates, FaultyDynamoDB
+from connlease.service.bootstrap import SDK_CONFIG
 from reliability.common import (
     Campaign,
     Checker,
@@ -42,12 +42,7 @@ from reliability.common import (
 
 # The helper's SDK settings (standard retries, 3 attempts) with the read timeout cut from 5 s
 # to 1 s, so that a timeout costs the campaign seconds, not minutes.
-CLIENT_CONFIG = Config(
-    connect_timeout=1,
-    read_timeout=1,
-    retries={"mode": "standard", "max_attempts": 3},
-    max_pool_connections=64,
-)
+CLIENT_CONFIG = SDK_CONFIG.merge(Config(connect_timeout=1, read_timeout=1, max_pool_connections=64))
 HANG_S = 1.5  # past the read timeout
 # Milliseconds the budget is rounded to, either way.
 EARLY_TOLERANCE_MS = 5
@@ -107,14 +102,7 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
     with FaultyDynamoDB(
         lab.dynamodb.endpoint_url, plan.rates, seed=plan.seed, hang_s=HANG_S
     ) as proxy:
-        client = boto3.client(
-            "dynamodb",
-            endpoint_url=proxy.endpoint_url,
-            region_name=LOCAL_REGION,
-            aws_access_key_id=LOCAL_ACCESS_KEY,
-            aws_secret_access_key=LOCAL_SECRET_KEY,
-            config=CLIENT_CONFIG,
-        )
+        client = local_client(proxy.endpoint_url, CLIENT_CONFIG)
         tracker = Tracker(DynamoDBLeaseStore(client, lab.table, SystemClock()))
 
         def make_leases(n: int) -> ConnectionLeases:

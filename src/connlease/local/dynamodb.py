@@ -91,6 +91,18 @@ class RequestCounter:
         self.sent.clear()
 
 
+def local_client(endpoint_url: str, config: Config) -> DynamoDBClient:
+    """A DynamoDB client for a loopback endpoint, with the local stack's credentials."""
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint_url,
+        region_name=LOCAL_REGION,
+        config=config,
+        aws_access_key_id=LOCAL_ACCESS_KEY,
+        aws_secret_access_key=LOCAL_SECRET_KEY,
+    )
+
+
 class EmbeddedDynamoDB(LoopbackService):
     """moto's DynamoDB served on 127.0.0.1 with a free port, requests serialized."""
 
@@ -112,11 +124,4 @@ class EmbeddedDynamoDB(LoopbackService):
 
     def client(self, **config: Any) -> DynamoDBClient:
         """A low-level client for this endpoint; `config` goes to botocore's Config."""
-        return boto3.client(
-            "dynamodb",
-            endpoint_url=self.endpoint_url,
-            region_name=LOCAL_REGION,
-            config=Config(**config),
-            aws_access_key_id=LOCAL_ACCESS_KEY,
-            aws_secret_access_key=LOCAL_SECRET_KEY,
-        )
+        return local_client(self.endpoint_url, Config(**config))

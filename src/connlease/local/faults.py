@@ -51,17 +51,14 @@ _REFUSALS = {
 
 
 @dataclass(frozen=True)
-class FaultRates(FaultShares):
+class FaultRates(FaultShares[Fault]):
     """The share of data-plane requests that meet each fault."""
 
+    faults = Fault
     throttle: float = 0.0
     server_error: float = 0.0
     timeout: float = 0.0
     drop_after_apply: float = 0.0
-
-    def draw(self, rng: random.Random) -> Fault | None:
-        name = self.pick(rng.random())
-        return None if name is None else Fault[name.upper()]
 
 
 class FaultyDynamoDB(LoopbackService):
@@ -113,19 +110,18 @@ class FaultyDynamoDB(LoopbackService):
                 self.injected[fault] += 1
             return fault
 
-    def count_abandoned(self, operation: str, status: int, body: bytes) -> None:
+    def unanswered(self, fault: Fault | None, operation: str, status: int, body: bytes) -> None:
+        """A request whose answer the client never saw: dropped or held by `fault`, or with
+        no fault, given up on by the client itself (its own read timeout, under load).
+        An applied write of the latter two landed after the client stopped waiting."""
         with self._lock:
-            self.abandoned += 1
-            if status == 200 and operation in WRITES:
-                # Applied, but the client had given up and retried: as good as a late write.
-                self.late_writes.append(json.loads(body))
-
-    def count_unseen(self, fault: Fault, operation: str, status: int, body: bytes) -> None:
-        if status != 200 or operation not in WRITES:
-            return
-        with self._lock:
-            self.applied_unseen[fault] += 1
-            if fault is Fault.TIMEOUT:
+            if fault is None:
+                self.abandoned += 1
+            if status != 200 or operation not in WRITES:
+                return
+            if fault is not None:
+                self.applied_unseen[fault] += 1
+            if fault in (None, Fault.TIMEOUT):
                 self.late_writes.append(json.loads(body))
 
     def forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, bytes]:
@@ -159,7 +155,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             status, kind, message = _REFUSALS[fault]
             refusal = json.dumps({"__type": kind, "message": message}).encode()
             if not self._answer(status, [], refusal):
-                self.owner.count_abandoned(operation, status, body)
+                self.owner.unanswered(None, operation, status, body)
             return
         if fault is Fault.TIMEOUT:
             time.sleep(self.owner.hang_s)  # the client gives up meanwhile; the write lands late
@@ -169,11 +165,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the table did not answer: neither does the proxy
             return
         if fault is not None:
-            self.owner.count_unseen(fault, operation, status, body)
+            self.owner.unanswered(fault, operation, status, body)
             self.close_connection = True  # no answer: the connection just ends
             return
         if not self._answer(status, response_headers, payload):
-            self.owner.count_abandoned(operation, status, body)
+            self.owner.unanswered(None, operation, status, body)
 
     def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> bool:
         """Send the answer; False if the client had stopped waiting for it (its own read

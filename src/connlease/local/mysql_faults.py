@@ -45,17 +45,14 @@ class Fault(StrEnum):
 
 
 @dataclass(frozen=True)
-class FaultRates(FaultShares):
+class FaultRates(FaultShares[Fault]):
     """The share of new connections that get each fault; the rest pass through."""
 
+    faults = Fault
     refused: float = 0.0
     reset: float = 0.0
     cut: float = 0.0
     killed: float = 0.0
-
-    def draw(self, rng: random.Random) -> Fault | None:
-        name = self.pick(rng.random())
-        return None if name is None else Fault(name)
 
 
 def connection_id(greeting: bytes) -> int | None:

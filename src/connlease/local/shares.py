@@ -3,13 +3,21 @@ random number generator so that a run can be repeated."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import ClassVar, Generic, TypeVar, cast
+
+F = TypeVar("F", bound=StrEnum)
 
 
 @dataclass(frozen=True)
-class FaultShares:
+class FaultShares(Generic[F]):
     """Subclasses name one float field per fault: the share of requests (or connections)
-    that meet it. The shares add up to at most 1; the rest pass untouched."""
+    that meet it, and in `faults` the enum whose members are those fields' names in
+    capitals. The shares add up to at most 1; the rest pass untouched."""
+
+    faults: ClassVar[type[StrEnum]]
 
     def __post_init__(self) -> None:
         shares = self.shares()
@@ -23,10 +31,11 @@ class FaultShares:
     def total(self) -> float:
         return sum(self.shares().values())
 
-    def pick(self, roll: float) -> str | None:
-        """The fault (its field's name) for a uniform `roll` in [0, 1), or None."""
+    def draw(self, rng: random.Random) -> F | None:
+        """The fault the next request (or connection) meets, or None."""
+        roll = rng.random()
         for name, share in self.shares().items():
             if roll < share:
-                return name
+                return cast("F", self.faults[name.upper()])
             roll -= share
         return None

@@ -370,15 +370,15 @@ def targets(rows: list[Row], util: list[UtilizationRow], cold: ColdStart) -> lis
         "a waiter (a queue in the item), not tuning.",
         "- **Cold start.** Both processes run with the variables Lambda sets, "
         "`LAMBDA_TASK_ROOT` included: without it the X-Ray SDK thinks it is outside Lambda "
-        "and builds a sampling client with its own AWS client while it is imported (about "
-        "160 ms that no real cold start pays; earlier runs of this benchmark were charged "
-        "it). The helper validates requests with a pydantic TypeAdapter on the contract "
-        "instead of Powertools Parser, has X-Ray patch botocore alone, and makes its clients "
-        "from botocore without boto3's resource layer. What remains (`python -X importtime "
-        "-c 'import connlease.service.helper'`) is what it uses: pydantic (about 55-60 ms "
-        "here), the X-Ray SDK with its patch (about 20 ms), Powertools, the domain and the "
-        "settings models. Under 1.5x would take the contract and settings off pydantic on "
-        "the cold path.",
+        "and builds a sampling client with its own AWS client while it is imported, a cost "
+        "no real cold start pays (earlier runs of this benchmark were charged it). The "
+        "helper validates requests with a pydantic TypeAdapter on the contract instead of "
+        "Powertools Parser, has X-Ray patch botocore alone, and makes its clients from "
+        "botocore without boto3's resource layer. What remains is what it uses, largest "
+        "first: pydantic, the X-Ray SDK with its patch, Powertools, the domain and the "
+        "settings models (`python -X importtime -c 'import connlease.service.helper'` with "
+        "the environment above shows the split). Under 1.5x would take the contract and "
+        "settings off pydantic on the cold path.",
         "",
     ]
 

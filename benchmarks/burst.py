@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from benchmarks.strategies import Strategy, Tally
 from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint
 from connlease.local.watch import ConnectionWatcher
+from connlease.service.harness import percentile
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,7 @@ class Row:
         return self.tally.succeeded / self.elapsed_s
 
     def latency_ms(self, p: int) -> float | None:
-        ordered = sorted(self.tally.latencies_ms)
-        if not ordered:
-            return None
-        return ordered[min(len(ordered) - 1, max(0, round(len(ordered) * p / 100) - 1))]
+        return percentile(sorted(self.tally.latencies_ms), p)
 
     @property
     def requests_per_grant(self) -> float | None:

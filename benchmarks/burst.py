@@ -19,6 +19,8 @@ from connlease.service.harness import percentile
 class Row:
     strategy: str
     concurrency: int
+    began: float
+    seconds: float
     elapsed_s: float
     tally: Tally
     peak_connections: int
@@ -45,8 +47,10 @@ class Row:
         return self.store_requests / self.tally.succeeded if self.tally.succeeded else None
 
     def utilization(self, quota: int) -> float:
-        """The share of the quota's connection-seconds spent inside queries."""
-        return self.tally.in_query_s / (quota * self.elapsed_s)
+        """The share of the quota's connection-seconds spent inside queries, over the
+        level's fixed time: the drain after it (waiters finishing) is not saturation."""
+        end = self.began + self.seconds
+        return self.tally.in_query_s(self.began, end) / (quota * self.seconds)
 
 
 @contextmanager
@@ -82,8 +86,11 @@ def run_level(
 
     def worker() -> None:
         start.wait()
-        while time.perf_counter() < stop_at[0]:
-            strategy.invoke(tally)
+        try:
+            while time.perf_counter() < stop_at[0]:
+                strategy.invoke(tally)
+        finally:
+            strategy.done()
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for thread in threads:
@@ -98,6 +105,8 @@ def run_level(
     return Row(
         strategy=strategy.name,
         concurrency=concurrency,
+        began=began,
+        seconds=seconds,
         elapsed_s=elapsed,
         tally=tally,
         peak_connections=watcher.restart_peak(),

@@ -16,11 +16,15 @@ from connlease.adapters.clock import SystemClock
 from connlease.adapters.mysql import DatabaseError, MySqlConnector
 from connlease.client import ConnectionLeases
 from connlease.domain import Backoff, LeaseStore, NoCapacity
+from connlease.domain.warm import KeepWarm
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from pymysql.connections import Connection
 
 QUERY = "SELECT SLEEP(0.02)"
+Span = tuple[float, float]
+INVOCATION_MS = 15_000  # a simulated invocation's timeout: its wait budget and its query
 
 
 @dataclass
@@ -31,14 +35,18 @@ class Tally:
     rejected: int = 0
     db_errors: Counter[int] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
-    in_query_s: float = 0.0
+    query_spans: list[Span] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def ok(self, latency_ms: float, in_query_s: float) -> None:
+    def ok(self, latency_ms: float, query_span: Span) -> None:
         with self.lock:
             self.succeeded += 1
             self.latencies_ms.append(latency_ms)
-            self.in_query_s += in_query_s
+            self.query_spans.append(query_span)
+
+    def in_query_s(self, start: float, end: float) -> float:
+        """Seconds spent inside queries between `start` and `end` (perf_counter)."""
+        return sum(max(0.0, min(e, end) - max(s, start)) for s, e in self.query_spans)
 
     def refused(self) -> None:
         with self.lock:
@@ -51,15 +59,26 @@ class Tally:
 
 def query(connector: MySqlConnector, sql: str = QUERY) -> float:
     """Connect, run the query, close; the seconds spent inside the query."""
+    start, end = query_span(connector, sql)
+    return end - start
+
+
+def query_span(connector: MySqlConnector, sql: str = QUERY) -> Span:
+    """Connect, run the query, close; when the query started and ended."""
     connection = connector()
     try:
-        started = time.perf_counter()
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            cursor.fetchall()
-        return time.perf_counter() - started
+        return timed(connection, sql)
     finally:
         connection.close()
+
+
+def timed(connection: Connection[Any], sql: str = QUERY) -> Span:
+    """Run the query on an open connection; when it started and ended (perf_counter)."""
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        cursor.fetchall()
+    return started, time.perf_counter()
 
 
 class Strategy(Protocol):
@@ -68,6 +87,9 @@ class Strategy(Protocol):
     def invoke(self, tally: Tally) -> None: ...
 
     def store_requests(self) -> int: ...
+
+    def done(self) -> None:
+        """The calling worker (an execution environment) stops: let go of what it keeps."""
 
 
 class Raw:
@@ -81,14 +103,17 @@ class Raw:
     def invoke(self, tally: Tally) -> None:
         started = time.perf_counter()
         try:
-            in_query = query(self._connector)
+            span = query_span(self._connector)
         except DatabaseError as error:
             tally.failed(error.code)
             return
-        tally.ok((time.perf_counter() - started) * 1000, in_query)
+        tally.ok((time.perf_counter() - started) * 1000, span)
 
     def store_requests(self) -> int:
         return 0
+
+    def done(self) -> None:
+        pass
 
 
 class CounterBackend(Protocol):
@@ -113,16 +138,19 @@ class SampleCounter:
             tally.refused()
             return
         try:
-            in_query = query(self._connector)
+            span = query_span(self._connector)
         except DatabaseError as error:
             tally.failed(error.code)
             return
         finally:
             self._counter.give_back()
-        tally.ok((time.perf_counter() - started) * 1000, in_query)
+        tally.ok((time.perf_counter() - started) * 1000, span)
 
     def store_requests(self) -> int:
         return self._counter.requests
+
+    def done(self) -> None:
+        pass
 
 
 class DynamoDBCounter:
@@ -199,7 +227,8 @@ class MemoryCounter:
 
 
 class Connlease:
-    """A lease around every connection, waiting with jitter within a 10 s budget."""
+    """A lease around every connection, waiting with jitter within a 10 s budget; with
+    `keep_warm`, each worker keeps its lease and connection across invocations."""
 
     def __init__(
         self,
@@ -212,8 +241,11 @@ class Connlease:
         backoff: Backoff,
         wait_budget_ms: int = 10_000,
         sql: str = QUERY,
+        keep_warm: KeepWarm | None = None,
     ) -> None:
-        self.name = f"connlease ({backend})"
+        warm = f", warm {keep_warm.hold_ms} ms" if keep_warm else ""
+        self.name = f"connlease ({backend}{warm})"
+        self._keep_warm = keep_warm
         self._sql = sql
         self._store, self._database, self._backoff = store, database, backoff
         self._connector = connector
@@ -231,24 +263,31 @@ class Connlease:
                 backoff=self._backoff,
                 clock=SystemClock(),
                 rng=random.Random(),
+                keep_warm=self._keep_warm,
             )
         return leases
 
     def invoke(self, tally: Tally) -> None:
         started = time.perf_counter()
-        in_query = 0.0
         try:
             with self._leases().connect(
-                lambda: self._connector, wait_budget_ms=self._wait_budget_ms
-            ) as connector:
-                in_query = query(connector, self._sql)
+                self._connector,
+                wait_budget_ms=self._wait_budget_ms,
+                # How long one invocation may hold its connection: a warm lease's TTL
+                # counts it (without a Lambda context there is no deadline to go by).
+                ttl_ms=INVOCATION_MS if self._keep_warm else None,
+            ) as connection:
+                span = timed(connection, self._sql)
         except NoCapacity:
             tally.refused()
             return
         except DatabaseError as error:
             tally.failed(error.code)
             return
-        tally.ok((time.perf_counter() - started) * 1000, in_query)
+        tally.ok((time.perf_counter() - started) * 1000, span)
 
     def store_requests(self) -> int:
         return self._requests()
+
+    def done(self) -> None:
+        self._leases().close()

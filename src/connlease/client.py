@@ -10,6 +10,9 @@ One interface, two ways to reach the quota: `lambda_leases` invokes the helper f
 (the original sample's architecture), `direct_leases` talks to DynamoDB in-process (one
 network hop less). Either way a lease is taken before connecting, waiting with jittered
 backoff until the invocation's deadline, and always given back after closing.
+
+Under steady load, `keep_warm=KeepWarm()` lets an execution environment keep its lease and
+connection across invocations for up to `hold_ms` (see `connlease.domain.warm`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
@@ -32,14 +36,18 @@ from connlease.domain import (
     Deadline,
     DecorrelatedJitter,
     Granted,
+    InvalidInput,
+    Lease,
     Leases,
     LeaseStore,
     MetricsSink,
     ReleaseOutcome,
+    Renewed,
     acquire_within,
 )
 from connlease.domain.model import MAX_HOLDER_LENGTH, check_database, check_wait_ms
 from connlease.domain.services import release_within
+from connlease.domain.warm import KeepWarm, Kept, WarmStep
 from connlease.invocation import InvocationContext
 
 if TYPE_CHECKING:
@@ -51,6 +59,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Connection = TypeVar("Connection")
+
+
+@dataclass
+class _WarmConnection:
+    """A warm environment's lease and the connection it covers (None until opened)."""
+
+    kept: Kept
+    connection: Any
 
 
 def lambda_leases(function: str, client: LambdaClient | None = None) -> LambdaLeases:
@@ -84,6 +100,10 @@ class ConnectionLeases:
     A give-back the store does not answer is retried for up to `release_budget_ms` (and
     never past the lease's end): long enough to ride out throttling and lost answers,
     short enough that an outage does not hold the invocation until its timeout.
+
+    With `keep_warm`, the lease and its connection outlive the invocation: the next one in
+    the same execution environment reuses both, until the hold is over or a body raises.
+    One instance serves one execution environment, one invocation at a time.
     """
 
     def __init__(
@@ -97,15 +117,21 @@ class ConnectionLeases:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         metrics: MetricsSink | None = None,
+        keep_warm: KeepWarm | None = None,
     ) -> None:
         self.leases = leases
         self.database = check_database(database)
         self.safety_margin_ms = check_wait_ms(safety_margin_ms, "safety_margin_ms")
         self.release_budget_ms = check_wait_ms(release_budget_ms, "release_budget_ms")
+        if keep_warm is not None and not isinstance(keep_warm, KeepWarm):
+            raise InvalidInput("keep_warm", f"must be a KeepWarm, got {type(keep_warm).__name__}")
+        self.keep_warm = keep_warm
         self._backoff = backoff or DecorrelatedJitter(base_ms=20, cap_ms=1_000)
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._metrics = metrics
+        self._warm: _WarmConnection | None = None
+        self._yielding = False
         self.last_wait_ms = 0
 
     @contextmanager
@@ -124,28 +150,39 @@ class ConnectionLeases:
         remaining time less the safety margin (no context: one attempt). The lease lasts
         `ttl_ms`, or else until the invocation's own deadline: a holder that is killed
         cannot keep it longer than it could have run. Raises NoCapacity when no lease came.
+
+        With `keep_warm` the connection and lease are kept after a body that returned,
+        and the lease lasts the hold, then as long as this invocation may (its remaining
+        time, or `ttl_ms` without a context), then the connection's idle close.
         """
         started_ms = self._clock.now_ms()
         remaining_ms = context.get_remaining_time_in_millis() if context else None
         if wait_budget_ms is None:
             wait_budget_ms = max(0, (remaining_ms or 0) - self.safety_margin_ms)
         check_wait_ms(wait_budget_ms, "wait_budget_ms")
+        deadline = Deadline(started_ms + wait_budget_ms)
+        holder = holder_of(context) if context else ""
+        if self.keep_warm is not None:
+            invocation_ms = remaining_ms if remaining_ms is not None else ttl_ms
+            if invocation_ms is None:
+                raise InvalidInput(
+                    "ttl_ms", "a warm lease needs the invocation's context or a ttl_ms"
+                )
+            with self._connect_warm(
+                connect,
+                self.keep_warm,
+                started_ms=started_ms,
+                invocation_ms=invocation_ms,
+                deadline=deadline,
+                holder=holder,
+            ) as connection:
+                yield connection
+            return
         # Without an explicit TTL a lease ends with the invocation, however long the wait.
         lease_until_ms = (
             started_ms + remaining_ms if ttl_ms is None and remaining_ms is not None else None
         )
-        grant = acquire_within(
-            self.leases,
-            self.database,
-            deadline=Deadline(started_ms + wait_budget_ms),
-            clock=self._clock,
-            backoff=self._backoff,
-            rng=self._rng,
-            holder=holder_of(context) if context else "",
-            ttl_ms=ttl_ms,
-            metrics=self._metrics,
-            lease_until_ms=lease_until_ms,
-        )
+        grant = self._acquire(deadline, holder, ttl_ms, lease_until_ms)
         self.last_wait_ms = self._clock.now_ms() - started_ms
         try:
             connection = connect()
@@ -154,7 +191,7 @@ class ConnectionLeases:
             finally:
                 _close(connection)
         finally:
-            self._give_back(grant)
+            self._give_back(grant.lease, closed_at_ms=self._clock.now_ms())
 
     def handler(
         self, connect: Callable[[], Any], **options: Any
@@ -172,16 +209,112 @@ class ConnectionLeases:
 
         return decorate
 
-    def _give_back(self, grant: Granted) -> None:
+    def close(self) -> None:
+        """Close a kept connection and give its lease back (warm mode; else a no-op)."""
+        warm, self._warm = self._warm, None
+        if warm is None:
+            return
+        now_ms = self._clock.now_ms()
+        _close(warm.connection)
+        idle_ms = self.keep_warm.after_last_use_ms if self.keep_warm else 0
+        # Frozen since its last use, the server closed the connection after its idle time.
+        closed_at_ms = min(now_ms, warm.kept.last_used_ms + idle_ms)
+        self._give_back(warm.kept.lease, closed_at_ms=closed_at_ms)
+
+    @contextmanager
+    def _connect_warm(
+        self,
+        connect: Callable[[], Connection],
+        warm: KeepWarm,
+        *,
+        started_ms: int,
+        invocation_ms: int,
+        deadline: Deadline,
+        holder: str,
+    ) -> Iterator[Connection]:
+        kept = self._warm
+        if kept is not None:
+            step = warm.on_entry(kept.kept, started_ms, started_ms + invocation_ms)
+            if step is WarmStep.RENEW:
+                kept = self._renew(kept, warm, started_ms, invocation_ms)
+            elif step is WarmStep.REPLACE:
+                self.close()
+                self._yielding = True
+                kept = None
+        if kept is None:
+            if self._yielding:
+                # Its hold is over: let a waiter that polls meanwhile have the slot, rather
+                # than take it straight back (with polling there is no queue to join).
+                self._yielding = False
+                now_ms = self._clock.now_ms()
+                first_delay_ms = next(self._backoff.delays(self._rng))
+                self._clock.sleep_ms(deadline.clip(first_delay_ms, now_ms))
+            grant = self._acquire(deadline, holder, warm.ttl_ms(invocation_ms), None)
+            now_ms = self._clock.now_ms()
+            self.last_wait_ms = now_ms - started_ms
+            kept = _WarmConnection(Kept(grant.lease, now_ms, now_ms), None)
+            self._warm = kept
+        else:
+            self.last_wait_ms = 0
+            if warm.connection_stale(kept.kept, self._clock.now_ms()):
+                _close(kept.connection)
+                kept.connection = None
+        try:
+            if kept.connection is None:
+                kept.connection = connect()
+                _close_when_idle(kept.connection, warm.idle_close_s)
+            yield kept.connection
+        except BaseException:
+            # The connection's state is unknown after a failure: start afresh next time.
+            self.close()
+            raise
+        now_ms = self._clock.now_ms()
+        kept.kept = replace(kept.kept, last_used_ms=now_ms)
+        if warm.hold_over(kept.kept, now_ms):
+            self.close()
+            self._yielding = True
+
+    def _renew(
+        self, kept: _WarmConnection, warm: KeepWarm, now_ms: int, invocation_ms: int
+    ) -> _WarmConnection | None:
+        ttl_ms = warm.renewal_ttl_ms(kept.kept, now_ms, invocation_ms)
+        try:
+            result = self.leases.renew(self.database, kept.kept.lease.id, ttl_ms)
+        except ConnleaseError:
+            log.warning("could not renew warm lease %s", kept.kept.lease.id, exc_info=True)
+            result = None
+        if isinstance(result, Renewed):
+            kept.kept = replace(kept.kept, lease=result.lease)
+            return kept
+        self.close()
+        return None
+
+    def _acquire(
+        self, deadline: Deadline, holder: str, ttl_ms: int | None, lease_until_ms: int | None
+    ) -> Granted:
+        return acquire_within(
+            self.leases,
+            self.database,
+            deadline=deadline,
+            clock=self._clock,
+            backoff=self._backoff,
+            rng=self._rng,
+            holder=holder,
+            ttl_ms=ttl_ms,
+            metrics=self._metrics,
+            lease_until_ms=lease_until_ms,
+        )
+
+    def _give_back(self, lease: Lease, *, closed_at_ms: int) -> None:
         # Retried while the lease lives (within a budget): a release that fails for good
         # leaves its slot unusable until the TTL.
         now_ms = self._clock.now_ms()
-        deadline = Deadline(min(grant.lease.expires_at_ms, now_ms + self.release_budget_ms))
+        deadline = Deadline(min(lease.expires_at_ms, now_ms + self.release_budget_ms))
         try:
             outcome = release_within(
                 self.leases,
                 self.database,
-                grant.lease.id,
+                lease.id,
                 deadline=deadline,
                 clock=self._clock,
                 backoff=self._backoff,
@@ -191,21 +324,26 @@ class ConnectionLeases:
             # Never hide the body's own outcome: the lease expires with its TTL anyway.
             log.warning(
                 "could not give lease %s back; it expires at %d",
-                grant.lease.id,
-                grant.lease.expires_at_ms,
+                lease.id,
+                lease.expires_at_ms,
                 exc_info=True,
             )
             return
-        if outcome is ReleaseOutcome.ALREADY_RELEASED and (
-            self._clock.now_ms() >= grant.lease.expires_at_ms
-        ):
+        if outcome is ReleaseOutcome.ALREADY_RELEASED and closed_at_ms >= lease.expires_at_ms:
             # The lease expired while the connection was open, and its slot may have been
             # granted again: the database saw one connection more than the quota. (Gone
             # before its end, it was an earlier attempt of this give-back, answer lost.)
-            log.warning(
-                "lease %s expired before its connection closed; raise its TTL",
-                grant.lease.id,
-            )
+            log.warning("lease %s expired before its connection closed; raise its TTL", lease.id)
+
+
+def _close_when_idle(connection: Any, seconds: int) -> None:
+    """Have the server close the connection after `seconds` idle (MySQL's wait_timeout): a
+    frozen environment cannot close it, and its lease ends soon after."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(f"SET SESSION wait_timeout = {int(seconds)}")
+    finally:
+        cursor.close()
 
 
 def _close(connection: object) -> None:

@@ -49,16 +49,16 @@ def check_holder(holder: object) -> str:
 
 
 def check_limit(limit: object) -> int:
-    return _check_int("limit", limit, 1, MAX_LIMIT)
+    return check_int("limit", limit, 1, MAX_LIMIT)
 
 
 def check_ttl_ms(ttl_ms: object, field: str = "ttl_ms") -> int:
-    return _check_int(field, ttl_ms, MIN_TTL_MS, MAX_TTL_MS)
+    return check_int(field, ttl_ms, MIN_TTL_MS, MAX_TTL_MS)
 
 
 def check_wait_ms(wait_ms: object, field: str = "wait_ms") -> int:
     """A budget or margin in milliseconds: a whole number from 0 (no waiting) to a day."""
-    return _check_int(field, wait_ms, 0, MAX_TTL_MS)
+    return check_int(field, wait_ms, 0, MAX_TTL_MS)
 
 
 def new_lease_id() -> str:
@@ -80,7 +80,7 @@ def _check_token(
     return value
 
 
-def _check_int(field: str, value: object, low: int, high: int) -> int:
+def check_int(field: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(field, f"must be an integer, got {type(value).__name__}")
     if not low <= value <= high:

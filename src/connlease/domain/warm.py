@@ -1,0 +1,100 @@
+"""Warm leases: an execution environment keeps its lease and connection across invocations.
+
+A lease per invocation pays a store round trip on each side of every query, and a connect:
+for a 20 ms query that alone caps a quota's use near 80%. Under steady load a warm
+environment instead keeps both while it runs invocations back to back, and gives them up:
+- after `hold_ms` from its grant, at the end of the invocation running then, so that
+  waiting environments get their turn (the fairness bound);
+- when an invocation raises, since the connection's state is then unknown.
+
+An environment that is frozen between invocations cannot give anything back, so the two
+promises that keep the quota honest are made up front:
+- the server closes the connection itself after `idle_close_s` idle (MySQL's
+  `wait_timeout`, set on every connection the warm client opens);
+- the lease lasts until every invocation that may use it has ended, plus that idle time:
+  a frozen environment's slot comes back by then, with its connection already closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .model import MAX_TTL_MS, MIN_TTL_MS, Lease, check_int
+
+MAX_IDLE_CLOSE_S = 3600
+# The server closes an idle connection on its own schedule, and the lease's expiry is on
+# the store's clock: a lease outlasts the idle time by this much.
+CLOSE_SLACK_MS = 500
+# A connection idle this close to its server-side timeout may be closed as it is used:
+# open a new one instead.
+STALE_MARGIN_MS = 250
+
+
+class WarmStep(StrEnum):
+    """What an invocation does with the lease its environment kept."""
+
+    REUSE = "reuse"  # covers this invocation: use it as it is
+    RENEW = "renew"  # within its hold, but ends too soon for this invocation: extend it
+    REPLACE = "replace"  # its hold is over: give it back and wait for a lease like anyone
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A lease an environment holds between invocations, and its connection's last use."""
+
+    lease: Lease
+    granted_at_ms: int
+    last_used_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeepWarm:
+    """How long a warm environment may keep a lease, and when its idle connection closes."""
+
+    hold_ms: int = 500
+    idle_close_s: int = 5
+
+    def __post_init__(self) -> None:
+        check_int("hold_ms", self.hold_ms, MIN_TTL_MS, MAX_TTL_MS)
+        check_int("idle_close_s", self.idle_close_s, 1, MAX_IDLE_CLOSE_S)
+
+    @property
+    def idle_close_ms(self) -> int:
+        return self.idle_close_s * 1000
+
+    @property
+    def after_last_use_ms(self) -> int:
+        """How long the lease must outlast the connection's last use."""
+        return self.idle_close_ms + CLOSE_SLACK_MS
+
+    def ttl_ms(self, invocation_ms: int) -> int:
+        """A new warm lease's TTL. Invocations start within its hold and last about as
+        long as the first one may (`invocation_ms`, its remaining time): the lease ends
+        after the last of them, plus the time the server takes to close the idle
+        connection."""
+        return min(self.hold_ms + invocation_ms + self.after_last_use_ms, MAX_TTL_MS)
+
+    def needed_until_ms(self, invocation_end_ms: int) -> int:
+        """The least expiry that lets an invocation ending then use the kept lease."""
+        return invocation_end_ms + self.after_last_use_ms
+
+    def on_entry(self, kept: Kept, now_ms: int, invocation_end_ms: int) -> WarmStep:
+        if self.hold_over(kept, now_ms):
+            return WarmStep.REPLACE
+        if kept.lease.expires_at_ms >= self.needed_until_ms(invocation_end_ms):
+            return WarmStep.REUSE
+        return WarmStep.RENEW
+
+    def renewal_ttl_ms(self, kept: Kept, now_ms: int, invocation_ms: int) -> int:
+        """TTL for a renewal: as a new lease's, counted from the kept lease's grant."""
+        left_of_hold = max(0, kept.granted_at_ms + self.hold_ms - now_ms)
+        ttl = left_of_hold + invocation_ms + self.after_last_use_ms
+        return min(max(ttl, MIN_TTL_MS), MAX_TTL_MS)
+
+    def hold_over(self, kept: Kept, now_ms: int) -> bool:
+        return now_ms >= kept.granted_at_ms + self.hold_ms
+
+    def connection_stale(self, kept: Kept, now_ms: int) -> bool:
+        """Idle long enough that the server may have closed the connection."""
+        return now_ms - kept.last_used_ms >= self.idle_close_ms - STALE_MARGIN_MS

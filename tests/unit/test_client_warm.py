@@ -1,0 +1,248 @@
+"""Warm mode of the client: one lease and connection kept across an environment's
+invocations, on the in-memory store."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from connlease.adapters.memory import InMemoryLeaseStore
+from connlease.client import ConnectionLeases
+from connlease.domain import InvalidInput, LeaseLost, Quota, RenewResult
+from connlease.domain.warm import KeepWarm
+from tests.fakes import FakeClock, FakeContext
+
+DB = "orders-mysql"
+WARM = KeepWarm(hold_ms=500, idle_close_s=5)
+
+
+class Cursor:
+    def __init__(self, statements: list[str]) -> None:
+        self._statements = statements
+
+    def execute(self, statement: str) -> None:
+        self._statements.append(statement)
+
+    def close(self) -> None:
+        pass
+
+
+class DbApiConnection:
+    """A DB-API connection that records what it ran."""
+
+    opened = 0
+
+    def __init__(self) -> None:
+        DbApiConnection.opened += 1
+        self.statements: list[str] = []
+        self.closed = False
+
+    def cursor(self) -> Cursor:
+        return Cursor(self.statements)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> InMemoryLeaseStore:
+    store = InMemoryLeaseStore(clock)
+    store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
+    return store
+
+
+@pytest.fixture
+def leases(store: InMemoryLeaseStore, clock: FakeClock) -> ConnectionLeases:
+    return ConnectionLeases(store, DB, clock=clock, rng=random.Random(3), keep_warm=WARM)
+
+
+def invoke(leases: ConnectionLeases, clock: FakeClock, *, runs_ms: int = 20) -> DbApiConnection:
+    with leases.connect(DbApiConnection, context=FakeContext(clock, timeout_ms=3_000)) as c:
+        clock.advance(runs_ms)
+        return c
+
+
+def test_invocations_in_one_environment_share_one_lease_and_one_connection(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    first = invoke(leases, clock)
+    (lease,) = store.status(DB).leases
+    second = invoke(leases, clock)
+
+    assert second is first
+    assert not first.closed
+    assert store.status(DB).leases == (lease,)  # still held between invocations
+    assert store.requests["add"] == 1
+    assert store.requests["remove"] == 0
+    assert leases.last_wait_ms == 0
+
+
+def test_the_server_is_told_to_close_the_connection_after_its_idle_time(
+    leases: ConnectionLeases, clock: FakeClock
+) -> None:
+    connection = invoke(leases, clock)
+
+    assert connection.statements == ["SET SESSION wait_timeout = 5"]
+
+
+def test_the_lease_outlasts_the_hold_the_invocation_and_the_idle_close(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    granted_at = clock.now_ms()
+    invoke(leases, clock)
+
+    (lease,) = store.status(DB).leases
+    assert lease.expires_at_ms == granted_at + WARM.ttl_ms(3_000)
+
+
+def test_after_its_hold_the_environment_gives_back_and_lets_a_waiter_go_first(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    first = invoke(leases, clock, runs_ms=WARM.hold_ms)
+
+    assert first.closed
+    assert store.status(DB).in_use == 0
+    slept = len(clock.slept_ms)
+    second = invoke(leases, clock)
+    assert second is not first
+    # One backoff delay before asking again: a waiter polling meanwhile gets the slot.
+    assert len(clock.slept_ms) == slept + 1
+    assert clock.slept_ms[-1] > 0
+    assert store.requests["add"] == 2
+
+
+def test_a_body_that_raises_closes_the_connection_and_gives_the_lease_back(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    first = invoke(leases, clock)
+
+    with pytest.raises(Boom), leases.connect(DbApiConnection, context=FakeContext(clock)):
+        raise Boom
+
+    assert first.closed
+    assert store.status(DB).in_use == 0
+    assert invoke(leases, clock) is not first
+
+
+def test_a_failed_connect_gives_the_lease_back_and_keeps_nothing(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    def refuse() -> DbApiConnection:
+        raise Boom
+
+    with pytest.raises(Boom), leases.connect(refuse, context=FakeContext(clock)):
+        pytest.fail("no connection, no body")
+
+    assert store.status(DB).in_use == 0
+    invoke(leases, clock)
+    assert store.status(DB).in_use == 1
+
+
+def test_an_invocation_longer_than_the_kept_lease_renews_it_and_keeps_the_connection(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    first = invoke(leases, clock)
+
+    with leases.connect(DbApiConnection, context=FakeContext(clock, timeout_ms=20_000)) as c:
+        (lease,) = store.status(DB).leases
+
+    assert c is first
+    assert store.requests["extend"] == 1
+    assert lease.expires_at_ms >= clock.now_ms() + 20_000 + WARM.after_last_use_ms - 1
+
+
+class LosesRenewals(InMemoryLeaseStore):
+    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
+        self.release(database, lease_id)
+        return LeaseLost(lease_id)
+
+
+def test_a_lost_lease_is_not_used_again_its_connection_is_closed(clock: FakeClock) -> None:
+    store = LosesRenewals(clock)
+    store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
+    leases = ConnectionLeases(store, DB, clock=clock, keep_warm=WARM)
+    first = invoke(leases, clock)
+
+    with leases.connect(DbApiConnection, context=FakeContext(clock, timeout_ms=20_000)) as c:
+        assert c is not first
+        assert first.closed
+        assert store.status(DB).in_use == 1
+
+
+def test_a_connection_idle_past_the_servers_timeout_is_opened_again_under_the_same_lease(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    warm = ConnectionLeases(
+        store, DB, clock=clock, keep_warm=KeepWarm(hold_ms=60_000, idle_close_s=1)
+    )
+    first = invoke(warm, clock)
+    (lease,) = store.status(DB).leases
+    clock.advance(1_000)
+
+    second = invoke(warm, clock)
+
+    assert second is not first
+    assert first.closed
+    assert store.status(DB).leases == (lease,)
+
+
+def test_a_frozen_environment_that_outlived_its_lease_starts_afresh_without_alarm(
+    leases: ConnectionLeases,
+    store: InMemoryLeaseStore,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = invoke(leases, clock)
+    (lease,) = store.status(DB).leases
+    clock.advance(lease.expires_at_ms - clock.now_ms() + 1)
+    store.acquire(DB, "someone/else")  # reclaims the expired lease
+    store.release(DB, store.status(DB).leases[0].id)
+
+    with caplog.at_level(logging.WARNING):
+        second = invoke(leases, clock)
+
+    # The server closed the idle connection well before the lease ended: nothing to report.
+    assert "expired before its connection closed" not in caplog.text
+    assert second is not first
+    assert store.status(DB).in_use == 1
+
+
+def test_close_gives_the_kept_lease_back(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    connection = invoke(leases, clock)
+
+    leases.close()
+    leases.close()
+
+    assert connection.closed
+    assert store.status(DB).in_use == 0
+
+
+def test_warm_mode_without_a_context_needs_a_ttl_and_takes_nothing_without_one(
+    leases: ConnectionLeases, store: InMemoryLeaseStore
+) -> None:
+    with pytest.raises(InvalidInput) as refused, leases.connect(DbApiConnection):
+        pytest.fail("no lease")
+
+    assert refused.value.field == "ttl_ms"
+    assert store.requests["add"] == 0
+    with leases.connect(DbApiConnection, ttl_ms=2_000):
+        assert store.status(DB).in_use == 1
+
+
+def test_keep_warm_must_be_a_keep_warm(store: InMemoryLeaseStore) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        ConnectionLeases(store, DB, keep_warm=500)  # type: ignore[arg-type]
+    assert refused.value.field == "keep_warm"

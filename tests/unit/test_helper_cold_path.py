@@ -1,5 +1,6 @@
 """What the helper's cold start loads, in a fresh interpreter with the environment Lambda
-gives it: the SDK and tracing it needs, and none of what only other paths use."""
+gives it: the SDK and tracing it needs, and none of what only other paths use; what it
+builds: every validator an invocation uses, and not the other functions' settings."""
 
 from __future__ import annotations
 
@@ -12,14 +13,33 @@ from pathlib import Path
 from benchmarks.coldstart import LAMBDA_LIKE
 
 PROBE = """
-import json, sys
+import gc, json, sys
 import connlease.service.helper as helper
 from aws_xray_sdk.core import patcher
+from pydantic import BaseModel
+from pydantic.plugin import _loader
+from connlease import contract
+from connlease.service import settings
+
+def models(module):
+    return {
+        name: kind.__pydantic_complete__
+        for name, kind in vars(module).items()
+        if isinstance(kind, type) and issubclass(kind, BaseModel)
+        and kind.__module__ == module.__name__
+    }
+
 print(json.dumps({
     "modules": sorted(sys.modules),
     "patched": sorted(patcher._PATCHED_MODULES),
     "tracing": not helper.tracer.disabled,
     "built": helper.helper().dynamodb is not None,
+    "contract": models(contract),
+    "settings": models(settings),
+    "request_validator": type(helper.REQUEST.validator).__name__,
+    "plugins_scanned": _loader._plugins is not None,
+    "collecting": gc.isenabled(),
+    "frozen": gc.get_freeze_count(),
 }))
 """
 
@@ -54,3 +74,14 @@ def test_the_helper_starts_with_tracing_on_and_loads_only_what_it_uses(tmp_path:
     assert loaded["built"] is True
     assert loaded["patched"] == ["botocore"]
     assert [name for name in NOT_ON_THE_COLD_PATH if name in loaded["modules"]] == []
+    # What every invocation validates is built at init, not by the first invocation: the
+    # contract's models, the request adapter and the helper's own settings.
+    assert all(loaded["contract"].values()), loaded["contract"]
+    assert loaded["request_validator"] == "SchemaValidator"
+    built = {name for name, complete in loaded["settings"].items() if complete}
+    assert built == {"ObservabilitySettings", "HelperSettings"}
+    # pydantic did not scan the installed distributions for plugins (the helper has none).
+    assert loaded["plugins_scanned"] is False
+    # Init ran with the collector off; its objects are frozen and collection is back on.
+    assert loaded["collecting"] is True
+    assert loaded["frozen"] > 10_000

@@ -2,9 +2,30 @@
 
 The handler only parses, dispatches and maps errors; the work is the domain's, wired in
 the composition root.
+
+The cyclic garbage collector is off while the module initializes (Lambda's init phase)
+and the objects init made are then frozen (`gc.freeze()`, the pattern the gc docs give for
+a process that prepares long-lived state once). Everything init makes lives as long as
+the execution environment: modules, classes, the pydantic schemas, the SDK's service
+model. Collecting during init reclaimed about 700 of some 75,000 objects and cost about
+30 ms of each cold start here; frozen, those objects are also left out of every later
+collection instead of being scanned again by each full one (20 ms each here).
 """
 
+# ruff: noqa: E402 - the imports below are what runs with the collector off
+
 from __future__ import annotations
+
+import gc
+import os
+
+_collecting = gc.isenabled()
+gc.disable()
+
+# The helper uses no pydantic plugins: without this (pydantic's documented switch), building
+# the first validator scans every installed distribution's entry points for some (about
+# 4 ms of each cold start here). Set to an empty value, the variable turns the scan back on.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from collections.abc import Callable
 from functools import cache
@@ -204,3 +225,9 @@ def renew(request: RenewRequest, app: Helper) -> RenewResponse:
         lease_id=request.lease_id,
         lease=LeaseDoc.of(result.lease),
     )
+
+
+# The init phase ends here: what it made stays for the execution environment's life.
+gc.freeze()
+if _collecting:
+    gc.enable()

@@ -20,7 +20,12 @@ TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
 
 
 class EnvironmentSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Each function reads one of these classes, but importing this module built the
+    # validators of all of them. With pydantic's `defer_build` a class's validator is built
+    # when it first validates: at init for the helper and the test function, with the rest
+    # of what the harness and the seeder build on their first invocation. The helper no
+    # longer builds the test function's, the harness's or the seeder's.
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Self:

@@ -46,6 +46,14 @@ class Row:
     def requests_per_grant(self) -> float | None:
         return self.store_requests / self.tally.succeeded if self.tally.succeeded else None
 
+    @property
+    def workers_served(self) -> int:
+        return self.tally.workers_served(self.began + self.seconds)
+
+    @property
+    def longest_ms(self) -> float | None:
+        return max(self.tally.latencies_ms, default=None)
+
     def utilization(self, quota: int) -> float:
         """The share of the quota's connection-seconds spent inside queries, over the
         level's fixed time: the drain after it (waiters finishing) is not saturation."""

@@ -36,6 +36,7 @@ class Tally:
     db_errors: Counter[int] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     query_spans: list[Span] = field(default_factory=list)
+    served: list[tuple[int, float]] = field(default_factory=list)  # (worker, query end)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def ok(self, latency_ms: float, query_span: Span) -> None:
@@ -43,10 +44,15 @@ class Tally:
             self.succeeded += 1
             self.latencies_ms.append(latency_ms)
             self.query_spans.append(query_span)
+            self.served.append((threading.get_ident(), query_span[1]))
 
     def in_query_s(self, start: float, end: float) -> float:
         """Seconds spent inside queries between `start` and `end` (perf_counter)."""
         return sum(max(0.0, min(e, end) - max(s, start)) for s, e in self.query_spans)
+
+    def workers_served(self, end: float) -> int:
+        """How many workers had a query done by `end`: the others waited the whole time."""
+        return len({worker for worker, done in self.served if done <= end})
 
     def refused(self) -> None:
         with self.lock:

@@ -47,7 +47,7 @@ from connlease.domain import (
 )
 from connlease.domain.model import MAX_HOLDER_LENGTH, check_database, check_wait_ms
 from connlease.domain.services import release_within
-from connlease.domain.warm import KeepWarm, Kept, WarmStep
+from connlease.domain.warm import KeepWarm, Kept, WarmStep, after_turn
 from connlease.invocation import InvocationContext
 
 if TYPE_CHECKING:
@@ -152,8 +152,10 @@ class ConnectionLeases:
         cannot keep it longer than it could have run. Raises NoCapacity when no lease came.
 
         With `keep_warm` the connection and lease are kept after a body that returned,
-        and the lease lasts the hold, then as long as this invocation may (its remaining
-        time, or `ttl_ms` without a context), then the connection's idle close.
+        and the lease lasts the hold, then as long as an invocation may hold the
+        connection (`ttl_ms`, else its remaining time), then the connection's idle close.
+        That is also how long an environment frozen after its last invocation keeps its
+        slot: a `ttl_ms` well under the function's timeout keeps it short.
         """
         started_ms = self._clock.now_ms()
         remaining_ms = context.get_remaining_time_in_millis() if context else None
@@ -163,7 +165,7 @@ class ConnectionLeases:
         deadline = Deadline(started_ms + wait_budget_ms)
         holder = holder_of(context) if context else ""
         if self.keep_warm is not None:
-            invocation_ms = remaining_ms if remaining_ms is not None else ttl_ms
+            invocation_ms = ttl_ms if ttl_ms is not None else remaining_ms
             if invocation_ms is None:
                 raise InvalidInput(
                     "ttl_ms", "a warm lease needs the invocation's context or a ttl_ms"
@@ -236,23 +238,27 @@ class ConnectionLeases:
         if kept is not None:
             step = warm.on_entry(kept.kept, started_ms, started_ms + invocation_ms)
             if step is WarmStep.RENEW:
-                kept = self._renew(kept, warm, started_ms, invocation_ms)
+                ttl_ms = warm.renewal_ttl_ms(kept.kept, started_ms, invocation_ms)
+                kept = self._renew(kept, ttl_ms, new_hold=False)
+            elif step is WarmStep.NEW_HOLD:
+                kept = self._renew(kept, warm.ttl_ms(invocation_ms), new_hold=True)
             elif step is WarmStep.REPLACE:
                 self.close()
                 self._yielding = True
                 kept = None
         if kept is None:
+            backoff = after_turn(self._backoff)
             if self._yielding:
-                # Its hold is over: let a waiter that polls meanwhile have the slot, rather
-                # than take it straight back (with polling there is no queue to join).
+                # Its hold is over and others may wait: let one of them have the slot.
                 self._yielding = False
-                now_ms = self._clock.now_ms()
-                first_delay_ms = next(self._backoff.delays(self._rng))
-                self._clock.sleep_ms(deadline.clip(first_delay_ms, now_ms))
-            grant = self._acquire(deadline, holder, warm.ttl_ms(invocation_ms), None)
+                wait_ms = next(backoff.delays(self._rng))
+                self._clock.sleep_ms(deadline.clip(wait_ms, self._clock.now_ms()))
+            grant = self._acquire(deadline, holder, warm.ttl_ms(invocation_ms), None, backoff)
             now_ms = self._clock.now_ms()
             self.last_wait_ms = now_ms - started_ms
-            kept = _WarmConnection(Kept(grant.lease, now_ms, now_ms), None)
+            kept = _WarmConnection(
+                Kept(grant.lease, now_ms, now_ms, contended=grant.remaining == 0), None
+            )
             self._warm = kept
         else:
             self.last_wait_ms = 0
@@ -270,34 +276,46 @@ class ConnectionLeases:
             raise
         now_ms = self._clock.now_ms()
         kept.kept = replace(kept.kept, last_used_ms=now_ms)
-        if warm.hold_over(kept.kept, now_ms):
+        if warm.give_back_after(kept.kept, now_ms):
             self.close()
             self._yielding = True
 
     def _renew(
-        self, kept: _WarmConnection, warm: KeepWarm, now_ms: int, invocation_ms: int
+        self, kept: _WarmConnection, ttl_ms: int, *, new_hold: bool
     ) -> _WarmConnection | None:
-        ttl_ms = warm.renewal_ttl_ms(kept.kept, now_ms, invocation_ms)
+        """Extend the kept lease; if that fails, drop it (the caller takes a new one)."""
         try:
             result = self.leases.renew(self.database, kept.kept.lease.id, ttl_ms)
         except ConnleaseError:
             log.warning("could not renew warm lease %s", kept.kept.lease.id, exc_info=True)
             result = None
-        if isinstance(result, Renewed):
-            kept.kept = replace(kept.kept, lease=result.lease)
-            return kept
-        self.close()
-        return None
+        if not isinstance(result, Renewed):
+            self.close()
+            return None
+        now_ms = self._clock.now_ms()
+        kept.kept = replace(
+            kept.kept,
+            lease=result.lease,
+            granted_at_ms=now_ms if new_hold else kept.kept.granted_at_ms,
+            # A store that does not say counts as full: giving back is the fair guess.
+            contended=result.remaining in (None, 0),
+        )
+        return kept
 
     def _acquire(
-        self, deadline: Deadline, holder: str, ttl_ms: int | None, lease_until_ms: int | None
+        self,
+        deadline: Deadline,
+        holder: str,
+        ttl_ms: int | None,
+        lease_until_ms: int | None,
+        backoff: Backoff | None = None,
     ) -> Granted:
         return acquire_within(
             self.leases,
             self.database,
             deadline=deadline,
             clock=self._clock,
-            backoff=self._backoff,
+            backoff=backoff or self._backoff,
             rng=self._rng,
             holder=holder,
             ttl_ms=ttl_ms,

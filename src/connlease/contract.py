@@ -125,6 +125,7 @@ class RenewResponse(_Answer):
     database: str
     lease_id: str
     lease: LeaseDoc | None = None
+    remaining: int | None = None  # leases free right after the renewal
 
 
 class StatusResponse(_Answer):

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from connlease.adapters.mysql import TOO_MANY_CONNECTIONS
-from connlease.local.demo import DemoOptions, main, mysql_from_environment, run_demo
+from connlease.local.demo import (
+    DemoOptions,
+    main,
+    mysql_from_environment,
+    quota_after,
+    run_demo,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +45,33 @@ def test_a_burst_of_60_at_concurrency_30_stays_within_a_quota_of_5(
     assert (report.quota_after.in_use, report.quota_after.remaining) == (0, 5)
     assert report.chart.exists()
     assert report.chart.stat().st_size > 10_000
+
+
+def test_with_warm_leases_the_burst_stays_within_the_quota_and_kept_leases_are_in_it(
+    tmp_path: Path,
+) -> None:
+    options = DemoOptions(
+        iterations=60,
+        concurrency=30,
+        quota=5,
+        query_time_s=0.05,
+        mode="direct",
+        lease_hold_ms=300,
+        output_dir=tmp_path,
+        mysql=mysql_from_environment(),
+        quota_database="it-demo-warm",
+        show_progress=False,
+    )
+
+    report = run_demo(options)
+
+    assert report.db_errors == {}
+    assert 1 <= report.peak_connections <= 5
+    assert report.accounted == report.invocations == 60
+    assert report.outcomes.get("succeeded", 0) > 0
+    # Environments frozen after their last invocation keep their leases, within the quota.
+    assert report.quota_after.in_use + report.quota_after.remaining == 5
+    assert "warm" in quota_after(report) or report.quota_after.in_use == 0
 
 
 def test_without_a_reachable_mysql_the_demo_says_how_to_point_it_at_one(

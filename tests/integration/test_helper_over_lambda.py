@@ -97,6 +97,7 @@ def test_acquire_renew_status_and_release_round_trip(leases: LambdaLeases) -> No
     renewed = leases.renew(DB, granted.lease.id, ttl_ms=20_000)
     assert isinstance(renewed, Renewed)
     assert renewed.lease.expires_at_ms > granted.lease.expires_at_ms
+    assert renewed.remaining == 2
 
     status = leases.status(DB)
     assert (status.in_use, status.remaining) == (1, 2)

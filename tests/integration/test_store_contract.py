@@ -140,6 +140,26 @@ def test_renew_pushes_a_live_lease_out(quota3: StoreUnderTest) -> None:
     assert quota3.store.status(DB).in_use == 1
 
 
+def test_a_renewal_says_how_many_leases_are_free_so_a_warm_holder_knows_if_others_wait(
+    quota3: StoreUnderTest,
+) -> None:
+    lease = granted(quota3.store.acquire(DB, "fn/req")).lease
+    other = granted(quota3.store.acquire(DB, "fn/other")).lease
+    quota3.clock.advance(TTL - 1)  # the other lease has a millisecond left
+
+    with_one_other = quota3.store.renew(DB, lease.id, ttl_ms=10_000)
+    quota3.store.acquire(DB, "fn/third")
+    quota3.clock.advance(1)
+    expired_other = quota3.store.renew(DB, lease.id, ttl_ms=10_000)
+    quota3.store.acquire(DB, "fn/fourth")  # reclaims the other's expired lease
+    full = quota3.store.renew(DB, lease.id, ttl_ms=10_000)
+
+    renewals = (with_one_other, expired_other, full)
+    assert [r.remaining if isinstance(r, Renewed) else r for r in renewals] == [1, 1, 0]
+    assert quota3.store.status(DB).in_use == 3
+    assert other.id not in {entry.id for entry in quota3.store.status(DB).leases}
+
+
 @pytest.mark.parametrize("how", ["expired", "released", "unknown"])
 def test_renew_of_a_lease_that_is_not_live_reports_it_lost_and_changes_nothing(
     quota3: StoreUnderTest, how: str

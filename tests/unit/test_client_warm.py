@@ -116,10 +116,43 @@ def test_after_its_hold_the_environment_gives_back_and_lets_a_waiter_go_first(
     slept = len(clock.slept_ms)
     second = invoke(leases, clock)
     assert second is not first
-    # One backoff delay before asking again: a waiter polling meanwhile gets the slot.
+    # It stays away about as long as a waiter sleeps, so a waiter polling gets the slot.
     assert len(clock.slept_ms) == slept + 1
-    assert clock.slept_ms[-1] > 0
+    assert clock.slept_ms[-1] >= 20
     assert store.requests["add"] == 2
+
+
+def test_with_slots_free_the_environment_renews_for_another_hold_and_keeps_its_connection(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    store.set_quota(DB, Quota(limit=3, default_ttl_ms=30_000))
+    leases = ConnectionLeases(store, DB, clock=clock, keep_warm=WARM)
+    first = invoke(leases, clock, runs_ms=WARM.hold_ms)
+
+    second = invoke(leases, clock)
+
+    assert second is first
+    assert not first.closed
+    assert (store.requests["add"], store.requests["extend"], store.requests["remove"]) == (1, 1, 0)
+    (lease,) = store.status(DB).leases
+    assert lease.expires_at_ms >= clock.now_ms() + WARM.ttl_ms(3_000) - 20
+
+
+def test_a_renewal_that_finds_the_quota_full_gives_the_lease_back_after_that_hold(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    store.set_quota(DB, Quota(limit=2, default_ttl_ms=30_000))
+    leases = ConnectionLeases(store, DB, clock=clock, keep_warm=WARM)
+    first = invoke(leases, clock, runs_ms=WARM.hold_ms)
+    store.acquire(DB, "someone/else", ttl_ms=60_000)  # now the quota is full
+
+    invoke(leases, clock, runs_ms=10)  # renews for another hold: learns the quota is full
+    kept_through_the_renewal = not first.closed
+    invoke(leases, clock, runs_ms=WARM.hold_ms)
+
+    assert kept_through_the_renewal
+    assert first.closed
+    assert store.status(DB).in_use == 1  # only the other holder's
 
 
 def test_a_body_that_raises_closes_the_connection_and_gives_the_lease_back(
@@ -246,3 +279,17 @@ def test_keep_warm_must_be_a_keep_warm(store: InMemoryLeaseStore) -> None:
     with pytest.raises(InvalidInput) as refused:
         ConnectionLeases(store, DB, keep_warm=500)  # type: ignore[arg-type]
     assert refused.value.field == "keep_warm"
+
+
+def test_a_ttl_bounds_the_warm_lease_rather_than_the_functions_whole_timeout(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    granted_at = clock.now_ms()
+    context = FakeContext(clock, timeout_ms=900_000)
+
+    with leases.connect(DbApiConnection, context=context, ttl_ms=2_000):
+        (lease,) = store.status(DB).leases
+
+    # What a frozen environment keeps from the quota: the hold, one invocation's hold of
+    # the connection, the server's idle close; not 15 minutes.
+    assert lease.expires_at_ms == granted_at + WARM.hold_ms + 2_000 + WARM.after_last_use_ms

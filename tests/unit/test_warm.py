@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from connlease.domain import InvalidInput, Lease
-from connlease.domain.warm import CLOSE_SLACK_MS, KeepWarm, Kept, WarmStep
+from connlease.domain import DecorrelatedJitter, InvalidInput, Lease
+from connlease.domain.warm import CLOSE_SLACK_MS, KeepWarm, Kept, WarmStep, after_turn
 
 NOW = 1_800_000_000_000
 
 
-def kept(granted_at_ms: int, expires_at_ms: int, last_used_ms: int | None = None) -> Kept:
+def kept(
+    granted_at_ms: int,
+    expires_at_ms: int,
+    last_used_ms: int | None = None,
+    *,
+    contended: bool = True,
+) -> Kept:
     lease = Lease("lease-1", "orders-fn/8f14e45f", expires_at_ms)
-    return Kept(lease, granted_at_ms, granted_at_ms if last_used_ms is None else last_used_ms)
+    used = granted_at_ms if last_used_ms is None else last_used_ms
+    return Kept(lease, granted_at_ms, used, contended)
 
 
 @pytest.mark.parametrize(
@@ -64,12 +73,32 @@ def test_a_lease_that_would_end_before_the_invocation_and_its_idle_close_is_rene
     assert starts + ttl_ms >= warm.needed_until_ms(ends)
 
 
-def test_once_the_hold_is_over_the_lease_is_given_back_whatever_its_expiry() -> None:
+def test_once_the_hold_is_over_a_full_quotas_lease_is_given_back_whatever_its_expiry() -> None:
     warm = KeepWarm(hold_ms=500)
-    granted = kept(NOW, NOW + 60_000)
+    granted = kept(NOW, NOW + 60_000, contended=True)
 
-    assert warm.hold_over(granted, NOW + 500)
+    assert not warm.give_back_after(granted, NOW + 499)
+    assert warm.give_back_after(granted, NOW + 500)
     assert warm.on_entry(granted, NOW + 500, NOW + 1_000) is WarmStep.REPLACE
+
+
+def test_with_slots_free_a_lease_whose_hold_is_over_is_kept_for_another_hold() -> None:
+    warm = KeepWarm(hold_ms=500)
+    granted = kept(NOW, NOW + 60_000, contended=False)
+
+    assert not warm.give_back_after(granted, NOW + 500)
+    assert warm.on_entry(granted, NOW + 500, NOW + 1_000) is WarmStep.NEW_HOLD
+
+
+def test_after_its_turn_an_environment_polls_steadily_not_first_like_a_newcomer() -> None:
+    delays = after_turn(DecorrelatedJitter(base_ms=20, cap_ms=1_000)).delays(random.Random(5))
+
+    waits = [next(delays) for _ in range(200)]
+
+    assert all(20 <= wait <= 1_000 for wait in waits)
+    # A new waiter's first waits are 20-60 ms; these are as long from the first one on.
+    assert 400 <= sum(waits[:20]) / 20 <= 700
+    assert 400 <= sum(waits) / len(waits) <= 600
 
 
 def test_a_connection_idle_near_the_servers_timeout_counts_as_closed() -> None:

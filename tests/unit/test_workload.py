@@ -6,12 +6,13 @@ import random
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from connlease.adapters.memory import InMemoryLeaseStore
 from connlease.adapters.mysql import DatabaseError
 from connlease.client import ConnectionLeases
-from connlease.domain import Quota
-from connlease.service.bootstrap import Workload
+from connlease.domain import KeepWarm, Quota
+from connlease.service.bootstrap import Workload, keep_warm
 from connlease.service.harness import percentile, summarize
 from connlease.service.settings import WorkloadSettings
 from connlease.service.workload import pick_query_time_s, run
@@ -28,7 +29,10 @@ class FakeCursor:
         pass
 
     def execute(self, sql: str) -> None:
-        assert sql.startswith("SELECT")
+        assert sql.startswith(("SELECT", "SET SESSION wait_timeout"))
+
+    def close(self) -> None:
+        pass
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return [(1, "Ada"), (2, "Grace")]
@@ -44,12 +48,40 @@ class FakeConnection:
         self.closed = True
 
 
-def make(clock: FakeClock, connect: Any) -> tuple[Workload, InMemoryLeaseStore]:
+def make(clock: FakeClock, connect: Any, **options: Any) -> tuple[Workload, InMemoryLeaseStore]:
     store = InMemoryLeaseStore(clock)
     store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
-    leases = ConnectionLeases(store, DB, clock=clock, rng=random.Random(2))
-    settings = WorkloadSettings(quota_database=DB)
+    settings = WorkloadSettings(quota_database=DB, **options)
+    leases = ConnectionLeases(
+        store, DB, clock=clock, rng=random.Random(2), keep_warm=keep_warm(settings)
+    )
     return Workload(settings, leases, connect, random.Random(4)), store
+
+
+def test_with_a_lease_hold_the_environments_runs_share_one_lease_and_connection() -> None:
+    clock = FakeClock()
+    opened: list[FakeConnection] = []
+
+    def connect() -> FakeConnection:
+        opened.append(FakeConnection())
+        return opened[-1]
+
+    app, store = make(clock, connect, lease_hold_ms=500)
+
+    answers = [run({"query_time_s": 0}, FakeContext(clock), app) for _ in range(3)]
+
+    assert [a["outcome"] for a in answers] == ["succeeded"] * 3
+    assert len(opened) == 1
+    assert store.requests["add"] == 1
+    assert store.status(DB).in_use == 1  # kept for the environment's next invocation
+
+
+def test_the_lease_hold_setting_turns_warm_leases_on_and_is_checked() -> None:
+    assert keep_warm(WorkloadSettings(quota_database=DB)) is None
+    warm = WorkloadSettings(quota_database=DB, lease_hold_ms=750, connection_idle_close_s=3)
+    assert keep_warm(warm) == KeepWarm(hold_ms=750, idle_close_s=3)
+    with pytest.raises(ValidationError, match="LEASE_HOLD_MS must be 0"):
+        WorkloadSettings(quota_database=DB, lease_hold_ms=50)
 
 
 def test_a_successful_run_reads_the_rows_and_gives_the_lease_back() -> None:

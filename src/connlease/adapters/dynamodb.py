@@ -220,9 +220,7 @@ class DynamoDBLeaseStore(LeaseStore):
             parse_item(database, self._seen(database, item, "release"))
         return applied
 
-    def _extend(
-        self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int
-    ) -> Lease | None:
+    def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
         values: dict[str, AttributeValueTypeDef] = {":now": {"N": str(now_ms)}}
         if ttl_ms is None:
             expiry = "#ttl + :now"
@@ -238,8 +236,7 @@ class DynamoDBLeaseStore(LeaseStore):
             ExpressionAttributeValues=_TYPE_VALUES | values,
             ReturnValues="ALL_NEW",
         )
-        state = parse_item(database, self._seen(database, item, "renew"))
-        return state.find(lease_id) if applied else None
+        return Write(applied, parse_item(database, self._seen(database, item, "renew")))
 
     def _read(self, database: str) -> QuotaState:
         return parse_item(database, self._get(database, "status"))

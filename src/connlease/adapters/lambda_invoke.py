@@ -135,7 +135,7 @@ class LambdaLeases:
             self._renewals.popitem(last=False)
         if answer.lease is None:
             return LeaseLost(lease_id)
-        return Renewed(answer.lease.to_domain())
+        return Renewed(answer.lease.to_domain(), answer.remaining)
 
     def status(self, database: str) -> QuotaStatus:
         check_database(database)

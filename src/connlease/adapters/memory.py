@@ -87,18 +87,15 @@ class InMemoryLeaseStore(LeaseStore):
             self._state(database)
             return self._leases[database].pop(lease_id, None) is not None
 
-    def _extend(
-        self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int
-    ) -> Lease | None:
+    def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
         with self._request("extend"):
             state = self._state(database)
             lease = self._leases[database].get(lease_id)
             if lease is None or not lease.is_live(now_ms):
-                return None
+                return Write(False, state)
             ttl_ms = state.quota.default_ttl_ms if ttl_ms is None else ttl_ms
-            renewed = replace(lease, expires_at_ms=now_ms + ttl_ms)
-            self._leases[database][lease_id] = renewed
-            return renewed
+            self._leases[database][lease_id] = replace(lease, expires_at_ms=now_ms + ttl_ms)
+            return Write(True, self._state(database))
 
     def _read(self, database: str) -> QuotaState:
         with self._request("read"):

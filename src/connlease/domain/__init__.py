@@ -26,6 +26,7 @@ from .errors import (
 from .model import Lease, Quota, QuotaState, QuotaStatus
 from .ports import Clock, Leases, LeaseStore, Metric, MetricsSink
 from .services import acquire_within, release_within
+from .warm import KeepWarm
 
 __all__ = [
     "AcquireResult",
@@ -39,6 +40,7 @@ __all__ = [
     "Granted",
     "HelperFailed",
     "InvalidInput",
+    "KeepWarm",
     "Lease",
     "LeaseLost",
     "LeaseStore",

@@ -53,6 +53,16 @@ class DecorrelatedJitter(Backoff):
 
 
 @dataclass(frozen=True, slots=True)
+class SteadyJitter(Backoff):
+    """Wait uniform(base, cap) every time. Growing backoffs favour the waiter that arrived
+    last (it polls most often); a steady one gives every waiter the same odds."""
+
+    def delays(self, rng: random.Random) -> Iterator[int]:
+        while True:
+            yield round(rng.uniform(self.base_ms, self.cap_ms))
+
+
+@dataclass(frozen=True, slots=True)
 class Deadline:
     """An instant (epoch milliseconds) after which a caller stops waiting."""
 

@@ -45,7 +45,10 @@ class ReleaseOutcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Renewed:
+    """The lease lasts longer; `remaining` is what was left free then (None: not said)."""
+
     lease: Lease
+    remaining: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

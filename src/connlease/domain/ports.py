@@ -184,8 +184,12 @@ class LeaseStore(ABC):
         check_lease_id(lease_id)
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
-        lease = self._extend(database, lease_id, ttl_ms, self._clock.now_ms())
-        return LeaseLost(lease_id) if lease is None else Renewed(lease)
+        now_ms = self._clock.now_ms()
+        write = self._extend(database, lease_id, ttl_ms, now_ms)
+        lease = write.state.find(lease_id) if write.applied else None
+        if lease is None:
+            return LeaseLost(lease_id)
+        return Renewed(lease, write.state.remaining(now_ms))
 
     def status(self, database: str) -> QuotaStatus:
         check_database(database)
@@ -219,10 +223,8 @@ class LeaseStore(ABC):
         """Remove the entry; False if it was not there."""
 
     @abstractmethod
-    def _extend(
-        self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int
-    ) -> Lease | None:
-        """Set the entry's expiry to now + ttl if it is still live; None otherwise."""
+    def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
+        """Set the entry's expiry to now + ttl if it is still live (applied or not)."""
 
     @abstractmethod
     def _read(self, database: str) -> QuotaState: ...

@@ -3,8 +3,10 @@
 A lease per invocation pays a store round trip on each side of every query, and a connect:
 for a 20 ms query that alone caps a quota's use near 80%. Under steady load a warm
 environment instead keeps both while it runs invocations back to back, and gives them up:
-- after `hold_ms` from its grant, at the end of the invocation running then, so that
-  waiting environments get their turn (the fairness bound);
+- after `hold_ms` from its grant, at the end of the invocation running then, if the quota
+  was full when the store last answered it (others may wait: the fairness bound). It then
+  waits about as long as a waiter polls before it asks again, so a waiter gets the slot;
+  with free slots left it renews the lease for another hold instead;
 - when an invocation raises, since the connection's state is then unknown.
 
 An environment that is frozen between invocations cannot give anything back, so the two
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .backoff import Backoff, SteadyJitter
 from .model import MAX_TTL_MS, MIN_TTL_MS, Lease, check_int
 
 MAX_IDLE_CLOSE_S = 3600
@@ -36,7 +39,8 @@ class WarmStep(StrEnum):
 
     REUSE = "reuse"  # covers this invocation: use it as it is
     RENEW = "renew"  # within its hold, but ends too soon for this invocation: extend it
-    REPLACE = "replace"  # its hold is over: give it back and wait for a lease like anyone
+    NEW_HOLD = "new_hold"  # its hold is over, but slots were free: renew it for another
+    REPLACE = "replace"  # its hold is over and others may wait: give back, wait like them
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +48,9 @@ class Kept:
     """A lease an environment holds between invocations, and its connection's last use."""
 
     lease: Lease
-    granted_at_ms: int
+    granted_at_ms: int  # when its hold began: the grant, or a renewal for a new hold
     last_used_ms: int
+    contended: bool  # the quota was full when the store last answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,7 @@ class KeepWarm:
 
     def on_entry(self, kept: Kept, now_ms: int, invocation_end_ms: int) -> WarmStep:
         if self.hold_over(kept, now_ms):
-            return WarmStep.REPLACE
+            return WarmStep.REPLACE if kept.contended else WarmStep.NEW_HOLD
         if kept.lease.expires_at_ms >= self.needed_until_ms(invocation_end_ms):
             return WarmStep.REUSE
         return WarmStep.RENEW
@@ -95,6 +100,18 @@ class KeepWarm:
     def hold_over(self, kept: Kept, now_ms: int) -> bool:
         return now_ms >= kept.granted_at_ms + self.hold_ms
 
+    def give_back_after(self, kept: Kept, now_ms: int) -> bool:
+        """At the end of an invocation: the hold is over and others may be waiting."""
+        return kept.contended and self.hold_over(kept, now_ms)
+
     def connection_stale(self, kept: Kept, now_ms: int) -> bool:
         """Idle long enough that the server may have closed the connection."""
         return now_ms - kept.last_used_ms >= self.idle_close_ms - STALE_MARGIN_MS
+
+
+def after_turn(backoff: Backoff) -> SteadyJitter:
+    """How an environment whose hold is over waits for its next lease: it stays away about as
+    long as a waiter sleeps between polls before it asks, and then polls at that steady pace.
+    With polling there is no queue to join; starting over with short waits, as a new waiter
+    does, would have it out-poll the environments that have waited longest."""
+    return SteadyJitter(backoff.base_ms, backoff.cap_ms)

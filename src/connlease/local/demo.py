@@ -43,6 +43,8 @@ class DemoOptions:
     quota: int = 5
     query_time_s: QueryTime = (0.1, 0.4)
     mode: Literal["lambda", "direct"] = "lambda"
+    lease_hold_ms: int = 0  # 0: a lease per invocation; else warm leases held this long
+    lease_ttl_ms: int | None = None  # how long an invocation may hold its connection
     output_dir: Path = Path("demo-output")
     mysql: MySqlEndpoint = field(default_factory=MySqlEndpoint)
     quota_database: str = "demo-mysql"
@@ -84,6 +86,19 @@ def mysql_from_environment() -> MySqlEndpoint:
     )
 
 
+def lease_ttl_ms(options: DemoOptions) -> int:
+    """The options' TTL, else: a lease per invocation lasts until the invocation's deadline;
+    a warm one covers the longest query and a second more, so that an environment frozen
+    after the load keeps its slot seconds, not the function's whole timeout."""
+    if options.lease_ttl_ms is not None:
+        return options.lease_ttl_ms
+    if not options.lease_hold_ms:
+        return 0
+    query_time = options.query_time_s
+    longest_s = query_time[1] if isinstance(query_time, tuple) else query_time
+    return round(longest_s * 1000) + 1000
+
+
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoReport:
     console = console or Console(quiet=True)
     started = time.monotonic()
@@ -105,6 +120,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoReport
             quota_database=options.quota_database,
             concurrency=options.concurrency,
             lease_mode=options.mode,
+            lease_hold_ms=options.lease_hold_ms,
+            lease_ttl_ms=lease_ttl_ms(options),
         )
 
     with LocalStack(functions, tables=tables, log_dir=log_dir) as stack:
@@ -250,11 +267,26 @@ def draw_chart(points: dict[str, dict[int, list[float]]], options: DemoOptions, 
     figure.suptitle(
         f"connlease demo: {options.iterations} invocations, concurrency {options.concurrency}, "
         f"quota {options.quota}, mode {options.mode}"
+        + (
+            f", warm {options.lease_hold_ms} ms, lease TTL {lease_ttl_ms(options)} ms"
+            if options.lease_hold_ms
+            else ""
+        )
     )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def quota_after(report: DemoReport) -> str:
+    after = report.quota_after
+    said = f"{after.in_use} in use, {after.remaining} of {after.limit} free"
+    if report.options.lease_hold_ms and after.in_use:
+        # Frozen warm environments cannot give back: their leases end on their own.
+        ends_s = max(lease.expires_at_ms for lease in after.leases) / 1000 - time.time()
+        said += f" (kept by warm environments; the last ends in {max(0, ends_s):.0f} s)"
+    return said
 
 
 def results_table(report: DemoReport) -> Table:
@@ -282,11 +314,7 @@ def results_table(report: DemoReport) -> Table:
             f"{report.peak_connections} above a baseline of {report.baseline_connections}"
             f"; quota {report.options.quota}, max_connections {report.max_connections}",
         ),
-        (
-            "quota after the run",
-            f"{report.quota_after.in_use} in use, {report.quota_after.remaining} of "
-            f"{report.quota_after.limit} free",
-        ),
+        ("quota after the run", quota_after(report)),
         ("chart", str(report.chart)),
         ("took", f"{report.seconds:.0f} s"),
     ]
@@ -317,6 +345,20 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds each invocation holds its connection: 0.2, or a range such as 0.1-0.4",
     )
     parser.add_argument("--mode", choices=["lambda", "direct"], default=defaults.mode)
+    parser.add_argument(
+        "--lease-hold-ms",
+        type=int,
+        default=defaults.lease_hold_ms,
+        help="warm leases: each test environment keeps its lease and connection this long "
+        "(0, the default: a lease per invocation)",
+    )
+    parser.add_argument(
+        "--lease-ttl-ms",
+        type=int,
+        default=None,
+        help="how long one invocation may hold its connection (0: until its deadline; "
+        "default: that, or with warm leases the longest query time and a second more)",
+    )
     parser.add_argument("--output-dir", type=Path, default=defaults.output_dir)
     args = parser.parse_args(argv)
     console = Console()
@@ -326,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         quota=args.quota,
         query_time_s=args.query_time,
         mode=args.mode,
+        lease_hold_ms=args.lease_hold_ms,
+        lease_ttl_ms=args.lease_ttl_ms,
         output_dir=args.output_dir,
         mysql=mysql_from_environment(),
     )

@@ -19,7 +19,15 @@ from botocore.config import Config
 from connlease.adapters.clock import SystemClock
 from connlease.adapters.dynamodb import DynamoDBLeaseStore
 from connlease.adapters.emf import EmfMetricsSink
-from connlease.domain import Backoff, Clock, DecorrelatedJitter, Leases, LeaseStore, MetricsSink
+from connlease.domain import (
+    Backoff,
+    Clock,
+    DecorrelatedJitter,
+    KeepWarm,
+    Leases,
+    LeaseStore,
+    MetricsSink,
+)
 from connlease.service.settings import StoreSettings
 
 # What only the test function and the seeder use (pymysql, the client library, the invoke
@@ -214,10 +222,17 @@ def build_workload(settings: WorkloadSettings, metrics: Metrics) -> Workload:
             clock=clock,
             rng=rng,
             metrics=sink,
+            keep_warm=keep_warm(settings),
         ),
         connect=mysql_connector(settings),
         rng=rng,
     )
+
+
+def keep_warm(settings: WorkloadSettings) -> KeepWarm | None:
+    if not settings.lease_hold_ms:
+        return None
+    return KeepWarm(hold_ms=settings.lease_hold_ms, idle_close_s=settings.connection_idle_close_s)
 
 
 @dataclass(frozen=True)

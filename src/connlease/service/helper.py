@@ -224,6 +224,7 @@ def renew(request: RenewRequest, app: Helper) -> RenewResponse:
         database=request.database,
         lease_id=request.lease_id,
         lease=LeaseDoc.of(result.lease),
+        remaining=result.remaining,
     )
 
 

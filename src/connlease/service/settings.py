@@ -90,11 +90,26 @@ class WorkloadSettings(ObservabilitySettings, DatabaseSettings):
     query_time_s: float = Field(0.0, ge=0, le=900)
     query_time_max_s: float | None = Field(None, ge=0, le=900)
     safety_margin_ms: int = Field(1_000, ge=0, le=60_000)
+    # How long one invocation may hold its connection; 0: until the invocation's deadline.
+    # Shorter bounds what a killed (or, warm, a frozen) environment keeps from the quota.
+    lease_ttl_ms: int = Field(0, ge=0, le=MAX_TTL_MS)
+    # 0: a lease per invocation. Else warm leases: an execution environment keeps its lease
+    # and connection this long across invocations (connlease.domain.warm).
+    lease_hold_ms: int = Field(0, ge=0, le=3_600_000)
+    # Warm leases only: the server closes a connection idle this long (wait_timeout).
+    connection_idle_close_s: int = Field(5, ge=1, le=3600)
 
     @model_validator(mode="after")
     def _direct_mode_names_its_table(self) -> Self:
         if self.lease_mode == "direct" and self.leases_table_name is None:
             raise ValueError("LEASES_TABLE_NAME is required when LEASE_MODE is direct")
+        return self
+
+    @model_validator(mode="after")
+    def _off_or_long_enough(self) -> Self:
+        for name in ("lease_hold_ms", "lease_ttl_ms"):
+            if 0 < getattr(self, name) < MIN_TTL_MS:
+                raise ValueError(f"{name.upper()} must be 0 (off) or at least {MIN_TTL_MS}")
         return self
 
 

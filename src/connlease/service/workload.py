@@ -71,7 +71,10 @@ def run(event: Any, context: InvocationContext, app: Workload) -> dict[str, Any]
     answer: dict[str, Any] = {"database": app.leases.database}
     try:
         with app.leases.connect(
-            app.connect, context=context, wait_budget_ms=request.wait_budget_ms
+            app.connect,
+            context=context,
+            wait_budget_ms=request.wait_budget_ms,
+            ttl_ms=app.settings.lease_ttl_ms or None,
         ) as connection:
             answer["lease_wait_ms"] = app.leases.last_wait_ms
             answer["rows"] = select_employees(connection)

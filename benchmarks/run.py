@@ -465,12 +465,15 @@ def targets(rows: list[Row], util: list[UtilizationRow], cold: ColdStart) -> lis
         f"for a 100 ms query the same run measured {used(long_query):.1f}%.",
         f"- **Warm leases** (`KeepWarm`) cross 85% by taking the store and the connect out "
         f"of all but one invocation per hold: {used(warm):.1f}% at 4x. The price is "
-        f"fairness: an environment keeps its slot for its hold, so at 4x "
+        "fairness: an environment keeps its slot for its hold, so at 4x "
         f"{warm.row.workers_served} of {warm.row.concurrency} workers had an invocation done "
         f"within the {warm.row.seconds:.0f} s (a lease per invocation: "
         f"{per_call.row.workers_served}), and the longest successful invocation took "
         f"{ms(warm.row.longest_ms)} ms ({ms(per_call.row.longest_ms)}). A shorter hold is "
-        "fairer and costs more connects and store requests (the hold rows above).",
+        "fairer and costs more connects and store requests (the hold rows above). Here every "
+        "worker invokes back to back; a warm environment that goes idle instead keeps its "
+        "slot until its lease ends (hold, one invocation's TTL, the server's idle close), "
+        "which is why a lease per invocation stays the default.",
         "- **Requests per lease.** Waiters poll: every attempt made while the quota is full "
         "is a refused write. Polling less often leaves freed slots idle longer; the backoff "
         "rows above show the trade (shorter waits: higher utilization, more requests). "

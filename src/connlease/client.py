@@ -4,7 +4,7 @@
 
     def handler(event, context):
         with leases.connect(open_mysql, context=context) as connection:
-            ...  # the lease is held exactly as long as the connection is open
+            ...  # the lease is held as long as the connection is open
 
 One interface, two ways to reach the quota: `lambda_leases` invokes the helper function
 (the original sample's architecture), `direct_leases` talks to DynamoDB in-process (one
@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -41,11 +42,15 @@ from connlease.domain import (
     Leases,
     LeaseStore,
     MetricsSink,
-    ReleaseOutcome,
     Renewed,
     acquire_within,
 )
-from connlease.domain.model import MAX_HOLDER_LENGTH, check_database, check_wait_ms
+from connlease.domain.model import (
+    MAX_HOLDER_LENGTH,
+    check_database,
+    check_ttl_ms,
+    check_wait_ms,
+)
 from connlease.domain.services import release_within
 from connlease.domain.warm import KeepWarm, Kept, WarmStep, after_turn
 from connlease.invocation import InvocationContext
@@ -66,7 +71,8 @@ class _WarmConnection:
     """A warm environment's lease and the connection it covers (None until opened)."""
 
     kept: Kept
-    connection: Any
+    connection: Any = None
+    session: object = None  # the server's id for the connection's session, where known
 
 
 def lambda_leases(function: str, client: LambdaClient | None = None) -> LambdaLeases:
@@ -95,15 +101,19 @@ def holder_of(context: InvocationContext) -> str:
 
 
 class ConnectionLeases:
-    """Holds a lease for exactly as long as a connection to one database is open.
+    """Holds a lease for as long as a connection to one database is open: by default one
+    lease per `connect()`, given back when the connection closes.
 
     A give-back the store does not answer is retried for up to `release_budget_ms` (and
     never past the lease's end): long enough to ride out throttling and lost answers,
     short enough that an outage does not hold the invocation until its timeout.
 
     With `keep_warm`, the lease and its connection outlive the invocation: the next one in
-    the same execution environment reuses both, until the hold is over or a body raises.
-    One instance serves one execution environment, one invocation at a time.
+    the same execution environment reuses both, until the hold is over (and others wait)
+    or a body raises. Such an instance serves one invocation at a time (it refuses nested
+    or concurrent use) and needs a DB-API connection to MySQL; the body must neither close
+    nor reconnect it (a reconnected session would lose the idle timeout; a new connection
+    is opened if it finds one closed or replaced).
     """
 
     def __init__(
@@ -131,7 +141,8 @@ class ConnectionLeases:
         self._rng = rng or random.Random()
         self._metrics = metrics
         self._warm: _WarmConnection | None = None
-        self._yielding = False
+        self._serving = threading.Lock()
+        self._turn_until_ms: int | None = None  # after giving back for a waiter: stay away
         self.last_wait_ms = 0
 
     @contextmanager
@@ -165,6 +176,8 @@ class ConnectionLeases:
         deadline = Deadline(started_ms + wait_budget_ms)
         holder = holder_of(context) if context else ""
         if self.keep_warm is not None:
+            if ttl_ms is not None:
+                check_ttl_ms(ttl_ms)
             invocation_ms = ttl_ms if ttl_ms is not None else remaining_ms
             if invocation_ms is None:
                 raise InvalidInput(
@@ -216,11 +229,11 @@ class ConnectionLeases:
         warm, self._warm = self._warm, None
         if warm is None:
             return
-        now_ms = self._clock.now_ms()
         _close(warm.connection)
-        idle_ms = self.keep_warm.after_last_use_ms if self.keep_warm else 0
-        # Frozen since its last use, the server closed the connection after its idle time.
-        closed_at_ms = min(now_ms, warm.kept.last_used_ms + idle_ms)
+        after_ms = self.keep_warm.after_last_use_ms if self.keep_warm else 0
+        # Idle since its last use, the connection was gone by then at the latest: the server
+        # closes it itself (on the paths that close it just after a use, the two agree).
+        closed_at_ms = min(self._clock.now_ms(), warm.kept.last_used_ms + after_ms)
         self._give_back(warm.kept.lease, closed_at_ms=closed_at_ms)
 
     @contextmanager
@@ -234,6 +247,45 @@ class ConnectionLeases:
         deadline: Deadline,
         holder: str,
     ) -> Iterator[Connection]:
+        if not self._serving.acquire(blocking=False):
+            raise InvalidInput(
+                "keep_warm",
+                "a warm ConnectionLeases serves one invocation at a time: nested or "
+                "concurrent connect() calls need their own instance",
+            )
+        try:
+            kept = self._warm_entry(warm, started_ms, invocation_ms, deadline, holder)
+            try:
+                if kept.connection is None:
+                    kept.connection = connect()
+                    kept.session = _close_when_idle(kept.connection, warm.idle_close_s)
+                yield kept.connection
+            except BaseException:
+                # The connection's state is unknown after a failure: start afresh next time.
+                self._used(kept)
+                self.close()
+                raise
+            now_ms = self._used(kept)
+            if kept.kept.lease.expires_at_ms < now_ms + warm.after_last_use_ms:
+                # The body ran past what the lease covers: an idle connection left open now
+                # could outlive it. Close it while the lease still counts, if it does.
+                self.close()
+            elif warm.give_back_after(kept.kept, now_ms):
+                self.close()
+                self._turn_until_ms = now_ms + next(after_turn(self._backoff).delays(self._rng))
+        finally:
+            self._serving.release()
+
+    def _warm_entry(
+        self,
+        warm: KeepWarm,
+        started_ms: int,
+        invocation_ms: int,
+        deadline: Deadline,
+        holder: str,
+    ) -> _WarmConnection:
+        """The kept lease, renewed if it must be, or a new one; its connection kept only
+        while the server still has it."""
         kept = self._warm
         if kept is not None:
             step = warm.on_entry(kept.kept, started_ms, started_ms + invocation_ms)
@@ -244,41 +296,31 @@ class ConnectionLeases:
                 kept = self._renew(kept, warm.ttl_ms(invocation_ms), new_hold=True)
             elif step is WarmStep.REPLACE:
                 self.close()
-                self._yielding = True
                 kept = None
         if kept is None:
-            backoff = after_turn(self._backoff)
-            if self._yielding:
-                # Its hold is over and others may wait: let one of them have the slot.
-                self._yielding = False
-                wait_ms = next(backoff.delays(self._rng))
-                self._clock.sleep_ms(deadline.clip(wait_ms, self._clock.now_ms()))
+            backoff = self._backoff
+            if self._turn_until_ms is not None:
+                # It gave its lease back for a waiter: stay away a turn, then poll steadily.
+                backoff = after_turn(self._backoff)
+                now_ms = self._clock.now_ms()
+                if self._turn_until_ms > now_ms:
+                    self._clock.sleep_ms(deadline.clip(self._turn_until_ms - now_ms, now_ms))
+                self._turn_until_ms = None
             grant = self._acquire(deadline, holder, warm.ttl_ms(invocation_ms), None, backoff)
             now_ms = self._clock.now_ms()
-            self.last_wait_ms = now_ms - started_ms
-            kept = _WarmConnection(
-                Kept(grant.lease, now_ms, now_ms, contended=grant.remaining == 0), None
-            )
+            contended = _contended(grant.others_waiting, grant.remaining)
+            kept = _WarmConnection(Kept(grant.lease, now_ms, now_ms, contended))
             self._warm = kept
-        else:
-            self.last_wait_ms = 0
-            if warm.connection_stale(kept.kept, self._clock.now_ms()):
-                _close(kept.connection)
-                kept.connection = None
-        try:
-            if kept.connection is None:
-                kept.connection = connect()
-                _close_when_idle(kept.connection, warm.idle_close_s)
-            yield kept.connection
-        except BaseException:
-            # The connection's state is unknown after a failure: start afresh next time.
-            self.close()
-            raise
+        elif warm.connection_stale(kept.kept, self._clock.now_ms()) or not _same_session(kept):
+            _close(kept.connection)
+            kept.connection = None
+        self.last_wait_ms = self._clock.now_ms() - started_ms
+        return kept
+
+    def _used(self, kept: _WarmConnection) -> int:
         now_ms = self._clock.now_ms()
         kept.kept = replace(kept.kept, last_used_ms=now_ms)
-        if warm.give_back_after(kept.kept, now_ms):
-            self.close()
-            self._yielding = True
+        return now_ms
 
     def _renew(
         self, kept: _WarmConnection, ttl_ms: int, *, new_hold: bool
@@ -297,8 +339,7 @@ class ConnectionLeases:
             kept.kept,
             lease=result.lease,
             granted_at_ms=now_ms if new_hold else kept.kept.granted_at_ms,
-            # A store that does not say counts as full: giving back is the fair guess.
-            contended=result.remaining in (None, 0),
+            contended=_contended(result.others_waiting, result.remaining),
         )
         return kept
 
@@ -347,21 +388,48 @@ class ConnectionLeases:
                 exc_info=True,
             )
             return
-        if outcome is ReleaseOutcome.ALREADY_RELEASED and closed_at_ms >= lease.expires_at_ms:
+        if closed_at_ms >= lease.expires_at_ms:
             # The lease expired while the connection was open, and its slot may have been
-            # granted again: the database saw one connection more than the quota. (Gone
-            # before its end, it was an earlier attempt of this give-back, answer lost.)
-            log.warning("lease %s expired before its connection closed; raise its TTL", lease.id)
+            # granted again (if it was, this give-back found it ALREADY_RELEASED): the
+            # database may have seen one connection more than the quota.
+            log.warning(
+                "lease %s expired before its connection closed (%s); raise its TTL",
+                lease.id,
+                outcome,
+            )
 
 
-def _close_when_idle(connection: Any, seconds: int) -> None:
+def _close_when_idle(connection: Any, seconds: int) -> object:
     """Have the server close the connection after `seconds` idle (MySQL's wait_timeout): a
-    frozen environment cannot close it, and its lease ends soon after."""
+    frozen environment cannot close it, and its lease ends soon after. Returns the session
+    it was set on, where the driver tells (pymysql's server_thread_id)."""
+    if not callable(getattr(connection, "cursor", None)):
+        raise InvalidInput(
+            "connect",
+            f"warm leases need a DB-API connection to MySQL, to set its wait_timeout; "
+            f"got {type(connection).__name__}",
+        )
     cursor = connection.cursor()
     try:
         cursor.execute(f"SET SESSION wait_timeout = {int(seconds)}")
     finally:
         cursor.close()
+    return getattr(connection, "server_thread_id", None)
+
+
+def _same_session(kept: _WarmConnection) -> bool:
+    """False if the connection was closed or reconnected (pymysql's ping(reconnect=True)
+    opens a new session, without the idle timeout) since it was opened."""
+    connection = kept.connection
+    if connection is None or getattr(connection, "open", True) is False:
+        return False
+    return getattr(connection, "server_thread_id", None) == kept.session
+
+
+def _contended(others_waiting: bool | None, remaining: int | None) -> bool:
+    """Whether others may wait for this slot. A store that does not say who waits is read
+    by its free slots: with none left, giving back at the end of a hold is the fair guess."""
+    return others_waiting if others_waiting is not None else not remaining
 
 
 def _close(connection: object) -> None:

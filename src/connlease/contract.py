@@ -104,6 +104,7 @@ class AcquireResponse(_Answer):
     remaining: int
     reclaimed: list[LeaseDoc] = []
     waited_ms: int = 0
+    others_waiting: bool | None = None  # with granted: an acquirer found the quota full lately
     # Only with no_capacity: what the quota looked like and when its earliest lease ends.
     limit: int | None = None
     in_use: int | None = None
@@ -126,6 +127,7 @@ class RenewResponse(_Answer):
     lease_id: str
     lease: LeaseDoc | None = None
     remaining: int | None = None  # leases free right after the renewal
+    others_waiting: bool | None = None
 
 
 class StatusResponse(_Answer):

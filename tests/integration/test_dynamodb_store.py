@@ -17,9 +17,11 @@ from connlease.domain import (
     Quota,
     Rejected,
     ReleaseOutcome,
+    Renewed,
     StoreUnavailable,
     UnknownDatabase,
 )
+from connlease.domain.model import WANTED_REFRESH_MS, WANTED_WINDOW_MS
 from connlease.local.dynamodb import EmbeddedDynamoDB, RequestCounter
 from tests.fakes import FakeClock
 
@@ -62,14 +64,42 @@ def test_taking_a_free_lease_is_one_write_and_giving_it_back_is_one_write(
 
 
 def test_a_full_quota_is_rejected_in_one_request_using_the_item_the_refusal_returns(
-    store: DynamoDBLeaseStore, counter: RequestCounter
+    store: DynamoDBLeaseStore, counter: RequestCounter, clock: FakeClock
 ) -> None:
     store.acquire(DB)
     store.acquire(DB)
+    first_refusal = store.acquire(DB)  # notes in the item that someone waits: one more write
+    clock.advance(WANTED_REFRESH_MS - 1)
     counter.reset()
 
+    assert isinstance(first_refusal, Rejected)
     assert isinstance(store.acquire(DB), Rejected)
     assert dict(counter.sent) == {"UpdateItem": 1}
+
+
+def test_waiters_note_they_wait_at_most_once_a_refresh_and_holders_hear_of_it(
+    store: DynamoDBLeaseStore, counter: RequestCounter, clock: FakeClock
+) -> None:
+    held = store.acquire(DB)
+    assert isinstance(held, Granted)
+    assert held.others_waiting is False
+    store.acquire(DB)
+    counter.reset()
+
+    for _ in range(5):
+        assert isinstance(store.acquire(DB), Rejected)
+        clock.advance(WANTED_REFRESH_MS // 2)
+
+    # The refusals, and a note at 0, 250 and 500 ms.
+    assert dict(counter.sent) == {"UpdateItem": 5 + 3}
+    renewed = store.renew(DB, held.lease.id, ttl_ms=60_000)
+    assert isinstance(renewed, Renewed)
+    assert renewed.others_waiting is True
+    assert renewed.remaining == 0
+    clock.advance(WANTED_WINDOW_MS)
+    later = store.renew(DB, held.lease.id)
+    assert isinstance(later, Renewed)
+    assert later.others_waiting is False
 
 
 def test_reclaiming_expired_leases_and_granting_is_one_more_write(
@@ -113,7 +143,8 @@ def test_without_the_old_item_on_refusal_a_consistent_read_stands_in(
     rejected = store.acquire(DB)
     assert isinstance(rejected, Rejected)
     assert rejected.in_use == 1
-    assert dict(counter.sent) == {"UpdateItem": 1, "GetItem": 1}
+    # The refusal, the read standing in for the item, and the waiters' note.
+    assert dict(counter.sent) == {"UpdateItem": 2, "GetItem": 1}
 
     clock.advance(TTL)
     reclaimed = store.acquire(DB)

@@ -3,7 +3,7 @@ changes, expiry and clock jumps, checked against a model on both stores.
 
 I1 live leases never exceed the limit; I2 a lease is released at most once;
 I3 a lease whose holder vanished stops counting at its expiry; I4 a refused call
-changes nothing.
+changes nothing (but the advisory note that someone waits).
 """
 
 from __future__ import annotations

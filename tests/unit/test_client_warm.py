@@ -10,7 +10,14 @@ import pytest
 
 from connlease.adapters.memory import InMemoryLeaseStore
 from connlease.client import ConnectionLeases
-from connlease.domain import InvalidInput, LeaseLost, Quota, RenewResult
+from connlease.domain import (
+    InvalidInput,
+    LeaseLost,
+    Quota,
+    Rejected,
+    RenewResult,
+    StoreUnavailable,
+)
 from connlease.domain.warm import KeepWarm
 from tests.fakes import FakeClock, FakeContext
 
@@ -38,6 +45,8 @@ class DbApiConnection:
         DbApiConnection.opened += 1
         self.statements: list[str] = []
         self.closed = False
+        self.open = True
+        self.server_thread_id = (DbApiConnection.opened,)
 
     def cursor(self) -> Cursor:
         return Cursor(self.statements)
@@ -106,28 +115,53 @@ def test_the_lease_outlasts_the_hold_the_invocation_and_the_idle_close(
     assert lease.expires_at_ms == granted_at + WARM.ttl_ms(3_000)
 
 
-def test_after_its_hold_the_environment_gives_back_and_lets_a_waiter_go_first(
+def waiter_noted(store: InMemoryLeaseStore) -> str:
+    """Fill the quota with another holder, have a third caller refused (the store notes
+    that someone waits), and free the slot again: the next grant hears of the waiter."""
+    held = store.acquire(DB, "someone/else")
+    assert not isinstance(held, Rejected)
+    assert isinstance(store.acquire(DB, "a/waiter"), Rejected)
+    store.release(DB, held.lease.id)
+    return held.lease.id
+
+
+def test_after_its_hold_with_a_waiter_it_gives_back_and_stays_away_a_turn(
     leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
 ) -> None:
+    waiter_noted(store)
+    adds = store.requests["add"]
+
     first = invoke(leases, clock, runs_ms=WARM.hold_ms)
 
     assert first.closed
     assert store.status(DB).in_use == 0
-    slept = len(clock.slept_ms)
+    gave_back_at = clock.now_ms()
     second = invoke(leases, clock)
     assert second is not first
-    # It stays away about as long as a waiter sleeps, so a waiter polling gets the slot.
-    assert len(clock.slept_ms) == slept + 1
-    assert clock.slept_ms[-1] >= 20
-    assert store.requests["add"] == 2
+    # It stays away about as long as a waiter sleeps, so the waiter's next poll gets the slot.
+    assert 20 <= clock.slept_ms[-1] <= 1_000
+    assert clock.now_ms() - gave_back_at >= clock.slept_ms[-1]
+    assert store.requests["add"] == adds + 2
 
 
-def test_with_slots_free_the_environment_renews_for_another_hold_and_keeps_its_connection(
-    store: InMemoryLeaseStore, clock: FakeClock
+def test_a_turn_is_not_waited_out_again_by_an_invocation_that_comes_later(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
 ) -> None:
-    store.set_quota(DB, Quota(limit=3, default_ttl_ms=30_000))
-    leases = ConnectionLeases(store, DB, clock=clock, keep_warm=WARM)
-    first = invoke(leases, clock, runs_ms=WARM.hold_ms)
+    waiter_noted(store)
+    invoke(leases, clock, runs_ms=WARM.hold_ms)
+    clock.advance(60_000)  # the environment was frozen for a minute
+    slept = len(clock.slept_ms)
+
+    invoke(leases, clock)
+
+    assert len(clock.slept_ms) == slept
+    assert leases.last_wait_ms == 0
+
+
+def test_with_nobody_waiting_the_environment_renews_for_another_hold_even_on_a_full_quota(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    first = invoke(leases, clock, runs_ms=WARM.hold_ms)  # a limit of 1: the quota is full
 
     second = invoke(leases, clock)
 
@@ -136,23 +170,22 @@ def test_with_slots_free_the_environment_renews_for_another_hold_and_keeps_its_c
     assert (store.requests["add"], store.requests["extend"], store.requests["remove"]) == (1, 1, 0)
     (lease,) = store.status(DB).leases
     assert lease.expires_at_ms >= clock.now_ms() + WARM.ttl_ms(3_000) - 20
+    assert clock.slept_ms == []
 
 
-def test_a_renewal_that_finds_the_quota_full_gives_the_lease_back_after_that_hold(
-    store: InMemoryLeaseStore, clock: FakeClock
+def test_a_renewal_that_finds_a_waiter_gives_the_lease_back_after_that_hold(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
 ) -> None:
-    store.set_quota(DB, Quota(limit=2, default_ttl_ms=30_000))
-    leases = ConnectionLeases(store, DB, clock=clock, keep_warm=WARM)
     first = invoke(leases, clock, runs_ms=WARM.hold_ms)
-    store.acquire(DB, "someone/else", ttl_ms=60_000)  # now the quota is full
+    store.acquire(DB, "someone/else")  # refused: now someone waits
 
-    invoke(leases, clock, runs_ms=10)  # renews for another hold: learns the quota is full
+    invoke(leases, clock, runs_ms=10)  # renews for another hold, and learns of the waiter
     kept_through_the_renewal = not first.closed
     invoke(leases, clock, runs_ms=WARM.hold_ms)
 
     assert kept_through_the_renewal
     assert first.closed
-    assert store.status(DB).in_use == 1  # only the other holder's
+    assert store.status(DB).in_use == 0
 
 
 def test_a_body_that_raises_closes_the_connection_and_gives_the_lease_back(
@@ -293,3 +326,115 @@ def test_a_ttl_bounds_the_warm_lease_rather_than_the_functions_whole_timeout(
     # What a frozen environment keeps from the quota: the hold, one invocation's hold of
     # the connection, the server's idle close; not 15 minutes.
     assert lease.expires_at_ms == granted_at + WARM.hold_ms + 2_000 + WARM.after_last_use_ms
+
+
+def test_a_body_that_runs_past_what_the_lease_covers_closes_its_connection_at_once(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    # The lease covers the hold, 1 s of use and the idle close: a 2 s body leaves too
+    # little of it for the server to close an idle connection in time.
+    with leases.connect(DbApiConnection, ttl_ms=1_000) as connection:
+        clock.advance(2_000)
+
+    assert connection.closed
+    assert store.status(DB).in_use == 0
+
+
+def test_a_body_that_outlived_its_lease_is_reported(
+    leases: ConnectionLeases,
+    store: InMemoryLeaseStore,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING), leases.connect(DbApiConnection, ttl_ms=1_000) as c:
+        (lease,) = store.status(DB).leases
+        clock.advance(lease.expires_at_ms - clock.now_ms())
+
+    assert c.closed
+    assert "expired before its connection closed" in caplog.text
+
+
+def test_nested_use_of_one_warm_instance_is_refused_and_the_outer_one_is_unharmed(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    with leases.connect(DbApiConnection, ttl_ms=1_000) as outer:
+        with pytest.raises(InvalidInput) as refused, leases.connect(DbApiConnection, ttl_ms=1_000):
+            pytest.fail("no second connection")
+        assert refused.value.field == "keep_warm"
+        assert not outer.closed
+
+    assert store.status(DB).in_use == 1
+    assert invoke(leases, clock) is outer
+
+
+class NoCursor:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_connection_without_a_cursor_is_refused_clearly_and_nothing_is_kept(
+    leases: ConnectionLeases, store: InMemoryLeaseStore
+) -> None:
+    opened: list[NoCursor] = []
+
+    def connect() -> NoCursor:
+        opened.append(NoCursor())
+        return opened[-1]
+
+    with pytest.raises(InvalidInput) as refused, leases.connect(connect, ttl_ms=1_000):
+        pytest.fail("no body without a usable connection")
+
+    assert refused.value.field == "connect"
+    assert "DB-API" in str(refused.value)
+    assert opened[0].closed
+    assert store.status(DB).in_use == 0
+
+
+def test_a_connection_closed_or_reconnected_by_the_body_is_opened_afresh(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    first = invoke(leases, clock)
+    first.server_thread_id = (99,)  # pymysql's ping(reconnect=True): a new session
+    second = invoke(leases, clock)
+    second.open = False  # closed by the body
+    third = invoke(leases, clock)
+
+    assert second is not first
+    assert third is not second
+    assert third.statements == ["SET SESSION wait_timeout = 5"]
+    assert store.requests["add"] == 1
+
+
+class FailingRenewals(InMemoryLeaseStore):
+    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
+        raise StoreUnavailable("renew", "throttled", retryable=True)
+
+
+def test_a_failed_renewal_gives_the_lease_back_and_takes_a_new_one(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FailingRenewals(clock)
+    store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
+    leases = ConnectionLeases(store, DB, clock=clock, keep_warm=WARM)
+    first = invoke(leases, clock, runs_ms=WARM.hold_ms)
+
+    with caplog.at_level(logging.WARNING):
+        second = invoke(leases, clock)
+
+    assert "could not renew" in caplog.text
+    assert first.closed
+    assert second is not first
+    assert store.status(DB).in_use == 1
+    assert store.requests["remove"] == 1
+
+
+def test_a_bad_ttl_is_refused_in_warm_mode_too(
+    leases: ConnectionLeases, store: InMemoryLeaseStore
+) -> None:
+    with pytest.raises(InvalidInput) as refused, leases.connect(DbApiConnection, ttl_ms=0):
+        pytest.fail("no lease")
+
+    assert refused.value.field == "ttl_ms"
+    assert store.requests["add"] == 0

@@ -67,7 +67,8 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
             raise CorruptQuota(database, f"lease {lease_id!r} has expiry {value!r}, not epoch ms")
         holder = holders.get(lease_id, {}).get("S", "")
         parsed.append(Lease(lease_id, holder, int(value["N"])))
-    return QuotaState(database, quota, tuple(parsed))
+    wanted_at_ms = _int(database, item, "wanted_at") if "wanted_at" in item else 0
+    return QuotaState(database, quota, tuple(parsed), wanted_at_ms)
 
 
 def _int(database: str, item: Mapping[str, Any], name: str) -> int:
@@ -219,6 +220,18 @@ class DynamoDBLeaseStore(LeaseStore):
         if not applied:
             parse_item(database, self._seen(database, item, "release"))
         return applied
+
+    def _note_wanted(self, database: str, now_ms: int) -> None:
+        # Never moves the note back: another waiter may have written a later one.
+        self._update(
+            "note_wanted",
+            database,
+            UpdateExpression="SET wanted_at = :now",
+            ConditionExpression=(
+                "attribute_exists(pk) AND (attribute_not_exists(wanted_at) OR wanted_at < :now)"
+            ),
+            ExpressionAttributeValues={":now": {"N": str(now_ms)}},
+        )
 
     def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
         values: dict[str, AttributeValueTypeDef] = {":now": {"N": str(now_ms)}}

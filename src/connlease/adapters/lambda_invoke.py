@@ -104,7 +104,9 @@ class LambdaLeases:
             raise
         if answer.lease is not None:
             reclaimed = tuple(lease.to_domain() for lease in answer.reclaimed)
-            return Granted(answer.lease.to_domain(), answer.remaining, reclaimed)
+            return Granted(
+                answer.lease.to_domain(), answer.remaining, reclaimed, answer.others_waiting
+            )
         return Rejected(database, answer.limit or 0, answer.in_use or 0, answer.retry_after_ms or 0)
 
     def release(self, database: str, lease_id: str) -> ReleaseOutcome:
@@ -135,7 +137,7 @@ class LambdaLeases:
             self._renewals.popitem(last=False)
         if answer.lease is None:
             return LeaseLost(lease_id)
-        return Renewed(answer.lease.to_domain(), answer.remaining)
+        return Renewed(answer.lease.to_domain(), answer.remaining, answer.others_waiting)
 
     def status(self, database: str) -> QuotaStatus:
         check_database(database)

@@ -33,6 +33,7 @@ class InMemoryLeaseStore(LeaseStore):
         self._lock = threading.Lock()
         self._quotas: dict[str, Quota] = {}
         self._leases: dict[str, dict[str, Lease]] = {}
+        self._wanted_at_ms: dict[str, int] = {}
         self.requests: Counter[str] = Counter()
 
     def request_count(self) -> int:
@@ -55,7 +56,8 @@ class InMemoryLeaseStore(LeaseStore):
         quota = self._quotas.get(database)
         if quota is None:
             raise UnknownDatabase(database)
-        return QuotaState(database, quota, tuple(self._leases[database].values()))
+        leases = tuple(self._leases[database].values())
+        return QuotaState(database, quota, leases, self._wanted_at_ms.get(database, 0))
 
     def _put(self, database: str, lease: NewLease, now_ms: int) -> None:
         ttl_ms = self._quotas[database].default_ttl_ms if lease.ttl_ms is None else lease.ttl_ms
@@ -87,6 +89,11 @@ class InMemoryLeaseStore(LeaseStore):
             self._state(database)
             return self._leases[database].pop(lease_id, None) is not None
 
+    def _note_wanted(self, database: str, now_ms: int) -> None:
+        with self._request("note_wanted"):
+            self._state(database)
+            self._wanted_at_ms[database] = max(now_ms, self._wanted_at_ms.get(database, 0))
+
     def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
         with self._request("extend"):
             state = self._state(database)
@@ -110,4 +117,5 @@ class InMemoryLeaseStore(LeaseStore):
     def _delete_quota(self, database: str) -> bool:
         with self._request("delete_quota"):
             self._leases.pop(database, None)
+            self._wanted_at_ms.pop(database, None)
             return self._quotas.pop(database, None) is not None

@@ -14,11 +14,13 @@ MAX_RECLAIM_PER_WRITE = 50
 
 @dataclass(frozen=True, slots=True)
 class Granted:
-    """A lease was taken; `remaining` is what was left free right after."""
+    """A lease was taken; `remaining` is what was left free right after, `others_waiting`
+    whether an acquirer found the quota full lately (None: the store did not say)."""
 
     lease: Lease
     remaining: int
     reclaimed: tuple[Lease, ...] = ()
+    others_waiting: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +47,12 @@ class ReleaseOutcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Renewed:
-    """The lease lasts longer; `remaining` is what was left free then (None: not said)."""
+    """The lease lasts longer; `remaining` and `others_waiting` as for Granted (None: the
+    store did not say)."""
 
     lease: Lease
     remaining: int | None = None
+    others_waiting: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,12 @@ MAX_HOLDER_LENGTH = 32
 MAX_LIMIT = 2000
 MIN_TTL_MS = 100
 MAX_TTL_MS = 24 * 3600 * 1000
+# A refused acquirer notes in the item when it last found the quota full (at most this
+# often per item), so that a warm holder can tell whether anyone waits for its slot.
+WANTED_REFRESH_MS = 250
+# A waiter is taken to have gone once its note is this old: waiters poll well within it
+# (the client's default backoff caps its waits at 1 s).
+WANTED_WINDOW_MS = 3_000
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]*")
 _LEASE_ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -119,6 +125,13 @@ class QuotaState:
     database: str
     quota: Quota
     leases: tuple[Lease, ...]
+    wanted_at_ms: int = 0  # when a refused acquirer last noted that it waits (0: never)
+
+    def others_waiting(self, now_ms: int) -> bool:
+        return now_ms - self.wanted_at_ms < WANTED_WINDOW_MS
+
+    def wanted_note_stale(self, now_ms: int) -> bool:
+        return now_ms - self.wanted_at_ms >= WANTED_REFRESH_MS
 
     def find(self, lease_id: str) -> Lease | None:
         return next((lease for lease in self.leases if lease.id == lease_id), None)

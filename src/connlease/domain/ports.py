@@ -162,10 +162,19 @@ class LeaseStore(ABC):
                 if write.applied or _ours(lease, wanted, now_ms):
                     # Found after a refusal too: an earlier attempt of this call (a retried
                     # request whose answer was lost) took it.
-                    return Granted(lease, write.state.remaining(now_ms), reclaimed)
+                    return Granted(
+                        lease,
+                        write.state.remaining(now_ms),
+                        reclaimed,
+                        write.state.others_waiting(now_ms),
+                    )
                 raise InvalidInput("lease_id", f"{wanted.id!r} is another lease's id")
             next_step = plan_acquire(write.state, now_ms)
             if isinstance(next_step, Rejected):
+                if write.state.wanted_note_stale(now_ms):
+                    # Advisory: the refusal stands whether or not the note lands.
+                    with suppress(ConnleaseError):
+                        self._note_wanted(database, now_ms)
                 return next_step
             plan = next_step
         state = write.state
@@ -189,7 +198,7 @@ class LeaseStore(ABC):
         lease = write.state.find(lease_id) if write.applied else None
         if lease is None:
             return LeaseLost(lease_id)
-        return Renewed(lease, write.state.remaining(now_ms))
+        return Renewed(lease, write.state.remaining(now_ms), write.state.others_waiting(now_ms))
 
     def status(self, database: str) -> QuotaStatus:
         check_database(database)
@@ -225,6 +234,10 @@ class LeaseStore(ABC):
     @abstractmethod
     def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
         """Set the entry's expiry to now + ttl if it is still live (applied or not)."""
+
+    @abstractmethod
+    def _note_wanted(self, database: str, now_ms: int) -> None:
+        """Set the item's wanted_at to now if it is older; it touches no lease."""
 
     @abstractmethod
     def _read(self, database: str) -> QuotaState: ...

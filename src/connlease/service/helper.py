@@ -179,6 +179,7 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
             remaining=result.remaining,
             reclaimed=[LeaseDoc.of(lease) for lease in result.reclaimed],
             waited_ms=waited_ms,
+            others_waiting=result.others_waiting,
         )
     return AcquireResponse(
         outcome="no_capacity",
@@ -219,12 +220,16 @@ def renew(request: RenewRequest, app: Helper) -> RenewResponse:
     result = app.store.renew(request.database, request.lease_id, request.ttl_ms)
     if isinstance(result, LeaseLost):
         return RenewResponse(outcome="lost", database=request.database, lease_id=request.lease_id)
+    if result.remaining is not None:
+        # Warm holders renew instead of acquiring: the gauge would go stale without this.
+        app.metrics.record(Metric.REMAINING_CONNECTIONS, result.remaining, request.database)
     return RenewResponse(
         outcome="renewed",
         database=request.database,
         lease_id=request.lease_id,
         lease=LeaseDoc.of(result.lease),
         remaining=result.remaining,
+        others_waiting=result.others_waiting,
     )
 
 

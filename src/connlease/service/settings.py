@@ -15,6 +15,7 @@ from typing import Literal, Self
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 from connlease.domain.model import MAX_TTL_MS, MIN_TTL_MS
+from connlease.domain.warm import MAX_IDLE_CLOSE_S
 
 TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
 
@@ -97,7 +98,7 @@ class WorkloadSettings(ObservabilitySettings, DatabaseSettings):
     # and connection this long across invocations (connlease.domain.warm).
     lease_hold_ms: int = Field(0, ge=0, le=3_600_000)
     # Warm leases only: the server closes a connection idle this long (wait_timeout).
-    connection_idle_close_s: int = Field(5, ge=1, le=3600)
+    connection_idle_close_s: int = Field(5, ge=1, le=MAX_IDLE_CLOSE_S)
 
     @model_validator(mode="after")
     def _direct_mode_names_its_table(self) -> Self:

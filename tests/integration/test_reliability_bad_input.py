@@ -46,7 +46,6 @@ def test_every_malformed_helper_event_is_refused_as_invalid_and_writes_nothing(
     assert campaign.figure("helper events: examples run").met
     assert int(campaign.figure("helper events: malformed").value) >= EXAMPLES // 2
     assert all(figure.met is not False for figure in helper), problems(campaign)
-    assert campaign.seconds < 30
 
 
 def test_every_target_is_met(campaign: Campaign) -> None:

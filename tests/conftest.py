@@ -40,24 +40,32 @@ def leases_table(dynamodb_client: DynamoDBClient) -> str:
 @dataclass
 class StoreUnderTest:
     """A store with what the contract needs to look behind it: its request count and a
-    dump of everything it holds but the waiters' note, to prove that a refused call wrote
-    nothing else."""
+    dump of everything it holds, to prove that a refused call wrote nothing; a refused
+    acquire may only note that someone waits, which `dump_but_note` leaves out."""
 
     store: LeaseStore
     clock: FakeClock
     requests: Callable[[], int]
-    dump: Callable[[], object]
+    dump_items: Callable[[bool], object]
     kind: str
+
+    def dump(self) -> object:
+        return self.dump_items(True)
+
+    def dump_but_note(self) -> object:
+        return self.dump_items(False)
 
 
 def make_memory_store(clock: FakeClock) -> StoreUnderTest:
     store = InMemoryLeaseStore(clock)
-    writes = ("add", "reclaim", "remove", "extend", "write_quota", "delete_quota")
+    writes = ("add", "reclaim", "remove", "extend", "note_wanted", "write_quota", "delete_quota")
     return StoreUnderTest(
         store,
         clock,
         requests=lambda: sum(store.requests[op] for op in writes),
-        dump=lambda: repr((store._quotas, store._leases)),
+        dump_items=lambda note: repr(
+            (store._quotas, store._leases, store._wanted_at_ms if note else None)
+        ),
         kind="memory",
     )
 
@@ -68,10 +76,8 @@ def make_dynamodb_store(clock: FakeClock, client: DynamoDBClient, table: str) ->
         DynamoDBLeaseStore(client, table, clock),
         clock,
         requests=lambda: sum(counter.sent[op] for op in ("UpdateItem", "PutItem", "DeleteItem")),
-        # A refusal may note that someone waits (advisory, for warm holders): I4 is about
-        # everything else in the item.
-        dump=lambda: sorted(
-            repr({k: v for k, v in item.items() if k != "wanted_at"})
+        dump_items=lambda note: sorted(
+            repr({k: v for k, v in item.items() if note or k != "wanted_at"})
             for item in client.scan(TableName=table, ConsistentRead=True)["Items"]
         ),
         kind="dynamodb",

@@ -272,7 +272,7 @@ class ConnectionLeases:
                 self.close()
             elif warm.give_back_after(kept.kept, now_ms):
                 self.close()
-                self._turn_until_ms = now_ms + next(after_turn(self._backoff).delays(self._rng))
+                self._start_turn(now_ms)
         finally:
             self._serving.release()
 
@@ -296,6 +296,7 @@ class ConnectionLeases:
                 kept = self._renew(kept, warm.ttl_ms(invocation_ms), new_hold=True)
             elif step is WarmStep.REPLACE:
                 self.close()
+                self._start_turn(started_ms)
                 kept = None
         if kept is None:
             backoff = self._backoff
@@ -314,8 +315,16 @@ class ConnectionLeases:
         elif warm.connection_stale(kept.kept, self._clock.now_ms()) or not _same_session(kept):
             _close(kept.connection)
             kept.connection = None
+        elif kept.session is None:
+            # A driver that does not tell its session may have reconnected unseen: a new
+            # session would have the server's default idle timeout (hours), so set it again.
+            _close_when_idle(kept.connection, warm.idle_close_s)
         self.last_wait_ms = self._clock.now_ms() - started_ms
         return kept
+
+    def _start_turn(self, gave_back_at_ms: int) -> None:
+        """It gave its lease back for a waiter: it stays away about as long as one sleeps."""
+        self._turn_until_ms = gave_back_at_ms + next(after_turn(self._backoff).delays(self._rng))
 
     def _used(self, kept: _WarmConnection) -> int:
         now_ms = self._clock.now_ms()
@@ -334,12 +343,15 @@ class ConnectionLeases:
         if not isinstance(result, Renewed):
             self.close()
             return None
-        now_ms = self._clock.now_ms()
+        contended = _contended(result.others_waiting, result.remaining)
         kept.kept = replace(
             kept.kept,
             lease=result.lease,
-            granted_at_ms=now_ms if new_hold else kept.kept.granted_at_ms,
-            contended=_contended(result.others_waiting, result.remaining),
+            # Hearing of a waiter, it keeps its hold over: it gives back after this invocation.
+            granted_at_ms=(
+                self._clock.now_ms() if new_hold and not contended else kept.kept.granted_at_ms
+            ),
+            contended=contended,
         )
         return kept
 
@@ -421,7 +433,7 @@ def _same_session(kept: _WarmConnection) -> bool:
     """False if the connection was closed or reconnected (pymysql's ping(reconnect=True)
     opens a new session, without the idle timeout) since it was opened."""
     connection = kept.connection
-    if connection is None or getattr(connection, "open", True) is False:
+    if connection is None or not getattr(connection, "open", True):
         return False
     return getattr(connection, "server_thread_id", None) == kept.session
 

@@ -293,3 +293,49 @@ def test_an_acquire_whose_answer_was_lost_and_retried_keeps_its_lease(
     assert counter.sent["UpdateItem"] == 2
     status = store.status(DB)
     assert [lease.id for lease in status.leases] == [result.lease.id]
+
+
+@pytest.mark.parametrize(
+    "note",
+    [{"S": "yesterday"}, {"N": "1.5"}, {"N": str(10**15)}],
+    ids=["mistyped", "fractional", "far ahead"],
+)
+def test_a_bad_waiters_note_reads_as_none_and_the_next_waiter_replaces_it(
+    store: DynamoDBLeaseStore,
+    dynamodb_client: DynamoDBClient,
+    leases_table: str,
+    clock: FakeClock,
+    note: dict[str, str],
+) -> None:
+    held = store.acquire(DB)
+    store.acquire(DB)
+    dynamodb_client.update_item(
+        TableName=leases_table,
+        Key={"pk": {"S": DB}, "sk": {"S": "quota"}},
+        UpdateExpression="SET wanted_at = :bad",
+        ExpressionAttributeValues={":bad": note},
+    )
+
+    assert isinstance(held, Granted)
+    renewed = store.renew(DB, held.lease.id)
+    assert isinstance(renewed, Renewed)
+    assert renewed.others_waiting is False
+    assert isinstance(store.acquire(DB), Rejected)  # a waiter: its note replaces the bad one
+    after = store.renew(DB, held.lease.id)
+    assert isinstance(after, Renewed)
+    assert after.others_waiting is True
+
+
+def test_a_waiter_that_saw_a_stale_note_does_not_write_over_a_fresh_one(
+    store: DynamoDBLeaseStore, counter: RequestCounter, clock: FakeClock
+) -> None:
+    store.acquire(DB)
+    store.acquire(DB)
+    store.acquire(DB)  # refused: notes now
+    noted_at = clock.now_ms()
+    clock.advance(100)
+
+    store._note_wanted(DB, clock.now_ms())  # a waiter whose snapshot was older
+
+    assert store.status(DB).leases  # the item is intact
+    assert store._read(DB).wanted_at_ms == noted_at

@@ -93,11 +93,13 @@ def test_acquire_renew_status_and_release_round_trip(leases: LambdaLeases) -> No
     granted = leases.acquire(DB, "orders-fn/req-1", ttl_ms=10_000)
     assert isinstance(granted, Granted)
     assert granted.remaining == 2
+    assert granted.others_waiting is False  # said by the helper, not left to a guess
 
     renewed = leases.renew(DB, granted.lease.id, ttl_ms=20_000)
     assert isinstance(renewed, Renewed)
     assert renewed.lease.expires_at_ms > granted.lease.expires_at_ms
     assert renewed.remaining == 2
+    assert renewed.others_waiting is False
 
     status = leases.status(DB)
     assert (status.in_use, status.remaining) == (1, 2)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import replace
 
 import pytest
 
 from connlease.adapters.memory import InMemoryLeaseStore
 from connlease.client import ConnectionLeases
 from connlease.domain import (
+    AcquireResult,
+    Granted,
     InvalidInput,
     LeaseLost,
     Quota,
@@ -173,19 +176,31 @@ def test_with_nobody_waiting_the_environment_renews_for_another_hold_even_on_a_f
     assert clock.slept_ms == []
 
 
-def test_a_renewal_that_finds_a_waiter_gives_the_lease_back_after_that_hold(
+def test_a_renewal_that_hears_of_a_waiter_gives_the_lease_back_after_that_invocation(
     leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
 ) -> None:
     first = invoke(leases, clock, runs_ms=WARM.hold_ms)
     store.acquire(DB, "someone/else")  # refused: now someone waits
 
-    invoke(leases, clock, runs_ms=10)  # renews for another hold, and learns of the waiter
-    kept_through_the_renewal = not first.closed
-    invoke(leases, clock, runs_ms=WARM.hold_ms)
+    invoke(leases, clock, runs_ms=10)  # its hold is over: renewing, it hears of the waiter
 
-    assert kept_through_the_renewal
     assert first.closed
+    assert store.requests["extend"] == 1
     assert store.status(DB).in_use == 0
+
+
+def test_an_environment_that_finds_its_hold_over_on_entry_and_a_waiter_stays_away_a_turn(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    waiter_noted(store)
+    first = invoke(leases, clock, runs_ms=10)  # granted hearing of the waiter; hold not over
+    clock.advance(WARM.hold_ms)  # idle past its hold
+
+    second = invoke(leases, clock)
+
+    assert first.closed
+    assert second is not first
+    assert 20 <= clock.slept_ms[-1] <= 1_000  # it let the waiter have a turn first
 
 
 def test_a_body_that_raises_closes_the_connection_and_gives_the_lease_back(
@@ -438,3 +453,50 @@ def test_a_bad_ttl_is_refused_in_warm_mode_too(
 
     assert refused.value.field == "ttl_ms"
     assert store.requests["add"] == 0
+
+
+class SaysNothingOfWaiters(InMemoryLeaseStore):
+    """A store (an older helper) that does not say whether anyone waits."""
+
+    def acquire(
+        self,
+        database: str,
+        holder: str = "",
+        ttl_ms: int | None = None,
+        lease_id: str | None = None,
+    ) -> AcquireResult:
+        result = super().acquire(database, holder, ttl_ms, lease_id)
+        return replace(result, others_waiting=None) if isinstance(result, Granted) else result
+
+
+@pytest.mark.parametrize(("limit", "given_back"), [(1, True), (2, False)])
+def test_without_word_of_waiters_a_full_quota_counts_as_contended(
+    clock: FakeClock, limit: int, given_back: bool
+) -> None:
+    store = SaysNothingOfWaiters(clock)
+    store.set_quota(DB, Quota(limit=limit, default_ttl_ms=30_000))
+    leases = ConnectionLeases(store, DB, clock=clock, keep_warm=WARM)
+
+    connection = invoke(leases, clock, runs_ms=WARM.hold_ms)
+
+    assert connection.closed is given_back
+
+
+class SessionlessConnection(DbApiConnection):
+    """A driver that does not say which server session it is on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.server_thread_id
+
+
+def test_with_a_driver_that_hides_its_session_the_idle_close_is_set_again_on_reuse(
+    leases: ConnectionLeases, clock: FakeClock
+) -> None:
+    with leases.connect(SessionlessConnection, ttl_ms=1_000) as first:
+        pass
+    with leases.connect(SessionlessConnection, ttl_ms=1_000) as second:
+        pass
+
+    assert second is first
+    assert first.statements == ["SET SESSION wait_timeout = 5"] * 2

@@ -15,7 +15,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from connlease.adapters.aws import unavailable
 from connlease.domain.decisions import Reclaim
 from connlease.domain.errors import CorruptQuota, InvalidInput, UnknownDatabase
-from connlease.domain.model import Lease, Quota, QuotaState, new_lease_id
+from connlease.domain.model import (
+    WANTED_REFRESH_MS,
+    WANTED_WINDOW_MS,
+    Lease,
+    Quota,
+    QuotaState,
+    new_lease_id,
+)
 from connlease.domain.ports import Clock, LeaseStore, NewLease, Write
 
 if TYPE_CHECKING:
@@ -67,8 +74,16 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
             raise CorruptQuota(database, f"lease {lease_id!r} has expiry {value!r}, not epoch ms")
         holder = holders.get(lease_id, {}).get("S", "")
         parsed.append(Lease(lease_id, holder, int(value["N"])))
-    wanted_at_ms = _int(database, item, "wanted_at") if "wanted_at" in item else 0
-    return QuotaState(database, quota, tuple(parsed), wanted_at_ms)
+    return QuotaState(database, quota, tuple(parsed), _wanted_at_ms(item))
+
+
+def _wanted_at_ms(item: Mapping[str, Any]) -> int:
+    """The waiters' note is advisory: a malformed one reads as none (and is overwritten by
+    the next waiter) rather than making the whole quota unusable."""
+    raw = item.get("wanted_at")
+    if isinstance(raw, dict) and set(raw) == {"N"} and raw["N"].isdigit():
+        return int(raw["N"])
+    return 0
 
 
 def _int(database: str, item: Mapping[str, Any], name: str) -> int:
@@ -102,12 +117,10 @@ class DynamoDBLeaseStore(LeaseStore):
 
     def _update(self, operation: str, database: str, **request: Any) -> tuple[bool, Item | None]:
         """One conditional UpdateItem: (applied, the item after it, or before a refusal)."""
+        request.setdefault("ReturnValuesOnConditionCheckFailure", "ALL_OLD")
         try:
             response = self._client.update_item(
-                TableName=self._table,
-                Key=self._key(database),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                **request,
+                TableName=self._table, Key=self._key(database), **request
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
@@ -222,15 +235,24 @@ class DynamoDBLeaseStore(LeaseStore):
         return applied
 
     def _note_wanted(self, database: str, now_ms: int) -> None:
-        # Never moves the note back: another waiter may have written a later one.
+        # Only over a note that is stale, far ahead (a bad clock) or malformed: waiters who
+        # saw the same stale note write it once between them, and a fresh note stays.
         self._update(
             "note_wanted",
             database,
             UpdateExpression="SET wanted_at = :now",
             ConditionExpression=(
-                "attribute_exists(pk) AND (attribute_not_exists(wanted_at) OR wanted_at < :now)"
+                "attribute_exists(pk) AND (attribute_not_exists(wanted_at)"
+                " OR NOT attribute_type(wanted_at, :N)"
+                " OR NOT (wanted_at BETWEEN :fresh AND :ahead))"
             ),
-            ExpressionAttributeValues={":now": {"N": str(now_ms)}},
+            ExpressionAttributeValues={
+                ":N": {"S": "N"},
+                ":now": {"N": str(now_ms)},
+                ":fresh": {"N": str(now_ms - WANTED_REFRESH_MS + 1)},
+                ":ahead": {"N": str(now_ms + WANTED_WINDOW_MS)},
+            },
+            ReturnValuesOnConditionCheckFailure="NONE",
         )
 
     def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:

@@ -91,8 +91,9 @@ class InMemoryLeaseStore(LeaseStore):
 
     def _note_wanted(self, database: str, now_ms: int) -> None:
         with self._request("note_wanted"):
-            self._state(database)
-            self._wanted_at_ms[database] = max(now_ms, self._wanted_at_ms.get(database, 0))
+            # As the DynamoDB store's condition: only over a stale or far-ahead note.
+            if self._state(database).wanted_note_stale(now_ms):
+                self._wanted_at_ms[database] = now_ms
 
     def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
         with self._request("extend"):

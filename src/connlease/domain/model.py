@@ -128,10 +128,13 @@ class QuotaState:
     wanted_at_ms: int = 0  # when a refused acquirer last noted that it waits (0: never)
 
     def others_waiting(self, now_ms: int) -> bool:
-        return now_ms - self.wanted_at_ms < WANTED_WINDOW_MS
+        # A note from a clock far ahead is not believed: it would read as waiting forever.
+        return -WANTED_WINDOW_MS < now_ms - self.wanted_at_ms < WANTED_WINDOW_MS
 
     def wanted_note_stale(self, now_ms: int) -> bool:
-        return now_ms - self.wanted_at_ms >= WANTED_REFRESH_MS
+        """Due for a refresh: older than the refresh interval, or too far ahead to be true."""
+        age_ms = now_ms - self.wanted_at_ms
+        return age_ms >= WANTED_REFRESH_MS or age_ms < -WANTED_WINDOW_MS
 
     def find(self, lease_id: str) -> Lease | None:
         return next((lease for lease in self.leases if lease.id == lease_id), None)

@@ -1,12 +1,13 @@
 """Warm leases: an execution environment keeps its lease and connection across invocations.
 
 A lease per invocation pays a store round trip on each side of every query, and a connect:
-for a 20 ms query that alone caps a quota's use near 80%. Under steady load a warm
-environment instead keeps both while it runs invocations back to back, and gives them up:
-- after `hold_ms` from its grant, at the end of the invocation running then, if the quota
-  was full when the store last answered it (others may wait: the fairness bound). It then
-  waits about as long as a waiter polls before it asks again, so a waiter gets the slot;
-  with free slots left it renews the lease for another hold instead;
+for a 20 ms query that alone caps a quota's use at about 83% (docs/benchmarks.md). Under
+steady load a warm environment instead keeps both while it runs invocations back to back,
+and gives them up:
+- after `hold_ms` from its grant, at the end of the invocation running then, if someone
+  waits for a lease (refused acquirers note it in the item; grants and renewals report it):
+  the fairness bound. It then stays away about as long as a waiter sleeps between polls,
+  so a waiter gets the slot; with nobody waiting it renews the lease for another hold;
 - when an invocation raises, since the connection's state is then unknown.
 
 An environment that is frozen between invocations cannot give anything back, so the two
@@ -39,8 +40,8 @@ class WarmStep(StrEnum):
 
     REUSE = "reuse"  # covers this invocation: use it as it is
     RENEW = "renew"  # within its hold, but ends too soon for this invocation: extend it
-    NEW_HOLD = "new_hold"  # its hold is over, but slots were free: renew it for another
-    REPLACE = "replace"  # its hold is over and others may wait: give back, wait like them
+    NEW_HOLD = "new_hold"  # its hold is over, but nobody waited: renew it for another
+    REPLACE = "replace"  # its hold is over and others wait: give back, wait a turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ class Kept:
     lease: Lease
     granted_at_ms: int  # when its hold began: the grant, or a renewal for a new hold
     last_used_ms: int
-    contended: bool  # the quota was full when the store last answered
+    contended: bool  # someone waited when the store last answered
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,10 @@ from connlease.domain.ports import Clock, Metric, MetricsSink
 START_MS = 1_800_000_000_000
 
 
+class Boom(Exception):
+    """What a test's own code raises, to tell it apart from anything connlease raises."""
+
+
 class FakeClock(Clock):
     """A clock that only moves when told to; sleeping moves it."""
 

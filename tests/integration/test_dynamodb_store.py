@@ -77,6 +77,13 @@ def test_a_full_quota_is_rejected_in_one_request_using_the_item_the_refusal_retu
     assert dict(counter.sent) == {"UpdateItem": 1}
 
 
+def hears_of_waiters(store: DynamoDBLeaseStore, lease_id: str) -> bool | None:
+    """What a holder renewing its lease is told of waiters."""
+    renewed = store.renew(DB, lease_id)
+    assert isinstance(renewed, Renewed)
+    return renewed.others_waiting
+
+
 def test_waiters_note_they_wait_at_most_once_a_refresh_and_holders_hear_of_it(
     store: DynamoDBLeaseStore, counter: RequestCounter, clock: FakeClock
 ) -> None:
@@ -94,12 +101,10 @@ def test_waiters_note_they_wait_at_most_once_a_refresh_and_holders_hear_of_it(
     assert dict(counter.sent) == {"UpdateItem": 5 + 3}
     renewed = store.renew(DB, held.lease.id, ttl_ms=60_000)
     assert isinstance(renewed, Renewed)
-    assert renewed.others_waiting is True
     assert renewed.remaining == 0
+    assert renewed.others_waiting is True
     clock.advance(WANTED_WINDOW_MS)
-    later = store.renew(DB, held.lease.id)
-    assert isinstance(later, Renewed)
-    assert later.others_waiting is False
+    assert hears_of_waiters(store, held.lease.id) is False
 
 
 def test_reclaiming_expired_leases_and_granting_is_one_more_write(
@@ -317,17 +322,13 @@ def test_a_bad_waiters_note_reads_as_none_and_the_next_waiter_replaces_it(
     )
 
     assert isinstance(held, Granted)
-    renewed = store.renew(DB, held.lease.id)
-    assert isinstance(renewed, Renewed)
-    assert renewed.others_waiting is False
+    assert hears_of_waiters(store, held.lease.id) is False
     assert isinstance(store.acquire(DB), Rejected)  # a waiter: its note replaces the bad one
-    after = store.renew(DB, held.lease.id)
-    assert isinstance(after, Renewed)
-    assert after.others_waiting is True
+    assert hears_of_waiters(store, held.lease.id) is True
 
 
 def test_a_waiter_that_saw_a_stale_note_does_not_write_over_a_fresh_one(
-    store: DynamoDBLeaseStore, counter: RequestCounter, clock: FakeClock
+    store: DynamoDBLeaseStore, clock: FakeClock
 ) -> None:
     store.acquire(DB)
     store.acquire(DB)

@@ -28,6 +28,7 @@ from connlease.domain import (
 from connlease.local.context import LocalContext
 from connlease.local.lambda_endpoint import FunctionSpec
 from connlease.local.stack import HELPER, LocalStack, Tables, helper_function
+from tests.fakes import Boom
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -281,10 +282,6 @@ def test_helper_errors_come_back_as_typed_exceptions(client: LambdaClient) -> No
         LambdaLeases(client, "misconfigured-helper").status(DB)
     with pytest.raises(StoreUnavailable, match="ResourceNotFoundException"):
         LambdaLeases(client, "no-such-helper").status(DB)
-
-
-class Boom(Exception):
-    pass
 
 
 def test_the_connection_context_gives_the_lease_back_when_the_body_raises(

@@ -17,7 +17,7 @@ from connlease.domain import (
     ReleaseOutcome,
     StoreUnavailable,
 )
-from tests.fakes import FakeClock, FakeContext
+from tests.fakes import Boom, FakeClock, FakeContext
 
 DB = "orders-mysql"
 
@@ -28,22 +28,6 @@ class FakeConnection:
 
     def close(self) -> None:
         self.closed = True
-
-
-class Boom(Exception):
-    pass
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> InMemoryLeaseStore:
-    store = InMemoryLeaseStore(clock)
-    store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
-    return store
 
 
 @pytest.fixture

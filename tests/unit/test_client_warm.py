@@ -22,7 +22,7 @@ from connlease.domain import (
     StoreUnavailable,
 )
 from connlease.domain.warm import KeepWarm
-from tests.fakes import FakeClock, FakeContext
+from tests.fakes import Boom, FakeClock, FakeContext
 
 DB = "orders-mysql"
 WARM = KeepWarm(hold_ms=500, idle_close_s=5)
@@ -56,22 +56,6 @@ class DbApiConnection:
 
     def close(self) -> None:
         self.closed = True
-
-
-class Boom(Exception):
-    pass
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> InMemoryLeaseStore:
-    store = InMemoryLeaseStore(clock)
-    store.set_quota(DB, Quota(limit=1, default_ttl_ms=30_000))
-    return store
 
 
 @pytest.fixture

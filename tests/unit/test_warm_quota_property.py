@@ -21,7 +21,7 @@ from connlease.adapters.memory import InMemoryLeaseStore
 from connlease.client import ConnectionLeases
 from connlease.domain import KeepWarm, NoCapacity, Quota
 from connlease.domain.warm import CLOSE_SLACK_MS
-from tests.fakes import FakeClock
+from tests.fakes import Boom, FakeClock
 
 DB = "orders-mysql"
 IDLE_CLOSE_S = 1
@@ -81,10 +81,6 @@ class Cursor:
 
     def close(self) -> None:
         pass
-
-
-class Boom(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -168,8 +164,9 @@ def test_warm_environments_never_have_more_connections_open_than_the_quota(
 
 
 def test_the_model_catches_a_connection_left_open_past_its_lease() -> None:
-    """The check above can fail: a client that keeps its connection without a warm lease
-    (here, one that ignores the give-back) is caught at the next open."""
+    """The server model's check can fail: a connection still open (idle for less than the
+    idle close) when another one opens on a quota of one is caught. The client's side of it
+    is the fixed example above, which fails without the lease's slack."""
     clock = FakeClock()
     server = Server(clock, limit=1)
     kept = server.open()

@@ -47,8 +47,13 @@ class Row:
         return self.store_requests / self.tally.succeeded if self.tally.succeeded else None
 
     @property
+    def ended(self) -> float:
+        """When the level's fixed time was up (perf_counter); in-flight work ran on."""
+        return self.began + self.seconds
+
+    @property
     def workers_served(self) -> int:
-        return self.tally.workers_served(self.began + self.seconds)
+        return self.tally.workers_served(self.ended)
 
     @property
     def longest_ms(self) -> float | None:
@@ -57,8 +62,7 @@ class Row:
     def utilization(self, quota: int) -> float:
         """The share of the quota's connection-seconds spent inside queries, over the
         level's fixed time: the drain after it (waiters finishing) is not saturation."""
-        end = self.began + self.seconds
-        return self.tally.in_query_s(self.began, end) / (quota * self.seconds)
+        return self.tally.in_query_s(self.began, self.ended) / (quota * self.seconds)
 
 
 @contextmanager

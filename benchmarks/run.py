@@ -10,6 +10,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from connlease.adapters.clock import SystemClock
 from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
 from connlease.adapters.memory import InMemoryLeaseStore
 from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint
-from connlease.domain import Backoff, DecorrelatedJitter, Quota
+from connlease.domain import Backoff, DecorrelatedJitter, LeaseStore, Quota
 from connlease.domain.warm import KeepWarm
 from connlease.local.demo import mysql_from_environment
 from connlease.local.dynamodb import EmbeddedDynamoDB, RequestCounter
@@ -71,43 +72,31 @@ def strategies(mysql: MySqlEndpoint, dynamodb: EmbeddedDynamoDB) -> list[Strateg
     ddb_store.set_quota(DATABASE, Quota(QUOTA, 60_000))
     memory_store = InMemoryLeaseStore(SystemClock(), latency_s=STORE_LATENCY_S)
     memory_store.set_quota(DATABASE, Quota(QUOTA, 60_000))
+    stores: list[tuple[LeaseStore, str, Callable[[], int]]] = [
+        (
+            ddb_store,
+            "embedded DynamoDB",
+            lambda: counted.sent["UpdateItem"] + counted.sent["GetItem"],
+        ),
+        (memory_store, "4 ms store", memory_store.request_count),
+    ]
     return [
         Raw(connector),
         SampleCounter(DynamoDBCounter(client, "bench", QUOTA), connector, "embedded DynamoDB"),
         SampleCounter(MemoryCounter(QUOTA, STORE_LATENCY_S), connector, "4 ms store"),
-        Connlease(
-            ddb_store,
-            connector,
-            database=DATABASE,
-            backend="embedded DynamoDB",
-            requests=lambda: counted.sent["UpdateItem"] + counted.sent["GetItem"],
-            backoff=backoff(),
-        ),
-        Connlease(
-            memory_store,
-            connector,
-            database=DATABASE,
-            backend="4 ms store",
-            requests=memory_store.request_count,
-            backoff=backoff(),
-        ),
-        Connlease(
-            ddb_store,
-            connector,
-            database=DATABASE,
-            backend="embedded DynamoDB",
-            requests=lambda: counted.sent["UpdateItem"] + counted.sent["GetItem"],
-            backoff=backoff(),
-            keep_warm=KeepWarm(),
-        ),
-        Connlease(
-            memory_store,
-            connector,
-            database=DATABASE,
-            backend="4 ms store",
-            requests=memory_store.request_count,
-            backoff=backoff(),
-            keep_warm=KeepWarm(),
+        *(
+            Connlease(
+                store,
+                connector,
+                database=DATABASE,
+                backend=backend,
+                requests=requests,
+                backoff=backoff(),
+                keep_warm=keep_warm,
+            )
+            # A lease per invocation on both stores, then warm on both.
+            for keep_warm in (None, KeepWarm())
+            for store, backend, requests in stores
         ),
     ]
 

@@ -35,24 +35,22 @@ class Tally:
     rejected: int = 0
     db_errors: Counter[int] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
-    query_spans: list[Span] = field(default_factory=list)
-    served: list[tuple[int, float]] = field(default_factory=list)  # (worker, query end)
+    queries: list[tuple[int, Span]] = field(default_factory=list)  # (worker, its span)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def ok(self, latency_ms: float, query_span: Span) -> None:
         with self.lock:
             self.succeeded += 1
             self.latencies_ms.append(latency_ms)
-            self.query_spans.append(query_span)
-            self.served.append((threading.get_ident(), query_span[1]))
+            self.queries.append((threading.get_ident(), query_span))
 
     def in_query_s(self, start: float, end: float) -> float:
         """Seconds spent inside queries between `start` and `end` (perf_counter)."""
-        return sum(max(0.0, min(e, end) - max(s, start)) for s, e in self.query_spans)
+        return sum(max(0.0, min(e, end) - max(s, start)) for _, (s, e) in self.queries)
 
     def workers_served(self, end: float) -> int:
         """How many workers had a query done by `end`: the others waited the whole time."""
-        return len({worker for worker, done in self.served if done <= end})
+        return len({worker for worker, (_, done) in self.queries if done <= end})
 
     def refused(self) -> None:
         with self.lock:

@@ -2,8 +2,8 @@
 only creates a boto3 DynamoDB client, alternated in one run.
 
 The clock stops when the process says it is ready, not when it exits: the interpreter's
-teardown (50 to 70 ms here) is no part of a Lambda cold start, and timing it too would
-credit anything that makes teardown cheaper."""
+teardown is no part of a Lambda cold start, and timing it too would credit anything that
+makes teardown cheaper."""
 
 from __future__ import annotations
 

@@ -477,10 +477,10 @@ def targets(rows: list[Row], util: list[UtilizationRow], cold: ColdStart) -> lis
         "no real cold start pays. The clock stops when the process says it is ready, not "
         "when it exits (teardown is no part of a cold start). The helper runs its init with "
         "the garbage collector off and then freezes what init made (init's objects live as "
-        "long as the environment; collecting them cost about 30 ms), skips pydantic's "
-        "plugin scan, and builds only the settings models it reads. What remains is what "
-        "it uses: pydantic (its import alone is about a quarter of the minimal handler's "
-        "start), the X-Ray SDK with its patch, Powertools, the domain and the contract "
+        "long as the environment, so collecting them during init is wasted work), skips "
+        "pydantic's plugin scan, and builds only the settings models it reads. What remains "
+        "is what it uses: pydantic, the X-Ray SDK with its patch, Powertools, the domain and "
+        "the contract "
         "(`python -X importtime -c 'import connlease.service.helper'` with the environment "
         "above shows the split).",
         "",

@@ -52,7 +52,7 @@ from connlease.domain.model import (
     check_wait_ms,
 )
 from connlease.domain.services import release_within
-from connlease.domain.warm import KeepWarm, Kept, WarmStep, after_turn
+from connlease.domain.warm import KeepWarm, Kept, WarmStep, after_turn, someone_waits
 from connlease.invocation import InvocationContext
 
 if TYPE_CHECKING:
@@ -266,7 +266,7 @@ class ConnectionLeases:
                 self.close()
                 raise
             now_ms = self._used(kept)
-            if kept.kept.lease.expires_at_ms < now_ms + warm.after_last_use_ms:
+            if not warm.covers(kept.kept.lease, now_ms):
                 # The body ran past what the lease covers: an idle connection left open now
                 # could outlive it. Close it while the lease still counts, if it does.
                 self.close()
@@ -309,7 +309,7 @@ class ConnectionLeases:
                 self._turn_until_ms = None
             grant = self._acquire(deadline, holder, warm.ttl_ms(invocation_ms), None, backoff)
             now_ms = self._clock.now_ms()
-            contended = _contended(grant.others_waiting, grant.remaining)
+            contended = someone_waits(grant.others_waiting, grant.remaining)
             kept = _WarmConnection(Kept(grant.lease, now_ms, now_ms, contended))
             self._warm = kept
         elif warm.connection_stale(kept.kept, self._clock.now_ms()) or not _same_session(kept):
@@ -343,7 +343,7 @@ class ConnectionLeases:
         if not isinstance(result, Renewed):
             self.close()
             return None
-        contended = _contended(result.others_waiting, result.remaining)
+        contended = someone_waits(result.others_waiting, result.remaining)
         kept.kept = replace(
             kept.kept,
             lease=result.lease,
@@ -436,12 +436,6 @@ def _same_session(kept: _WarmConnection) -> bool:
     if connection is None or not getattr(connection, "open", True):
         return False
     return getattr(connection, "server_thread_id", None) == kept.session
-
-
-def _contended(others_waiting: bool | None, remaining: int | None) -> bool:
-    """Whether others may wait for this slot. A store that does not say who waits is read
-    by its free slots: with none left, giving back at the end of a hold is the fair guess."""
-    return others_waiting if others_waiting is not None else not remaining
 
 
 def _close(connection: object) -> None:

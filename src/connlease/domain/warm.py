@@ -79,24 +79,30 @@ class KeepWarm:
         long as the first one may (`invocation_ms`, its remaining time): the lease ends
         after the last of them, plus the time the server takes to close the idle
         connection."""
-        return min(self.hold_ms + invocation_ms + self.after_last_use_ms, MAX_TTL_MS)
+        return self._lease_ms(self.hold_ms, invocation_ms)
 
     def needed_until_ms(self, invocation_end_ms: int) -> int:
         """The least expiry that lets an invocation ending then use the kept lease."""
         return invocation_end_ms + self.after_last_use_ms
 
+    def covers(self, lease: Lease, last_use_ms: int) -> bool:
+        """Whether the lease outlasts a connection last used then, idle close included."""
+        return lease.expires_at_ms >= self.needed_until_ms(last_use_ms)
+
     def on_entry(self, kept: Kept, now_ms: int, invocation_end_ms: int) -> WarmStep:
         if self.hold_over(kept, now_ms):
             return WarmStep.REPLACE if kept.contended else WarmStep.NEW_HOLD
-        if kept.lease.expires_at_ms >= self.needed_until_ms(invocation_end_ms):
+        if self.covers(kept.lease, invocation_end_ms):
             return WarmStep.REUSE
         return WarmStep.RENEW
 
     def renewal_ttl_ms(self, kept: Kept, now_ms: int, invocation_ms: int) -> int:
         """TTL for a renewal: as a new lease's, counted from the kept lease's grant."""
-        left_of_hold = max(0, kept.granted_at_ms + self.hold_ms - now_ms)
-        ttl = left_of_hold + invocation_ms + self.after_last_use_ms
-        return min(max(ttl, MIN_TTL_MS), MAX_TTL_MS)
+        return self._lease_ms(max(0, kept.granted_at_ms + self.hold_ms - now_ms), invocation_ms)
+
+    def _lease_ms(self, hold_left_ms: int, invocation_ms: int) -> int:
+        ttl_ms = hold_left_ms + invocation_ms + self.after_last_use_ms
+        return min(max(ttl_ms, MIN_TTL_MS), MAX_TTL_MS)
 
     def hold_over(self, kept: Kept, now_ms: int) -> bool:
         return now_ms >= kept.granted_at_ms + self.hold_ms
@@ -116,3 +122,10 @@ def after_turn(backoff: Backoff) -> SteadyJitter:
     With polling there is no queue to join; starting over with short waits, as a new waiter
     does, would have it out-poll the environments that have waited longest."""
     return SteadyJitter(backoff.base_ms, backoff.cap_ms)
+
+
+def someone_waits(others_waiting: bool | None, remaining: int | None) -> bool:
+    """Whether others may wait for a holder's slot, from the store's answer. A store that
+    does not say who waits (an older helper) is read by its free slots: with none left,
+    giving back at the end of a hold is the fair guess."""
+    return others_waiting if others_waiting is not None else not remaining

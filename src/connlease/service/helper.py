@@ -7,9 +7,9 @@ The cyclic garbage collector is off while the module initializes (Lambda's init 
 and the objects init made are then frozen (`gc.freeze()`, the pattern the gc docs give for
 a process that prepares long-lived state once). Everything init makes lives as long as
 the execution environment: modules, classes, the pydantic schemas, the SDK's service
-model. Collecting during init reclaimed about 700 of some 75,000 objects and cost about
-30 ms of each cold start here; frozen, those objects are also left out of every later
-collection instead of being scanned again by each full one (20 ms each here).
+model, so collecting during init scans them again and again and frees next to nothing;
+frozen, they are also left out of every later collection. `make bench` measures the
+cold start this belongs to.
 """
 
 # ruff: noqa: E402 - the imports below are what runs with the collector off

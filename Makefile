@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
+# Every Python tree ruff and mypy check.
+CODE := domain adapters service local tests benchmarks reliability
 
-.PHONY: dev lint format unit integration test demo bench bench-quick reliability infra-tools infra clean
+.PHONY: dev lint format unit integration test demo bench bench-quick reliability infra-tools infra clean \
+	build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,13 +34,13 @@ infra: $(STAMP) $(INFRA_STAMP)  ## template checks: cfn-lint, checkov, bandit, t
 	$(PY) -m pytest tests/unit/test_template.py tests/integration/test_infra_checks.py
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check src tests benchmarks reliability
-	$(VENV)/bin/ruff format --check src tests benchmarks reliability
-	$(VENV)/bin/mypy src tests benchmarks reliability
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
+	$(VENV)/bin/mypy $(CODE)
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests benchmarks reliability
-	$(VENV)/bin/ruff check --fix src tests benchmarks reliability
+	$(VENV)/bin/ruff format $(CODE)
+	$(VENV)/bin/ruff check --fix $(CODE)
 
 unit: $(STAMP)  ## tests without network
 	$(PY) -m pytest tests/unit
@@ -49,7 +52,7 @@ test: lint $(INFRA_STAMP)  ## everything CI runs
 	$(PY) -m pytest
 
 demo: $(STAMP)  ## the sample's load demo on the local stack; flags: make demo ARGS="-n 500 -c 40"
-	$(PY) -m connlease.local.demo $(ARGS)
+	$(PY) -m local.demo $(ARGS)
 
 bench: $(STAMP)  ## benchmarks side by side (about 7 min); writes docs/benchmarks.md
 	$(PY) -m benchmarks.run
@@ -59,6 +62,16 @@ bench-quick: $(STAMP)  ## a shorter run of every benchmark (about 1 min)
 
 reliability: $(STAMP)  ## every reliability campaign in full (about 7 min here); writes docs/reliability.md
 	$(PY) -m reliability.run $(ARGS)
+
+# `sam build` (infra/template.yaml, BuildMethod: makefile, CodeUri: the repository root) runs
+# these with ARTIFACTS_DIR set: a function's package is the hexagon's three packages alone,
+# its dependencies come from the layer.
+LAMBDA_PACKAGES := domain adapters service
+build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction:
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)" >&2; exit 2; }
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp -R $(LAMBDA_PACKAGES) "$(ARTIFACTS_DIR)/"
+	find "$(ARTIFACTS_DIR)" -name __pycache__ -prune -exec rm -rf {} +
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from adapters.mysql import MySqlConnector, MySqlEndpoint
 from benchmarks.strategies import Strategy, Tally
-from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint
-from connlease.local.watch import ConnectionWatcher
-from connlease.service.harness import percentile
+from local.watch import ConnectionWatcher
+from service.harness import percentile
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-HELPER = "import connlease.service.helper"
+HELPER = "import service.helper"
 MINIMAL = "import boto3; boto3.client('dynamodb')"
 
 # What Lambda sets for every function. LAMBDA_TASK_ROOT matters: it is how the X-Ray SDK

@@ -6,10 +6,10 @@ import math
 import time
 from dataclasses import dataclass
 
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.domain import Granted, Quota
-from connlease.domain.model import new_lease_id
+from adapters.clock import SystemClock
+from adapters.memory import InMemoryLeaseStore
+from domain import Granted, Quota
+from domain.model import new_lease_id
 
 HOLDER = "LambdaRDS_Test/8f14e45f"  # what the client library writes: function/request
 

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from importlib.metadata import version
 from pathlib import Path
 
 from benchmarks import cost
@@ -25,16 +26,17 @@ from benchmarks.strategies import (
     SampleCounter,
     Strategy,
 )
-from connlease import __version__
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint
-from connlease.domain import Backoff, DecorrelatedJitter, LeaseStore, Quota
-from connlease.domain.warm import KeepWarm
-from connlease.local.demo import mysql_from_environment
-from connlease.local.dynamodb import EmbeddedDynamoDB, RequestCounter
-from connlease.local.watch import ConnectionWatcher
+
+__version__ = version("connlease")
+from adapters.clock import SystemClock
+from adapters.dynamodb import DynamoDBLeaseStore, create_table
+from adapters.memory import InMemoryLeaseStore
+from adapters.mysql import MySqlConnector, MySqlEndpoint
+from domain import Backoff, DecorrelatedJitter, LeaseStore, Quota
+from domain.warm import KeepWarm
+from local.demo import mysql_from_environment
+from local.dynamodb import EmbeddedDynamoDB, RequestCounter
+from local.watch import ConnectionWatcher
 
 MAX_CONNECTIONS = 30
 QUOTA = 25  # max_connections less headroom for the watcher and anything else connected
@@ -356,7 +358,7 @@ def report(
         "",
         "| handler | median ms | min ms |",
         "|---|---:|---:|",
-        f"| helper (`import connlease.service.helper`) | {ms(statistics.median(cold.helper_ms))} "
+        f"| helper (`import service.helper`) | {ms(statistics.median(cold.helper_ms))} "
         f"| {ms(min(cold.helper_ms))} |",
         f"| minimal (`boto3.client('dynamodb')`) | {ms(statistics.median(cold.minimal_ms))} "
         f"| {ms(min(cold.minimal_ms))} |",
@@ -481,7 +483,7 @@ def targets(rows: list[Row], util: list[UtilizationRow], cold: ColdStart) -> lis
         "pydantic's plugin scan, and builds only the settings models it reads. What remains "
         "is what it uses: pydantic, the X-Ray SDK with its patch, Powertools, the domain and "
         "the contract "
-        "(`python -X importtime -c 'import connlease.service.helper'` with the environment "
+        "(`python -X importtime -c 'import service.helper'` with the environment "
         "above shows the split).",
         "",
     ]

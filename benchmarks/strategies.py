@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.mysql import DatabaseError, MySqlConnector
-from connlease.client import ConnectionLeases
-from connlease.domain import Backoff, LeaseStore, NoCapacity
-from connlease.domain.warm import KeepWarm
+from adapters.clock import SystemClock
+from adapters.mysql import DatabaseError, MySqlConnector
+from domain import Backoff, LeaseStore, NoCapacity
+from domain.warm import KeepWarm
+from service.client import ConnectionLeases
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

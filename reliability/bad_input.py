@@ -29,18 +29,18 @@ from hypothesis import seed as seeded
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import connlease.service.helper as helper_service
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.dynamodb import DynamoDBLeaseStore
-from connlease.adapters.emf import EmfMetricsSink
-from connlease.client import ConnectionLeases, direct_leases, lambda_leases
-from connlease.contract import ErrorResponse
-from connlease.domain import ConnleaseError, DecorrelatedJitter, Granted, Leases
-from connlease.local.context import LocalContext
-from connlease.local.dynamodb import RequestCounter, create_idempotency_table
-from connlease.service.bootstrap import Helper
-from connlease.service.settings import HelperSettings
+import service.helper as helper_service
+from adapters.clock import SystemClock
+from adapters.dynamodb import DynamoDBLeaseStore
+from adapters.emf import EmfMetricsSink
+from domain import ConnleaseError, DecorrelatedJitter, Granted, Leases
+from local.context import LocalContext
+from local.dynamodb import RequestCounter, create_idempotency_table
 from reliability.common import Campaign, Figure, Lab, Stopwatch
+from service.bootstrap import Helper
+from service.client import ConnectionLeases, direct_leases, lambda_leases
+from service.contract import ErrorResponse
+from service.settings import HelperSettings
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
-from connlease.adapters.mysql import MySqlEndpoint
-from connlease.domain import (
+from adapters.clock import SystemClock
+from adapters.dynamodb import DynamoDBLeaseStore, create_table
+from adapters.mysql import MySqlEndpoint
+from domain import (
     AcquireResult,
     ConnleaseError,
     Granted,
@@ -26,8 +26,8 @@ from connlease.domain import (
     RenewResult,
     StoreUnavailable,
 )
-from connlease.local.dynamodb import EmbeddedDynamoDB
-from connlease.local.watch import ConnectionWatcher, Poller
+from local.dynamodb import EmbeddedDynamoDB
+from local.watch import ConnectionWatcher, Poller
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -11,11 +11,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from adapters.clock import SystemClock
+from adapters.mysql import DatabaseError, MySqlConnector
 from benchmarks.strategies import DynamoDBCounter, query
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.mysql import DatabaseError, MySqlConnector
-from connlease.client import ConnectionLeases
-from connlease.domain import (
+from domain import (
     Deadline,
     DecorrelatedJitter,
     Granted,
@@ -33,6 +32,7 @@ from reliability.common import (
     Tracker,
     run_concurrently,
 )
+from service.client import ConnectionLeases
 
 QUERY = "SELECT SLEEP(0.005)"
 # Past the TTL, a few store round trips on this machine (a read, a reclaim, under load).

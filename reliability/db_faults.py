@@ -2,7 +2,7 @@
 
 Simulated invocations (threads) take a lease through the client library and run a query
 through a proxy that refuses connections, cuts them mid-query, or has MariaDB kill them
-(connlease.local.mysql_faults). Whatever the database does, the lease must come back: the
+(local.mysql_faults). Whatever the database does, the lease must come back: the
 quota's TTL is long enough that a lease not given back would still be in the item after the
 run, so an empty item proves release, not expiry. The original sample's counter runs the
 same faults side by side.
@@ -19,15 +19,14 @@ from typing import TypedDict
 
 import pymysql
 
+from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint, server_variable
 from benchmarks.strategies import DynamoDBCounter, SampleCounter, Tally
-from connlease.adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint, server_variable
-from connlease.client import ConnectionLeases, direct_leases
-from connlease.domain import (
+from domain import (
     NoCapacity,
 )
-from connlease.local.mysql_faults import Fault, FaultRates, MySqlFaults
-from connlease.local.mysql_faults import server_id as faulty_server_id
-from connlease.local.watch import Poller
+from local.mysql_faults import Fault, FaultRates, MySqlFaults
+from local.mysql_faults import server_id as faulty_server_id
+from local.watch import Poller
 from reliability.common import (
     Campaign,
     Checker,
@@ -38,6 +37,7 @@ from reliability.common import (
     Tracker,
     run_concurrently,
 )
+from service.client import ConnectionLeases, direct_leases
 
 QUERY_S = 0.05
 # Can't connect, lost the connection while connecting, server gone: what a refusal or a

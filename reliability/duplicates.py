@@ -17,10 +17,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from adapters.clock import SystemClock
+from adapters.mysql import MySqlConnector
 from benchmarks.strategies import DynamoDBCounter, query
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.mysql import MySqlConnector
-from connlease.domain import (
+from domain import (
     Deadline,
     DecorrelatedJitter,
     Lease,
@@ -28,7 +28,7 @@ from connlease.domain import (
     ReleaseOutcome,
     acquire_within,
 )
-from connlease.local.watch import ConnectionWatcher
+from local.watch import ConnectionWatcher
 from reliability.common import Campaign, Checker, Figure, Lab, Stopwatch, run_concurrently
 
 QUERY = "SELECT SLEEP(0.02)"

@@ -10,13 +10,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from connlease import __version__
-from connlease.adapters.mysql import DatabaseError, MySqlConnector
-from connlease.local.demo import mysql_from_environment
-from connlease.local.faults import FaultRates
+__version__ = version("connlease")
+from adapters.mysql import DatabaseError, MySqlConnector
+from local.demo import mysql_from_environment
+from local.faults import FaultRates
 from reliability import bad_input, crashes, db_faults, duplicates, store_faults
 from reliability.common import Campaign, Figure, Lab, lab
 

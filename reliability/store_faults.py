@@ -15,20 +15,18 @@ from dataclasses import dataclass
 
 from botocore.config import Config
 
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.dynamodb import DynamoDBLeaseStore
-from connlease.adapters.mysql import DatabaseError, MySqlConnector
-from connlease.client import ConnectionLeases
-from connlease.domain import (
+from adapters.clock import SystemClock
+from adapters.dynamodb import DynamoDBLeaseStore
+from adapters.mysql import DatabaseError, MySqlConnector
+from domain import (
     ConnleaseError,
     DecorrelatedJitter,
     NoCapacity,
     StoreUnavailable,
 )
-from connlease.local.context import LocalContext
-from connlease.local.dynamodb import local_client
-from connlease.local.faults import Fault, FaultRates, FaultyDynamoDB
-from connlease.service.bootstrap import SDK_CONFIG
+from local.context import LocalContext
+from local.dynamodb import local_client
+from local.faults import Fault, FaultRates, FaultyDynamoDB
 from reliability.common import (
     Campaign,
     Checker,
@@ -39,6 +37,8 @@ from reliability.common import (
     Tracker,
     run_concurrently,
 )
+from service.bootstrap import SDK_CONFIG
+from service.client import ConnectionLeases
 
 # The helper's SDK settings (standard retries, 3 attempts) with the read timeout cut from 5 s
 # to 1 s, so that a timeout costs the campaign seconds, not minutes.

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.domain.ports import LeaseStore
-from connlease.local.dynamodb import EmbeddedDynamoDB, RequestCounter
+from adapters.dynamodb import DynamoDBLeaseStore, create_table
+from adapters.memory import InMemoryLeaseStore
+from domain.ports import LeaseStore
+from local.dynamodb import EmbeddedDynamoDB, RequestCounter
 from tests.fakes import FakeClock
 
 if TYPE_CHECKING:

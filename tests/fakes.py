@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
-from connlease.domain.ports import Clock, Metric, MetricsSink
+from domain.ports import Clock, Metric, MetricsSink
 
 START_MS = 1_800_000_000_000
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.dynamodb import DynamoDBLeaseStore
-from connlease.domain import Deadline, FullJitter, Quota, acquire_within
+from adapters.clock import SystemClock
+from adapters.dynamodb import DynamoDBLeaseStore
+from domain import Deadline, FullJitter, Quota, acquire_within
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from connlease.adapters.mysql import TOO_MANY_CONNECTIONS
-from connlease.domain import KeepWarm
-from connlease.local.demo import (
+from adapters.mysql import TOO_MANY_CONNECTIONS
+from domain import KeepWarm
+from local.demo import (
     DemoOptions,
     lease_ttl_ms,
     main,

@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from connlease.adapters.dynamodb import DynamoDBLeaseStore, create_table
-from connlease.domain import (
+from adapters.dynamodb import DynamoDBLeaseStore, create_table
+from domain import (
     CorruptQuota,
     Granted,
     LeaseLost,
@@ -21,8 +21,8 @@ from connlease.domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
-from connlease.domain.model import WANTED_REFRESH_MS, WANTED_WINDOW_MS
-from connlease.local.dynamodb import EmbeddedDynamoDB, RequestCounter
+from domain.model import WANTED_REFRESH_MS, WANTED_WINDOW_MS
+from local.dynamodb import EmbeddedDynamoDB, RequestCounter
 from tests.fakes import FakeClock
 
 if TYPE_CHECKING:

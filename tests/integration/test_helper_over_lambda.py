@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.dynamodb import DynamoDBLeaseStore
-from connlease.adapters.lambda_invoke import LambdaLeases
-from connlease.client import ConnectionLeases
-from connlease.domain import (
+from adapters.clock import SystemClock
+from adapters.dynamodb import DynamoDBLeaseStore
+from adapters.lambda_invoke import LambdaLeases
+from domain import (
     Granted,
     HelperFailed,
     InvalidInput,
@@ -25,9 +24,10 @@ from connlease.domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
-from connlease.local.context import LocalContext
-from connlease.local.lambda_endpoint import FunctionSpec
-from connlease.local.stack import HELPER, LocalStack, Tables, helper_function
+from local.context import LocalContext
+from local.lambda_endpoint import FunctionSpec
+from local.stack import HELPER, LocalStack, Tables, helper_function
+from service.client import ConnectionLeases
 from tests.fakes import Boom
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def functions(url: str, tables: Tables) -> list[FunctionSpec]:
     return [
         helper_function(url, tables, concurrency=4, namespace=NAMESPACE),
         # The same handler without its tables configured.
-        FunctionSpec("misconfigured-helper", "connlease.service.helper.handler"),
+        FunctionSpec("misconfigured-helper", "service.helper.handler"),
     ]
 
 

@@ -23,7 +23,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from connlease.domain import Granted, LeaseLost, Quota, ReleaseOutcome, Renewed
+from domain import Granted, LeaseLost, Quota, ReleaseOutcome, Renewed
 from tests.conftest import StoreUnderTest, make_dynamodb_store, make_memory_store
 from tests.fakes import FakeClock
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from connlease.local.lambda_endpoint import FunctionSpec, LocalLambda
+from local.lambda_endpoint import FunctionSpec, LocalLambda
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from connlease.local.demo import mysql_from_environment
-from connlease.local.dynamodb import EmbeddedDynamoDB
-from connlease.local.faults import Fault, FaultRates
+from local.demo import mysql_from_environment
+from local.dynamodb import EmbeddedDynamoDB
+from local.faults import Fault, FaultRates
 from reliability import crashes, duplicates, run, store_faults
 from reliability.common import Campaign, Lab, lab
 

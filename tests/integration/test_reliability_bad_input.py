@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from connlease.domain import Quota
-from connlease.local.demo import mysql_from_environment
-from connlease.local.dynamodb import EmbeddedDynamoDB
-from connlease.service.bootstrap import Helper
+from domain import Quota
+from local.demo import mysql_from_environment
+from local.dynamodb import EmbeddedDynamoDB
 from reliability import bad_input
 from reliability.bad_input import Handler
 from reliability.common import Campaign, Lab, lab
+from service.bootstrap import Helper
 
 pytestmark = pytest.mark.integration
 

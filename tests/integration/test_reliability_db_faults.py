@@ -9,10 +9,10 @@ import pymysql
 import pymysql.cursors
 import pytest
 
-from connlease.adapters.mysql import MySqlEndpoint
-from connlease.local.demo import mysql_from_environment
-from connlease.local.dynamodb import EmbeddedDynamoDB
-from connlease.local.mysql_faults import Fault, FaultRates, MySqlFaults, server_id
+from adapters.mysql import MySqlEndpoint
+from local.demo import mysql_from_environment
+from local.dynamodb import EmbeddedDynamoDB
+from local.mysql_faults import Fault, FaultRates, MySqlFaults, server_id
 from reliability import db_faults
 from reliability.common import lab
 

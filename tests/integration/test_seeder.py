@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.dynamodb import DynamoDBLeaseStore
-from connlease.adapters.mysql import (
+from adapters.clock import SystemClock
+from adapters.dynamodb import DynamoDBLeaseStore
+from adapters.mysql import (
     MySqlConnector,
     MySqlEndpoint,
     select_employees,
     server_variable,
 )
-from connlease.domain import Granted, Quota, UnknownDatabase
-from connlease.local.cfn import RequestType, ResponseCatcher, custom_resource_event
-from connlease.local.context import LocalContext
-from connlease.local.dynamodb import EmbeddedDynamoDB
-from connlease.service import seeder
+from domain import Granted, Quota, UnknownDatabase
+from local.cfn import RequestType, ResponseCatcher, custom_resource_event
+from local.context import LocalContext
+from local.dynamodb import EmbeddedDynamoDB
+from service import seeder
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from connlease.domain import (
+from domain import (
     Granted,
     InvalidInput,
     LeaseLost,
@@ -17,8 +17,8 @@ from connlease.domain import (
     Renewed,
     UnknownDatabase,
 )
-from connlease.domain.decisions import Reclaim, plan_acquire
-from connlease.domain.ports import NewLease
+from domain.decisions import Reclaim, plan_acquire
+from domain.ports import NewLease
 from tests.conftest import StoreUnderTest
 
 DB = "orders-mysql"

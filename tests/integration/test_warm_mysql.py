@@ -9,13 +9,13 @@ from typing import Any
 import pymysql
 import pytest
 
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.adapters.mysql import MySqlConnector, MySqlEndpoint
-from connlease.client import ConnectionLeases
-from connlease.domain import Quota
-from connlease.domain.warm import KeepWarm
-from connlease.local.demo import mysql_from_environment
+from adapters.clock import SystemClock
+from adapters.memory import InMemoryLeaseStore
+from adapters.mysql import MySqlConnector, MySqlEndpoint
+from domain import Quota
+from domain.warm import KeepWarm
+from local.demo import mysql_from_environment
+from service.client import ConnectionLeases
 
 DB = "orders-mysql"
 

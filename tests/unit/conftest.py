@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.domain import Quota
+from adapters.memory import InMemoryLeaseStore
+from domain import Quota
 from tests.fakes import FakeClock
 
 

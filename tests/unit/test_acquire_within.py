@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.domain import (
+from adapters.memory import InMemoryLeaseStore
+from domain import (
     Backoff,
     Deadline,
     DecorrelatedJitter,
@@ -22,8 +22,8 @@ from connlease.domain import (
     ReleaseOutcome,
     StoreUnavailable,
 )
-from connlease.domain.ports import NewLease, Write
-from connlease.domain.services import (
+from domain.ports import NewLease, Write
+from domain.services import (
     EXPIRY_SPREAD_MS,
     acquire_within,
     release_within,

@@ -15,9 +15,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from connlease.adapters.aws import unavailable
-from connlease.domain import StoreUnavailable
-from connlease.service.idempotency import idempotency_unavailable
+from adapters.aws import unavailable
+from domain import StoreUnavailable
+from service.idempotency import idempotency_unavailable
 
 
 def client_error(code: str, status: int) -> ClientError:

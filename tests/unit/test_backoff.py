@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connlease.domain.backoff import Backoff, Deadline, DecorrelatedJitter, FullJitter
-from connlease.domain.errors import InvalidInput
+from domain.backoff import Backoff, Deadline, DecorrelatedJitter, FullJitter
+from domain.errors import InvalidInput
 
 DRAWS = 60
 

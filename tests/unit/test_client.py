@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.client import ConnectionLeases, holder_of
-from connlease.domain import (
+from adapters.memory import InMemoryLeaseStore
+from domain import (
     Granted,
     InvalidInput,
     NoCapacity,
@@ -17,6 +16,7 @@ from connlease.domain import (
     ReleaseOutcome,
     StoreUnavailable,
 )
+from service.client import ConnectionLeases, holder_of
 from tests.fakes import Boom, FakeClock, FakeContext
 
 DB = "orders-mysql"

@@ -9,9 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.client import ConnectionLeases
-from connlease.domain import (
+from adapters.memory import InMemoryLeaseStore
+from domain import (
     AcquireResult,
     Granted,
     InvalidInput,
@@ -21,7 +20,8 @@ from connlease.domain import (
     RenewResult,
     StoreUnavailable,
 )
-from connlease.domain.warm import KeepWarm
+from domain.warm import KeepWarm
+from service.client import ConnectionLeases
 from tests.fakes import Boom, FakeClock, FakeContext
 
 DB = "orders-mysql"

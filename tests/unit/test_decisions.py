@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connlease.domain.decisions import (
+from domain.decisions import (
     MAX_RECLAIM_PER_WRITE,
     AddLease,
     Reclaim,
     Rejected,
     plan_acquire,
 )
-from connlease.domain.model import Lease, Quota, QuotaState, QuotaStatus
+from domain.model import Lease, Quota, QuotaState, QuotaStatus
 
 DB = "orders-mysql"
 NOW = 1_800_000_000_000

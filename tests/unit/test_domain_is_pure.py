@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import connlease.domain
+import domain
 
-DOMAIN_DIR = Path(connlease.domain.__file__).parent
+DOMAIN_DIR = Path(domain.__file__).parent
 DOMAIN_FILES = sorted(DOMAIN_DIR.rglob("*.py"))
 # Time and environment must come in through the ports (Clock) and explicit arguments.
 FORBIDDEN_MODULES = frozenset({"os", "time", "datetime"})
@@ -71,7 +71,7 @@ def test_each_domain_module_imports_only_relative_or_standard_library_modules(
         ("from datetime import datetime\n", "imports 'datetime'"),
         ("import os.path\n", "imports 'os.path'"),
         ("import boto3\n", "imports 'boto3', which is neither"),
-        ("from connlease.adapters import memory\n", "imports 'connlease.adapters'"),
+        ("from adapters import memory\n", "imports 'adapters'"),
         ("x = os.environ['TABLE']\n", "references os.environ"),
     ],
 )

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.domain import DecorrelatedJitter, Metric, Quota
-from connlease.service.bootstrap import Helper
-from connlease.service.helper import respond
-from connlease.service.settings import HelperSettings
+from adapters.memory import InMemoryLeaseStore
+from domain import DecorrelatedJitter, Metric, Quota
+from service.bootstrap import Helper
+from service.helper import respond
+from service.settings import HelperSettings
 from tests.fakes import FakeClock, FakeContext, InMemoryIdempotencyStore, RecordingMetrics
 
 DB = "orders-mysql"

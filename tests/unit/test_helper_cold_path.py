@@ -14,12 +14,12 @@ from benchmarks.coldstart import LAMBDA_LIKE
 
 PROBE = """
 import gc, json, sys
-import connlease.service.helper as helper
+import service.helper as helper
 from aws_xray_sdk.core import patcher
 from pydantic import BaseModel
 from pydantic.plugin import _loader
-from connlease import contract
-from connlease.service import settings
+from service import contract
+from service import settings
 
 def models(module):
     return {
@@ -52,8 +52,8 @@ NOT_ON_THE_COLD_PATH = (
     "pymysql",
     "requests",
     "sqlite3",
-    "connlease.adapters.mysql",
-    "connlease.client",
+    "adapters.mysql",
+    "service.client",
 )
 
 

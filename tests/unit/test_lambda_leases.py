@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from connlease.adapters.lambda_invoke import LambdaLeases
-from connlease.domain import InvalidInput, RequestInProgress, StoreUnavailable
-from connlease.service.errors import known_error
+from adapters.lambda_invoke import LambdaLeases
+from domain import InvalidInput, RequestInProgress, StoreUnavailable
+from service.errors import known_error
 
 
 class NoInvokes:

@@ -6,10 +6,10 @@ import random
 import threading
 import time
 
-from connlease.adapters.clock import SystemClock
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.domain import Deadline, FullJitter, NoCapacity, Quota
-from connlease.domain.services import acquire_within
+from adapters.clock import SystemClock
+from adapters.memory import InMemoryLeaseStore
+from domain import Deadline, FullJitter, NoCapacity, Quota
+from domain.services import acquire_within
 
 DB = "orders-mysql"
 LIMIT = 3

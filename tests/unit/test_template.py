@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from connlease.adapters.dynamodb import KEY_SCHEMA
-from connlease.adapters.emf import DIMENSION
-from connlease.domain import Metric
-from connlease.service.seeder import SeedProperties
-from connlease.service.settings import (
+from adapters.dynamodb import KEY_SCHEMA
+from adapters.emf import DIMENSION
+from domain import Metric
+from service.seeder import SeedProperties
+from service.settings import (
     EnvironmentSettings,
     HarnessSettings,
     HelperSettings,
@@ -37,10 +37,10 @@ LAYER = "AWS::Serverless::LayerVersion"
 
 # Which settings each handler reads (its module builds exactly this class).
 SETTINGS: dict[str, type[EnvironmentSettings]] = {
-    "connlease.service.helper.handler": HelperSettings,
-    "connlease.service.workload.handler": WorkloadSettings,
-    "connlease.service.harness.handler": HarnessSettings,
-    "connlease.service.seeder.handler": SeederSettings,
+    "service.helper.handler": HelperSettings,
+    "service.workload.handler": WorkloadSettings,
+    "service.harness.handler": HarnessSettings,
+    "service.seeder.handler": SeederSettings,
 }
 
 # Variables a function reads that the template leaves to their defaults in AWS, and why.

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from connlease.domain import DecorrelatedJitter, InvalidInput, Lease
-from connlease.domain.warm import CLOSE_SLACK_MS, KeepWarm, Kept, WarmStep, after_turn
+from domain import DecorrelatedJitter, InvalidInput, Lease
+from domain.warm import CLOSE_SLACK_MS, KeepWarm, Kept, WarmStep, after_turn
 
 NOW = 1_800_000_000_000
 

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.client import ConnectionLeases
-from connlease.domain import KeepWarm, NoCapacity, Quota
-from connlease.domain.warm import CLOSE_SLACK_MS
+from adapters.memory import InMemoryLeaseStore
+from domain import KeepWarm, NoCapacity, Quota
+from domain.warm import CLOSE_SLACK_MS
+from service.client import ConnectionLeases
 from tests.fakes import Boom, FakeClock
 
 DB = "orders-mysql"

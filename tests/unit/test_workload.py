@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from connlease.adapters.memory import InMemoryLeaseStore
-from connlease.adapters.mysql import DatabaseError
-from connlease.client import ConnectionLeases
-from connlease.domain import KeepWarm, Quota
-from connlease.service.bootstrap import Workload, keep_warm
-from connlease.service.harness import percentile, summarize
-from connlease.service.settings import WorkloadSettings
-from connlease.service.workload import pick_query_time_s, run
+from adapters.memory import InMemoryLeaseStore
+from adapters.mysql import DatabaseError
+from domain import KeepWarm, Quota
+from service.bootstrap import Workload, keep_warm
+from service.client import ConnectionLeases
+from service.harness import percentile, summarize
+from service.settings import WorkloadSettings
+from service.workload import pick_query_time_s, run
 from tests.fakes import FakeClock, FakeContext
 
 DB = "demo-mysql"

@@ -1,0 +1,197 @@
+"""The helper function as a lease source, over a synchronous Lambda invoke.
+
+The caller's view of the helper: the same `Leases` interface as a store in-process, with
+the helper's error documents and function errors turned back into typed exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from adapters.aws import unavailable
+from domain import (
+    AcquireResult,
+    ConnleaseError,
+    CorruptQuota,
+    Granted,
+    HelperFailed,
+    InvalidInput,
+    LeaseLost,
+    QuotaStatus,
+    Rejected,
+    ReleaseOutcome,
+    Renewed,
+    RenewResult,
+    RequestInProgress,
+    StoreUnavailable,
+    UnknownDatabase,
+)
+from domain.model import (
+    check_database,
+    check_holder,
+    check_lease_id,
+    check_ttl_ms,
+    check_wait_ms,
+    new_lease_id,
+)
+from service.contract import (
+    AcquireResponse,
+    ErrorResponse,
+    ReleaseResponse,
+    RenewResponse,
+    StatusResponse,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+
+RENEWALS_KEPT = 4096  # leases remembered; far more than one environment holds in its life
+
+Answer = TypeVar("Answer", AcquireResponse, ReleaseResponse, RenewResponse, StatusResponse)
+
+
+class LambdaLeases:
+    """Leases from the helper function, invoked by name or ARN (RequestResponse)."""
+
+    def __init__(self, client: LambdaClient, function: str) -> None:
+        self._client = client
+        self._function = function
+        # Numbers each renewal of a lease, so that a retried renew is answered once and a
+        # later one never reuses a number (it would get an earlier, stale answer back).
+        self._renewals: OrderedDict[str, int] = OrderedDict()
+
+    def acquire(
+        self,
+        database: str,
+        holder: str = "",
+        ttl_ms: int | None = None,
+        lease_id: str | None = None,
+        wait_ms: int = 0,
+    ) -> AcquireResult:
+        # Checked here as the store checks them, so that a bad argument is an InvalidInput
+        # before any invoke, never a TypeError from encoding it (the helper still holds
+        # wait_ms to its own ceiling).
+        check_database(database)
+        check_holder(holder)
+        if ttl_ms is not None:
+            check_ttl_ms(ttl_ms)
+        check_wait_ms(wait_ms)
+        # The id is proposed here, so that an invoke the SDK retries after losing its
+        # answer finds the lease the first attempt took instead of taking a second one.
+        request: dict[str, Any] = {
+            "action": "acquire",
+            "database": database,
+            "lease_id": new_lease_id() if lease_id is None else check_lease_id(lease_id),
+            "holder": holder,
+        }
+        if ttl_ms is not None:
+            request["ttl_ms"] = ttl_ms
+        if wait_ms:
+            request["wait_ms"] = wait_ms
+        try:
+            answer = self._call(request, AcquireResponse)
+        except (StoreUnavailable, HelperFailed):
+            # The helper may have taken the lease before the answer was lost: give the
+            # proposed id back rather than leave it held until its TTL.
+            with suppress(ConnleaseError):
+                self.release(database, request["lease_id"])
+            raise
+        if answer.lease is not None:
+            reclaimed = tuple(lease.to_domain() for lease in answer.reclaimed)
+            return Granted(
+                answer.lease.to_domain(), answer.remaining, reclaimed, answer.others_waiting
+            )
+        return Rejected(database, answer.limit or 0, answer.in_use or 0, answer.retry_after_ms or 0)
+
+    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+        check_database(database)
+        check_lease_id(lease_id)
+        request = {"action": "release", "database": database, "lease_id": lease_id}
+        answer = self._call(request, ReleaseResponse)
+        return ReleaseOutcome(answer.outcome)
+
+    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
+        check_database(database)
+        check_lease_id(lease_id)
+        if ttl_ms is not None:
+            check_ttl_ms(ttl_ms)
+        renewal = self._renewals.get(lease_id, 0) + 1
+        request: dict[str, Any] = {
+            "action": "renew",
+            "database": database,
+            "lease_id": lease_id,
+            "renewal": renewal,
+        }
+        if ttl_ms is not None:
+            request["ttl_ms"] = ttl_ms
+        answer = self._call(request, RenewResponse)
+        self._renewals[lease_id] = renewal
+        self._renewals.move_to_end(lease_id)
+        while len(self._renewals) > RENEWALS_KEPT:
+            self._renewals.popitem(last=False)
+        if answer.lease is None:
+            return LeaseLost(lease_id)
+        return Renewed(answer.lease.to_domain(), answer.remaining, answer.others_waiting)
+
+    def status(self, database: str) -> QuotaStatus:
+        check_database(database)
+        answer = self._call({"action": "status", "database": database}, StatusResponse)
+        return answer.to_domain()
+
+    def _call(self, request: dict[str, Any], answer_type: type[Answer]) -> Answer:
+        try:
+            response = self._client.invoke(
+                FunctionName=self._function,
+                InvocationType="RequestResponse",
+                Payload=json.dumps(request).encode(),
+            )
+            body = response["Payload"].read()
+        except (ClientError, BotoCoreError) as error:
+            raise unavailable(f"invoke {self._function}", error) from error
+        try:
+            document = json.loads(body)
+        except ValueError as error:
+            raise HelperFailed(self._function, "MalformedResponse", repr(body[:200])) from error
+        if response.get("FunctionError"):
+            document = document if isinstance(document, dict) else {}
+            raise HelperFailed(
+                self._function,
+                str(document.get("errorType", response["FunctionError"])),
+                str(document.get("errorMessage", "no message")),
+            )
+        try:
+            if isinstance(document, dict) and document.get("ok") is False:
+                raise _error_from(self._function, ErrorResponse.model_validate(document))
+            return answer_type.model_validate(document)
+        except ValidationError as error:
+            raise HelperFailed(self._function, "MalformedResponse", str(error)) from error
+
+
+def _error_from(function: str, answer: ErrorResponse) -> ConnleaseError:
+    """The exception the helper's error document stands for."""
+    error = answer.error
+    details = {detail.field: detail.message for detail in error.details}
+    match error.type:
+        case "InvalidInput":
+            field, message = next(iter(details.items()), ("event", error.message))
+            return InvalidInput(field, message if len(details) <= 1 else error.message)
+        case "UnknownDatabase":
+            return UnknownDatabase(details.get("database", "?"))
+        case "CorruptQuota":
+            return CorruptQuota(details.get("database", "?"), details.get("problem", error.message))
+        case "StoreUnavailable":
+            return StoreUnavailable(
+                details.get("operation", "helper"),
+                details.get("reason", error.message),
+                retryable=details.get("retryable", "true") == "true",
+            )
+        case "RequestInProgress":
+            return RequestInProgress(details.get("operation", "request"))
+        case _:
+            return HelperFailed(function, error.type, error.message)

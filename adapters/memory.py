@@ -1,0 +1,122 @@
+"""A lease store in process memory, with the DynamoDB store's semantics step for step.
+
+Every hook is one atomic step under a lock, as every DynamoDB hook is one conditional
+write, so the shared acquire loop takes the same paths on both. An optional per-request
+latency stands in for a network round trip, which lets benchmarks weigh the algorithm
+apart from any emulator's speed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from domain.decisions import Reclaim
+from domain.errors import UnknownDatabase
+from domain.model import Lease, Quota, QuotaState, new_lease_id
+from domain.ports import Clock, LeaseStore, NewLease, Write
+
+
+class InMemoryLeaseStore(LeaseStore):
+    def __init__(
+        self,
+        clock: Clock,
+        lease_ids: Callable[[], str] = new_lease_id,
+        latency_s: float = 0.0,
+    ) -> None:
+        super().__init__(clock, lease_ids)
+        self._latency_s = latency_s
+        self._lock = threading.Lock()
+        self._quotas: dict[str, Quota] = {}
+        self._leases: dict[str, dict[str, Lease]] = {}
+        self._wanted_at_ms: dict[str, int] = {}
+        self.requests: Counter[str] = Counter()
+
+    def request_count(self) -> int:
+        return sum(self.requests.values())
+
+    @contextmanager
+    def _request(self, operation: str) -> Iterator[None]:
+        # Half the round trip on the way in, half on the way out, outside the lock:
+        # network time overlaps between callers, applying the write does not.
+        half = self._latency_s / 2
+        if half:
+            time.sleep(half)
+        with self._lock:
+            self.requests[operation] += 1
+            yield
+        if half:
+            time.sleep(half)
+
+    def _state(self, database: str) -> QuotaState:
+        quota = self._quotas.get(database)
+        if quota is None:
+            raise UnknownDatabase(database)
+        leases = tuple(self._leases[database].values())
+        return QuotaState(database, quota, leases, self._wanted_at_ms.get(database, 0))
+
+    def _put(self, database: str, lease: NewLease, now_ms: int) -> None:
+        ttl_ms = self._quotas[database].default_ttl_ms if lease.ttl_ms is None else lease.ttl_ms
+        self._leases[database][lease.id] = Lease(lease.id, lease.holder, now_ms + ttl_ms)
+
+    def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
+        with self._request("add"):
+            state = self._state(database)
+            leases = self._leases[database]
+            if len(leases) >= state.quota.limit or lease.id in leases:
+                return Write(False, state)
+            self._put(database, lease, now_ms)
+            return Write(True, self._state(database))
+
+    def _reclaim(self, database: str, plan: Reclaim, lease: NewLease | None, now_ms: int) -> Write:
+        with self._request("reclaim"):
+            state = self._state(database)
+            leases = self._leases[database]
+            if not plan.applies_to(state) or (lease is not None and lease.id in leases):
+                return Write(False, state)
+            for victim in plan.victims:
+                del leases[victim.id]
+            if lease is not None:
+                self._put(database, lease, now_ms)
+            return Write(True, self._state(database))
+
+    def _remove(self, database: str, lease_id: str) -> bool:
+        with self._request("remove"):
+            self._state(database)
+            return self._leases[database].pop(lease_id, None) is not None
+
+    def _note_wanted(self, database: str, now_ms: int) -> None:
+        with self._request("note_wanted"):
+            # As the DynamoDB store's condition: only over a stale or far-ahead note.
+            if self._state(database).wanted_note_stale(now_ms):
+                self._wanted_at_ms[database] = now_ms
+
+    def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
+        with self._request("extend"):
+            state = self._state(database)
+            lease = self._leases[database].get(lease_id)
+            if lease is None or not lease.is_live(now_ms):
+                return Write(False, state)
+            ttl_ms = state.quota.default_ttl_ms if ttl_ms is None else ttl_ms
+            self._leases[database][lease_id] = replace(lease, expires_at_ms=now_ms + ttl_ms)
+            return Write(True, self._state(database))
+
+    def _read(self, database: str) -> QuotaState:
+        with self._request("read"):
+            return self._state(database)
+
+    def _write_quota(self, database: str, quota: Quota) -> QuotaState:
+        with self._request("write_quota"):
+            self._quotas[database] = quota
+            self._leases.setdefault(database, {})
+            return self._state(database)
+
+    def _delete_quota(self, database: str) -> bool:
+        with self._request("delete_quota"):
+            self._leases.pop(database, None)
+            self._wanted_at_ms.pop(database, None)
+            return self._quotas.pop(database, None) is not None

@@ -1,0 +1,250 @@
+"""The composition root: the one place where settings meet adapters and the domain.
+
+Handlers call these builders once per execution environment (cold start); nothing here
+talks to AWS beyond creating clients, so a cold start makes no network call.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, TypeVar, cast
+
+import botocore.session
+from botocore.config import Config
+
+from adapters.clock import SystemClock
+from adapters.dynamodb import DynamoDBLeaseStore
+from adapters.emf import EmfMetricsSink
+from domain import (
+    Backoff,
+    Clock,
+    DecorrelatedJitter,
+    KeepWarm,
+    Leases,
+    LeaseStore,
+    MetricsSink,
+)
+from service.settings import StoreSettings
+
+# What only the test function and the seeder use (pymysql, the client library, the invoke
+# adapter) is imported inside their builders: the helper's cold start does not pay for it.
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.utilities.idempotency.persistence.base import (
+        BasePersistenceLayer,
+    )
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_lambda import LambdaClient
+
+    from adapters.mysql import MySqlConnector, MySqlEndpoint
+    from service.client import ConnectionLeases
+    from service.settings import (
+        DatabaseSettings,
+        HarnessSettings,
+        HelperSettings,
+        SeederSettings,
+        WorkloadSettings,
+    )
+
+T = TypeVar("T")
+
+# Lease calls sit on the caller's critical path: fail over quickly rather than hang.
+SDK_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=5,
+    retries={"mode": "standard", "max_attempts": 3},
+    max_pool_connections=10,
+)
+
+# The helper may queue behind a burst: a short read timeout would only resend the call.
+INVOKE_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": 3},
+    max_pool_connections=10,
+)
+
+
+def built_at_init(build: Callable[[], T]) -> Callable[[], T]:
+    """`build`, run once per execution environment and reused.
+
+    It is tried during the init phase already, where Lambda gives the function a full CPU
+    and the work is not on the first caller's clock; if the environment is wrong, the
+    error comes again, and is answered, on each invoke.
+    """
+    once = cache(build)
+    with suppress(Exception):
+        once()
+    return once
+
+
+@cache
+def sdk_session() -> botocore.session.Session:
+    """The one SDK session the clients share (credentials, region and service models are
+    resolved and loaded once), as boto3's default session would be.
+
+    The clients are botocore's: `boto3.client()` makes the same low-level client, but
+    importing boto3 also imports its resource layer and s3transfer, which no function
+    here uses (`python -X importtime -c 'import boto3'` shows what they cost)."""
+    return botocore.session.get_session()
+
+
+def dynamodb_client(settings: StoreSettings) -> DynamoDBClient:
+    url = settings.dynamodb_endpoint_url
+    client = sdk_session().create_client(
+        "dynamodb", endpoint_url=str(url) if url else None, config=SDK_CONFIG
+    )
+    return cast("DynamoDBClient", client)
+
+
+def lambda_client(config: Config) -> LambdaClient:
+    # Off AWS, the SDK's own AWS_ENDPOINT_URL_LAMBDA points it at the local endpoint.
+    return cast("LambdaClient", sdk_session().create_client("lambda", config=config))
+
+
+def lease_store(settings: StoreSettings, client: DynamoDBClient, clock: Clock) -> LeaseStore:
+    return DynamoDBLeaseStore(client, settings.leases_table_name, clock)
+
+
+@dataclass(frozen=True)
+class Helper:
+    """Everything the helper's handler works with."""
+
+    settings: HelperSettings
+    store: LeaseStore
+    clock: Clock
+    metrics: MetricsSink
+    backoff: Backoff
+    rng: random.Random
+    dynamodb: DynamoDBClient | None = None  # also for the idempotency records
+    idempotency_store: BasePersistenceLayer | None = None  # None: the DynamoDB table
+
+
+def build_helper(settings: HelperSettings, metrics: Metrics) -> Helper:
+    client = dynamodb_client(settings)
+    clock = SystemClock()
+    return Helper(
+        settings=settings,
+        store=lease_store(settings, client, clock),
+        clock=clock,
+        metrics=EmfMetricsSink(metrics, settings.powertools_metrics_namespace),
+        backoff=DecorrelatedJitter(base_ms=10, cap_ms=250),
+        rng=random.Random(),
+        dynamodb=client,
+    )
+
+
+def mysql_endpoint(settings: DatabaseSettings) -> MySqlEndpoint:
+    """The database's address and credentials; the secret is fetched (and cached for five
+    minutes by Powertools Parameters) only when one is configured."""
+    from adapters.mysql import MySqlEndpoint  # noqa: PLC0415
+
+    user, password = settings.db_user, settings.db_password
+    if settings.db_secret_arn:
+        from aws_lambda_powertools.utilities.parameters import get_secret  # noqa: PLC0415
+
+        secret = get_secret(settings.db_secret_arn, transform="json", max_age=300)
+        user, password = secret["username"], secret["password"]
+    return MySqlEndpoint(
+        host=settings.db_host,
+        port=settings.db_port,
+        user=user,
+        password=password,
+        database=settings.db_name,
+        connect_timeout_s=settings.db_connect_timeout_s,
+    )
+
+
+def mysql_connector(settings: DatabaseSettings) -> MySqlConnector:
+    from adapters.mysql import MySqlConnector, tls_context  # noqa: PLC0415
+
+    # One TLS context per execution environment: building one per connect costs 37 ms.
+    tls = tls_context(settings.db_ca_bundle) if settings.db_tls else None
+    return MySqlConnector(mysql_endpoint(settings), tls)
+
+
+@dataclass(frozen=True)
+class Seeder:
+    """Everything the seeder custom resource works with."""
+
+    settings: SeederSettings
+    store: LeaseStore
+    connect: MySqlConnector
+
+
+def build_seeder(settings: SeederSettings) -> Seeder:
+    return Seeder(
+        settings=settings,
+        store=lease_store(settings, dynamodb_client(settings), SystemClock()),
+        connect=mysql_connector(settings),
+    )
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Everything the test function works with."""
+
+    settings: WorkloadSettings
+    leases: ConnectionLeases
+    connect: MySqlConnector
+    rng: random.Random
+
+
+def build_workload(settings: WorkloadSettings, metrics: Metrics) -> Workload:
+    from adapters.lambda_invoke import LambdaLeases  # noqa: PLC0415
+    from service.client import ConnectionLeases  # noqa: PLC0415
+
+    clock = SystemClock()
+    leases: Leases
+    sink: MetricsSink | None = None
+    if settings.lease_mode == "lambda":
+        leases = LambdaLeases(lambda_client(INVOKE_CONFIG), settings.helper_function)
+        # The helper records every acquire it answers; recording here too would count twice.
+    else:
+        store_settings = StoreSettings(
+            # WorkloadSettings requires the table in direct mode.
+            leases_table_name=cast("str", settings.leases_table_name),
+            dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
+        )
+        leases = lease_store(store_settings, dynamodb_client(store_settings), clock)
+        sink = EmfMetricsSink(metrics, settings.powertools_metrics_namespace)
+    rng = random.Random()
+    return Workload(
+        settings=settings,
+        leases=ConnectionLeases(
+            leases,
+            settings.quota_database,
+            safety_margin_ms=settings.safety_margin_ms,
+            clock=clock,
+            rng=rng,
+            metrics=sink,
+            keep_warm=keep_warm(settings),
+        ),
+        connect=mysql_connector(settings),
+        rng=rng,
+    )
+
+
+def keep_warm(settings: WorkloadSettings) -> KeepWarm | None:
+    if not settings.lease_hold_ms:
+        return None
+    return KeepWarm(hold_ms=settings.lease_hold_ms, idle_close_s=settings.connection_idle_close_s)
+
+
+@dataclass(frozen=True)
+class Harness:
+    settings: HarnessSettings
+    lambda_client: LambdaClient
+
+
+def build_harness(settings: HarnessSettings) -> Harness:
+    config = Config(
+        read_timeout=900,  # a test invocation may wait for a lease and query for minutes
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=settings.max_concurrency,
+    )
+    return Harness(settings, lambda_client(config))

@@ -1,0 +1,187 @@
+"""The helper's wire contract, shared by the helper (service) and its callers (the invoke adapter).
+
+The field checks are the domain's own (`check_*` raise `InvalidInput`, a ValueError, which
+pydantic reports per field), so the helper and the stores agree on what is valid.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from domain.model import (
+    MAX_TTL_MS,
+    Lease,
+    QuotaStatus,
+    check_database,
+    check_holder,
+    check_lease_id,
+    check_ttl_ms,
+)
+
+MAX_WAIT_MS = 15 * 60 * 1000  # a Lambda invocation's longest life
+
+Database = Annotated[StrictStr, AfterValidator(check_database)]
+LeaseId = Annotated[StrictStr, AfterValidator(check_lease_id)]
+Holder = Annotated[StrictStr, AfterValidator(check_holder)]
+TtlMs = Annotated[StrictInt, AfterValidator(check_ttl_ms)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def document(self) -> dict[str, Any]:
+        """The JSON document sent on the wire; absent optional fields are left out."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class AcquireRequest(_Message):
+    """Take a lease; with `wait_ms` the helper waits up to that long for one to free up.
+    A caller-proposed `lease_id` makes a retried acquire return the same lease."""
+
+    action: Literal["acquire"]
+    database: Database
+    lease_id: LeaseId | None = None
+    holder: Holder = ""
+    ttl_ms: TtlMs | None = None
+    wait_ms: StrictInt = Field(0, ge=0, le=MAX_WAIT_MS)
+
+
+class ReleaseRequest(_Message):
+    action: Literal["release"]
+    database: Database
+    lease_id: LeaseId
+
+
+class RenewRequest(_Message):
+    """Extend a live lease. `renewal` numbers a holder's renewals of one lease (1, 2, ...):
+    a retried call carries the same number and gets the first answer back, while the next
+    renewal is a new request."""
+
+    action: Literal["renew"]
+    database: Database
+    lease_id: LeaseId
+    renewal: StrictInt = Field(ge=1)
+    ttl_ms: TtlMs | None = None
+
+
+class StatusRequest(_Message):
+    action: Literal["status"]
+    database: Database
+
+
+HelperAction = AcquireRequest | ReleaseRequest | RenewRequest | StatusRequest
+HelperRequest = Annotated[HelperAction, Field(discriminator="action")]
+
+
+class _Answer(_Message):
+    """Answers ignore fields they do not know: a newer helper may add some, and its
+    older callers must keep working (requests stay strict)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class LeaseDoc(_Answer):
+    id: str
+    holder: str
+    expires_at_ms: int = Field(le=2**53)
+
+    @classmethod
+    def of(cls, lease: Lease) -> LeaseDoc:
+        return cls(id=lease.id, holder=lease.holder, expires_at_ms=lease.expires_at_ms)
+
+    def to_domain(self) -> Lease:
+        return Lease(self.id, self.holder, self.expires_at_ms)
+
+
+class AcquireResponse(_Answer):
+    ok: Literal[True] = True
+    action: Literal["acquire"] = "acquire"
+    outcome: Literal["granted", "no_capacity"]
+    database: str
+    lease: LeaseDoc | None = None
+    remaining: int
+    reclaimed: list[LeaseDoc] = []
+    waited_ms: int = 0
+    others_waiting: bool | None = None  # with granted: an acquirer found the quota full lately
+    # Only with no_capacity: what the quota looked like and when its earliest lease ends.
+    limit: int | None = None
+    in_use: int | None = None
+    retry_after_ms: int | None = Field(None, le=MAX_TTL_MS)
+
+
+class ReleaseResponse(_Answer):
+    ok: Literal[True] = True
+    action: Literal["release"] = "release"
+    outcome: Literal["released", "already_released"]
+    database: str
+    lease_id: str
+
+
+class RenewResponse(_Answer):
+    ok: Literal[True] = True
+    action: Literal["renew"] = "renew"
+    outcome: Literal["renewed", "lost"]
+    database: str
+    lease_id: str
+    lease: LeaseDoc | None = None
+    remaining: int | None = None  # leases free right after the renewal
+    others_waiting: bool | None = None
+
+
+class StatusResponse(_Answer):
+    ok: Literal[True] = True
+    action: Literal["status"] = "status"
+    database: str
+    limit: int
+    default_ttl_ms: int
+    in_use: int
+    remaining: int
+    expired: int
+    leases: list[LeaseDoc]
+
+    @classmethod
+    def of(cls, status: QuotaStatus) -> StatusResponse:
+        return cls(
+            database=status.database,
+            limit=status.limit,
+            default_ttl_ms=status.default_ttl_ms,
+            in_use=status.in_use,
+            remaining=status.remaining,
+            expired=status.expired,
+            leases=[LeaseDoc.of(lease) for lease in status.leases],
+        )
+
+    def to_domain(self) -> QuotaStatus:
+        return QuotaStatus(
+            database=self.database,
+            limit=self.limit,
+            default_ttl_ms=self.default_ttl_ms,
+            in_use=self.in_use,
+            remaining=self.remaining,
+            expired=self.expired,
+            leases=tuple(lease.to_domain() for lease in self.leases),
+        )
+
+
+class ErrorDetail(_Answer):
+    field: str
+    message: str
+
+
+class ErrorBody(_Answer):
+    type: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorResponse(_Answer):
+    ok: Literal[False] = False
+    error: ErrorBody
+
+
+SuccessResponse = Annotated[
+    AcquireResponse | ReleaseResponse | RenewResponse | StatusResponse,
+    Field(discriminator="action"),
+]

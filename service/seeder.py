@@ -1,0 +1,247 @@
+"""The seeder: a CloudFormation custom resource (the sample's LambdaRDS_CFNInit) that seeds
+the Employees table and writes the database's quota item.
+
+crhelper speaks the custom-resource protocol: it calls the handler for the request type,
+sends SUCCESS with the returned physical id and `Data`, or FAILED with the exception's
+message as the Reason when a handler raises, and sends FAILED "Execution timed out" half
+a second before the function would time out. The handlers here parse, call the
+composition root and turn failures into one short Reason (CloudFormation shows 256
+characters; crhelper keeps the end of a longer one).
+
+Properties (CloudFormation passes strings):
+  Database           the quota's key; default QUOTA_DATABASE
+  Limit              leases allowed at once, or
+  LimitPercent       1-100: that share of the server's max_connections (rounded down, >= 1)
+  DefaultLeaseTtlMs  default DEFAULT_LEASE_TTL_MS
+  SeedEmployees      "true"/"false", default true
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import closing
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from crhelper import CfnResource
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from adapters.mysql import DatabaseError, seed_employees, server_variable
+from domain import ConnleaseError, InvalidInput, Quota
+from domain.model import MAX_LIMIT, MAX_TTL_MS, MIN_TTL_MS, check_database
+from service.bootstrap import Seeder, build_seeder
+from service.observability import powertools
+from service.settings import SeederSettings
+
+_powertools = powertools()
+logger = _powertools.logger
+tracer = _powertools.tracer
+# crhelper's own lines ("CloudFormation returned status code", the failing handler's error
+# with its stack) go out through this Logger: structured, with the invocation's keys.
+logging.getLogger("crhelper")
+copy_config_to_registered_loggers(source_logger=logger, include={"crhelper"})
+
+PHYSICAL_ID_PREFIX = "connlease-quota-"
+# crhelper waits this long before answering a Delete (default 120 s, when the invocation
+# has that much time left) so that the function's last logs reach CloudWatch before the
+# stack deletes it. The seeder's log group outlives the function, and a stack deletion (or
+# a local test) should not wait two minutes for nothing. crhelper skips waits of 1 s or less.
+SLEEP_ON_DELETE_S = 0
+MAX_SHOWN_INPUT = 40
+
+
+class SeedFailed(Exception):
+    """The custom resource could not do its work; the message is CloudFormation's Reason."""
+
+
+class SeedProperties(BaseModel):
+    """The resource's properties; ServiceToken and anything unknown are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    database: str | None = Field(None, alias="Database")
+    limit: int | None = Field(None, alias="Limit", ge=1, le=MAX_LIMIT)
+    limit_percent: int | None = Field(None, alias="LimitPercent", ge=1, le=100)
+    default_lease_ttl_ms: int | None = Field(
+        None, alias="DefaultLeaseTtlMs", ge=MIN_TTL_MS, le=MAX_TTL_MS
+    )
+    seed_employees: bool = Field(True, alias="SeedEmployees")
+
+    @field_validator("database")
+    @classmethod
+    def _database_is_a_quota_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_database(value)
+        except InvalidInput as error:
+            raise PydanticCustomError("database", error.message) from error
+
+    @model_validator(mode="after")
+    def _one_way_to_size_the_quota(self) -> SeedProperties:
+        if (self.limit is None) == (self.limit_percent is None):
+            raise PydanticCustomError("limit", "give exactly one of Limit or LimitPercent")
+        return self
+
+    def quota_limit(self, max_connections: int | None) -> int:
+        """Limit as given, or LimitPercent of the server's max_connections (at least 1)."""
+        if self.limit is not None:
+            return self.limit
+        if self.limit_percent is None or max_connections is None:
+            raise SeedFailed("LimitPercent needs the server's max_connections")
+        return max(1, max_connections * self.limit_percent // 100)
+
+    @classmethod
+    def of(cls, properties: object) -> SeedProperties:
+        if not isinstance(properties, dict):
+            raise SeedFailed("invalid properties: ResourceProperties is not a map")
+        unknown = sorted(set(properties) - _KNOWN_PROPERTIES)
+        if unknown:
+            logger.warning("ignoring unknown properties", extra={"unknown": unknown})
+        try:
+            return cls.model_validate(properties)
+        except ValidationError as error:
+            raise SeedFailed(f"invalid properties: {_summary(error)}") from error
+
+
+# CloudFormation adds ServiceToken, and ServiceTimeout when the template sets one.
+_KNOWN_PROPERTIES = {"ServiceToken", "ServiceTimeout"} | {
+    field.alias for field in SeedProperties.model_fields.values() if field.alias
+}
+
+
+@cache
+def seeder() -> Seeder:
+    """Built on the first invocation of an execution environment, then reused."""
+    return build_seeder(SeederSettings.from_environment())
+
+
+def physical_id(database: str) -> str:
+    return f"{PHYSICAL_ID_PREFIX}{database}"
+
+
+def database_of(physical_resource_id: object) -> str | None:
+    """The database a physical id of ours names; None for any other id, such as the one
+    crhelper makes up when a Create fails."""
+    if not isinstance(physical_resource_id, str):
+        return None
+    if not physical_resource_id.startswith(PHYSICAL_ID_PREFIX):
+        return None
+    try:
+        return check_database(physical_resource_id.removeprefix(PHYSICAL_ID_PREFIX))
+    except InvalidInput:
+        return None
+
+
+def on_create(event: dict[str, Any], _context: Any) -> str:
+    return put_seed(event)
+
+
+def on_update(event: dict[str, Any], _context: Any) -> str:
+    # A changed Database gives a new physical id; the old quota item is left alone here.
+    # CloudFormation then sends Delete for the old physical id (in its cleanup phase, once
+    # the update succeeded), which removes it, and a failed update rolls back onto an old
+    # item that still exists.
+    return put_seed(event)
+
+
+def on_delete(event: dict[str, Any], _context: Any) -> str | None:
+    database = database_of(event.get("PhysicalResourceId"))
+    if database is None:
+        # The Create failed (crhelper answered with an id of its own): nothing was written,
+        # and the Delete must succeed for the stack to roll back.
+        logger.info("nothing to delete: the resource was never created")
+        return None
+    logger.append_keys(database=database)
+    app = composition()
+    try:
+        removed = app.store.delete_quota(database)
+    except ConnleaseError as error:
+        raise SeedFailed(f"quota for {database!r} not deleted: {error}") from error
+    logger.info("quota deleted" if removed else "quota already gone", extra={"removed": removed})
+    # Employees stays: it is the application's data, not this resource's.
+    return physical_id(database)
+
+
+def put_seed(event: dict[str, Any]) -> str:
+    """Create and Update: seed Employees (idempotent), then write the quota, which keeps
+    any live leases."""
+    properties = SeedProperties.of(event.get("ResourceProperties"))
+    app = composition()
+    database = properties.database or app.settings.quota_database
+    logger.append_keys(database=database)
+    tracer.put_annotation("database", database)
+    data: dict[str, Any] = {"Database": database}
+    max_connections: int | None = None
+    if properties.seed_employees or properties.limit_percent is not None:
+        try:
+            with closing(app.connect()) as connection:
+                if properties.seed_employees:
+                    data["Employees"] = seed_employees(connection)
+                if properties.limit_percent is not None:
+                    max_connections = server_variable(connection, "max_connections")
+                    data["MaxConnections"] = max_connections
+        except DatabaseError as error:
+            where = app.connect.endpoint.describe()
+            raise SeedFailed(f"MySQL at {where} failed: {error}") from error
+    limit = properties.quota_limit(max_connections)
+    ttl_ms = properties.default_lease_ttl_ms
+    if ttl_ms is None:
+        ttl_ms = app.settings.default_lease_ttl_ms
+    try:
+        status = app.store.set_quota(database, Quota(limit=limit, default_ttl_ms=ttl_ms))
+    except ConnleaseError as error:
+        raise SeedFailed(f"quota for {database!r} not set: {error}") from error
+    data["Limit"] = status.limit
+    custom_resource().Data.update(data)
+    logger.info("seeded", extra={"data": data, "in_use": status.in_use})
+    return physical_id(database)
+
+
+def composition() -> Seeder:
+    try:
+        return seeder()
+    except ValidationError as error:  # the environment is wrong, not the event
+        names = ", ".join(str(issue["loc"][0]).upper() for issue in error.errors())
+        raise SeedFailed(f"the seeder is misconfigured: check {names or 'its settings'}") from error
+
+
+@cache
+def custom_resource() -> CfnResource:
+    """crhelper's resource, made on the first invocation: its constructor creates boto3
+    clients (which need the region) and sets the root logger's level."""
+    level = logging.getLevelName(logger.log_level)
+    resource = CfnResource(json_logging=False, log_level=level, sleep_on_delete=SLEEP_ON_DELETE_S)
+    resource.create(on_create)
+    resource.update(on_update)
+    resource.delete(on_delete)
+    return resource
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> None:
+    logger.append_keys(
+        request_type=event.get("RequestType"),
+        logical_resource_id=event.get("LogicalResourceId"),
+        physical_resource_id=event.get("PhysicalResourceId"),
+    )
+    # Always answers CloudFormation, SUCCESS or FAILED; never raises.
+    custom_resource()(event, context)
+
+
+def _summary(error: ValidationError) -> str:
+    parts = []
+    for issue in error.errors(include_url=False):
+        field = ".".join(str(part) for part in issue["loc"])
+        shown = ""
+        if field and isinstance(issue.get("input"), str | int):
+            value = str(issue["input"])
+            if len(value) > MAX_SHOWN_INPUT:
+                value = value[:MAX_SHOWN_INPUT] + "..."
+            shown = f" (got {value!r})"
+        parts.append(f"{field}: {issue['msg']}{shown}" if field else issue["msg"])
+    return "; ".join(parts)

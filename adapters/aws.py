@@ -1,8 +1,15 @@
-"""What the AWS adapters share: turning an SDK failure into StoreUnavailable, and telling
-a passing failure (worth another try) from one that will not pass by itself."""
+"""What the AWS adapters share: the SDK settings and session their clients are made with,
+and turning an SDK failure into StoreUnavailable, telling a passing failure (worth another
+try) from one that will not pass by itself."""
 
 from __future__ import annotations
 
+import threading
+from functools import cache
+from typing import Any
+
+import botocore.session
+from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -13,6 +20,60 @@ from botocore.exceptions import (
 )
 
 from domain.errors import StoreUnavailable
+
+# Lease calls sit on the caller's critical path: fail over quickly rather than hang on
+# botocore's defaults (60 s to connect and 60 s to read).
+SDK_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=5,
+    retries={"mode": "standard", "max_attempts": 3},
+    max_pool_connections=10,
+)
+
+# The helper may queue behind a burst: a short read timeout would only resend the call.
+INVOKE_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": 3},
+    max_pool_connections=10,
+)
+
+
+@cache
+def sdk_session() -> botocore.session.Session:
+    """The one SDK session the clients share (credentials, region and service models are
+    resolved and loaded once), as boto3's default session would be.
+
+    The clients are botocore's: `boto3.client()` makes the same low-level client, but
+    importing boto3 also imports its resource layer and s3transfer, which no function
+    here uses (`python -X importtime -c 'import boto3'` shows what they cost)."""
+    return botocore.session.get_session()
+
+
+def sdk_client(service: str, config: Config, endpoint_url: str | None = None) -> Any:
+    """A client of the shared session. Off AWS, the SDK's own `AWS_ENDPOINT_URL_<SERVICE>`
+    variables point it elsewhere (the local stack sets them)."""
+    return sdk_session().create_client(service, endpoint_url=endpoint_url, config=config)
+
+
+class LazyClient:
+    """An SDK client made on its first use, not when it is declared: a module that declares
+    its leases at import time (as a handler module does) stays importable where no region
+    is configured, such as the function's own unit tests. A missing region then surfaces
+    on the first call, as the typed error that call raises."""
+
+    def __init__(self, service: str, config: Config) -> None:
+        self._service, self._config = service, config
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = sdk_client(self._service, self._config)
+        return getattr(self._client, name)
+
 
 # Error codes that say "not now" rather than "not like this" (botocore's standard retry
 # mode treats the same codes as throttling or transient).

@@ -8,6 +8,7 @@ Taking a lease is one UpdateItem, giving it back is one UpdateItem.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -47,7 +48,8 @@ _NAMES = {"#limit": "limit", "#ttl": "ttl_ms"}
 
 def create_table(client: DynamoDBClient, table_name: str) -> None:
     """Create the leases table (on-demand) if it does not exist; for local stacks and tests."""
-    try:
+    # A table made already may be CREATING still: waited for all the same.
+    with suppress(client.exceptions.ResourceInUseException):
         client.create_table(
             TableName=table_name,
             KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in KEY_SCHEMA],
@@ -56,8 +58,15 @@ def create_table(client: DynamoDBClient, table_name: str) -> None:
             ],
             BillingMode="PAY_PER_REQUEST",
         )
-    except client.exceptions.ResourceInUseException:
-        return
+    wait_until_active(client, table_name)
+
+
+def wait_until_active(client: DynamoDBClient, table_name: str, *, delay_s: int = 1) -> None:
+    """Return once the table is ACTIVE: a new table is CREATING for a while, and DynamoDB
+    refuses reads and writes to it until then (moto makes it ACTIVE at once)."""
+    client.get_waiter("table_exists").wait(
+        TableName=table_name, WaiterConfig={"Delay": delay_s, "MaxAttempts": 300 // delay_s}
+    )
 
 
 def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:

@@ -17,6 +17,9 @@ MAX_HOLDER_LENGTH = 32
 MAX_LIMIT = 2000
 MIN_TTL_MS = 100
 MAX_TTL_MS = 24 * 3600 * 1000
+# No caller waits for a lease longer than a Lambda invocation can live: the helper's limit
+# and the client's, checked by check_wait_ms.
+MAX_WAIT_MS = 15 * 60 * 1000
 # A refused acquirer notes in the item when it last found the quota full (at most this
 # often per item), so that a warm holder can tell whether anyone waits for its slot.
 WANTED_REFRESH_MS = 250
@@ -63,8 +66,9 @@ def check_ttl_ms(ttl_ms: object, field: str = "ttl_ms") -> int:
 
 
 def check_wait_ms(wait_ms: object, field: str = "wait_ms") -> int:
-    """A budget or margin in milliseconds: a whole number from 0 (no waiting) to a day."""
-    return check_int(field, wait_ms, 0, MAX_TTL_MS)
+    """A wait, budget or margin in milliseconds: a whole number from 0 (no waiting) to
+    15 minutes, a Lambda invocation's longest life."""
+    return check_int(field, wait_ms, 0, MAX_WAIT_MS)
 
 
 def new_lease_id() -> str:

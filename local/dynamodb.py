@@ -22,6 +22,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+from adapters.dynamodb import wait_until_active
 from local.server import LoopbackService
 
 if TYPE_CHECKING:
@@ -65,7 +66,9 @@ def create_idempotency_table(client: DynamoDBClient, table_name: str) -> None:
             BillingMode="PAY_PER_REQUEST",
         )
     except client.exceptions.ResourceInUseException:
+        wait_until_active(client, table_name)
         return
+    wait_until_active(client, table_name)  # its TTL can be turned on once it is ACTIVE
     client.update_time_to_live(
         TableName=table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"},

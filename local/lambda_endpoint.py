@@ -73,7 +73,7 @@ class _Environment:
     """One execution environment: a fresh interpreter running the handler through
     `local.runtime`, one invocation at a time, its output going to the log."""
 
-    def __init__(self, spec: FunctionSpec, log_path: Path, endpoint_url: str) -> None:
+    def __init__(self, spec: FunctionSpec, log_path: Path, endpoint: LocalLambda) -> None:
         self.spec = spec
         parent, child = socket.socketpair()
         environment = (
@@ -81,8 +81,9 @@ class _Environment:
             | {
                 "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
                 # boto3 in the function invokes other functions here, with no code change.
-                "AWS_ENDPOINT_URL_LAMBDA": endpoint_url,
+                "AWS_ENDPOINT_URL_LAMBDA": endpoint.endpoint_url,
             }
+            | dict(endpoint.environment)
             | runtime_environment(spec)
         )
         with open(log_path, "ab") as log:
@@ -187,7 +188,7 @@ class _Function:
                     raise Throttled(self.spec.name)
                 self._cond.wait()
         try:
-            environment = _Environment(self.spec, self.log_path, self._endpoint.endpoint_url)
+            environment = _Environment(self.spec, self.log_path, self._endpoint)
         except BaseException:
             with self._cond:
                 self._started -= 1
@@ -205,8 +206,7 @@ class _Function:
     def provision(self) -> None:
         count = min(self.spec.provisioned, self.spec.concurrency)
         environments = [
-            _Environment(self.spec, self.log_path, self._endpoint.endpoint_url)
-            for _ in range(count)
+            _Environment(self.spec, self.log_path, self._endpoint) for _ in range(count)
         ]
         with self._cond:
             self._all.update(environments)
@@ -254,8 +254,12 @@ class LocalLambda(LoopbackService):
         host: str = "127.0.0.1",
         port: int = 0,
         log_dir: Path | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
+        """`environment`: variables every function gets, under its own (the local stack
+        points the SDK's service endpoints at its stand-ins this way)."""
         self._host, self._port = host, port
+        self.environment = dict(environment or {})
         self._tmp = None if log_dir else tempfile.TemporaryDirectory(prefix="connlease-logs-")
         self.log_dir = log_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.log_dir.mkdir(parents=True, exist_ok=True)

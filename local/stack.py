@@ -146,7 +146,13 @@ class LocalStack:
             create_table(client, self.tables.leases)
             create_idempotency_table(client, self.tables.idempotency)
             self.lambdas = started.enter_context(
-                LocalLambda(self.functions(url, self.tables), log_dir=self.log_dir)
+                LocalLambda(
+                    self.functions(url, self.tables),
+                    log_dir=self.log_dir,
+                    # The SDK's own variable: a function's default DynamoDB client (the
+                    # client library's direct mode, say) reaches the embedded one unchanged.
+                    environment={"AWS_ENDPOINT_URL_DYNAMODB": url},
+                )
             )
             self._exit = started.pop_all()
         return self

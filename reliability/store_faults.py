@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from botocore.config import Config
 
+from adapters.aws import SDK_CONFIG
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.mysql import DatabaseError, MySqlConnector
@@ -37,7 +38,6 @@ from reliability.common import (
     Tracker,
     run_concurrently,
 )
-from service.bootstrap import SDK_CONFIG
 from service.client import ConnectionLeases
 
 # The helper's SDK settings (standard retries, 3 attempts) with the read timeout cut from 5 s

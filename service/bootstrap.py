@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, TypeVar, cast
 
-import botocore.session
 from botocore.config import Config
 
+from adapters.aws import INVOKE_CONFIG, SDK_CONFIG, sdk_client
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.emf import EmfMetricsSink
@@ -52,22 +52,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# Lease calls sit on the caller's critical path: fail over quickly rather than hang.
-SDK_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=5,
-    retries={"mode": "standard", "max_attempts": 3},
-    max_pool_connections=10,
-)
-
-# The helper may queue behind a burst: a short read timeout would only resend the call.
-INVOKE_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=60,
-    retries={"mode": "standard", "max_attempts": 3},
-    max_pool_connections=10,
-)
-
 
 def built_at_init(build: Callable[[], T]) -> Callable[[], T]:
     """`build`, run once per execution environment and reused.
@@ -82,28 +66,14 @@ def built_at_init(build: Callable[[], T]) -> Callable[[], T]:
     return once
 
 
-@cache
-def sdk_session() -> botocore.session.Session:
-    """The one SDK session the clients share (credentials, region and service models are
-    resolved and loaded once), as boto3's default session would be.
-
-    The clients are botocore's: `boto3.client()` makes the same low-level client, but
-    importing boto3 also imports its resource layer and s3transfer, which no function
-    here uses (`python -X importtime -c 'import boto3'` shows what they cost)."""
-    return botocore.session.get_session()
-
-
 def dynamodb_client(settings: StoreSettings) -> DynamoDBClient:
     url = settings.dynamodb_endpoint_url
-    client = sdk_session().create_client(
-        "dynamodb", endpoint_url=str(url) if url else None, config=SDK_CONFIG
-    )
-    return cast("DynamoDBClient", client)
+    return cast("DynamoDBClient", sdk_client("dynamodb", SDK_CONFIG, str(url) if url else None))
 
 
 def lambda_client(config: Config) -> LambdaClient:
     # Off AWS, the SDK's own AWS_ENDPOINT_URL_LAMBDA points it at the local endpoint.
-    return cast("LambdaClient", sdk_session().create_client("lambda", config=config))
+    return cast("LambdaClient", sdk_client("lambda", config))
 
 
 def lease_store(settings: StoreSettings, client: DynamoDBClient, clock: Clock) -> LeaseStore:

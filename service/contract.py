@@ -18,14 +18,14 @@ from domain.model import (
     check_holder,
     check_lease_id,
     check_ttl_ms,
+    check_wait_ms,
 )
-
-MAX_WAIT_MS = 15 * 60 * 1000  # a Lambda invocation's longest life
 
 Database = Annotated[StrictStr, AfterValidator(check_database)]
 LeaseId = Annotated[StrictStr, AfterValidator(check_lease_id)]
 Holder = Annotated[StrictStr, AfterValidator(check_holder)]
 TtlMs = Annotated[StrictInt, AfterValidator(check_ttl_ms)]
+WaitMs = Annotated[StrictInt, AfterValidator(check_wait_ms)]
 
 
 class _Message(BaseModel):
@@ -45,7 +45,7 @@ class AcquireRequest(_Message):
     lease_id: LeaseId | None = None
     holder: Holder = ""
     ttl_ms: TtlMs | None = None
-    wait_ms: StrictInt = Field(0, ge=0, le=MAX_WAIT_MS)
+    wait_ms: WaitMs = 0
 
 
 class ReleaseRequest(_Message):

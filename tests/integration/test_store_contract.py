@@ -308,6 +308,33 @@ def test_a_reclaim_planned_on_a_stale_view_spares_a_lease_its_holder_renewed(
     assert held[0].id in {lease.id for lease in store.status(DB).leases}
 
 
+def test_a_reclaim_planned_before_the_limit_was_raised_and_lowered_again_keeps_the_limit(
+    quota3: StoreUnderTest,
+) -> None:
+    """An acquirer plans a reclaim on a full quota of expired leases; before its write
+    lands, the limit is raised, others take the new room, and the limit goes back down.
+    The limit the write sees is the one it planned for, but the item now holds more
+    entries than the plan allowed: granting would leave more live leases than the limit."""
+    store, clock = quota3.store, quota3.clock
+    for _ in range(3):
+        granted(store.acquire(DB, "crashed/holder"))
+    clock.advance(TTL)
+    plan = plan_acquire(store._read(DB), clock.now_ms())
+    assert isinstance(plan, Reclaim)
+    assert (plan.grant, len(plan.victims), plan.max_size_before()) == (True, 3, 5)
+    store.set_quota(DB, Quota(limit=6, default_ttl_ms=TTL))
+    for _ in range(3):
+        granted(store.acquire(DB, "fn/while-raised"))
+    store.set_quota(DB, Quota(limit=3, default_ttl_ms=TTL))
+
+    write = store._reclaim(DB, plan, NewLease("late", "", None), clock.now_ms())
+
+    assert not write.applied
+    status = store.status(DB)
+    assert status.in_use <= status.limit == 3
+    assert "late" not in {lease.id for lease in status.leases}
+
+
 def test_deleting_a_quota_removes_it_and_a_second_delete_says_there_was_none(
     quota3: StoreUnderTest,
 ) -> None:

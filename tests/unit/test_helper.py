@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from adapters.memory import InMemoryLeaseStore
-from domain import DecorrelatedJitter, Metric, Quota
+from domain import DecorrelatedJitter, Metric, Quota, StoreUnavailable
+from domain.ports import NewLease, Write
 from service.bootstrap import Helper
 from service.helper import respond
 from service.settings import HelperSettings
@@ -20,6 +21,17 @@ DB = "orders-mysql"
 class Broken(InMemoryLeaseStore):
     def _read(self, database: str) -> Any:
         raise RuntimeError("secret internals: password=hunter2")
+
+
+class Unreachable(InMemoryLeaseStore):
+    """A store whose writes to take a lease fail as DynamoDB's do when throttled or denied."""
+
+    def __init__(self, clock: FakeClock, failure: StoreUnavailable) -> None:
+        super().__init__(clock)
+        self.failure = failure
+
+    def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
+        raise self.failure
 
 
 @pytest.fixture
@@ -170,6 +182,46 @@ def test_metrics_follow_each_outcome(
     assert recorded[Metric.LEASES_ACQUIRED] == [1, 1]
     assert recorded[Metric.NO_CONNECTIONS_LEFT] == [1]
     assert recorded[Metric.LEASES_RELEASED] == [1]
+
+
+def test_a_renewal_reports_what_is_left_as_the_remaining_connections_gauge(
+    app: Helper, clock: FakeClock, metrics: RecordingMetrics
+) -> None:
+    kept = call(app, clock, action="acquire", database=DB)["lease"]["id"]
+    other = call(app, clock, action="acquire", database=DB)["lease"]["id"]
+    call(app, clock, action="release", database=DB, lease_id=other)
+    before = list(metrics.values[Metric.REMAINING_CONNECTIONS, DB])
+
+    answer = call(app, clock, action="renew", database=DB, lease_id=kept, renewal=1)
+
+    assert (answer["outcome"], answer["remaining"]) == ("renewed", 1)
+    assert before == [1, 0]
+    assert metrics.values[Metric.REMAINING_CONNECTIONS, DB] == [*before, answer["remaining"]]
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+@pytest.mark.parametrize("wait_ms", [0, 2_000])
+def test_an_acquire_the_store_could_not_answer_is_a_store_error_not_a_full_quota(
+    clock: FakeClock, metrics: RecordingMetrics, retryable: bool, wait_ms: int
+) -> None:
+    failure = StoreUnavailable("acquire", "ThrottlingException: slow down", retryable)
+    app = make_app(clock, metrics, store=Unreachable(clock, failure))
+
+    answer = call(app, clock, action="acquire", database=DB, wait_ms=wait_ms)
+
+    assert answer == {
+        "ok": False,
+        "error": {
+            "type": "StoreUnavailable",
+            "message": "lease store unavailable during acquire: ThrottlingException: slow down",
+            "details": [
+                {"field": "operation", "message": "acquire"},
+                {"field": "reason", "message": "ThrottlingException: slow down"},
+                {"field": "retryable", "message": str(retryable).lower()},
+            ],
+        },
+    }
+    assert Metric.NO_CONNECTIONS_LEFT not in {metric for metric, _ in metrics.values}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,71 @@
+"""The EMF metrics sink: what CloudWatch is told about each metric, without a Lambda."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aws_lambda_powertools import Metrics
+
+from adapters.emf import EmfMetricsSink
+from domain import Metric
+
+NAMESPACE = "Connlease"
+DB = "orders-mysql"
+OTHER = "billing-mysql"
+
+
+@pytest.fixture
+def metrics() -> Iterator[Metrics]:
+    # Powertools Metrics instances share one metric set: start and leave it empty.
+    metrics = Metrics(namespace=NAMESPACE, service="connlease-helper")
+    metrics.clear_metrics()
+    yield metrics
+    metrics.clear_metrics()
+
+
+def emf_line(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """The one EMF line written to stdout since the last read, as CloudWatch reads it."""
+    (line,) = capsys.readouterr().out.splitlines()
+    document: dict[str, Any] = json.loads(line)
+    return document
+
+
+def definitions(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (directive,) = document["_aws"]["CloudWatchMetrics"]
+    return {metric["Name"]: metric for metric in directive["Metrics"]}
+
+
+def test_remaining_connections_is_a_one_second_count_on_the_invocations_emf_line(
+    metrics: Metrics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    EmfMetricsSink(metrics, NAMESPACE).record(Metric.REMAINING_CONNECTIONS, 3, DB)
+
+    metrics.flush_metrics()  # what log_metrics does as the invocation ends
+
+    document = emf_line(capsys)
+    assert definitions(document)["RemainingConnections"] == {
+        "Name": "RemainingConnections",
+        "Unit": "Count",
+        "StorageResolution": 1,
+    }
+    assert (document["database"], document["RemainingConnections"]) == (DB, [3.0])
+
+
+def test_remaining_connections_of_a_second_database_is_a_one_second_count_too(
+    metrics: Metrics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sink = EmfMetricsSink(metrics, NAMESPACE)
+    sink.record(Metric.REMAINING_CONNECTIONS, 3, DB)
+
+    sink.record(Metric.REMAINING_CONNECTIONS, 7, OTHER)  # its own line, flushed at once
+
+    document = emf_line(capsys)
+    assert definitions(document)["RemainingConnections"] == {
+        "Name": "RemainingConnections",
+        "Unit": "Count",
+        "StorageResolution": 1,
+    }
+    assert (document["database"], document["RemainingConnections"]) == (OTHER, [7.0])

@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 # Every Python tree ruff and mypy check.
-CODE := domain adapters service local tests benchmarks reliability
+CODE := domain adapters service local examples tests benchmarks reliability
 
-.PHONY: dev lint format unit integration test demo bench bench-quick reliability infra-tools infra clean \
+.PHONY: dev lint format unit integration test demo example bench bench-quick reliability infra-tools infra clean \
 	build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction
 
 $(STAMP): pyproject.toml
@@ -53,6 +53,10 @@ test: lint $(INFRA_STAMP)  ## everything CI runs
 
 demo: $(STAMP)  ## the sample's load demo on the local stack; flags: make demo ARGS="-n 500 -c 40"
 	$(PY) -m local.demo $(ARGS)
+
+example: $(STAMP)  ## examples/orders, a function written as README says, on the local stack; flags: ARGS="--mode direct"
+	$(PY) -m local.run handler.handler --code-dir examples/orders --name orders --event '{"hold_s": 0.2}' \
+		--invocations 20 --concurrency 8 --quota 3 $(ARGS)
 
 bench: $(STAMP)  ## benchmarks side by side (about 7 min); writes docs/benchmarks.md
 	$(PY) -m benchmarks.run

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import domain
-from adapters.aws import INVOKE_CONFIG, SDK_CONFIG
+from adapters import aws
 from domain import InvalidInput, StoreUnavailable
 from domain.model import MAX_WAIT_MS
 from service import client as client_module
@@ -53,10 +53,11 @@ def test_direct_leases_talks_to_dynamodb_with_short_timeouts_where_the_sdk_is_po
 
     store: Any = direct_leases("connlease-leases")
     meta = store._client.meta
+    expected: Any = aws.SDK_CONFIG  # botocore's Config is untyped
 
     assert meta.endpoint_url == "http://127.0.0.1:8000"
-    assert meta.config.connect_timeout == SDK_CONFIG.connect_timeout == 2
-    assert meta.config.read_timeout == SDK_CONFIG.read_timeout == 5
+    assert meta.config.connect_timeout == expected.connect_timeout == 2
+    assert meta.config.read_timeout == expected.read_timeout == 5
 
 
 def test_lambda_leases_invokes_with_short_connect_timeouts(
@@ -66,7 +67,9 @@ def test_lambda_leases_invokes_with_short_connect_timeouts(
 
     leases: Any = lambda_leases("connlease-helper")
 
-    assert leases._client.meta.config.connect_timeout == INVOKE_CONFIG.connect_timeout == 2
+    expected: Any = aws.INVOKE_CONFIG
+
+    assert leases._client.meta.config.connect_timeout == expected.connect_timeout == 2
 
 
 @pytest.mark.usefixtures("no_region")

@@ -1,0 +1,1 @@
+"""Functions written as the README tells a user to write them; `make example` runs one."""

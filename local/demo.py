@@ -19,9 +19,10 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
@@ -32,6 +33,9 @@ from domain import QuotaStatus
 from local.cfn import ResponseCatcher, custom_resource_event
 from local.stack import HARNESS, SEEDER, TEST, LocalStack, Tables, workload_functions
 from local.watch import ConnectionWatcher
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 QueryTime = float | tuple[float, float]
 
@@ -70,8 +74,68 @@ class DemoReport:
         return self.outcomes.get("succeeded", 0) + self.outcomes.get("no_capacity", 0)
 
 
-class MySqlUnreachable(Exception):
-    pass
+# MySQL's answers to the probe that say the server is up but will not serve the demo.
+ER_DBACCESS_DENIED = 1044  # the account may not use that database
+ER_ACCESS_DENIED = 1045  # wrong user or password
+ER_BAD_DB = 1049  # unknown database
+ER_ACCESS_DENIED_NO_PASSWORD = 1698  # MariaDB's answer for an unknown user
+
+
+class MySqlUnusable(Exception):
+    """The demo's probe connection failed; which subclass, and so what the user is told,
+    follows MySQL's error code: its message text varies between servers and versions."""
+
+    def __init__(self, endpoint: MySqlEndpoint, error: DatabaseError) -> None:
+        super().__init__(str(error))
+        self.endpoint = endpoint
+        self.error = error
+
+    @staticmethod
+    def of(endpoint: MySqlEndpoint, error: DatabaseError) -> MySqlUnusable:
+        if error.code == ER_BAD_DB:
+            return DatabaseMissing(endpoint, error)
+        if error.code in (ER_ACCESS_DENIED, ER_ACCESS_DENIED_NO_PASSWORD, ER_DBACCESS_DENIED):
+            return MySqlAccessDenied(endpoint, error)
+        return MySqlUnreachable(endpoint, error)
+
+    def explain(self) -> str:
+        """What went wrong and how to fix it, as rich markup."""
+        raise NotImplementedError
+
+
+class MySqlUnreachable(MySqlUnusable):
+    def explain(self) -> str:
+        return (
+            f"[red]MySQL is not reachable at {escape(self.endpoint.describe())}[/]: "
+            f"{escape(str(self))}\n"
+            "Point the demo at a server with DB_HOST, DB_PORT, DB_USER, DB_PASSWORD and "
+            "DB_NAME, for example: DB_HOST=10.0.0.5 DB_PASSWORD=secret make demo"
+        )
+
+
+class DatabaseMissing(MySqlUnusable):
+    def explain(self) -> str:
+        at = self.endpoint
+        name = escape(at.database)
+        return (
+            f"[red]The database '{name}' does not exist on the MySQL server at "
+            f"{escape(at.host)}:{at.port}[/]: {escape(str(self))}\n"
+            f"Create it (CREATE DATABASE `{name}`;) or set DB_NAME to a database that "
+            "exists, for example: DB_NAME=test make demo"
+        )
+
+
+class MySqlAccessDenied(MySqlUnusable):
+    def explain(self) -> str:
+        at = self.endpoint
+        return (
+            f"[red]MySQL at {escape(at.host)}:{at.port} denied access to user "
+            f"'{escape(at.user)}' for the database '{escape(at.database)}'[/]: "
+            f"{escape(str(self))}\n"
+            "Set DB_USER and DB_PASSWORD to an account that may connect and use DB_NAME "
+            "(or set DB_NAME to a database it may use), for example: "
+            "DB_USER=demo DB_PASSWORD=secret make demo"
+        )
 
 
 def mysql_from_environment() -> MySqlEndpoint:
@@ -107,7 +171,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoReport
         max_connections = server_variable(probe, "max_connections")
         probe.close()
     except DatabaseError as error:
-        raise MySqlUnreachable(str(error)) from error
+        raise MySqlUnusable.of(options.mysql, error) from error
     options.output_dir.mkdir(parents=True, exist_ok=True)
     log_dir = options.output_dir / f"logs-{time.strftime('%Y%m%d-%H%M%S')}"
     tables = Tables(f"demo-leases-{uuid.uuid4().hex[:6]}", f"demo-idem-{uuid.uuid4().hex[:6]}")
@@ -233,16 +297,21 @@ def emf_points(log_dir: Path, database: str, since_ms: int) -> dict[str, dict[in
 
 
 def draw_chart(points: dict[str, dict[int, list[float]]], options: DemoOptions, path: Path) -> Path:
-    """The local twin of the sample's CloudWatch graph."""
-    import matplotlib  # noqa: PLC0415 - heavy, and only the demo draws
+    """The local twin of the sample's CloudWatch graph, written to `path`."""
+    chart_figure(points, options).savefig(path, dpi=100)
+    return path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+def chart_figure(points: dict[str, dict[int, list[float]]], options: DemoOptions) -> Figure:
+    # A bare Figure, not pyplot: no global figure to close, no backend to pick.
+    from matplotlib.figure import Figure  # noqa: PLC0415 - heavy, and only the demo draws
 
     remaining = points.get("RemainingConnections", {})
     refused = points.get("NoConnectionsLeftError", {})
     seconds = sorted(set(remaining) | set(refused)) or [0]
-    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 5.5))
+    # Constrained layout reserves room for the title and the legend outside the axes.
+    figure = Figure(figsize=(9, 6), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True)
     for pick, shade, label in ((min, "tab:blue", "min"), (max, "tab:cyan", "max")):
         top.step(
             seconds,
@@ -254,7 +323,6 @@ def draw_chart(points: dict[str, dict[int, list[float]]], options: DemoOptions, 
     top.axhline(options.quota, color="tab:gray", linestyle="--", label=f"quota ({options.quota})")
     top.set_ylim(bottom=-0.5, top=options.quota + 1)
     top.set_ylabel("leases free")
-    top.legend(loc="upper right")
     bottom.bar(
         seconds,
         [sum(refused.get(s, [])) for s in seconds],
@@ -263,20 +331,20 @@ def draw_chart(points: dict[str, dict[int, list[float]]], options: DemoOptions, 
     )
     bottom.set_ylabel("refused acquires")
     bottom.set_xlabel("seconds since the load started")
-    bottom.legend(loc="upper right")
-    figure.suptitle(
-        f"connlease demo: {options.iterations} invocations, concurrency {options.concurrency}, "
-        f"quota {options.quota}, mode {options.mode}"
-        + (
-            f", warm {options.lease_hold_ms} ms, lease TTL {lease_ttl_ms(options)} ms"
-            if options.lease_hold_ms
-            else ""
-        )
+    # One legend below the axes: inside them it hid the quota line and the bars.
+    figure.legend(loc="outside lower center", ncols=2)
+    # A line each for the run and the warm leases: on one line a warm run's title is
+    # wider than the figure.
+    title = (
+        f"connlease demo: {options.iterations} invocations, "
+        f"concurrency {options.concurrency}, quota {options.quota}, mode {options.mode}"
     )
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    if options.lease_hold_ms:
+        title += (
+            f"\nwarm leases held {options.lease_hold_ms} ms, lease TTL {lease_ttl_ms(options)} ms"
+        )
+    figure.suptitle(title)
+    return figure
 
 
 def quota_after(report: DemoReport) -> str:
@@ -375,12 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         report = run_demo(options, console)
-    except MySqlUnreachable as error:
-        console.print(
-            f"[red]MySQL is not reachable at {options.mysql.describe()}[/]: {error}\n"
-            "Point the demo at a server with DB_HOST, DB_PORT, DB_USER, DB_PASSWORD and "
-            "DB_NAME, for example: DB_HOST=10.0.0.5 DB_PASSWORD=secret make demo"
-        )
+    except MySqlUnusable as error:
+        console.print(error.explain())
         return 2
     console.print(results_table(report))
     return 0

@@ -4,6 +4,7 @@ functions."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,36 @@ def test_without_a_reachable_mysql_the_demo_says_how_to_point_it_at_one(
     assert "not reachable at root@127.0.0.1:3999/test" in out
     assert "DB_HOST" in out
     assert "Traceback" not in out
+
+
+def test_with_a_database_that_does_not_exist_the_demo_says_so_and_how_to_create_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = f"no_such_db_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("DB_NAME", missing)
+
+    code = main(["--output-dir", str(tmp_path)])
+
+    said = " ".join(capsys.readouterr().out.split())  # the console wraps its lines
+    assert code == 2
+    assert f"The database '{missing}' does not exist" in said
+    assert f"CREATE DATABASE `{missing}`" in said
+    assert "DB_NAME" in said
+    assert "not reachable" not in said
+    assert "Traceback" not in said
+
+
+def test_with_a_wrong_password_the_demo_says_access_was_denied_not_unreachable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    endpoint = mysql_from_environment()
+    monkeypatch.setenv("DB_PASSWORD", f"{endpoint.password}-wrong-{uuid.uuid4().hex[:6]}")
+
+    code = main(["--output-dir", str(tmp_path)])
+
+    said = " ".join(capsys.readouterr().out.split())
+    assert code == 2
+    assert f"denied access to user '{endpoint.user}'" in said
+    assert "DB_USER and DB_PASSWORD" in said
+    assert "not reachable" not in said
+    assert "Traceback" not in said

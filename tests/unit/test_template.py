@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -286,6 +289,44 @@ def test_every_handler_resolves_to_a_callable_in_the_code_sam_build_packages(
         )
         assert (code / Path(*module_name.split("."))).with_suffix(".py").is_file()
         assert callable(getattr(module, attribute, None)), f"{name}: {attribute} is not callable"
+
+
+def test_sam_build_packages_the_three_lambda_packages_and_the_handlers_import_from_them(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # What `sam build` runs for each function (BuildMethod: makefile, CodeUri the root).
+    for name, properties in stack.functions().items():
+        metadata = stack.resources[name].get("Metadata", {})
+        assert metadata.get("BuildMethod") == "makefile", name
+        artifacts = tmp_path / name
+        subprocess.run(
+            ["make", "--no-print-directory", "-C", str(ROOT), f"build-{name}"],
+            env=os.environ | {"ARTIFACTS_DIR": str(artifacts)},
+            check=True,
+            capture_output=True,
+        )
+        assert {p.name for p in artifacts.iterdir()} == {"domain", "adapters", "service"}
+        assert not list(artifacts.rglob("__pycache__"))
+        module = properties["Handler"].rpartition(".")[0]
+        # Imported from the package alone, as Lambda does (its dependencies from this venv,
+        # as from the layer): no test, local-stack or example code is needed.
+        probe = (
+            f"import sys; sys.path.insert(0, {str(artifacts)!r}); import {module}; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('local', 'tests', 'examples', 'benchmarks', 'reliability')))"
+            f"; print({module}.__file__)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=tmp_path,
+            env=os.environ | {"LAMBDA_TASK_ROOT": str(artifacts)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        imported_beyond, module_file = result.stdout.splitlines()[-2:]
+        assert imported_beyond == "[]", name
+        assert Path(module_file).is_relative_to(artifacts), name
 
 
 def test_the_layer_installs_exactly_the_runtime_dependencies_of_pyproject(stack: Stack) -> None:

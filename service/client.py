@@ -12,7 +12,8 @@ network hop less). Either way a lease is taken before connecting, waiting with j
 backoff until the invocation's deadline, and always given back after closing.
 
 Under steady load, `keep_warm=KeepWarm()` lets an execution environment keep its lease and
-connection across invocations for up to `hold_ms` (see `domain.warm`).
+connection across invocations for up to `hold_ms` (`domain.warm` decides, `service.warm_client`
+does the calls).
 """
 
 from __future__ import annotations

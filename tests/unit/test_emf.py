@@ -38,6 +38,11 @@ def definitions(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {metric["Name"]: metric for metric in directive["Metrics"]}
 
 
+# A gauge of free leases: a count (the sample's graph sums and alarms on it), at one-second
+# resolution so that a burst's floor is seen.
+ONE_SECOND_COUNT = {"Name": "RemainingConnections", "Unit": "Count", "StorageResolution": 1}
+
+
 def test_remaining_connections_is_a_one_second_count_on_the_invocations_emf_line(
     metrics: Metrics, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -46,11 +51,7 @@ def test_remaining_connections_is_a_one_second_count_on_the_invocations_emf_line
     metrics.flush_metrics()  # what log_metrics does as the invocation ends
 
     document = emf_line(capsys)
-    assert definitions(document)["RemainingConnections"] == {
-        "Name": "RemainingConnections",
-        "Unit": "Count",
-        "StorageResolution": 1,
-    }
+    assert definitions(document)["RemainingConnections"] == ONE_SECOND_COUNT
     assert (document["database"], document["RemainingConnections"]) == (DB, [3.0])
 
 
@@ -63,9 +64,5 @@ def test_remaining_connections_of_a_second_database_is_a_one_second_count_too(
     sink.record(Metric.REMAINING_CONNECTIONS, 7, OTHER)  # its own line, flushed at once
 
     document = emf_line(capsys)
-    assert definitions(document)["RemainingConnections"] == {
-        "Name": "RemainingConnections",
-        "Unit": "Count",
-        "StorageResolution": 1,
-    }
+    assert definitions(document)["RemainingConnections"] == ONE_SECOND_COUNT
     assert (document["database"], document["RemainingConnections"]) == (OTHER, [7.0])

@@ -86,6 +86,22 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
     return QuotaState(database, quota, tuple(parsed), _wanted_at_ms(item))
 
 
+def quota_item(state: QuotaState) -> Item:
+    """The item that holds `state`, as this store writes it: parse_item's inverse (the
+    in-memory store sizes its writes by it)."""
+    item: Item = {
+        "pk": {"S": state.database},
+        "sk": {"S": QUOTA_SORT_KEY},
+        "limit": {"N": str(state.quota.limit)},
+        "ttl_ms": {"N": str(state.quota.default_ttl_ms)},
+        "leases": {"M": {lease.id: {"N": str(lease.expires_at_ms)} for lease in state.leases}},
+        "holders": {"M": {lease.id: {"S": lease.holder} for lease in state.leases if lease.holder}},
+    }
+    if state.wanted_at_ms:
+        item["wanted_at"] = {"N": str(state.wanted_at_ms)}
+    return item
+
+
 def _wanted_at_ms(item: Mapping[str, Any]) -> int:
     """The waiters' note is advisory: a malformed one reads as none (and is overwritten by
     the next waiter) rather than making the whole quota unusable."""

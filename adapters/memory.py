@@ -3,7 +3,9 @@
 Every hook is one atomic step under a lock, as every DynamoDB hook is one conditional
 write, so the shared acquire loop takes the same paths on both. An optional per-request
 latency stands in for a network round trip, which lets benchmarks weigh the algorithm
-apart from any emulator's speed.
+apart from any emulator's speed. An optional capacity model bills each step as DynamoDB
+would bill the DynamoDB store's request (sizing the item that store would hold) and
+throttles a quota past one partition's throughput, as a StoreUnavailable that may pass.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
+from adapters.dynamodb import quota_item
+from adapters.dynamodb_limits import CapacityModel, Throttled, item_size
 from domain.decisions import Reclaim
-from domain.errors import UnknownDatabase
+from domain.errors import StoreUnavailable, UnknownDatabase
 from domain.model import Lease, Quota, QuotaState, new_lease_id
 from domain.ports import Clock, LeaseStore, NewLease, Write
 
@@ -27,9 +31,11 @@ class InMemoryLeaseStore(LeaseStore):
         clock: Clock,
         lease_ids: Callable[[], str] = new_lease_id,
         latency_s: float = 0.0,
+        capacity: CapacityModel | None = None,
     ) -> None:
         super().__init__(clock, lease_ids)
         self._latency_s = latency_s
+        self.capacity = capacity
         self._lock = threading.Lock()
         self._quotas: dict[str, Quota] = {}
         self._leases: dict[str, dict[str, Lease]] = {}
@@ -40,7 +46,7 @@ class InMemoryLeaseStore(LeaseStore):
         return sum(self.requests.values())
 
     @contextmanager
-    def _request(self, operation: str) -> Iterator[None]:
+    def _request(self, operation: str, database: str, *, read: bool = False) -> Iterator[None]:
         # Half the round trip on the way in, half on the way out, outside the lock:
         # network time overlaps between callers, applying the write does not.
         half = self._latency_s / 2
@@ -48,9 +54,39 @@ class InMemoryLeaseStore(LeaseStore):
             time.sleep(half)
         with self._lock:
             self.requests[operation] += 1
-            yield
+            if self.capacity is None:
+                yield
+            else:
+                with self._metered(self.capacity, operation, database, read=read):
+                    yield
         if half:
             time.sleep(half)
+
+    @contextmanager
+    def _metered(
+        self, capacity: CapacityModel, operation: str, database: str, *, read: bool
+    ) -> Iterator[None]:
+        kind = "Read" if read else "Write"
+        try:
+            capacity.admit("memory", database, kind)
+        except Throttled as throttled:
+            raise StoreUnavailable(
+                operation, f"ProvisionedThroughputExceededException: {throttled}", True
+            ) from throttled
+        before = self._item_size(database)
+        try:
+            yield
+        finally:
+            if read:
+                capacity.charge_read("memory", database, operation, before, consistent=True)
+            else:
+                after = self._item_size(database)
+                capacity.charge_write("memory", database, operation, before, after)
+
+    def _item_size(self, database: str) -> int:
+        if database not in self._quotas:
+            return 0
+        return item_size(quota_item(self._state(database)))
 
     def _state(self, database: str) -> QuotaState:
         quota = self._quotas.get(database)
@@ -64,7 +100,7 @@ class InMemoryLeaseStore(LeaseStore):
         self._leases[database][lease.id] = Lease(lease.id, lease.holder, now_ms + ttl_ms)
 
     def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
-        with self._request("add"):
+        with self._request("add", database):
             state = self._state(database)
             leases = self._leases[database]
             if len(leases) >= state.quota.limit or lease.id in leases:
@@ -73,7 +109,7 @@ class InMemoryLeaseStore(LeaseStore):
             return Write(True, self._state(database))
 
     def _reclaim(self, database: str, plan: Reclaim, lease: NewLease | None, now_ms: int) -> Write:
-        with self._request("reclaim"):
+        with self._request("reclaim", database):
             state = self._state(database)
             leases = self._leases[database]
             if not plan.applies_to(state) or (lease is not None and lease.id in leases):
@@ -85,18 +121,18 @@ class InMemoryLeaseStore(LeaseStore):
             return Write(True, self._state(database))
 
     def _remove(self, database: str, lease_id: str) -> bool:
-        with self._request("remove"):
+        with self._request("remove", database):
             self._state(database)
             return self._leases[database].pop(lease_id, None) is not None
 
     def _note_wanted(self, database: str, now_ms: int) -> None:
-        with self._request("note_wanted"):
+        with self._request("note_wanted", database):
             # As the DynamoDB store's condition: only over a stale or far-ahead note.
             if self._state(database).wanted_note_stale(now_ms):
                 self._wanted_at_ms[database] = now_ms
 
     def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
-        with self._request("extend"):
+        with self._request("extend", database):
             state = self._state(database)
             lease = self._leases[database].get(lease_id)
             if lease is None or not lease.is_live(now_ms):
@@ -106,17 +142,17 @@ class InMemoryLeaseStore(LeaseStore):
             return Write(True, self._state(database))
 
     def _read(self, database: str) -> QuotaState:
-        with self._request("read"):
+        with self._request("read", database, read=True):
             return self._state(database)
 
     def _write_quota(self, database: str, quota: Quota) -> QuotaState:
-        with self._request("write_quota"):
+        with self._request("write_quota", database):
             self._quotas[database] = quota
             self._leases.setdefault(database, {})
             return self._state(database)
 
     def _delete_quota(self, database: str) -> bool:
-        with self._request("delete_quota"):
+        with self._request("delete_quota", database):
             self._leases.pop(database, None)
             self._wanted_at_ms.pop(database, None)
             return self._quotas.pop(database, None) is not None

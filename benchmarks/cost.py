@@ -1,65 +1,68 @@
-"""What a lease costs: store requests, item size and write units, and client CPU."""
+"""What a lease costs: store requests, item size, write units and dollars (metered by the
+capacity model, `adapters.dynamodb_limits`), and client CPU."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 from adapters.clock import SystemClock
+from adapters.dynamodb import quota_item
+from adapters.dynamodb_limits import PARTITION_WCU_PER_S, CapacityModel, item_size
 from adapters.memory import InMemoryLeaseStore
 from domain import Granted, Quota
-from domain.model import new_lease_id
 
-HOLDER = "LambdaRDS_Test/8f14e45f"  # what the client library writes: function/request
+# What the client library writes (`service.client.holder_of`) for a function whose name
+# fills its 23 characters: the longest holder, as production leases carry.
+HOLDER = "orders-service-prod-api/8f14e45f"
 
-
-def number_size(value: int) -> int:
-    """DynamoDB's size of a number: about one byte per two significant digits, plus one."""
-    digits = len(str(abs(value)).rstrip("0")) or 1
-    return math.ceil(digits / 2) + 1
-
-
-def item_size(limit: int, leases: int, with_holders: bool) -> int:
-    """Bytes of a quota item holding `leases` entries (DynamoDB's item-size rules: names
-    and string values in UTF-8 bytes, a map adds 3 bytes and 1 byte per element)."""
-    expiry = 1_800_000_000_000
-    lease_id = len(new_lease_id())
-    size = len("pk") + len("orders-mysql") + len("sk") + len("quota")
-    size += len("limit") + number_size(limit) + len("ttl_ms") + number_size(60_000)
-    size += len("leases") + 3 + leases * (lease_id + number_size(expiry) + 1)
-    size += len("holders") + 3
-    if with_holders:
-        size += leases * (lease_id + len(HOLDER) + 1)
-    return size
-
-
-def write_units(size: int) -> int:
-    """An UpdateItem consumes 1 WCU per started KB of the larger of the before and after item."""
-    return math.ceil(size / 1024)
+# DynamoDB on-demand list prices, us-east-1, Standard table class, in effect since the
+# reduction of 2024-11-01 (the prices page as stored by the search tool on 2026-11-27).
+PRICE_DATE = "2024-11-01"
+DOLLARS_PER_MILLION_WRITE_UNITS = 0.625
+DOLLARS_PER_MILLION_READ_UNITS = 0.125
 
 
 @dataclass(frozen=True)
-class ItemCost:
+class LeaseCost:
+    """What one lease (a take and a give-back) is billed, metered by the capacity model
+    on the store's own writes, for a quota of `limit` leases."""
+
     limit: int
-    bytes_bare: int
-    bytes_with_holders: int
+    full_item_bytes: int
+    wcu_empty: float  # the quota otherwise empty
+    wcu_full: float  # taking the last free lease, then giving it back
 
-    @property
-    def wcu_bare(self) -> int:
-        return write_units(self.bytes_bare)
+    def dollars_per_million(self, wcu: float) -> float:
+        return wcu * DOLLARS_PER_MILLION_WRITE_UNITS
 
-    @property
-    def wcu_with_holders(self) -> int:
-        return write_units(self.bytes_with_holders)
+    def leases_per_s_per_partition(self, wcu: float) -> float:
+        """One item's ceiling: a partition's 1,000 WCU a second, spent on this lease cost."""
+        return PARTITION_WCU_PER_S / wcu
 
 
-def item_costs(limits: tuple[int, ...] = (10, 100, 1000)) -> list[ItemCost]:
-    # The costliest acquire and release see a full quota: `limit` entries after or before.
-    return [
-        ItemCost(limit, item_size(limit, limit, False), item_size(limit, limit, True))
-        for limit in limits
-    ]
+def lease_costs(limits: tuple[int, ...] = (10, 100, 1000, 2000)) -> list[LeaseCost]:
+    costs = []
+    for limit in limits:
+        model = CapacityModel(enforce=False)
+        store = InMemoryLeaseStore(SystemClock(), capacity=model)
+        store.set_quota("cost-db", Quota(limit=limit, default_ttl_ms=600_000))
+        empty = _one_lease_wcu(store, model)
+        for _ in range(limit - 1):
+            store.acquire("cost-db", HOLDER)
+        full = _one_lease_wcu(store, model)
+        store.acquire("cost-db", HOLDER)
+        size = item_size(quota_item(store._read("cost-db")))
+        costs.append(LeaseCost(limit, size, empty, full))
+    return costs
+
+
+def _one_lease_wcu(store: InMemoryLeaseStore, model: CapacityModel) -> float:
+    before = model.totals.total_write_units()
+    grant = store.acquire("cost-db", HOLDER)
+    assert isinstance(grant, Granted)
+    store.release("cost-db", grant.lease.id)
+    return model.totals.total_write_units() - before
 
 
 def requests_per_uncontended_lease(cycles: int = 500) -> float:

@@ -275,7 +275,7 @@ def report(
     host: str,
     chart: Path,
 ) -> str:
-    items = cost.item_costs()
+    items = cost.lease_costs()
     uncontended = cost.requests_per_uncontended_lease()
     cpu_us = cost.client_cpu_us()
     lines = [
@@ -338,16 +338,23 @@ def report(
         "(one write to take, one to give back).",
         f"- Client CPU per acquire + release against a zero-latency store: {cpu_us:.0f} µs.",
         "",
-        "Item size and write units of the costliest acquire or release (a full quota; an "
-        "UpdateItem costs one WCU per started KB of the larger of the item before and after):",
+        "Write units per lease (a take and a give-back), metered by the capacity model on "
+        "the store's own writes (`adapters.dynamodb_limits`: one WCU per started KB of the "
+        "larger of the item before and after), every lease naming a 32-character holder as "
+        "the client library writes; dollars at DynamoDB's on-demand list price "
+        f"(${cost.DOLLARS_PER_MILLION_WRITE_UNITS} per million write units, us-east-1, "
+        f"in effect since {cost.PRICE_DATE}); the ceiling is one item's partition "
+        "(1,000 WCU a second) spent on full-quota leases:",
         "",
-        "| limit | item bytes (no holders) | WCU | item bytes (with holders) | WCU |",
-        "|---:|---:|---:|---:|---:|",
+        "| limit | full item bytes | WCU per lease, quota empty | WCU per lease, quota full "
+        "| $ per million leases (full) | one item's ceiling, leases/s |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
-    for cost_item in items:
+    for lease in items:
         lines.append(
-            f"| {cost_item.limit} | {cost_item.bytes_bare} | {cost_item.wcu_bare} "
-            f"| {cost_item.bytes_with_holders} | {cost_item.wcu_with_holders} |"
+            f"| {lease.limit:,} | {lease.full_item_bytes:,} | {lease.wcu_empty:g} "
+            f"| {lease.wcu_full:g} | {lease.dollars_per_million(lease.wcu_full):.2f} "
+            f"| {lease.leases_per_s_per_partition(lease.wcu_full):,.0f} |"
         )
     lines += [
         "",

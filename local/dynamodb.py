@@ -1,4 +1,5 @@
-"""An embedded DynamoDB: moto's server on a free loopback port, one request at a time.
+"""An embedded DynamoDB: moto's server on a free loopback port, one request at a time,
+billed and throttled as DynamoDB would (`local.dynamodb_capacity`).
 
 moto applies requests on the server's threads without a lock, so concurrent conditional
 writes to one item can both pass their condition (DESIGN.md measured a 4th lease on a limit
@@ -23,6 +24,8 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 from adapters.dynamodb import wait_until_active
+from adapters.dynamodb_limits import CapacityModel
+from local.dynamodb_capacity import metered
 from local.server import LoopbackService
 
 if TYPE_CHECKING:
@@ -107,18 +110,22 @@ def local_client(endpoint_url: str, config: Config) -> DynamoDBClient:
 
 
 class EmbeddedDynamoDB(LoopbackService):
-    """moto's DynamoDB served on 127.0.0.1 with a free port, requests serialized."""
+    """moto's DynamoDB served on 127.0.0.1 with a free port, requests serialized, each
+    billed by `capacity` (by default DynamoDB's own per-partition rates, enforced)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, capacity: CapacityModel | None = None
+    ) -> None:
         self._host = host
         self._port = port
+        self.capacity = capacity or CapacityModel()
 
     @property
     def endpoint_url(self) -> str:
         return self._url("embedded DynamoDB")
 
     def start(self) -> str:
-        app = serialized(DomainDispatcherApplication(create_backend_app))
+        app = serialized(metered(DomainDispatcherApplication(create_backend_app), self.capacity))
         server = make_server(
             self._host, self._port, app, threaded=True, request_handler=_QuietRequestHandler
         )

@@ -50,10 +50,16 @@ def sdk_session() -> botocore.session.Session:
     return botocore.session.get_session()
 
 
+# botocore's session is not safe for clients made from several threads at once, as lazy
+# clients may be.
+_CREATING = threading.Lock()
+
+
 def sdk_client(service: str, config: Config, endpoint_url: str | None = None) -> Any:
     """A client of the shared session. Off AWS, the SDK's own `AWS_ENDPOINT_URL_<SERVICE>`
     variables point it elsewhere (the local stack sets them)."""
-    return sdk_session().create_client(service, endpoint_url=endpoint_url, config=config)
+    with _CREATING:
+        return sdk_session().create_client(service, endpoint_url=endpoint_url, config=config)
 
 
 class LazyClient:
@@ -65,14 +71,27 @@ class LazyClient:
     def __init__(self, service: str, config: Config) -> None:
         self._service, self._config = service, config
         self._client: Any = None
-        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = sdk_client(self._service, self._config)
-        return getattr(self._client, name)
+        # Only the client's own API is passed on: private and special names (what copy,
+        # pickle and hasattr probe) are this object's, and never make the client.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        client = self.__dict__.get("_client")
+        if client is None:
+            with _CREATING:
+                client = self.__dict__.get("_client")
+                if client is None:
+                    client = self._client = _new_client(self._service, self._config)
+        return getattr(client, name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LazyClient, (self._service, self._config))
+
+
+def _new_client(service: str, config: Config) -> Any:
+    # Already under _CREATING.
+    return sdk_session().create_client(service, config=config)
 
 
 # Error codes that say "not now" rather than "not like this" (botocore's standard retry

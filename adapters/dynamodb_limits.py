@@ -86,21 +86,27 @@ _OPERATOR = re.compile(
 _CLAUSE = re.compile(r"\b(?:SET|REMOVE|ADD|DELETE)\b", re.IGNORECASE)
 
 
-def expression_operators(expression: str) -> int:
+def expression_operators(expression: str, *, update: bool = False) -> int:
     """How many operators and functions an expression holds. BETWEEN's AND is part of
-    BETWEEN; the dash inside a name or value placeholder is not a minus."""
+    BETWEEN; the dash inside a name or value placeholder is not a minus; in an update
+    expression a SET's `=` assigns rather than compares (DynamoDB's own example, `SET a =
+    :v1 + :v2 + :v3`, "contains two + operators")."""
     text = re.sub(r"[#:][A-Za-z0-9_-]+", "x", expression)
     text = _CLAUSE.sub(" ", text)
+    if update:
+        text = text.replace("=", " ")
     count = len(_OPERATOR.findall(text))
     return count - len(re.findall(r"\bBETWEEN\b", text, re.IGNORECASE))
 
 
-def expression_problem(name: str, expression: str) -> str | None:
-    """Why DynamoDB would refuse this expression, or None."""
+def expression_problem(name: str, expression: object) -> str | None:
+    """Why DynamoDB would refuse this expression (named as in the request), or None."""
+    if not isinstance(expression, str):
+        return f"{name} must be a string"
     size = len(expression.encode())
     if size > MAX_EXPRESSION_BYTES:
         return f"{name} is {size} bytes; at most {MAX_EXPRESSION_BYTES}"
-    operators = expression_operators(expression)
+    operators = expression_operators(expression, update=name == "UpdateExpression")
     if operators > MAX_EXPRESSION_OPERATORS:
         return f"{name} has {operators} operators; at most {MAX_EXPRESSION_OPERATORS}"
     return None

@@ -140,9 +140,12 @@ class MySqlAccessDenied(MySqlUnusable):
 
 def mysql_from_environment() -> MySqlEndpoint:
     env = os.environ
+    port = env.get("DB_PORT", "3306")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"DB_PORT must be a port number, got {port!r}")
     return MySqlEndpoint(
         host=env.get("DB_HOST", "127.0.0.1"),
-        port=int(env.get("DB_PORT", "3306")),
+        port=int(port),
         user=env.get("DB_USER", "root"),
         password=env.get("DB_PASSWORD", ""),
         database=env.get("DB_NAME", "test"),
@@ -430,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=defaults.output_dir)
     args = parser.parse_args(argv)
     console = Console()
+    try:
+        mysql = mysql_from_environment()
+    except ValueError as error:
+        parser.error(str(error))
     options = DemoOptions(
         iterations=args.iterations,
         concurrency=args.concurrency,
@@ -439,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         lease_hold_ms=args.lease_hold_ms,
         lease_ttl_ms=args.lease_ttl_ms,
         output_dir=args.output_dir,
-        mysql=mysql_from_environment(),
+        mysql=mysql,
     )
     try:
         report = run_demo(options, console)

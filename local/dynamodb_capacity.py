@@ -70,10 +70,13 @@ def metered(app: WsgiApp, capacity: CapacityModel) -> WsgiApp:
         operation = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
         if operation not in (*_ITEM_WRITES, "GetItem", "BatchGetItem"):
             return list(app(environ, start_response))
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        request = json.loads(environ["wsgi.input"].read(length) or b"{}")
-        region = _region(environ)
-        answer = _Request(app, environ, capacity, region).serve(operation, request)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            request = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        except ValueError as error:
+            answer = _error("SerializationException", f"the request is not JSON: {error}")
+        else:
+            answer = _Request(app, environ, capacity, _region(environ)).serve(operation, request)
         headers = [(k, v) for k, v in answer.headers if k.lower() not in _RECOMPUTED]
         headers += [
             ("Content-Length", str(len(answer.body))),
@@ -95,11 +98,10 @@ class _Request:
         self._app, self._environ, self._capacity = app, environ, capacity
         self._backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][region]
 
-    def serve(self, operation: str, request: dict[str, Any]) -> _Answer:
-        for name in _EXPRESSIONS:
-            problem = expression_problem(name, request.get(name, ""))
-            if problem:
-                return _error("ValidationException", f"Invalid {name}: {problem}")
+    def serve(self, operation: str, request: Any) -> _Answer:
+        refusal = _refusal(operation, request)
+        if refusal is not None:
+            return refusal
         if operation == "BatchGetItem":
             return self._batch_get(request)
         table = request.get("TableName", "")
@@ -131,6 +133,31 @@ class _Request:
         return _with_consumed(answer, request, table, units, kind)
 
     def _batch_get(self, request: dict[str, Any]) -> _Answer:
+        admitted, unprocessed, throttled = self._admit_keys(request)
+        if throttled is not None and not admitted:
+            return _throttled(throttled, self._table_arn(throttled.table))
+        answer = self._call({**request, "RequestItems": admitted})
+        if answer.code >= 400:
+            return answer
+        document = json.loads(answer.body)
+        left = document.get("UnprocessedKeys", {})  # what moto itself left undone
+        consumed = [
+            self._bill_batch(table, wanted, left.get(table, {}).get("Keys", []))
+            for table, wanted in admitted.items()
+        ]
+        for table, held in unprocessed.items():
+            merged = left.setdefault(table, {**held, "Keys": []})
+            merged["Keys"] = merged.get("Keys", []) + held["Keys"]
+        if left:
+            document["UnprocessedKeys"] = left
+        if request.get("ReturnConsumedCapacity", "NONE") != "NONE":
+            document["ConsumedCapacity"] = consumed
+        return _Answer(answer.status, answer.headers, json.dumps(document).encode())
+
+    def _admit_keys(
+        self, request: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], Throttled | None]:
+        """The batch's keys whose partitions have throughput left, and those that do not."""
         admitted: dict[str, Any] = {}
         unprocessed: dict[str, Any] = {}
         throttled: Throttled | None = None
@@ -143,38 +170,29 @@ class _Request:
                 except Throttled as error:
                     throttled = error
                     held.append(raw)
-                except Exception:
+                except Exception:  # a bad key: moto's own answer says what is wrong
                     keys.append(raw)
             if keys:
                 admitted[table] = {**wanted, "Keys": keys}
             if held:
                 unprocessed[table] = {**wanted, "Keys": held}
-        if throttled is not None and not admitted:
-            return _throttled(throttled, self._table_arn(throttled.table))
-        answer = self._call({**request, "RequestItems": admitted})
-        if answer.code >= 400:
-            return answer
-        consumed: list[dict[str, Any]] = []
-        for table, wanted in admitted.items():
-            units = 0.0
-            for raw in wanted["Keys"]:
-                key = self._key(table, raw)
-                units += self._capacity.charge_read(
-                    table,
-                    _partition(key),
-                    "BatchGetItem",
-                    self._size(table, key),
-                    consistent=bool(wanted.get("ConsistentRead")),
-                )
-            consumed.append(
-                {"TableName": table, "CapacityUnits": units, "ReadCapacityUnits": units}
+        return admitted, unprocessed, throttled
+
+    def _bill_batch(self, table: str, wanted: dict[str, Any], left: list[Any]) -> dict[str, Any]:
+        """Bill each item read, as DynamoDB bills a batch; not the keys left unprocessed."""
+        units = 0.0
+        for raw in wanted["Keys"]:
+            if raw in left:
+                continue
+            key = self._key(table, raw)
+            units += self._capacity.charge_read(
+                table,
+                _partition(key),
+                "BatchGetItem",
+                self._size(table, key),
+                consistent=bool(wanted.get("ConsistentRead")),
             )
-        document = json.loads(answer.body)
-        if unprocessed:
-            document.setdefault("UnprocessedKeys", {}).update(unprocessed)
-        if request.get("ReturnConsumedCapacity", "NONE") != "NONE":
-            document["ConsumedCapacity"] = consumed
-        return _Answer(answer.status, answer.headers, json.dumps(document).encode())
+        return {"TableName": table, "CapacityUnits": units, "ReadCapacityUnits": units}
 
     def _call(self, request: dict[str, Any]) -> _Answer:
         body = json.dumps(request).encode()
@@ -203,6 +221,20 @@ class _Request:
             return str(self._backend.get_table(table).table_arn)
         except Exception:
             return table
+
+
+def _refusal(operation: str, request: Any) -> _Answer | None:
+    """What DynamoDB answers before any work: a body that is no object, an expression over
+    its limits (a batch read names its projection per table)."""
+    if not isinstance(request, dict):
+        return _error("SerializationException", "the request is not a JSON object")
+    per_table = request.get("RequestItems", {}) if operation == "BatchGetItem" else {}
+    for part in (request, *(p for p in per_table.values() if isinstance(p, dict))):
+        for name in _EXPRESSIONS:
+            problem = expression_problem(name, part.get(name, ""))
+            if problem:
+                return _error("ValidationException", f"Invalid {name}: {problem}")
+    return None
 
 
 def _partition(key: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,8 @@ from rich.table import Table
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.mysql import MySqlEndpoint
-from domain import Quota, QuotaStatus
+from domain import ConnleaseError, Quota, QuotaStatus
+from domain.model import check_database, check_limit
 from local.demo import mysql_from_environment
 from local.lambda_endpoint import FunctionSpec
 from local.stack import HELPER, LocalStack, Tables, database_environment, helper_function
@@ -148,6 +150,29 @@ def _shape(answer: Any) -> Any:
     return answer
 
 
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _function_name(name: str) -> str:
+    if not _FUNCTION_NAME.fullmatch(name) or name == HELPER:
+        raise argparse.ArgumentTypeError(
+            f"--name {name!r}: 1-64 letters, digits, - and _, and not the helper's {HELPER!r}"
+        )
+    return name
+
+
+def _at_least_one(flag: str, value: int) -> int:
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{flag} must be at least 1, got {value}")
+    return value
+
+
+def _timeout_s(value: float) -> float:
+    if not 1 <= value <= 900:
+        raise argparse.ArgumentTypeError(f"--timeout is {value} s; Lambda allows 1 to 900")
+    return value
+
+
 def _environment(pairs: list[str]) -> dict[str, str]:
     variables = {}
     for pair in pairs:
@@ -173,26 +198,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30, help="the function's, in s")
     parser.add_argument("--log-dir", type=Path, default=RunOptions.log_dir)
     args = parser.parse_args(argv)
-    if args.invocations < 1 or args.concurrency < 1 or args.quota < 1:
-        parser.error("--invocations, --concurrency and --quota must be at least 1")
+    # Everything is checked before anything starts: one line and exit 2 for a bad argument.
     try:
-        environment = _environment(args.env)
-    except argparse.ArgumentTypeError as error:
+        options = RunOptions(
+            handler=args.handler,
+            code_dir=args.code_dir,
+            name=_function_name(args.name),
+            event=args.event,
+            invocations=_at_least_one("--invocations", args.invocations),
+            concurrency=_at_least_one("--concurrency", args.concurrency),
+            quota=check_limit(args.quota),
+            database=check_database(args.database),
+            mode=args.mode,
+            environment=_environment(args.env),
+            timeout_s=_timeout_s(args.timeout),
+            log_dir=args.log_dir,
+            mysql=mysql_from_environment(),
+        )
+    except (ConnleaseError, ValueError, argparse.ArgumentTypeError) as error:
         parser.error(str(error))
-    options = RunOptions(
-        handler=args.handler,
-        code_dir=args.code_dir,
-        name=args.name,
-        event=args.event,
-        invocations=args.invocations,
-        concurrency=args.concurrency,
-        quota=args.quota,
-        database=args.database,
-        mode=args.mode,
-        environment=environment,
-        timeout_s=args.timeout,
-        log_dir=args.log_dir,
-    )
     console = Console()
     try:
         report = run_function(options)

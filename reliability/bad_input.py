@@ -63,6 +63,8 @@ NAME_CHARS = NAME_FIRST + "._:/@-"
 LEASE_ID_CHARS = string.ascii_letters + string.digits + "_-"
 PRINTABLE = "".join(map(chr, range(32, 127)))
 MAX_NAME, MAX_LEASE_ID, MAX_HOLDER = 128, 64, 32
+# The documented limits, written out again on purpose: an oracle independent of the code
+# under test (domain.model), so a limit changed there by mistake fails this campaign.
 MIN_TTL_MS, MAX_TTL_MS = 100, 24 * 3600 * 1000
 MAX_WAIT_MS = 15 * 60 * 1000
 

@@ -45,7 +45,13 @@ from domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
-from domain.model import MAX_HOLDER_LENGTH, check_database, check_ttl_ms, check_wait_ms
+from domain.model import (
+    MAX_HOLDER_LENGTH,
+    MAX_WAIT_MS,
+    check_database,
+    check_ttl_ms,
+    check_wait_ms,
+)
 from service.invocation import InvocationContext
 from service.lease_calls import LeaseCalls, close_quietly
 from service.warm_client import WarmClient
@@ -146,13 +152,12 @@ class ConnectionLeases:
         metrics: MetricsSink | None = None,
         keep_warm: KeepWarm | None = None,
     ) -> None:
-        self.leases = leases
         self.database = check_database(database)
         self.safety_margin_ms = check_wait_ms(safety_margin_ms, "safety_margin_ms")
-        self.release_budget_ms = check_wait_ms(release_budget_ms, "release_budget_ms")
+        check_wait_ms(release_budget_ms, "release_budget_ms")
         if keep_warm is not None and not isinstance(keep_warm, KeepWarm):
             raise InvalidInput("keep_warm", f"must be a KeepWarm, got {type(keep_warm).__name__}")
-        self.keep_warm = keep_warm
+        self._keep_warm = keep_warm
         self._clock = clock or SystemClock()
         self._calls = LeaseCalls(
             leases,
@@ -160,11 +165,24 @@ class ConnectionLeases:
             backoff=backoff or DecorrelatedJitter(base_ms=20, cap_ms=1_000),
             clock=self._clock,
             rng=rng or random.Random(),
-            release_budget_ms=self.release_budget_ms,
+            release_budget_ms=release_budget_ms,
             metrics=metrics,
         )
         self._warm = WarmClient(self._calls, keep_warm) if keep_warm else None
         self._last_wait_ms = 0
+
+    # Read-only: the lease calls and the warm path were built with them.
+    @property
+    def leases(self) -> Leases:
+        return self._calls.leases
+
+    @property
+    def keep_warm(self) -> KeepWarm | None:
+        return self._keep_warm
+
+    @property
+    def release_budget_ms(self) -> int:
+        return self._calls.release_budget_ms
 
     @property
     def last_wait_ms(self) -> int:
@@ -199,8 +217,11 @@ class ConnectionLeases:
             context = check_context(context)
         remaining_ms = context.get_remaining_time_in_millis() if context else None
         if wait_budget_ms is None:
-            wait_budget_ms = max(0, (remaining_ms or 0) - self.safety_margin_ms)
-        deadline = Deadline(started_ms + check_wait_ms(wait_budget_ms, "wait_budget_ms"))
+            # No invocation outlives MAX_WAIT_MS; a stand-in context may say it has longer.
+            budget_ms = min(max(0, (remaining_ms or 0) - self.safety_margin_ms), MAX_WAIT_MS)
+        else:
+            budget_ms = check_wait_ms(wait_budget_ms, "wait_budget_ms")
+        deadline = Deadline(started_ms + budget_ms)
         holder = holder_of(context) if context else ""
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)

@@ -40,7 +40,7 @@ def open_mysql_connection() -> pymysql.Connection[Any]:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """`{"hold_s": 0.2}`: hold the connection that long, 0-5 s (the query's stand-in)."""
     hold_s = event.get("hold_s", 0.1) if isinstance(event, dict) else None
-    if not isinstance(hold_s, int | float) or not 0 <= hold_s <= 5:
+    if isinstance(hold_s, bool) or not isinstance(hold_s, int | float) or not 0 <= hold_s <= 5:
         return {"statusCode": 400, "error": "hold_s must be a number of seconds from 0 to 5"}
     try:
         with leases.connect(open_mysql_connection, context=context) as connection:

@@ -5,6 +5,9 @@ and the in-memory store bills the same units for the same steps."""
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -194,3 +197,22 @@ def test_the_in_memory_store_bills_what_dynamodb_bills_for_the_same_steps(
     billed = (memory_model.totals.total_write_units(), memory_model.totals.total_read_units())
     assert billed == dynamodb
     assert dynamodb[0] > 40 * 2  # a 40-lease item with holders is over 2 KB
+
+
+def test_a_body_that_is_not_json_is_answered_as_dynamodb_answers_it(
+    embedded_dynamodb: EmbeddedDynamoDB,
+) -> None:
+    request = urllib.request.Request(
+        embedded_dynamodb.endpoint_url,
+        data=b"{not json",
+        headers={
+            "X-Amz-Target": "DynamoDB_20120810.UpdateItem",
+            "Content-Type": "application/x-amz-json-1.0",
+        },
+    )
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["__type"].endswith("#SerializationException")

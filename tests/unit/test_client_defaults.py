@@ -3,6 +3,8 @@ handler module imported where no region is set, a wrong context, a wait too long
 
 from __future__ import annotations
 
+import copy
+import pickle
 from typing import Any
 
 import pytest
@@ -138,3 +140,34 @@ def test_the_client_and_the_helper_accept_and_refuse_the_same_waits() -> None:
     ):
         pass
     assert refused.value.field == "wait_budget_ms"
+
+
+class LongLivedContext:
+    """A stand-in context that says it has longer left than any invocation can have."""
+
+    function_name = "orders-fn"
+    aws_request_id = "8f14e45f-0000"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 3_600_000
+
+
+def test_a_context_with_more_time_than_an_invocation_has_waits_at_most_15_minutes(
+    store: Any, clock: FakeClock
+) -> None:
+    leases = ConnectionLeases(store, DB, clock=clock)
+
+    with leases.connect(object, context=LongLivedContext()):
+        pass
+
+    assert store.status(DB).in_use == 0
+
+
+@pytest.mark.usefixtures("no_region")
+def test_a_lazy_client_is_copied_pickled_and_probed_without_being_made() -> None:
+    lazy: Any = direct_leases("connlease-leases")._client  # type: ignore[attr-defined]
+
+    assert not hasattr(lazy, "__wrapped__")
+    assert copy.copy(lazy) is not None
+    assert pickle.loads(pickle.dumps(lazy)) is not None
+    assert lazy.__dict__["_client"] is None  # still not made: no region was needed

@@ -82,7 +82,8 @@ def test_operators_and_functions_are_counted_as_dynamodb_counts_them() -> None:
     )
     # 3 functions, AND, 2 OR, 2 NOT, BETWEEN (its AND is part of it)
     assert expression_operators(note) == 9
-    assert expression_operators("SET leases.#id = :now + :ttl REMOVE leases.#v-1") == 2
+    # A SET assigns: only its + counts (DynamoDB's own example counts the + alone).
+    assert expression_operators("SET leases.#id = :now + :ttl REMOVE leases.#v-1", update=True) == 1
     assert expression_operators("size(leases) < #limit") == 2
 
 

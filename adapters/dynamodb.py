@@ -8,23 +8,30 @@ Taking a lease is one UpdateItem, giving it back is one UpdateItem.
 
 from __future__ import annotations
 
+import random
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws import unavailable
+from adapters.dynamodb_limits import WRITE_UNIT_BYTES, item_size
 from domain.decisions import Reclaim
-from domain.errors import CorruptQuota, InvalidInput, UnknownDatabase
+from domain.errors import CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
 from domain.model import (
+    MAX_HOLDER_LENGTH,
+    MAX_LIMIT,
+    MAX_TTL_MS,
     WANTED_REFRESH_MS,
     WANTED_WINDOW_MS,
     Lease,
     Quota,
     QuotaState,
+    ShardLayout,
     new_lease_id,
 )
 from domain.ports import Clock, LeaseStore, NewLease, Write
+from domain.shards import SHARD_KEY_CHARS, SHARD_MARK, shard_item
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -35,6 +42,8 @@ if TYPE_CHECKING:
 Item = dict[str, Any]
 
 QUOTA_SORT_KEY = "quota"
+BATCH_GET_LIMIT = 100  # keys in one BatchGetItem
+BATCH_GET_ROUNDS = 4
 KEY_SCHEMA: tuple[tuple[str, Literal["HASH", "RANGE"]], ...] = (("pk", "HASH"), ("sk", "RANGE"))
 
 # Checked by every write that adds, so a malformed item is refused before it is changed.
@@ -75,6 +84,10 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
         quota = Quota(_int(database, item, "limit"), _int(database, item, "ttl_ms"))
     except InvalidInput as error:
         raise CorruptQuota(database, str(error)) from error
+    layout = _layout(database, item)
+    if quota.limit == 0 and layout is None and SHARD_MARK not in database:
+        # Only a split quota's items may hold a share of none.
+        raise CorruptQuota(database, "limit is 0")
     leases = _map(database, item, "leases")
     holders = _map(database, item, "holders")
     parsed = []
@@ -83,7 +96,19 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
             raise CorruptQuota(database, f"lease {lease_id!r} has expiry {value!r}, not epoch ms")
         holder = holders.get(lease_id, {}).get("S", "")
         parsed.append(Lease(lease_id, holder, int(value["N"])))
-    return QuotaState(database, quota, tuple(parsed), _wanted_at_ms(item))
+    return QuotaState(database, quota, tuple(parsed), _wanted_at_ms(item), layout)
+
+
+def _layout(database: str, item: Mapping[str, Any]) -> ShardLayout | None:
+    """A split quota's root names its shards; any other item does not."""
+    if "shards" not in item:
+        return None
+    return ShardLayout(
+        _int(database, item, "total"),
+        _int(database, item, "shards"),
+        _int(database, item, "active"),
+        rebalance=item.get("rebalance") == {"BOOL": True},
+    )
 
 
 def quota_item(state: QuotaState) -> Item:
@@ -99,7 +124,33 @@ def quota_item(state: QuotaState) -> Item:
     }
     if state.wanted_at_ms:
         item["wanted_at"] = {"N": str(state.wanted_at_ms)}
+    if state.layout is not None:
+        item |= {
+            "total": {"N": str(state.layout.limit)},
+            "shards": {"N": str(state.layout.shards)},
+            "active": {"N": str(state.layout.active)},
+            "rebalance": {"BOOL": state.layout.rebalance},
+        }
     return item
+
+
+# The longest entry a lease adds to an item: a shard key (8 characters), its expiry (13
+# digits: 8 bytes), the longest holder, each in its map with a byte of overhead.
+_SHARD_ENTRY_BYTES = (SHARD_KEY_CHARS + 8 + 1) + (SHARD_KEY_CHARS + MAX_HOLDER_LENGTH + 1)
+
+
+def entries_per_shard(database: str) -> int:
+    """How many leases a shard item holds and still weighs at most 1 KB, so that every
+    write to it costs 1 WCU: its fixed attributes (sized as `quota_item` writes them, the
+    longest values) and then entries of the longest size."""
+    empty = QuotaState(
+        shard_item(database, 9999),
+        Quota(MAX_LIMIT, MAX_TTL_MS),
+        (),
+        wanted_at_ms=9_999_999_999_999,
+    )
+    free = WRITE_UNIT_BYTES - item_size(quota_item(empty))
+    return max(1, free // _SHARD_ENTRY_BYTES)
 
 
 def _wanted_at_ms(item: Mapping[str, Any]) -> int:
@@ -132,8 +183,9 @@ class DynamoDBLeaseStore(LeaseStore):
         table_name: str,
         clock: Clock,
         lease_ids: Callable[[], str] = new_lease_id,
+        rng: random.Random | None = None,
     ) -> None:
-        super().__init__(clock, lease_ids)
+        super().__init__(clock, lease_ids, shard_capacity=entries_per_shard, rng=rng)
         self._client = client
         self._table = table_name
 
@@ -301,7 +353,112 @@ class DynamoDBLeaseStore(LeaseStore):
     def _read(self, database: str) -> QuotaState:
         return parse_item(database, self._get(database, "status"))
 
-    def _write_quota(self, database: str, quota: Quota) -> QuotaState:
+    def _read_items(self, items: list[str]) -> dict[str, QuotaState]:
+        found: dict[str, QuotaState] = {}
+        for start in range(0, len(items), BATCH_GET_LIMIT):
+            keys = [self._key(item) for item in items[start : start + BATCH_GET_LIMIT]]
+            for item in self._batch_get(keys):
+                database = item["pk"]["S"]
+                found[database] = parse_item(database, item)
+        return found
+
+    def _batch_get(self, keys: list[dict[str, AttributeValueTypeDef]]) -> list[Item]:
+        """One BatchGetItem, with what DynamoDB leaves unprocessed (a throttled partition)
+        asked for again after a short pause, a few times."""
+        items: list[Item] = []
+        for attempt in range(BATCH_GET_ROUNDS):
+            try:
+                response = self._client.batch_get_item(
+                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}
+                )
+            except (ClientError, BotoCoreError) as error:
+                _unavailable("read shards", error)
+            items += response.get("Responses", {}).get(self._table, [])
+            left = response.get("UnprocessedKeys", {}).get(self._table)
+            keys = list(left["Keys"]) if left and "Keys" in left else []
+            if not keys:
+                return items
+            self._clock.sleep_ms(20 * 2**attempt)
+        raise StoreUnavailable("read shards", "keys left unprocessed (throttled)", True)
+
+    def _write_layout(self, database: str, ttl_ms: int, layout: ShardLayout, seen: int) -> Write:
+        applied, item = self._update(
+            "set_quota",
+            database,
+            UpdateExpression=(
+                "SET #limit = :zero, #ttl = :ttl, #total = :total, shards = :shards,"
+                " active = :active, rebalance = :rebalance,"
+                " leases = if_not_exists(leases, :empty), holders = if_not_exists(holders, :empty)"
+                " REMOVE claim_until"
+            ),
+            # The root keeps what it holds: a lease taken in it since it was read refuses this.
+            ConditionExpression=(
+                "(attribute_not_exists(leases) OR"
+                " (attribute_type(leases, :M) AND size(leases) <= :seen))"
+                " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
+            ),
+            ExpressionAttributeNames=_NAMES | {"#total": "total"},
+            ExpressionAttributeValues={
+                ":M": {"S": "M"},
+                ":zero": {"N": "0"},
+                ":seen": {"N": str(seen)},
+                ":ttl": {"N": str(ttl_ms)},
+                ":total": {"N": str(layout.limit)},
+                ":shards": {"N": str(layout.shards)},
+                ":active": {"N": str(layout.active)},
+                ":rebalance": {"BOOL": layout.rebalance},
+                ":empty": {"M": {}},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        return Write(applied, parse_item(database, self._seen(database, item, "set_quota")))
+
+    def _write_share(self, item: str, quota: Quota, *, checked: bool) -> bool:
+        values: dict[str, AttributeValueTypeDef] = {
+            ":M": {"S": "M"},
+            ":limit": {"N": str(quota.limit)},
+            ":ttl": {"N": str(quota.default_ttl_ms)},
+            ":empty": {"M": {}},
+        }
+        condition = (
+            "(attribute_not_exists(leases) OR attribute_type(leases, :M))"
+            " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
+        )
+        if checked:
+            condition += " AND (attribute_not_exists(leases) OR size(leases) <= :limit)"
+        applied, seen = self._update(
+            "set_quota",
+            item,
+            UpdateExpression=(
+                "SET #limit = :limit, #ttl = :ttl,"
+                " leases = if_not_exists(leases, :empty), holders = if_not_exists(holders, :empty)"
+            ),
+            ConditionExpression=condition,
+            ExpressionAttributeNames=_NAMES,
+            ExpressionAttributeValues=values,
+        )
+        if not applied:
+            parse_item(item, self._seen(item, seen, "set_quota"))  # a malformed shard says so
+        return applied
+
+    def _claim_rebalance(self, database: str, now_ms: int, until_ms: int) -> bool:
+        applied, _ = self._update(
+            "rebalance",
+            database,
+            UpdateExpression="SET claim_until = :until",
+            ConditionExpression=(
+                "rebalance = :true AND (attribute_not_exists(claim_until) OR claim_until <= :now)"
+            ),
+            ExpressionAttributeValues={
+                ":true": {"BOOL": True},
+                ":now": {"N": str(now_ms)},
+                ":until": {"N": str(until_ms)},
+            },
+            ReturnValuesOnConditionCheckFailure="NONE",
+        )
+        return applied
+
+    def _write_quota(self, database: str, quota: Quota) -> Write:
         applied, item = self._update(
             "set_quota",
             database,
@@ -310,11 +467,12 @@ class DynamoDBLeaseStore(LeaseStore):
                 " leases = if_not_exists(leases, :empty), holders = if_not_exists(holders, :empty)"
             ),
             # Keeps live leases and repairs a missing map, but will not overwrite a
-            # mistyped one: the leases it held could be live.
+            # mistyped one (the leases it held could be live), nor a split quota's root.
             ConditionExpression=(
                 "attribute_not_exists(pk) OR ("
                 "(attribute_not_exists(leases) OR attribute_type(leases, :M))"
-                " AND (attribute_not_exists(holders) OR attribute_type(holders, :M)))"
+                " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
+                " AND attribute_not_exists(shards))"
             ),
             ExpressionAttributeNames=_NAMES,
             ExpressionAttributeValues={
@@ -325,10 +483,10 @@ class DynamoDBLeaseStore(LeaseStore):
             },
             ReturnValues="ALL_NEW",
         )
-        item = self._seen(database, item, "set_quota")
-        if not applied:
+        state = parse_item(database, self._seen(database, item, "set_quota"))
+        if not applied and state.layout is None:
             raise CorruptQuota(database, "leases or holders is not a map")
-        return parse_item(database, item)
+        return Write(applied, state)
 
     def _delete_quota(self, database: str) -> bool:
         try:

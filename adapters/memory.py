@@ -10,18 +10,19 @@ throttles a quota past one partition's throughput, as a StoreUnavailable that ma
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 
-from adapters.dynamodb import quota_item
+from adapters.dynamodb import entries_per_shard, quota_item
 from adapters.dynamodb_limits import CapacityModel, Throttled, item_size
 from domain.decisions import Reclaim
 from domain.errors import StoreUnavailable, UnknownDatabase
-from domain.model import Lease, Quota, QuotaState, new_lease_id
+from domain.model import Lease, Quota, QuotaState, ShardLayout, new_lease_id
 from domain.ports import Clock, LeaseStore, NewLease, Write
 
 
@@ -32,14 +33,18 @@ class InMemoryLeaseStore(LeaseStore):
         lease_ids: Callable[[], str] = new_lease_id,
         latency_s: float = 0.0,
         capacity: CapacityModel | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        super().__init__(clock, lease_ids)
+        super().__init__(clock, lease_ids, shard_capacity=entries_per_shard, rng=rng)
         self._latency_s = latency_s
         self.capacity = capacity
         self._lock = threading.Lock()
+        # By item: a database's own, or one of its shards' (`database#i`).
         self._quotas: dict[str, Quota] = {}
         self._leases: dict[str, dict[str, Lease]] = {}
         self._wanted_at_ms: dict[str, int] = {}
+        self._layouts: dict[str, ShardLayout] = {}
+        self._claims: dict[str, int] = {}  # a split quota's root being re-shared, until
         self.requests: Counter[str] = Counter()
 
     def request_count(self) -> int:
@@ -93,7 +98,13 @@ class InMemoryLeaseStore(LeaseStore):
         if quota is None:
             raise UnknownDatabase(database)
         leases = tuple(self._leases[database].values())
-        return QuotaState(database, quota, leases, self._wanted_at_ms.get(database, 0))
+        return QuotaState(
+            database,
+            quota,
+            leases,
+            self._wanted_at_ms.get(database, 0),
+            self._layouts.get(database),
+        )
 
     def _put(self, database: str, lease: NewLease, now_ms: int) -> None:
         ttl_ms = self._quotas[database].default_ttl_ms if lease.ttl_ms is None else lease.ttl_ms
@@ -145,14 +156,53 @@ class InMemoryLeaseStore(LeaseStore):
         with self._request("read", database, read=True):
             return self._state(database)
 
-    def _write_quota(self, database: str, quota: Quota) -> QuotaState:
+    def _read_items(self, items: list[str]) -> dict[str, QuotaState]:
+        found = {}
+        for item in items:  # billed item by item, as a batch read is
+            with suppress(UnknownDatabase), self._request("read_items", item, read=True):
+                found[item] = self._state(item)
+        return found
+
+    def _write_layout(self, database: str, ttl_ms: int, layout: ShardLayout, seen: int) -> Write:
+        with self._request("write_layout", database):
+            if len(self._leases.get(database, {})) > seen:
+                return Write(False, self._state(database))
+            self._quotas[database] = Quota(0, ttl_ms)
+            self._leases.setdefault(database, {})
+            self._layouts[database] = layout
+            self._claims.pop(database, None)
+            return Write(True, self._state(database))
+
+    def _write_share(self, item: str, quota: Quota, *, checked: bool) -> bool:
+        with self._request("write_share", item):
+            if checked and len(self._leases.get(item, {})) > quota.limit:
+                return False
+            self._quotas[item] = quota
+            self._leases.setdefault(item, {})
+            return True
+
+    def _claim_rebalance(self, database: str, now_ms: int, until_ms: int) -> bool:
+        with self._request("rebalance", database):
+            layout = self._layouts.get(database)
+            if layout is None or not layout.rebalance:
+                return False
+            if self._claims.get(database, 0) > now_ms:
+                return False
+            self._claims[database] = until_ms
+            return True
+
+    def _write_quota(self, database: str, quota: Quota) -> Write:
         with self._request("write_quota", database):
+            if database in self._layouts:
+                return Write(False, self._state(database))
             self._quotas[database] = quota
             self._leases.setdefault(database, {})
-            return self._state(database)
+            return Write(True, self._state(database))
 
     def _delete_quota(self, database: str) -> bool:
         with self._request("delete_quota", database):
             self._leases.pop(database, None)
             self._wanted_at_ms.pop(database, None)
+            self._layouts.pop(database, None)
+            self._claims.pop(database, None)
             return self._quotas.pop(database, None) is not None

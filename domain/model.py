@@ -100,13 +100,16 @@ def check_int(field: str, value: object, low: int, high: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Quota:
-    """How many leases a database allows at once, and how long a lease lasts by default."""
+    """How many leases a database allows at once, and how long a lease lasts by default.
+
+    An item's limit may be 0: a shard's share after a lowering, or the share of the leases
+    a quota held before it was split. A quota set by a caller is at least 1 (set_quota)."""
 
     limit: int
     default_ttl_ms: int
 
     def __post_init__(self) -> None:
-        check_limit(self.limit)
+        check_int("limit", self.limit, 0, MAX_LIMIT)
         check_ttl_ms(self.default_ttl_ms, "default_ttl_ms")
 
 
@@ -123,6 +126,19 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardLayout:
+    """What the root item of a split quota says: the quota's limit, how many shard items
+    exist (some may hold a share of 0 after a lowering) and how many take new leases."""
+
+    limit: int
+    shards: int
+    active: int
+    # Held leases keep some of the limit from the shards (past the limit after a lowering,
+    # or left in the root by the split): an acquirer that finds no room re-shares.
+    rebalance: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaState:
     """A snapshot of one database's quota and every lease entry, expired ones included."""
 
@@ -130,6 +146,7 @@ class QuotaState:
     quota: Quota
     leases: tuple[Lease, ...]
     wanted_at_ms: int = 0  # when a refused acquirer last noted that it waits (0: never)
+    layout: ShardLayout | None = None  # a root item whose quota is split over shards
 
     def others_waiting(self, now_ms: int) -> bool:
         # A note from a clock far ahead is not believed: it would read as waiting forever.

@@ -58,13 +58,22 @@ class StoreUnderTest:
 
 def make_memory_store(clock: FakeClock) -> StoreUnderTest:
     store = InMemoryLeaseStore(clock)
-    writes = ("add", "reclaim", "remove", "extend", "note_wanted", "write_quota", "delete_quota")
+    writes = (
+        "add",
+        "reclaim",
+        "remove",
+        "extend",
+        "note_wanted",
+        "write_quota",
+        "write_layout",
+        "delete_quota",
+    )
     return StoreUnderTest(
         store,
         clock,
         requests=lambda: sum(store.requests[op] for op in writes),
         dump_items=lambda note: repr(
-            (store._quotas, store._leases, store._wanted_at_ms if note else None)
+            (store._quotas, store._leases, store._layouts, store._wanted_at_ms if note else None)
         ),
         kind="memory",
     )

@@ -280,12 +280,24 @@ def test_bad_input_is_a_typed_error_naming_the_field_and_writes_nothing(
 
 @pytest.mark.parametrize(
     ("limit", "ttl", "field"),
-    [(0, TTL, "limit"), (-1, TTL, "limit"), (2001, TTL, "limit"), (3, 0, "default_ttl_ms")],
+    [(-1, TTL, "limit"), (2001, TTL, "limit"), (3, 0, "default_ttl_ms")],
 )
 def test_a_quota_out_of_range_cannot_be_built(limit: int, ttl: int, field: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         Quota(limit=limit, default_ttl_ms=ttl)
     assert raised.value.field == field
+
+
+def test_a_quota_of_no_leases_is_refused_and_writes_nothing(quota3: StoreUnderTest) -> None:
+    # An item's share may be 0 (a split quota's), a quota a caller sets may not.
+    before, writes = quota3.dump(), quota3.requests()
+
+    with pytest.raises(InvalidInput) as raised:
+        quota3.store.set_quota(DB, Quota(limit=0, default_ttl_ms=TTL))
+
+    assert raised.value.field == "limit"
+    assert quota3.dump() == before
+    assert quota3.requests() == writes
 
 
 def test_a_reclaim_planned_on_a_stale_view_spares_a_lease_its_holder_renewed(

@@ -1,0 +1,240 @@
+"""A quota beyond one item's capacity is split over shard items (`domain.shards`): the
+contract holds as for one item, on both stores, and every write costs 1 WCU."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from adapters.dynamodb import DynamoDBLeaseStore, entries_per_shard
+from adapters.dynamodb_limits import CapacityModel
+from adapters.memory import InMemoryLeaseStore
+from domain import Granted, LeaseLost, Quota, Rejected, ReleaseOutcome, Renewed
+from domain.shards import parse_shard_lease_id
+from tests.conftest import StoreUnderTest
+from tests.fakes import FakeClock
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+pytestmark = pytest.mark.integration
+
+DB = "orders-mysql"
+TTL = 30_000
+HOLDER = "orders-service-prod-api/8f14e45f"  # the longest a client writes
+
+
+def take(store: StoreUnderTest, count: int) -> list[Granted]:
+    granted = []
+    for _ in range(count):
+        result = store.store.acquire(DB, HOLDER)
+        assert isinstance(result, Granted), result
+        granted.append(result)
+    return granted
+
+
+def test_a_quota_beyond_one_item_grants_exactly_its_limit_spread_over_shards(
+    under_test: StoreUnderTest,
+) -> None:
+    per_shard = entries_per_shard(DB)
+    limit = 3 * per_shard + 5
+    status = under_test.store.set_quota(DB, Quota(limit=limit, default_ttl_ms=TTL))
+    assert (status.limit, status.in_use) == (limit, 0)
+
+    granted = take(under_test, limit)
+    refused = under_test.store.acquire(DB, HOLDER)
+
+    assert isinstance(refused, Rejected)
+    assert (refused.limit, refused.remaining) == (limit, 0)
+    shards = {parse_shard_lease_id(g.lease.id) is not None for g in granted}
+    assert shards == {True}  # every lease id names its shard
+    used = {parse_shard_lease_id(g.lease.id)[0] for g in granted}  # type: ignore[index]
+    assert len(used) == 4
+    status = under_test.store.status(DB)
+    assert (status.limit, status.in_use, status.remaining) == (limit, limit, 0)
+    assert {lease.id for lease in status.leases} == {g.lease.id for g in granted}
+
+
+def test_a_split_quotas_lease_is_released_and_renewed_by_its_id_once(
+    under_test: StoreUnderTest,
+) -> None:
+    under_test.store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
+    first, second = take(under_test, 2)
+
+    renewed = under_test.store.renew(DB, first.lease.id, ttl_ms=60_000)
+    released = under_test.store.release(DB, second.lease.id)
+    again = under_test.store.release(DB, second.lease.id)
+    lost = under_test.store.renew(DB, second.lease.id)
+
+    assert isinstance(renewed, Renewed)
+    assert renewed.lease.id == first.lease.id
+    assert renewed.lease.expires_at_ms == under_test.clock.now_ms() + 60_000
+    assert (released, again) == (ReleaseOutcome.RELEASED, ReleaseOutcome.ALREADY_RELEASED)
+    assert isinstance(lost, LeaseLost)
+    assert under_test.store.status(DB).in_use == 1
+
+
+def test_an_expired_lease_in_a_full_split_quota_is_reclaimed(under_test: StoreUnderTest) -> None:
+    under_test.store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
+    take(under_test, 40)
+    under_test.clock.advance(TTL)
+
+    result = under_test.store.acquire(DB, HOLDER)
+
+    assert isinstance(result, Granted)
+    assert len(result.reclaimed) >= 1
+    assert under_test.store.status(DB).in_use == 1
+
+
+def test_raising_and_lowering_a_split_quota_keeps_its_leases_and_drains_below_the_limit(
+    under_test: StoreUnderTest,
+) -> None:
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
+    held = take(under_test, 40)
+
+    store.set_quota(DB, Quota(limit=100, default_ttl_ms=TTL))
+    held += take(under_test, 60)
+    assert isinstance(store.acquire(DB, HOLDER), Rejected)
+
+    status = store.set_quota(DB, Quota(limit=20, default_ttl_ms=TTL))
+    assert (status.limit, status.in_use) == (20, 100)  # it drains: nothing is granted
+    assert isinstance(store.acquire(DB, HOLDER), Rejected)
+    for grant in held[:81]:
+        store.release(DB, grant.lease.id)
+    assert isinstance(store.acquire(DB, HOLDER), Rejected)  # the claim holds off a re-share
+    under_test.clock.advance(1_000)  # 19 live now: a second later the room is shared again
+
+    assert isinstance(store.acquire(DB, HOLDER), Granted)
+    assert isinstance(store.acquire(DB, HOLDER), Rejected)
+    assert store.status(DB).in_use == 20
+
+
+def test_a_single_item_quota_raised_past_one_item_keeps_its_leases_in_the_limit(
+    under_test: StoreUnderTest,
+) -> None:
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=10, default_ttl_ms=TTL))
+    old = take(under_test, 5)
+    assert all(parse_shard_lease_id(g.lease.id) is None for g in old)
+
+    store.set_quota(DB, Quota(limit=60, default_ttl_ms=TTL))
+    new = take(under_test, 55)
+
+    assert isinstance(store.acquire(DB, HOLDER), Rejected)
+    renewed = store.renew(DB, old[0].lease.id)
+    assert isinstance(renewed, Renewed)
+    assert store.release(DB, old[1].lease.id) is ReleaseOutcome.RELEASED
+    assert store.status(DB).in_use == 59
+    assert len(new) == 55
+
+
+def test_a_proposed_id_in_a_split_quota_is_found_again_and_released_without_its_shard(
+    under_test: StoreUnderTest,
+) -> None:
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
+
+    first = store.acquire(DB, HOLDER, lease_id="propose1")
+    resent = store.acquire(DB, HOLDER, lease_id="propose1")  # its answer was lost
+    assert isinstance(first, Granted)
+    assert isinstance(resent, Granted)
+    assert resent.lease == first.lease
+    assert parse_shard_lease_id(first.lease.id) is not None
+    # The proposer that never heard which shard gives it back by the id it proposed.
+    assert store.release(DB, "propose1") is ReleaseOutcome.RELEASED
+    assert store.status(DB).in_use == 0
+
+
+def test_deleting_a_split_quota_removes_every_shard(under_test: StoreUnderTest) -> None:
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
+    take(under_test, 3)
+
+    assert store.delete_quota(DB) is True
+
+    assert under_test.dump() in ([], repr(({}, {}, {}, {})))
+
+
+@pytest.mark.parametrize("limit", [10, 100, 1_000, 2_000])
+def test_a_lease_costs_2_wcu_at_any_limit_and_no_write_costs_more_than_1(limit: int) -> None:
+    model = CapacityModel(enforce=False)
+    store = InMemoryLeaseStore(FakeClock(), capacity=model, rng=random.Random(1))
+    store.set_quota(DB, Quota(limit=limit, default_ttl_ms=600_000))
+    held = [store.acquire(DB, HOLDER) for _ in range(limit // 2)]
+    before = model.totals.total_write_units()
+
+    grant = store.acquire(DB, HOLDER)  # uncontended: half the quota is free
+    assert isinstance(grant, Granted)
+    store.release(DB, grant.lease.id)
+    per_lease = model.totals.total_write_units() - before
+    while len(held) < limit:  # then full, a few tries at a time near the end
+        result = store.acquire(DB, HOLDER)
+        if isinstance(result, Granted):
+            held.append(result)
+
+    assert per_lease == 2
+    totals = model.totals
+    assert all(totals.write_units[op] == totals.requests[op] for op in totals.write_units)
+    assert store.status(DB).in_use == limit
+
+
+def test_the_dynamodb_store_and_the_memory_store_split_a_quota_alike(
+    dynamodb_client: DynamoDBClient, leases_table: str
+) -> None:
+    dynamodb = DynamoDBLeaseStore(dynamodb_client, leases_table, FakeClock())
+    memory = InMemoryLeaseStore(FakeClock())
+
+    assert dynamodb.set_quota(DB, Quota(limit=500, default_ttl_ms=TTL)) == memory.set_quota(
+        DB, Quota(limit=500, default_ttl_ms=TTL)
+    )
+
+
+def legacy_item(limit: int, leases: int, expires_at_ms: int) -> dict[str, Any]:
+    """A quota item as the single-item code wrote it, at any limit."""
+    ids = [f"legacy{n:010d}" for n in range(leases)]
+    return {
+        "pk": {"S": DB},
+        "sk": {"S": "quota"},
+        "limit": {"N": str(limit)},
+        "ttl_ms": {"N": str(TTL)},
+        "leases": {"M": {i: {"N": str(expires_at_ms)} for i in ids}},
+        "holders": {"M": {i: {"S": HOLDER} for i in ids}},
+    }
+
+
+def test_a_quota_item_written_by_the_single_item_code_keeps_working_until_set_quota_splits_it(
+    dynamodb_client: DynamoDBClient, leases_table: str
+) -> None:
+    clock = FakeClock()
+    store = DynamoDBLeaseStore(dynamodb_client, leases_table, clock)
+    dynamodb_client.put_item(
+        TableName=leases_table, Item=legacy_item(100, 30, clock.now_ms() + TTL)
+    )
+
+    # As it was: one item, whatever its size.
+    one = store.acquire(DB, HOLDER)
+    assert isinstance(one, Granted)
+    assert parse_shard_lease_id(one.lease.id) is None
+    assert store.status(DB).in_use == 31
+
+    # set_quota splits it; the leases it holds stay in it, count, and are given back there.
+    status = store.set_quota(DB, Quota(limit=100, default_ttl_ms=TTL))
+    assert (status.limit, status.in_use) == (100, 31)
+    shard_leases = [store.acquire(DB, HOLDER) for _ in range(69)]
+    assert all(isinstance(g, Granted) for g in shard_leases)
+    assert isinstance(store.acquire(DB, HOLDER), Rejected)
+    assert store.release(DB, one.lease.id) is ReleaseOutcome.RELEASED
+    assert isinstance(store.renew(DB, "legacy0000000000"), Renewed)
+
+    # When the old leases have ended, their room goes to the shards.
+    for grant in shard_leases:
+        assert isinstance(grant, Granted)
+        assert isinstance(store.renew(DB, grant.lease.id, ttl_ms=3 * TTL), Renewed)
+    clock.advance(TTL)
+    taken = [store.acquire(DB, HOLDER) for _ in range(31)]
+    assert all(isinstance(g, Granted) for g in taken), taken
+    assert isinstance(store.acquire(DB, HOLDER), Rejected)
+    assert store.status(DB).in_use == 100

@@ -44,31 +44,13 @@ from .model import (
 from .shards import (
     new_shard_key,
     parse_shard_lease_id,
-    plan_shares,
     shard_item,
-    shard_lease_id,
-    shard_order,
-    shards_with_room,
-    split_status,
 )
+from .split_quota import SplitQuotas, in_shard
 
 # A conditional write loses only to another write that changed the item; a handful of
 # rounds settles any realistic race, and the caller's backoff covers the rest.
 MAX_WRITE_ATTEMPTS = 8
-# An acquirer that looks for room in a split quota reads every shard up to this many
-# (one batch read, a unit each): it then says "no capacity" only when there is none.
-READ_ALL_SHARDS = 16
-# Beyond, it reads this many at random: near full (fewer free leases than shards) it may
-# then say "no capacity" while a few are free elsewhere, which its next poll may find;
-# reading every shard on every poll would pass a shard's 3,000 reads a second.
-SAMPLE_SHARDS = 8
-# How long a store trusts the layout of a split quota it saw (a change of shares takes
-# effect at once, whatever it trusts: each shard enforces its own).
-LAYOUT_CACHE_MS = 5_000
-# After finding a split quota full, a store's acquirers read before they write this long.
-FULL_MEMORY_MS = 1_000
-# A split quota waiting for held leases to end is re-shared at most this often.
-REBALANCE_EVERY_MS = 1_000
 
 
 class Clock(ABC):
@@ -128,10 +110,6 @@ class Leases(Protocol):
     def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult: ...
 
 
-def _in_shard(index: int, lease: Lease) -> Lease:
-    return replace(lease, id=shard_lease_id(index, lease.id))
-
-
 def _ours(lease: Lease, wanted: NewLease, now_ms: int) -> bool:
     """A stored lease with a proposed id is this caller's only if it is still live and
     names the same holder; anything else is someone else's (or a stale copy's)."""
@@ -158,10 +136,7 @@ class LeaseStore(ABC):
         self._lease_ids = lease_ids
         self._shard_capacity = shard_capacity or (lambda _database: MAX_LIMIT)
         self._shard_keys = shard_keys
-        self._rng = rng or random.Random()
-        # What this store last saw: a split quota's layout, and when a quota was full.
-        self._seen_layouts: dict[str, tuple[ShardLayout, int]] = {}
-        self._full_at_ms: dict[str, int] = {}
+        self._split = SplitQuotas(self, clock, self._shard_capacity, rng or random.Random())
 
     def acquire(
         self,
@@ -182,15 +157,15 @@ class LeaseStore(ABC):
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
         proposed = None if lease_id is None else check_lease_id(lease_id)
-        layout = self._known_layout(database)
+        layout = self._split.known_layout(database)
         if layout is None:
             wanted = NewLease(proposed or self._lease_ids(), holder, ttl_ms)
             taken = self._take_on(database, wanted, proposed=proposed is not None)
             if not isinstance(taken, ShardLayout):
                 return taken
-            layout = self._remember(database, taken)
+            layout = self._split.remember(database, taken)
         wanted = NewLease(proposed or self._shard_keys(), holder, ttl_ms)
-        return self._take_split(database, layout, wanted, proposed is not None)
+        return self._split.take(database, layout, wanted, proposed is not None)
 
     def _take_on(
         self, item: str, wanted: NewLease, *, proposed: bool = False, note: bool = True
@@ -249,93 +224,21 @@ class LeaseStore(ABC):
             state.database, state.quota.limit, len(state.live(now_ms)), retry_after_ms=0
         )
 
-    def _take_split(
-        self,
-        database: str,
-        layout: ShardLayout,
-        wanted: NewLease,
-        proposed: bool,
-        *,
-        rebalanced: bool = False,
-    ) -> AcquireResult:
-        """Take a lease in one of a split quota's shards: straight in one (random, or for a
-        proposed id always the same) unless this store found the quota full lately; then,
-        or if that one was full, in one that a read of a few others showed had room."""
-        if layout.active == 0:
-            return Rejected(database, layout.limit, layout.limit, 0)
-        now_ms = self._clock.now_ms()
-        order = shard_order(layout.active, wanted.id if proposed else None, self._rng)
-        if proposed or now_ms - self._full_at_ms.get(database, -FULL_MEMORY_MS) >= FULL_MEMORY_MS:
-            granted = self._take_shard(database, order.pop(0), wanted, proposed)
-            if granted is not None:
-                return granted
-            self._full_at_ms[database] = self._clock.now_ms()
-        sample = order if len(order) < READ_ALL_SHARDS else order[:SAMPLE_SHARDS]
-        states = self._read_shards(database, sample)
-        now_ms = self._clock.now_ms()
-        for index in shards_with_room(states, now_ms, self._rng)[:2]:
-            granted = self._take_shard(database, index, wanted, proposed)
-            if granted is not None:
-                self._full_at_ms.pop(database, None)
-                return granted
-        if layout.rebalance and not rebalanced:
-            fresh = self._rebalance(database)
-            if fresh is not None:
-                return self._take_split(database, fresh, wanted, proposed, rebalanced=True)
-        if states:
-            first = next(iter(states))
-            if states[first].wanted_note_stale(now_ms):
-                with suppress(ConnleaseError):
-                    self._note_wanted(shard_item(database, first), now_ms)
-        live = [lease for state in states.values() for lease in state.live(now_ms)]
-        earliest = min((lease.expires_at_ms for lease in live), default=now_ms)
-        return Rejected(database, layout.limit, layout.limit, max(0, earliest - now_ms))
-
-    def _take_shard(
-        self, database: str, index: int, wanted: NewLease, proposed: bool
-    ) -> Granted | None:
-        try:
-            # One shard full is no sign that anyone waits: the quota notes it when all are.
-            taken = self._take_on(
-                shard_item(database, index), wanted, proposed=proposed, note=False
-            )
-        except UnknownDatabase:
-            self._seen_layouts.pop(database, None)  # a shard gone: the layout changed
-            return None
-        if not isinstance(taken, Granted):
-            return None
-        return replace(
-            taken,
-            lease=_in_shard(index, taken.lease),
-            reclaimed=tuple(_in_shard(index, lease) for lease in taken.reclaimed),
-        )
-
     def release(self, database: str, lease_id: str) -> ReleaseOutcome:
         """Give a lease back. Releasing one that is already gone changes nothing."""
         check_database(database)
         check_lease_id(lease_id)
-        in_shard = parse_shard_lease_id(lease_id)
-        if in_shard is not None:
-            index, key = in_shard
+        shard = parse_shard_lease_id(lease_id)
+        if shard is not None:
+            index, key = shard
             with suppress(UnknownDatabase):  # no such shard: a single item's id
                 if self._remove(shard_item(database, index), key):
                     return ReleaseOutcome.RELEASED
         if self._remove(database, lease_id):
             return ReleaseOutcome.RELEASED
-        if in_shard is None and self._find_in_shards(database, lease_id) is not None:
+        if shard is None and self._split.release_by_key(database, lease_id) is not None:
             return ReleaseOutcome.RELEASED
         return ReleaseOutcome.ALREADY_RELEASED
-
-    def _find_in_shards(self, database: str, key: str) -> int | None:
-        """Remove a lease known only by the key it was proposed with (its proposer lost the
-        answer that named its shard): read every shard, give back the one that holds it."""
-        layout = self._known_layout(database) or self._read(database).layout
-        if layout is None:
-            return None
-        for index, state in self._read_shards(database, list(range(layout.shards))).items():
-            if state.find(key) is not None and self._remove(shard_item(database, index), key):
-                return index
-        return None
 
     def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
         """Push a live lease's expiry to now + ttl; an expired or unknown lease is lost."""
@@ -343,13 +246,13 @@ class LeaseStore(ABC):
         check_lease_id(lease_id)
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
-        in_shard = parse_shard_lease_id(lease_id)
-        if in_shard is not None:
-            index, key = in_shard
+        shard = parse_shard_lease_id(lease_id)
+        if shard is not None:
+            index, key = shard
             with suppress(UnknownDatabase):  # no such shard: a single item's id
                 renewed = self._renew_in(shard_item(database, index), key, ttl_ms)
                 if isinstance(renewed, Renewed):
-                    return replace(renewed, lease=_in_shard(index, renewed.lease))
+                    return replace(renewed, lease=in_shard(index, renewed.lease))
         renewed = self._renew_in(database, lease_id, ttl_ms)
         return renewed if isinstance(renewed, Renewed) else LeaseLost(lease_id)
 
@@ -367,9 +270,7 @@ class LeaseStore(ABC):
         now_ms = self._clock.now_ms()
         if root.layout is None:
             return root.status(now_ms)
-        self._remember(database, root.layout)
-        shards = self._read_shards(database, list(range(root.layout.shards)))
-        return split_status(root, shards, now_ms)
+        return self._split.status(root)
 
     def set_quota(self, database: str, quota: Quota) -> QuotaStatus:
         """Create or change a database's quota; live leases are kept as they are. A limit
@@ -393,80 +294,10 @@ class LeaseStore(ABC):
             except UnknownDatabase:
                 root = None
         for _ in range(MAX_WRITE_ATTEMPTS):
-            if self._reshare(database, quota.limit, quota.default_ttl_ms, root, per_shard):
+            if self._split.reshare(database, quota.limit, quota.default_ttl_ms, root, per_shard):
                 return self.status(database)
             root = self._read(database)  # a lease was taken meanwhile: look again
         raise StoreUnavailable("set_quota", "the quota kept changing; try again", True)
-
-    def _reshare(
-        self,
-        database: str,
-        limit: int,
-        ttl_ms: int,
-        root: QuotaState | None,
-        per_shard: int,
-        *,
-        rebalancing: bool = False,
-    ) -> bool:
-        """Give the shards shares that sum to the limit, each no less than what its shard
-        holds, and then write the root's layout, which switches acquirers over; False if a
-        lease was taken meanwhile where a share was planned without it, or, rebalancing,
-        if nothing changed.
-
-        The live leases a root held before the split stay in it and count; it takes no new
-        ones. When the leases held are past the limit, every share is 0 until they drain:
-        then an acquirer that finds no room re-shares (`_rebalance`), as it does once the
-        root's own leases have ended."""
-        now_ms = self._clock.now_ms()
-        existing = root.layout.shards if root is not None and root.layout else 0
-        states = self._read_shards(database, list(range(existing)))
-        held = [len(states[i].leases) if i in states else 0 for i in range(existing)]
-        old = [states[i].quota.limit if i in states else -1 for i in range(existing)]
-        in_root = len(root.live(now_ms)) if root is not None else 0
-        planned = plan_shares(limit - in_root, held, per_shard)
-        if planned is None and rebalancing:
-            return False  # still past the limit: the claim holds the next try off a while
-        shares = planned if planned is not None else [0] * existing
-        layout = ShardLayout(
-            limit, len(shares), len(shares), rebalance=planned is None or in_root > 0
-        )
-        changed = [i for i, share in enumerate(shares) if i >= existing or share != old[i]]
-        if rebalancing and not changed and root is not None and root.layout == layout:
-            return False
-        # Lower shares first, then raise: at every moment they sum to no more than the larger
-        # of the old and the new limit.
-        for index in sorted(changed, key=lambda i: i < existing and shares[i] > old[i]):
-            if not self._write_share(
-                shard_item(database, index),
-                Quota(shares[index], ttl_ms),
-                checked=planned is not None,
-            ):
-                return False
-        seen = len(root.leases) if root is not None else 0
-        if not self._write_layout(database, ttl_ms, layout, seen).applied:
-            return False
-        self._remember(database, layout)
-        return True
-
-    def _rebalance(self, database: str) -> ShardLayout | None:
-        """A split quota waiting for held leases to end: if they have, share the room they
-        left. One acquirer at a time, at most once a second (a claim on the root)."""
-        now_ms = self._clock.now_ms()
-        if not self._claim_rebalance(database, now_ms, now_ms + REBALANCE_EVERY_MS):
-            return None
-        root = self._read(database)
-        if root.layout is None:
-            return None
-        if not self._reshare(
-            database,
-            root.layout.limit,
-            root.quota.default_ttl_ms,
-            root,
-            self._shard_capacity(database),
-            rebalancing=True,
-        ):
-            return None
-        return self._known_layout(database)
 
     def delete_quota(self, database: str) -> bool:
         """Remove a database's quota and its leases; False if there was none."""
@@ -475,22 +306,8 @@ class LeaseStore(ABC):
             layout = self._read(database).layout
             for index in range(layout.shards if layout else 0):
                 self._delete_quota(shard_item(database, index))
-        self._seen_layouts.pop(database, None)
+        self._split.forget(database)
         return self._delete_quota(database)
-
-    def _known_layout(self, database: str) -> ShardLayout | None:
-        seen = self._seen_layouts.get(database)
-        if seen is None or self._clock.now_ms() - seen[1] >= LAYOUT_CACHE_MS:
-            return None
-        return seen[0]
-
-    def _remember(self, database: str, layout: ShardLayout) -> ShardLayout:
-        self._seen_layouts[database] = (layout, self._clock.now_ms())
-        return layout
-
-    def _read_shards(self, database: str, indexes: list[int]) -> dict[int, QuotaState]:
-        items = {shard_item(database, index): index for index in indexes}
-        return {items[key]: state for key, state in self._read_items(list(items)).items()}
 
     # Hooks. Each is one atomic step against the store (one request for DynamoDB) and
     # raises UnknownDatabase, CorruptQuota or StoreUnavailable rather than anything of its own.

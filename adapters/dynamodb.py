@@ -183,9 +183,13 @@ class DynamoDBLeaseStore(LeaseStore):
         table_name: str,
         clock: Clock,
         lease_ids: Callable[[], str] = new_lease_id,
+        *,
         rng: random.Random | None = None,
+        shard_capacity: Callable[[str], int] = entries_per_shard,
     ) -> None:
-        super().__init__(clock, lease_ids, shard_capacity=entries_per_shard, rng=rng)
+        """`shard_capacity`: leases per shard item; by default what fits 1 KB (tests pass
+        fewer, to split small quotas)."""
+        super().__init__(clock, lease_ids, shard_capacity=shard_capacity, rng=rng)
         self._client = client
         self._table = table_name
 

@@ -33,9 +33,11 @@ class InMemoryLeaseStore(LeaseStore):
         lease_ids: Callable[[], str] = new_lease_id,
         latency_s: float = 0.0,
         capacity: CapacityModel | None = None,
+        *,
         rng: random.Random | None = None,
+        shard_capacity: Callable[[str], int] = entries_per_shard,
     ) -> None:
-        super().__init__(clock, lease_ids, shard_capacity=entries_per_shard, rng=rng)
+        super().__init__(clock, lease_ids, shard_capacity=shard_capacity, rng=rng)
         self._latency_s = latency_s
         self.capacity = capacity
         self._lock = threading.Lock()

@@ -13,7 +13,7 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from .decisions import AcquireResult, Granted, Rejected
+from .decisions import MAX_RECLAIM_PER_WRITE, AcquireResult, Granted, Reclaim, Rejected
 from .errors import ConnleaseError, UnknownDatabase
 from .model import Lease, Quota, QuotaState, QuotaStatus, ShardLayout
 from .shards import (
@@ -168,10 +168,11 @@ class SplitQuotas:
         The live leases a root held before the split stay in it and count; it takes no new
         ones. When the leases held are past the limit, every share is 0 until they drain:
         then an acquirer that finds no room re-shares (`_rebalance`), as it does once the
-        root's own leases have ended."""
+        root's own leases have ended. Expired entries are removed first, so that what a
+        shard holds is what its write conditions count."""
         now_ms = self._clock.now_ms()
         existing = root.layout.shards if root is not None and root.layout else 0
-        states = self.read_shards(database, list(range(existing)))
+        states = self._without_expired(database, self.read_shards(database, list(range(existing))))
         held = [len(states[i].leases) if i in states else 0 for i in range(existing)]
         old = [states[i].quota.limit if i in states else -1 for i in range(existing)]
         in_root = len(root.live(now_ms)) if root is not None else 0
@@ -199,6 +200,19 @@ class SplitQuotas:
             return False
         self.remember(database, layout)
         return True
+
+    def _without_expired(
+        self, database: str, states: dict[int, QuotaState]
+    ) -> dict[int, QuotaState]:
+        now_ms = self._clock.now_ms()
+        for index, state in states.items():
+            expired = sorted(state.expired(now_ms), key=lambda lease: lease.expires_at_ms)
+            if expired:
+                plan = Reclaim(state.quota.limit, tuple(expired[:MAX_RECLAIM_PER_WRITE]), False)
+                states[index] = self._store._reclaim(
+                    shard_item(database, index), plan, None, now_ms
+                ).state
+        return states
 
     def _rebalance(self, database: str) -> ShardLayout | None:
         """A split quota waiting for held leases to end: if they have, share the room they

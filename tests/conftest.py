@@ -56,8 +56,12 @@ class StoreUnderTest:
         return self.dump_items(False)
 
 
-def make_memory_store(clock: FakeClock) -> StoreUnderTest:
-    store = InMemoryLeaseStore(clock)
+def make_memory_store(clock: FakeClock, shard_capacity: int | None = None) -> StoreUnderTest:
+    store = (
+        InMemoryLeaseStore(clock)
+        if shard_capacity is None
+        else InMemoryLeaseStore(clock, shard_capacity=lambda _database: shard_capacity)
+    )
     writes = (
         "add",
         "reclaim",
@@ -79,10 +83,19 @@ def make_memory_store(clock: FakeClock) -> StoreUnderTest:
     )
 
 
-def make_dynamodb_store(clock: FakeClock, client: DynamoDBClient, table: str) -> StoreUnderTest:
+def make_dynamodb_store(
+    clock: FakeClock, client: DynamoDBClient, table: str, shard_capacity: int | None = None
+) -> StoreUnderTest:
     counter = RequestCounter(client)
+    store = (
+        DynamoDBLeaseStore(client, table, clock)
+        if shard_capacity is None
+        else DynamoDBLeaseStore(
+            client, table, clock, shard_capacity=lambda _database: shard_capacity
+        )
+    )
     return StoreUnderTest(
-        DynamoDBLeaseStore(client, table, clock),
+        store,
         clock,
         requests=lambda: sum(counter.sent[op] for op in ("UpdateItem", "PutItem", "DeleteItem")),
         dump_items=lambda note: sorted(

@@ -38,8 +38,8 @@ from domain.model import (
     check_lease_id,
     check_ttl_ms,
     check_wait_ms,
-    new_lease_id,
 )
+from domain.shards import new_shard_key
 from service.contract import (
     AcquireResponse,
     ErrorResponse,
@@ -83,11 +83,12 @@ class LambdaLeases:
             check_ttl_ms(ttl_ms)
         check_wait_ms(wait_ms)
         # The id is proposed here, so that an invoke the SDK retries after losing its
-        # answer finds the lease the first attempt took instead of taking a second one.
+        # answer finds the lease the first attempt took instead of taking a second one. It
+        # is a shard key's length: in a split quota every byte of it is paid on each write.
         request: dict[str, Any] = {
             "action": "acquire",
             "database": database,
-            "lease_id": new_lease_id() if lease_id is None else check_lease_id(lease_id),
+            "lease_id": new_shard_key() if lease_id is None else check_lease_id(lease_id),
             "holder": holder,
         }
         if ttl_ms is not None:

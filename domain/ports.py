@@ -233,6 +233,7 @@ class LeaseStore(ABC):
             index, key = shard
             with suppress(UnknownDatabase):  # no such shard: a single item's id
                 if self._remove(shard_item(database, index), key):
+                    self._split.freed(database, index)
                     return ReleaseOutcome.RELEASED
         if self._remove(database, lease_id):
             return ReleaseOutcome.RELEASED

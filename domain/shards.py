@@ -79,13 +79,12 @@ def first_shard(lease_id: str, active: int) -> int:
     return zlib.crc32(lease_id.encode()) % active
 
 
-def shard_order(active: int, proposed: str | None, rng: random.Random) -> list[int]:
-    """The shards an acquirer tries, in order: random, but a proposed id's first shard
-    first."""
+def shard_order(active: int, first: int | None, rng: random.Random) -> list[int]:
+    """The shards an acquirer tries, in order: random, but `first` first (a proposed id's
+    own shard, or one this store just gave a lease back to)."""
     order = list(range(active))
     rng.shuffle(order)
-    if proposed is not None:
-        first = first_shard(proposed, active)
+    if first is not None and first < active:
         order.remove(first)
         order.insert(0, first)
     return order

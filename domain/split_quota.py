@@ -17,6 +17,7 @@ from .decisions import MAX_RECLAIM_PER_WRITE, AcquireResult, Granted, Reclaim, R
 from .errors import ConnleaseError, UnknownDatabase
 from .model import Lease, Quota, QuotaState, QuotaStatus, ShardLayout
 from .shards import (
+    first_shard,
     plan_shares,
     shard_item,
     shard_lease_id,
@@ -66,6 +67,10 @@ class SplitQuotas:
         self._rng = rng
         self._layouts: dict[str, tuple[ShardLayout, int]] = {}
         self._full_at_ms: dict[str, int] = {}
+        self._freed: dict[str, int] = {}  # the shard this store last gave a lease back to
+
+    def freed(self, database: str, index: int) -> None:
+        self._freed[database] = index
 
     def status(self, root: QuotaState) -> QuotaStatus:
         assert root.layout is not None
@@ -91,8 +96,14 @@ class SplitQuotas:
         if layout.active == 0:
             return Rejected(database, layout.limit, layout.limit, 0)
         now_ms = self._clock.now_ms()
-        order = shard_order(layout.active, wanted.id if proposed else None, self._rng)
-        if proposed or now_ms - self._full_at_ms.get(database, -FULL_MEMORY_MS) >= FULL_MEMORY_MS:
+        # A proposed id's own shard; else one this store just freed a lease in, which has
+        # room unless someone was quicker (the same environment takes and gives back).
+        first = (
+            first_shard(wanted.id, layout.active) if proposed else self._freed.pop(database, None)
+        )
+        order = shard_order(layout.active, first, self._rng)
+        recently_full = now_ms - self._full_at_ms.get(database, -FULL_MEMORY_MS) < FULL_MEMORY_MS
+        if first is not None or not recently_full:
             granted = self._take_shard(database, order.pop(0), wanted, proposed)
             if granted is not None:
                 return granted

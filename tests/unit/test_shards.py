@@ -58,7 +58,7 @@ def test_a_single_items_lease_id_names_no_shard() -> None:
 
 def test_a_proposed_id_is_tried_first_in_the_same_shard_every_time() -> None:
     first = first_shard("propose1", 7)
-    orders = [shard_order(7, "propose1", random.Random(seed)) for seed in range(20)]
+    orders = [shard_order(7, first_shard("propose1", 7), random.Random(seed)) for seed in range(20)]
 
     assert {order[0] for order in orders} == {first}
     assert all(sorted(order) == list(range(7)) for order in orders)

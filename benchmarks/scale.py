@@ -1,0 +1,266 @@
+"""Quota size against cost and ceiling, side by side: one item per quota (the design before
+split quotas), the split quota, and the sample's counter. Every figure is metered and
+limited by the capacity model (`adapters.dynamodb_limits`) on the in-memory store, with
+a round trip of `STORE_LATENCY_S` per request; no MySQL, so that only the store is weighed.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from adapters.clock import SystemClock
+from adapters.dynamodb_limits import (
+    PARTITION_WCU_PER_S,
+    CapacityModel,
+    Throttled,
+)
+from adapters.memory import InMemoryLeaseStore
+from benchmarks.cost import HOLDER
+from domain import (
+    ConnleaseError,
+    Deadline,
+    DecorrelatedJitter,
+    Granted,
+    NoCapacity,
+    Quota,
+    acquire_within,
+)
+from domain.model import MAX_LIMIT
+
+Take = Callable[[], str | None]
+GiveBack = Callable[[str], bool]
+
+DATABASE = "scale-db"
+STORE_LATENCY_S = 0.004
+
+ONE_ITEM = "one item"
+SPLIT = "split quota"
+COUNTER = "sample's counter"
+
+
+def store(design: str, capacity: CapacityModel, latency_s: float = 0.0) -> InMemoryLeaseStore:
+    """The lease store of `design`: a single item at any limit, or split over shards."""
+    if design == ONE_ITEM:
+        return InMemoryLeaseStore(
+            SystemClock(),
+            latency_s=latency_s,
+            capacity=capacity,
+            shard_capacity=lambda _database: MAX_LIMIT,
+        )
+    return InMemoryLeaseStore(SystemClock(), latency_s=latency_s, capacity=capacity)
+
+
+@dataclass(frozen=True)
+class CostRow:
+    design: str
+    limit: int
+    wcu_per_lease: float  # a take and a give-back, half the quota held by others
+
+
+def lease_costs(limits: tuple[int, ...]) -> list[CostRow]:
+    rows = []
+    for limit in limits:
+        for design in (ONE_ITEM, SPLIT):
+            model = CapacityModel(enforce=False)
+            leases = store(design, model)
+            leases.set_quota(DATABASE, Quota(limit=limit, default_ttl_ms=600_000))
+            for _ in range(limit // 2):
+                leases.acquire(DATABASE, HOLDER)
+            cycles = 20
+            before = model.totals.total_write_units()
+            for _ in range(cycles):
+                grant = leases.acquire(DATABASE, HOLDER)
+                assert isinstance(grant, Granted)
+                leases.release(DATABASE, grant.lease.id)
+            rows.append(
+                CostRow(design, limit, (model.totals.total_write_units() - before) / cycles)
+            )
+    return rows
+
+
+@dataclass(frozen=True)
+class ContentionRow:
+    design: str
+    limit: int
+    workers: int
+    leases: int
+    wcu_per_lease: float
+    rcu_per_lease: float
+    longest_wait_ms: float
+    median_wait_ms: float
+
+
+def contention(
+    design: str, limit: int, workers: int, hold_s: float, seconds: float
+) -> ContentionRow:
+    """`workers` callers, each taking a lease (waiting with the client's default backoff),
+    holding it `hold_s` and giving it back, again and again for `seconds`."""
+    model = CapacityModel(enforce=False)
+    leases = store(design, model, STORE_LATENCY_S)
+    leases.set_quota(DATABASE, Quota(limit=limit, default_ttl_ms=60_000))
+    clock = SystemClock()
+    waits: list[float] = []
+    lock = threading.Lock()
+    start = threading.Barrier(workers + 1)
+    started = [0.0]
+    before = (model.totals.total_write_units(), model.totals.total_read_units())
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        start.wait()
+        end = started[0] + seconds
+        while time.perf_counter() < end:
+            asked = time.perf_counter()
+            try:
+                grant = acquire_within(
+                    leases,
+                    DATABASE,
+                    holder=HOLDER,
+                    deadline=Deadline(clock.now_ms() + int((end - asked) * 1000)),
+                    clock=clock,
+                    backoff=DecorrelatedJitter(base_ms=20, cap_ms=1_000),
+                    rng=rng,
+                )
+            except NoCapacity:
+                continue
+            got = time.perf_counter()
+            time.sleep(hold_s)
+            leases.release(DATABASE, grant.lease.id)
+            with lock:
+                waits.append((got - asked) * 1000)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    started[0] = time.perf_counter()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    granted = max(1, len(waits))
+    return ContentionRow(
+        design=design,
+        limit=limit,
+        workers=workers,
+        leases=len(waits),
+        wcu_per_lease=(model.totals.total_write_units() - before[0]) / granted,
+        rcu_per_lease=(model.totals.total_read_units() - before[1]) / granted,
+        longest_wait_ms=max(waits, default=0.0),
+        median_wait_ms=statistics.median(waits) if waits else 0.0,
+    )
+
+
+@dataclass(frozen=True)
+class CeilingRow:
+    design: str
+    limit: int
+    scale: float
+    leases_per_s: float  # measured, partitions at `scale` of DynamoDB's rates
+    throttled: int
+
+    @property
+    def full_scale_per_s(self) -> float:
+        """The same at DynamoDB's own rates: the partitions were the bottleneck, so the
+        measured rate divided by the scale."""
+        return self.leases_per_s / self.scale
+
+
+def ceiling(
+    design: str, limit: int, scale: float, workers: int, seconds: float, *, warm_up_s: float = 1.5
+) -> CeilingRow:
+    """How many leases a second one database serves when each partition takes only
+    `scale` of DynamoDB's rates. The quota is kept busy as in production (all but
+    `workers` of its leases held throughout); the callers take and give back at once, as
+    fast as they can, a refusal or a throttle answered with a short pause. The first
+    `warm_up_s` are not counted: they spend the second's worth each partition starts with."""
+    model = CapacityModel(scale=scale)
+    if design == COUNTER:
+        take, give_back = _counter(model, limit, held=limit - workers)
+    else:
+        leases = store(design, CapacityModel(enforce=False))
+        leases.set_quota(DATABASE, Quota(limit=limit, default_ttl_ms=600_000))
+        for _ in range(limit - workers):
+            leases.acquire(DATABASE, HOLDER)
+        leases.capacity = model  # throttled from here on
+        take, give_back = _store_calls(leases)
+    done = [0]
+    lock = threading.Lock()
+    counting = time.perf_counter() + warm_up_s
+    end = counting + seconds
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        while (now := time.perf_counter()) < end:
+            lease = take()
+            if lease is None:
+                time.sleep(rng.uniform(0.005, 0.02))
+                continue
+            while not give_back(lease):
+                time.sleep(rng.uniform(0.005, 0.02))
+            if now >= counting:
+                with lock:
+                    done[0] += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    throttled = sum(model.totals.throttled.values())
+    return CeilingRow(design, limit, scale, done[0] / seconds, throttled)
+
+
+def _store_calls(leases: InMemoryLeaseStore) -> tuple[Take, GiveBack]:
+    def take() -> str | None:
+        try:
+            result = leases.acquire(DATABASE, HOLDER)
+        except ConnleaseError:
+            return None
+        return result.lease.id if isinstance(result, Granted) else None
+
+    def give_back(lease_id: str) -> bool:
+        try:
+            leases.release(DATABASE, lease_id)
+        except ConnleaseError:
+            return False
+        return True
+
+    return take, give_back
+
+
+def _counter(model: CapacityModel, limit: int, held: int) -> tuple[Take, GiveBack]:
+    """The sample's counter: one small item, a conditional increment to take (1 WCU, a
+    refusal too) and a decrement to give back, each one round trip."""
+    count = [held]
+    lock = threading.Lock()
+
+    def write(change: int) -> bool:
+        time.sleep(STORE_LATENCY_S / 2)
+        try:
+            with lock:
+                model.admit("counter", DATABASE, "Write")
+                model.charge_write("counter", DATABASE, "UpdateItem", 60, 60)
+                if change > 0 and count[0] >= limit:
+                    return False
+                count[0] += change
+        except Throttled:
+            return False
+        finally:
+            time.sleep(STORE_LATENCY_S / 2)
+        return True
+
+    def take() -> str | None:
+        return "counted" if write(+1) else None
+
+    def give_back(_lease: str) -> bool:
+        return write(-1)
+
+    return take, give_back
+
+
+def per_partition_note() -> str:
+    return f"{PARTITION_WCU_PER_S:,} WCU a second"

@@ -11,6 +11,7 @@ from adapters.dynamodb import quota_item
 from adapters.dynamodb_limits import PARTITION_WCU_PER_S, CapacityModel, item_size
 from adapters.memory import InMemoryLeaseStore
 from domain import Granted, Quota
+from domain.model import MAX_LIMIT
 
 # What the client library writes (`service.client.holder_of`) for a function whose name
 # fills its 23 characters: the longest holder, as production leases carry.
@@ -45,7 +46,10 @@ def lease_costs(limits: tuple[int, ...] = (10, 100, 1000, 2000)) -> list[LeaseCo
     costs = []
     for limit in limits:
         model = CapacityModel(enforce=False)
-        store = InMemoryLeaseStore(SystemClock(), capacity=model)
+        # One item at any limit: the design before split quotas (benchmarks.scale has both).
+        store = InMemoryLeaseStore(
+            SystemClock(), capacity=model, shard_capacity=lambda _database: MAX_LIMIT
+        )
         store.set_quota("cost-db", Quota(limit=limit, default_ttl_ms=600_000))
         empty = _one_lease_wcu(store, model)
         for _ in range(limit - 1):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks import cost
+from benchmarks import cost, scale
 from benchmarks.burst import Row, max_connections, run_burst, run_level
 from benchmarks.coldstart import ColdStart, measure
 from benchmarks.strategies import (
@@ -52,10 +52,31 @@ class Plan:
     oversubscription: list[int]
     cold_start_rounds: int
     sweeps: bool  # the other backoffs and holds at 4x
+    scale_limits: tuple[int, ...]
+    contention_s: float
+    ceiling_s: float
 
 
-FULL = Plan([5, 10, 20, 30, 60, 120, 240], 5.0, [2, 4, 8], 10, sweeps=True)
-QUICK = Plan([10, 60, 240], 2.0, [4], 4, sweeps=False)
+FULL = Plan(
+    [5, 10, 20, 30, 60, 120, 240],
+    5.0,
+    [2, 4, 8],
+    10,
+    sweeps=True,
+    scale_limits=(10, 100, 1_000, 2_000),
+    contention_s=5.0,
+    ceiling_s=8.0,
+)
+QUICK = Plan(
+    [10, 60, 240],
+    2.0,
+    [4],
+    4,
+    sweeps=False,
+    scale_limits=(10, 100, 1_000),
+    contention_s=2.0,
+    ceiling_s=3.0,
+)
 
 
 DEFAULT_BACKOFF = "decorrelated 20-1000 ms (the client's default)"
@@ -272,6 +293,7 @@ def report(
     rows: list[Row],
     util: list[UtilizationRow],
     cold: ColdStart,
+    scaled: scale.ScaleRun,
     host: str,
     chart: Path,
 ) -> str:
@@ -338,6 +360,8 @@ def report(
         "(one write to take, one to give back).",
         f"- Client CPU per acquire + release against a zero-latency store: {cpu_us:.0f} µs.",
         "",
+        "A quota in one item, whatever its limit (the design before split quotas; the "
+        "scale section below sets the split quota beside it). "
         "Write units per lease (a take and a give-back), metered by the capacity model on "
         "the store's own writes (`adapters.dynamodb_limits`: one WCU per started KB of the "
         "larger of the item before and after), every lease naming a 32-character holder as "
@@ -356,8 +380,8 @@ def report(
             f"| {lease.wcu_full:g} | {lease.dollars_per_million(lease.wcu_full):.2f} "
             f"| {lease.leases_per_s_per_partition(lease.wcu_full):,.0f} |"
         )
+    lines += ["", *scaled.lines()]
     lines += [
-        "",
         "## Cold start",
         "",
         f"Process start to handler ready (interpreter, imports, the composition root), "
@@ -372,12 +396,32 @@ def report(
         "",
         f"Ratio helper / minimal: **{cold.ratio:.2f}x**.",
         "",
-        *targets(rows, util, cold),
+        *targets(rows, util, cold, scaled),
     ]
     return "\n".join(lines)
 
 
-def targets(rows: list[Row], util: list[UtilizationRow], cold: ColdStart) -> list[str]:
+def scale_targets(scaled: scale.ScaleRun, mark: Callable[[bool, str], str]) -> list[str]:
+    """Issue 13's targets, from the scale section's figures."""
+    split_costs = [r.wcu_per_lease for r in scaled.costs if r.design == scale.SPLIT]
+    contended = next(r for r in scaled.contended if r.design == scale.SPLIT)
+    tops = {top.design: top.full_scale_per_s for top in scaled.ceilings}
+    one, split, counter = tops[scale.ONE_ITEM], tops[scale.SPLIT], tops[scale.COUNTER]
+    ceiling_ok = split >= 20 * max(one, 1e-9) and split >= counter
+    return [
+        f"| <= 2.2 WCU per lease, uncontended, at every limit (split quota) "
+        f"| at most {max(split_costs):.2f} | {mark(max(split_costs) <= 2.2, '')} |",
+        f"| <= 4 WCU per lease at 4x, limit 100 (split quota) | {contended.wcu_per_lease:.2f} "
+        f"WCU, {contended.rcu_per_lease:.2f} RCU | {mark(contended.wcu_per_lease <= 4, '')} |",
+        f"| one database's ceiling, limit {scaled.ceiling_limit:,}: >= 20x one item and >= the "
+        f"counter | {split:,.0f} leases/s against {one:,.0f} and {counter:,.0f} (full scale) "
+        f"| {mark(ceiling_ok, '')} |",
+    ]
+
+
+def targets(
+    rows: list[Row], util: list[UtilizationRow], cold: ColdStart, scaled: scale.ScaleRun
+) -> list[str]:
     """Where the run stands against the targets, in the same run's figures."""
     managed = [row for row in rows if row.strategy.startswith("connlease")]
     on_store = [row for row in managed if "4 ms" in row.strategy]
@@ -448,6 +492,7 @@ def targets(rows: list[Row], util: list[UtilizationRow], cold: ColdStart) -> lis
         f"| {mark(per_lease <= 2.2 or warm_per_call <= 2.2, requests_how)} |",
         f"| helper cold start <= 1.5x the minimal handler | {cold.ratio:.2f}x "
         f"| {mark(cold.ratio <= 1.5)} |",
+        *scale_targets(scaled, mark),
         "",
         "How to read them:",
         "",
@@ -513,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     # First, on a quiet machine: after the bursts MariaDB and the OS are still settling.
     cold = measure(plan.cold_start_rounds)
     print(f"cold start: helper / minimal = {cold.ratio:.2f}x")
+    scaled = scale.run(plan.scale_limits, plan.contention_s, plan.ceiling_s)
     with EmbeddedDynamoDB() as dynamodb, max_connections(mysql, MAX_CONNECTIONS):
         watcher = ConnectionWatcher(mysql)
         with watcher.watching():
@@ -521,7 +567,16 @@ def main(argv: list[str] | None = None) -> int:
     chart = args.output.with_suffix(".png")
     draw(rows, chart)
     args.output.write_text(
-        report(command=command, plan=plan, rows=rows, util=util, cold=cold, host=host, chart=chart)
+        report(
+            command=command,
+            plan=plan,
+            rows=rows,
+            util=util,
+            cold=cold,
+            scaled=scaled,
+            host=host,
+            chart=chart,
+        )
     )
     print(f"wrote {args.output} and {chart}")
     return 0

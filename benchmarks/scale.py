@@ -14,13 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.clock import SystemClock
+from adapters.dynamodb import entries_per_shard
 from adapters.dynamodb_limits import (
     PARTITION_WCU_PER_S,
     CapacityModel,
     Throttled,
 )
 from adapters.memory import InMemoryLeaseStore
-from benchmarks.cost import HOLDER
+from benchmarks.cost import (
+    DOLLARS_PER_MILLION_READ_UNITS,
+    DOLLARS_PER_MILLION_WRITE_UNITS,
+    HOLDER,
+    PRICE_DATE,
+)
+from benchmarks.cost import lease_costs as full_quota_costs
 from domain import (
     ConnleaseError,
     Deadline,
@@ -31,6 +38,7 @@ from domain import (
     acquire_within,
 )
 from domain.model import MAX_LIMIT
+from domain.shards import plan_shares
 
 Take = Callable[[], str | None]
 GiveBack = Callable[[str], bool]
@@ -264,3 +272,119 @@ def _counter(model: CapacityModel, limit: int, held: int) -> tuple[Take, GiveBac
 
 def per_partition_note() -> str:
     return f"{PARTITION_WCU_PER_S:,} WCU a second"
+
+
+# DynamoDB on-demand list prices, us-east-1, Standard table class (benchmarks.cost).
+def dollars_per_million(wcu: float, rcu: float = 0.0) -> float:
+    return wcu * DOLLARS_PER_MILLION_WRITE_UNITS + rcu * DOLLARS_PER_MILLION_READ_UNITS
+
+
+@dataclass(frozen=True)
+class ScaleRun:
+    costs: list[CostRow]
+    contended: list[ContentionRow]
+    ceilings: list[CeilingRow]
+    ceiling_limit: int
+    scale: float
+
+    def cost(self, design: str, limit: int) -> float:
+        return next(r.wcu_per_lease for r in self.costs if r.design == design and r.limit == limit)
+
+    def lines(self) -> list[str]:
+        limits = sorted({row.limit for row in self.costs})
+        lines = [
+            "## Scale: quota size, cost and ceiling",
+            "",
+            "One item per quota (the design before split quotas) against the split quota "
+            "(`domain/split_quota.py`) and the sample's counter, metered and limited by the "
+            "capacity model on the in-memory store (a 4 ms round trip per request; no MySQL, "
+            "the store alone is weighed). Dollars at DynamoDB's on-demand list price "
+            f"(${DOLLARS_PER_MILLION_WRITE_UNITS} per million write units, "
+            f"${DOLLARS_PER_MILLION_READ_UNITS} per million read units, us-east-1, in effect "
+            f"since {PRICE_DATE}).",
+            "",
+            "Write units per lease (a take and a give-back) with half the quota held by "
+            "others, every lease naming a 32-character holder:",
+            "",
+            "| limit | one item: WCU | $ per million leases | split quota: WCU "
+            "| $ per million leases |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for limit in limits:
+            one, split = self.cost(ONE_ITEM, limit), self.cost(SPLIT, limit)
+            lines.append(
+                f"| {limit:,} | {one:.2f} | {dollars_per_million(one):.2f} | {split:.2f} "
+                f"| {dollars_per_million(split):.2f} |"
+            )
+        lines += [
+            "",
+            "Under contention: 4x oversubscription, every caller holding its lease 20 ms and "
+            "waiting with the client's default backoff (decorrelated 20-1000 ms); all callers "
+            "share one store, so one store's hints (the shard it last freed) serve them all:",
+            "",
+            "| design | limit | callers | leases | WCU per lease | RCU per lease "
+            "| $ per million leases | median wait ms | longest wait ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in self.contended:
+            lines.append(
+                f"| {row.design} | {row.limit:,} | {row.workers} | {row.leases:,} "
+                f"| {row.wcu_per_lease:.2f} | {row.rcu_per_lease:.2f} "
+                f"| {dollars_per_million(row.wcu_per_lease, row.rcu_per_lease):.2f} "
+                f"| {row.median_wait_ms:.0f} | {row.longest_wait_ms:.0f} |"
+            )
+        lines += [
+            "",
+            f"One database's ceiling at limit {self.ceiling_limit:,}, every partition key "
+            f"held to {self.scale:g} of DynamoDB's rates ({self.scale * 1000:g} WCU and "
+            f"{self.scale * 3000:g} RCU a second), the quota kept busy (all but the callers' "
+            "leases held) while callers take and give back as fast as they can; the full-scale "
+            "figure is the measured rate divided by the scale, as the partitions were the "
+            "bottleneck. On paper: one item, 1,000 WCU a second over the WCU of a lease on a "
+            "full quota; the counter, 1,000 over 2; the split quota, 500 a second per shard.",
+            "",
+            "| design | leases/s measured | leases/s at full scale | on paper "
+            "| throttled requests |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for top in self.ceilings:
+            lines.append(
+                f"| {top.design} | {top.leases_per_s:.1f} | {top.full_scale_per_s:,.0f} "
+                f"| {on_paper(top.design, self.ceiling_limit):,.0f} | {top.throttled:,} |"
+            )
+        return [*lines, ""]
+
+
+def on_paper(design: str, limit: int) -> float:
+    if design == COUNTER:
+        return PARTITION_WCU_PER_S / 2
+    if design == ONE_ITEM:
+        (full,) = lease_costs_full((limit,))
+        return PARTITION_WCU_PER_S / full
+    shards = len(plan_shares(limit, [], entries_per_shard(DATABASE)) or [])
+    return shards * PARTITION_WCU_PER_S / 2
+
+
+def lease_costs_full(limits: tuple[int, ...]) -> list[float]:
+    """WCU of a lease on a full single-item quota (the last free lease)."""
+    return [cost.wcu_full for cost in full_quota_costs(limits)]
+
+
+def run(
+    limits: tuple[int, ...],
+    contention_s: float,
+    ceiling_s: float,
+    *,
+    ceiling_limit: int = 1_000,
+    scale: float = 0.01,
+) -> ScaleRun:
+    costs = lease_costs(limits)
+    print("scale: lease costs done")
+    contended = [contention(design, 100, 400, 0.02, contention_s) for design in (ONE_ITEM, SPLIT)]
+    print("scale: contention done")
+    ceilings = [
+        ceiling(design, ceiling_limit, scale, 32, ceiling_s)
+        for design in (ONE_ITEM, SPLIT, COUNTER)
+    ]
+    print("scale: ceilings done")
+    return ScaleRun(costs, contended, ceilings, ceiling_limit, scale)

@@ -120,11 +120,12 @@ class SplitQuotas:
             fresh = self._rebalance(database)
             if fresh is not None:
                 return self.take(database, fresh, wanted, proposed, rebalanced=True)
-        if states:
-            first = next(iter(states))
-            if states[first].wanted_note_stale(now_ms):
+        # The quota is full: every shard read hears that someone waits, so that warm holders
+        # in any of them give back (each note at most every 250 ms, as on one item).
+        for index, state in states.items():
+            if state.wanted_note_stale(now_ms):
                 with suppress(ConnleaseError):
-                    self._store._note_wanted(shard_item(database, first), now_ms)
+                    self._store._note_wanted(shard_item(database, index), now_ms)
         live = [lease for state in states.values() for lease in state.live(now_ms)]
         earliest = min((lease.expires_at_ms for lease in live), default=now_ms)
         return Rejected(database, layout.limit, layout.limit, max(0, earliest - now_ms))

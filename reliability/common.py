@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore, create_table
+from adapters.dynamodb_limits import CapacityModel
 from adapters.mysql import MySqlEndpoint
 from domain import (
     AcquireResult,
@@ -81,6 +82,7 @@ class Lab:
     dynamodb: EmbeddedDynamoDB
     mysql: MySqlEndpoint
     table: str
+    shards_of: int | None = None  # split every quota, into shards of this many leases
 
     def client(self, **config: Any) -> DynamoDBClient:
         return self.dynamodb.client(**({"max_pool_connections": 64} | config))
@@ -89,26 +91,53 @@ class Lab:
         return DynamoDBLeaseStore(client or self.client(), self.table, SystemClock())
 
     def new_database(self, limit: int, ttl_ms: int) -> str:
-        """A quota of its own for one campaign, so campaigns never see each other's leases."""
+        """A quota of its own for one campaign, so campaigns never see each other's leases;
+        split over shards in a split lab (every store follows the layout it finds)."""
         database = f"rel-{uuid.uuid4().hex[:8]}"
-        self.store().set_quota(database, Quota(limit, ttl_ms))
+        store = self.store()
+        if self.shards_of is not None:
+            shards_of = self.shards_of
+            store = DynamoDBLeaseStore(
+                self.client(), self.table, SystemClock(), shard_capacity=lambda _db: shards_of
+            )
+        store.set_quota(database, Quota(limit, ttl_ms))
         return database
+
+    @property
+    def layout(self) -> str:
+        """How this lab's quotas are kept, for a campaign's title."""
+        if self.shards_of is None:
+            return "one item"
+        scale = self.dynamodb.capacity.scale
+        return f"split, shards of {self.shards_of}, partitions at {scale:.0%} of DynamoDB's rates"
+
+
+# A split lab's partitions take this share of DynamoDB's rates: its campaigns meet the
+# capacity model's own throttling beside any faults they inject.
+SPLIT_LAB_SCALE = 0.02
+SPLIT_LAB_SHARDS_OF = 2
 
 
 @contextmanager
-def lab(mysql: MySqlEndpoint, dynamodb: EmbeddedDynamoDB | None = None) -> Iterator[Lab]:
-    """A lab on `dynamodb` if given (a test session's), else on an embedded one of its own."""
-    if dynamodb is not None:
-        yield _with_table(dynamodb, mysql)
+def lab(
+    mysql: MySqlEndpoint, dynamodb: EmbeddedDynamoDB | None = None, *, split: bool = False
+) -> Iterator[Lab]:
+    """A lab on `dynamodb` if given (a test session's), else on an embedded one of its own;
+    `split`: every quota split into shards of two, on partitions at 2% of DynamoDB's rates
+    (its own embedded DynamoDB, so the throttling touches nothing else)."""
+    shards_of = SPLIT_LAB_SHARDS_OF if split else None
+    if dynamodb is not None and not split:
+        yield _with_table(dynamodb, mysql, shards_of)
         return
-    with EmbeddedDynamoDB() as own:
-        yield _with_table(own, mysql)
+    capacity = CapacityModel(scale=SPLIT_LAB_SCALE) if split else None
+    with EmbeddedDynamoDB(capacity=capacity) as own:
+        yield _with_table(own, mysql, shards_of)
 
 
-def _with_table(dynamodb: EmbeddedDynamoDB, mysql: MySqlEndpoint) -> Lab:
+def _with_table(dynamodb: EmbeddedDynamoDB, mysql: MySqlEndpoint, shards_of: int | None) -> Lab:
     table = f"reliability-{uuid.uuid4().hex[:8]}"
     create_table(dynamodb.client(), table)
-    return Lab(dynamodb, mysql, table)
+    return Lab(dynamodb, mysql, table, shards_of)
 
 
 class Checker(Poller):

@@ -120,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         help="shares of DynamoDB requests that meet each fault: throttle, server_error, "
         "timeout, drop_after_apply (default: %(default)s)",
     )
+    parser.add_argument(
+        "--layout",
+        choices=["single", "split", "both"],
+        default="both",
+        help="quotas in one item, split over shards (with the capacity model's throttling), "
+        "or each campaign in both (default)",
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -134,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     campaigns = []
-    with lab(mysql) as here:
-        for runner in runners(args.short, args.store_fault_rates):
-            campaign = runner(here)
-            print_campaign(campaign)
-            campaigns.append(campaign)
+    for split in {"single": [False], "split": [True], "both": [False, True]}[args.layout]:
+        with lab(mysql, split=split) as here:
+            for runner in runners(args.short, args.store_fault_rates):
+                campaign = runner(here)
+                campaign.title += f" ({here.layout})"
+                print_campaign(campaign)
+                campaigns.append(campaign)
     command = "make reliability" + (f" ARGS='{' '.join(argv)}'" if argv else "")
     args.output.write_text(render(campaigns, command, time.monotonic() - started))
     print(f"\nwrote {args.output}")

@@ -12,6 +12,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from botocore.config import Config
 
@@ -25,6 +26,7 @@ from domain import (
     NoCapacity,
     StoreUnavailable,
 )
+from domain.shards import SHARD_MARK, shard_lease_id
 from local.context import LocalContext
 from local.dynamodb import local_client
 from local.faults import Fault, FaultRates, FaultyDynamoDB
@@ -94,6 +96,16 @@ def invoke(
         outcomes.add("ok")
 
 
+def lease_id_written(write: dict[str, Any]) -> str:
+    """The id callers know a lease by, from the write that made it: in a split quota's
+    shard (`database#i`) the entry's key is the lease's key in that shard."""
+    key = write["ExpressionAttributeNames"]["#id"]
+    item = write["Key"]["pk"]["S"]
+    if SHARD_MARK in item:
+        return shard_lease_id(int(item.rpartition(SHARD_MARK)[2]), key)
+    return str(key)
+
+
 def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
     watch = Stopwatch()
     database = lab.new_database(plan.limit, plan.ttl_ms)
@@ -133,7 +145,7 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
             time.sleep(HANG_S + 0.5)  # let held requests land before the final look
             unseen = Counter(proxy.applied_unseen)
             late_acquires = {
-                write["ExpressionAttributeNames"]["#id"]
+                lease_id_written(write)
                 for write in proxy.late_writes
                 if "SET leases.#id" in write.get("UpdateExpression", "")
             }

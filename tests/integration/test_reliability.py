@@ -20,9 +20,12 @@ from reliability.common import Campaign, Lab, lab
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def here(embedded_dynamodb: EmbeddedDynamoDB) -> Iterator[Lab]:
-    with lab(mysql_from_environment(), dynamodb=embedded_dynamodb) as reliability_lab:
+# Each campaign on quotas in one item, and split over shards of two on partitions held to
+# 2% of DynamoDB's rates (the capacity model's throttling joins the campaign's faults).
+@pytest.fixture(scope="module", params=["one item", "split"])
+def here(embedded_dynamodb: EmbeddedDynamoDB, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    split = request.param == "split"
+    with lab(mysql_from_environment(), dynamodb=embedded_dynamodb, split=split) as reliability_lab:
         yield reliability_lab
 
 

@@ -51,7 +51,9 @@ def test_crashed_holders_leak_no_permit_past_their_ttl_where_the_counter_leaks_f
     assert connlease_row["crashed"] >= 0.15 * crashes.SHORT.invocations
     assert connlease_row["permits usable after the TTL"] == crashes.SHORT.limit
     assert count(campaign, "crashed holders' leases reclaimed by later acquires") > 0
-    assert sample_row["permits usable after the TTL"] == 0  # every crash kept a permit
+    # The counter loses a permit for good per crash while it has any; how many of its
+    # holders crashed before it ran dry is up to thread timing (once seen: 9 of 10 lost).
+    assert sample_row["permits usable after the TTL"] <= crashes.SHORT.limit // 5
 
 
 def test_duplicate_and_late_releases_free_nothing_twice_where_the_counter_over_admits(

@@ -58,7 +58,7 @@ example: $(STAMP)  ## examples/orders, a function written as README says, on the
 	$(PY) -m local.run handler.handler --code-dir examples/orders --name orders --event '{"hold_s": 0.2}' \
 		--invocations 20 --concurrency 8 --quota 3 $(ARGS)
 
-bench: $(STAMP)  ## benchmarks side by side (about 7 min); writes docs/benchmarks.md
+bench: $(STAMP)  ## benchmarks side by side (about 9 min); writes docs/benchmarks.md
 	$(PY) -m benchmarks.run
 
 bench-quick: $(STAMP)  ## a shorter run of every benchmark (about 1 min)

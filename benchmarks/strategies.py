@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from adapters.aws import TRANSIENT_CODES
 from adapters.clock import SystemClock
 from adapters.mysql import DatabaseError, MySqlConnector
 from domain import Backoff, LeaseStore, NoCapacity
@@ -182,7 +183,10 @@ class DynamoDBCounter:
                 ExpressionAttributeValues=values,
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            code = error.response.get("Error", {}).get("Code")
+            # Refused, or throttled past the SDK's retries: the sample's function fails
+            # fast either way (a give-back that fails so is a permit lost for good).
+            if code == "ConditionalCheckFailedException" or code in TRANSIENT_CODES:
                 return False
             raise
         return True

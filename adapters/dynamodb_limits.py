@@ -24,7 +24,8 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -223,6 +224,21 @@ class CapacityModel:
             self.totals.read_units[f"{table}:{operation}"] += units
             self.totals.requests[f"{table}:{operation}"] += 1
         return units
+
+    @contextmanager
+    def scaled(self, scale: float) -> Iterator[None]:
+        """Partitions held to `scale` of DynamoDB's rates for a while, from full buckets."""
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        with self._lock:
+            before, self.scale = self.scale, scale
+            self._buckets.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.scale = before
+                self._buckets.clear()
 
     def reset(self) -> None:
         with self._lock:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Self
 
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore, create_table
-from adapters.dynamodb_limits import CapacityModel
 from adapters.mysql import MySqlEndpoint
 from domain import (
     AcquireResult,
@@ -106,14 +105,24 @@ class Lab:
     @property
     def layout(self) -> str:
         """How this lab's quotas are kept, for a campaign's title."""
+        return "one item" if self.shards_of is None else f"split, shards of {self.shards_of}"
+
+    @contextmanager
+    def throttling(self) -> Iterator[str]:
+        """In a split lab, partitions held to SPLIT_LAB_SCALE of DynamoDB's rates while it
+        lasts; says so, for the campaign's description."""
         if self.shards_of is None:
-            return "one item"
-        scale = self.dynamodb.capacity.scale
-        return f"split, shards of {self.shards_of}, partitions at {scale:.0%} of DynamoDB's rates"
+            yield ""
+            return
+        with self.dynamodb.capacity.scaled(SPLIT_LAB_SCALE):
+            yield (
+                f" Every partition is held to {SPLIT_LAB_SCALE:.0%} of DynamoDB's rates "
+                "(the capacity model), so its own throttling joins the injected faults."
+            )
 
 
-# A split lab's partitions take this share of DynamoDB's rates: its campaigns meet the
-# capacity model's own throttling beside any faults they inject.
+# In a split lab the store-fault campaign's partitions take this share of DynamoDB's
+# rates: the capacity model's own throttling joins the faults it injects.
 SPLIT_LAB_SCALE = 0.02
 SPLIT_LAB_SHARDS_OF = 2
 
@@ -129,8 +138,7 @@ def lab(
     if dynamodb is not None and not split:
         yield _with_table(dynamodb, mysql, shards_of)
         return
-    capacity = CapacityModel(scale=SPLIT_LAB_SCALE) if split else None
-    with EmbeddedDynamoDB(capacity=capacity) as own:
+    with EmbeddedDynamoDB() as own:
         yield _with_table(own, mysql, shards_of)
 
 

@@ -111,9 +111,12 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
     database = lab.new_database(plan.limit, plan.ttl_ms)
     connector = MySqlConnector(lab.mysql, None)
     checker = Checker(lab.store(), database, lab.mysql)
-    with FaultyDynamoDB(
-        lab.dynamodb.endpoint_url, plan.rates, seed=plan.seed, hang_s=HANG_S
-    ) as proxy:
+    with (
+        lab.throttling() as throttled,
+        FaultyDynamoDB(
+            lab.dynamodb.endpoint_url, plan.rates, seed=plan.seed, hang_s=HANG_S
+        ) as proxy,
+    ):
         client = local_client(proxy.endpoint_url, CLIENT_CONFIG)
         tracker = Tracker(DynamoDBLeaseStore(client, lab.table, SystemClock()))
 
@@ -172,7 +175,7 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
         "against a store that answers every request with a 500. An acquire that timed out "
         "and lands after its retry succeeded and the lease was given back makes the lease "
         "again: it holds its slot until the invocation's end (docs/design.md, \"A write "
-        'lands late"), which is why some invocations get no lease in time.',
+        'lands late"), which is why some invocations get no lease in time.' + throttled,
     )
     campaign.figures += [
         Figure("faults injected", sum(injected.values())),

@@ -159,3 +159,17 @@ def test_the_largest_write_the_store_sends_fits_dynamodbs_expression_limits() ->
     # The condition checks each victim, so the limit is real for this write.
     assert expression_operators(request["ConditionExpression"]) > MAX_RECLAIM_PER_WRITE
     assert expression_operators(request["ConditionExpression"]) <= MAX_EXPRESSION_OPERATORS
+
+
+def test_a_model_held_to_a_lower_scale_for_a_while_returns_to_its_own() -> None:
+    clock = Clock()
+    model = CapacityModel(monotonic=clock)  # DynamoDB's own rates
+
+    with model.scaled(0.001):  # 1 WCU a second, from a full bucket
+        model.admit("leases", "orders", "Write")
+        model.charge_write("leases", "orders", "UpdateItem", 100, 100)
+        with pytest.raises(Throttled):
+            model.admit("leases", "orders", "Write")
+
+    model.admit("leases", "orders", "Write")  # full buckets at the old rate again
+    assert model.scale == 1.0

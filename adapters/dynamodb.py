@@ -106,7 +106,6 @@ def _layout(database: str, item: Mapping[str, Any]) -> ShardLayout | None:
     return ShardLayout(
         _int(database, item, "total"),
         _int(database, item, "shards"),
-        _int(database, item, "active"),
         rebalance=item.get("rebalance") == {"BOOL": True},
     )
 
@@ -128,7 +127,6 @@ def quota_item(state: QuotaState) -> Item:
         item |= {
             "total": {"N": str(state.layout.limit)},
             "shards": {"N": str(state.layout.shards)},
-            "active": {"N": str(state.layout.active)},
             "rebalance": {"BOOL": state.layout.rebalance},
         }
     return item
@@ -391,7 +389,7 @@ class DynamoDBLeaseStore(LeaseStore):
             database,
             UpdateExpression=(
                 "SET #limit = :zero, #ttl = :ttl, #total = :total, shards = :shards,"
-                " active = :active, rebalance = :rebalance,"
+                " rebalance = :rebalance,"
                 " leases = if_not_exists(leases, :empty), holders = if_not_exists(holders, :empty)"
                 " REMOVE claim_until"
             ),
@@ -409,41 +407,12 @@ class DynamoDBLeaseStore(LeaseStore):
                 ":ttl": {"N": str(ttl_ms)},
                 ":total": {"N": str(layout.limit)},
                 ":shards": {"N": str(layout.shards)},
-                ":active": {"N": str(layout.active)},
                 ":rebalance": {"BOOL": layout.rebalance},
                 ":empty": {"M": {}},
             },
             ReturnValues="ALL_NEW",
         )
         return Write(applied, parse_item(database, self._seen(database, item, "set_quota")))
-
-    def _write_share(self, item: str, quota: Quota, *, checked: bool) -> bool:
-        values: dict[str, AttributeValueTypeDef] = {
-            ":M": {"S": "M"},
-            ":limit": {"N": str(quota.limit)},
-            ":ttl": {"N": str(quota.default_ttl_ms)},
-            ":empty": {"M": {}},
-        }
-        condition = (
-            "(attribute_not_exists(leases) OR attribute_type(leases, :M))"
-            " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
-        )
-        if checked:
-            condition += " AND (attribute_not_exists(leases) OR size(leases) <= :limit)"
-        applied, seen = self._update(
-            "set_quota",
-            item,
-            UpdateExpression=(
-                "SET #limit = :limit, #ttl = :ttl,"
-                " leases = if_not_exists(leases, :empty), holders = if_not_exists(holders, :empty)"
-            ),
-            ConditionExpression=condition,
-            ExpressionAttributeNames=_NAMES,
-            ExpressionAttributeValues=values,
-        )
-        if not applied:
-            parse_item(item, self._seen(item, seen, "set_quota"))  # a malformed shard says so
-        return applied
 
     def _claim_rebalance(self, database: str, now_ms: int, until_ms: int) -> bool:
         applied, _ = self._update(
@@ -462,7 +431,16 @@ class DynamoDBLeaseStore(LeaseStore):
         )
         return applied
 
-    def _write_quota(self, database: str, quota: Quota) -> Write:
+    def _write_quota(self, database: str, quota: Quota, *, at_most_held: bool = False) -> Write:
+        # Keeps live leases and repairs a missing map, but will not overwrite a mistyped one
+        # (the leases it held could be live), nor a split quota's root.
+        condition = (
+            "(attribute_not_exists(leases) OR attribute_type(leases, :M))"
+            " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
+            " AND attribute_not_exists(shards)"
+        )
+        if at_most_held:
+            condition += " AND (attribute_not_exists(leases) OR size(leases) <= :limit)"
         applied, item = self._update(
             "set_quota",
             database,
@@ -470,14 +448,7 @@ class DynamoDBLeaseStore(LeaseStore):
                 "SET #limit = :limit, #ttl = :ttl,"
                 " leases = if_not_exists(leases, :empty), holders = if_not_exists(holders, :empty)"
             ),
-            # Keeps live leases and repairs a missing map, but will not overwrite a
-            # mistyped one (the leases it held could be live), nor a split quota's root.
-            ConditionExpression=(
-                "attribute_not_exists(pk) OR ("
-                "(attribute_not_exists(leases) OR attribute_type(leases, :M))"
-                " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
-                " AND attribute_not_exists(shards))"
-            ),
+            ConditionExpression=f"attribute_not_exists(pk) OR ({condition})",
             ExpressionAttributeNames=_NAMES,
             ExpressionAttributeValues={
                 ":M": {"S": "M"},
@@ -488,7 +459,7 @@ class DynamoDBLeaseStore(LeaseStore):
             ReturnValues="ALL_NEW",
         )
         state = parse_item(database, self._seen(database, item, "set_quota"))
-        if not applied and state.layout is None:
+        if not applied and state.layout is None and not at_most_held:
             raise CorruptQuota(database, "leases or holders is not a map")
         return Write(applied, state)
 

@@ -207,23 +207,23 @@ class CapacityModel:
 
     def charge_write(self, table: str, key: str, operation: str, before: int, after: int) -> int:
         units = write_units(before, after)
-        with self._lock:
-            now_s = self._monotonic()
-            self._bucket(table, key, "Write", now_s).pay(units, now_s)
-            self.totals.write_units[f"{table}:{operation}"] += units
-            self.totals.requests[f"{table}:{operation}"] += 1
+        self._charge(table, key, operation, "Write", units)
         return units
 
     def charge_read(
         self, table: str, key: str, operation: str, size: int, *, consistent: bool
     ) -> float:
         units = read_units(size, consistent=consistent)
+        self._charge(table, key, operation, "Read", units)
+        return units
+
+    def _charge(self, table: str, key: str, operation: str, kind: str, units: float) -> None:
         with self._lock:
             now_s = self._monotonic()
-            self._bucket(table, key, "Read", now_s).pay(units, now_s)
-            self.totals.read_units[f"{table}:{operation}"] += units
+            self._bucket(table, key, kind, now_s).pay(units, now_s)
+            billed = self.totals.write_units if kind == "Write" else self.totals.read_units
+            billed[f"{table}:{operation}"] += units
             self.totals.requests[f"{table}:{operation}"] += 1
-        return units
 
     @contextmanager
     def scaled(self, scale: float) -> Iterator[None]:

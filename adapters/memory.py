@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import replace
 
 from adapters.dynamodb import entries_per_shard, quota_item
@@ -53,7 +53,7 @@ class InMemoryLeaseStore(LeaseStore):
         return sum(self.requests.values())
 
     @contextmanager
-    def _request(self, operation: str, database: str, *, read: bool = False) -> Iterator[None]:
+    def _request(self, operation: str, *items: str, read: bool = False) -> Iterator[None]:
         # Half the round trip on the way in, half on the way out, outside the lock:
         # network time overlaps between callers, applying the write does not.
         half = self._latency_s / 2
@@ -64,31 +64,34 @@ class InMemoryLeaseStore(LeaseStore):
             if self.capacity is None:
                 yield
             else:
-                with self._metered(self.capacity, operation, database, read=read):
+                with self._metered(self.capacity, operation, items, read=read):
                     yield
         if half:
             time.sleep(half)
 
     @contextmanager
     def _metered(
-        self, capacity: CapacityModel, operation: str, database: str, *, read: bool
+        self, capacity: CapacityModel, operation: str, items: tuple[str, ...], *, read: bool
     ) -> Iterator[None]:
+        """Each item billed on its own, as a batch read is billed item by item."""
         kind = "Read" if read else "Write"
         try:
-            capacity.admit("memory", database, kind)
+            for item in items:
+                capacity.admit("memory", item, kind)
         except Throttled as throttled:
             raise StoreUnavailable(
                 operation, f"ProvisionedThroughputExceededException: {throttled}", True
             ) from throttled
-        before = self._item_size(database)
+        before = {item: self._item_size(item) for item in items}
         try:
             yield
         finally:
-            if read:
-                capacity.charge_read("memory", database, operation, before, consistent=True)
-            else:
-                after = self._item_size(database)
-                capacity.charge_write("memory", database, operation, before, after)
+            for item in items:
+                if read:
+                    capacity.charge_read("memory", item, operation, before[item], consistent=True)
+                else:
+                    after = self._item_size(item)
+                    capacity.charge_write("memory", item, operation, before[item], after)
 
     def _item_size(self, database: str) -> int:
         if database not in self._quotas:
@@ -159,11 +162,9 @@ class InMemoryLeaseStore(LeaseStore):
             return self._state(database)
 
     def _read_items(self, items: list[str]) -> dict[str, QuotaState]:
-        found = {}
-        for item in items:  # billed item by item, as a batch read is
-            with suppress(UnknownDatabase), self._request("read_items", item, read=True):
-                found[item] = self._state(item)
-        return found
+        # One round trip, as a BatchGetItem is.
+        with self._request("read_items", *items, read=True):
+            return {item: self._state(item) for item in items if item in self._quotas}
 
     def _write_layout(self, database: str, ttl_ms: int, layout: ShardLayout, seen: int) -> Write:
         with self._request("write_layout", database):
@@ -175,14 +176,6 @@ class InMemoryLeaseStore(LeaseStore):
             self._claims.pop(database, None)
             return Write(True, self._state(database))
 
-    def _write_share(self, item: str, quota: Quota, *, checked: bool) -> bool:
-        with self._request("write_share", item):
-            if checked and len(self._leases.get(item, {})) > quota.limit:
-                return False
-            self._quotas[item] = quota
-            self._leases.setdefault(item, {})
-            return True
-
     def _claim_rebalance(self, database: str, now_ms: int, until_ms: int) -> bool:
         with self._request("rebalance", database):
             layout = self._layouts.get(database)
@@ -193,9 +186,10 @@ class InMemoryLeaseStore(LeaseStore):
             self._claims[database] = until_ms
             return True
 
-    def _write_quota(self, database: str, quota: Quota) -> Write:
+    def _write_quota(self, database: str, quota: Quota, *, at_most_held: bool = False) -> Write:
         with self._request("write_quota", database):
-            if database in self._layouts:
+            held = len(self._leases.get(database, {}))
+            if database in self._layouts or (at_most_held and held > quota.limit):
                 return Write(False, self._state(database))
             self._quotas[database] = quota
             self._leases.setdefault(database, {})

@@ -380,7 +380,8 @@ def report(
             f"| {lease.wcu_full:g} | {lease.dollars_per_million(lease.wcu_full):.2f} "
             f"| {lease.leases_per_s_per_partition(lease.wcu_full):,.0f} |"
         )
-    lines += ["", *scaled.lines()]
+    at_ceiling = next(item for item in items if item.limit == scaled.ceiling_limit)
+    lines += ["", *scaled.lines(at_ceiling.wcu_full)]
     lines += [
         "## Cold start",
         "",

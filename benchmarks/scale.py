@@ -27,7 +27,6 @@ from benchmarks.cost import (
     HOLDER,
     PRICE_DATE,
 )
-from benchmarks.cost import lease_costs as full_quota_costs
 from domain import (
     ConnleaseError,
     Deadline,
@@ -270,10 +269,6 @@ def _counter(model: CapacityModel, limit: int, held: int) -> tuple[Take, GiveBac
     return take, give_back
 
 
-def per_partition_note() -> str:
-    return f"{PARTITION_WCU_PER_S:,} WCU a second"
-
-
 # DynamoDB on-demand list prices, us-east-1, Standard table class (benchmarks.cost).
 def dollars_per_million(wcu: float, rcu: float = 0.0) -> float:
     return wcu * DOLLARS_PER_MILLION_WRITE_UNITS + rcu * DOLLARS_PER_MILLION_READ_UNITS
@@ -290,7 +285,9 @@ class ScaleRun:
     def cost(self, design: str, limit: int) -> float:
         return next(r.wcu_per_lease for r in self.costs if r.design == design and r.limit == limit)
 
-    def lines(self) -> list[str]:
+    def lines(self, one_item_full_wcu: float) -> list[str]:
+        """The section; `one_item_full_wcu`: a lease on a full single item at the ceiling's
+        limit (the lease-cost table's), for the paper figure."""
         limits = sorted({row.limit for row in self.costs})
         lines = [
             "## Scale: quota size, cost and ceiling",
@@ -350,24 +347,19 @@ class ScaleRun:
         for top in self.ceilings:
             lines.append(
                 f"| {top.design} | {top.leases_per_s:.1f} | {top.full_scale_per_s:,.0f} "
-                f"| {on_paper(top.design, self.ceiling_limit):,.0f} | {top.throttled:,} |"
+                f"| {on_paper(top.design, self.ceiling_limit, one_item_full_wcu):,.0f} "
+                f"| {top.throttled:,} |"
             )
         return [*lines, ""]
 
 
-def on_paper(design: str, limit: int) -> float:
+def on_paper(design: str, limit: int, one_item_full_wcu: float) -> float:
     if design == COUNTER:
         return PARTITION_WCU_PER_S / 2
     if design == ONE_ITEM:
-        (full,) = lease_costs_full((limit,))
-        return PARTITION_WCU_PER_S / full
+        return PARTITION_WCU_PER_S / one_item_full_wcu
     shards = len(plan_shares(limit, [], entries_per_shard(DATABASE)) or [])
     return shards * PARTITION_WCU_PER_S / 2
-
-
-def lease_costs_full(limits: tuple[int, ...]) -> list[float]:
-    """WCU of a lease on a full single-item quota (the last free lease)."""
-    return [cost.wcu_full for cost in full_quota_costs(limits)]
 
 
 def run(

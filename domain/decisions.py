@@ -107,7 +107,12 @@ def plan_acquire(state: QuotaState, now_ms: int) -> AddLease | Reclaim | Rejecte
         return Rejected(state.database, limit, len(live), max(0, earliest - now_ms))
     if len(state.leases) < limit:
         return AddLease()
-    # Oldest first: they have been dead longest, so no holder can still be renewing them.
-    victims = tuple(sorted(state.expired(now_ms), key=lambda lease: lease.expires_at_ms))
-    victims = victims[:MAX_RECLAIM_PER_WRITE]
+    victims = reclaim_victims(state, now_ms)
     return Reclaim(limit, victims, grant=len(state.leases) - len(victims) < limit)
+
+
+def reclaim_victims(state: QuotaState, now_ms: int) -> tuple[Lease, ...]:
+    """The expired entries one write removes: oldest first, as they have been dead longest,
+    so no holder can still be renewing them."""
+    expired = sorted(state.expired(now_ms), key=lambda lease: lease.expires_at_ms)
+    return tuple(expired[:MAX_RECLAIM_PER_WRITE])

@@ -127,12 +127,11 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class ShardLayout:
-    """What the root item of a split quota says: the quota's limit, how many shard items
-    exist (some may hold a share of 0 after a lowering) and how many take new leases."""
+    """What the root item of a split quota says: the quota's limit and how many shard items
+    share it (some may hold a share of 0 after a lowering)."""
 
     limit: int
     shards: int
-    active: int
     # Held leases keep some of the limit from the shards (past the limit after a lowering,
     # or left in the root by the split): an acquirer that finds no room re-shares.
     rebalance: bool = False

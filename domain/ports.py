@@ -237,7 +237,7 @@ class LeaseStore(ABC):
                     return ReleaseOutcome.RELEASED
         if self._remove(database, lease_id):
             return ReleaseOutcome.RELEASED
-        if shard is None and self._split.release_by_key(database, lease_id) is not None:
+        if shard is None and self._split.release_by_key(database, lease_id):
             return ReleaseOutcome.RELEASED
         return ReleaseOutcome.ALREADY_RELEASED
 
@@ -348,20 +348,17 @@ class LeaseStore(ABC):
         than the `seen` entries (a lease taken in it since it was read)."""
 
     @abstractmethod
-    def _write_share(self, item: str, quota: Quota, *, checked: bool) -> bool:
-        """Set a shard's share (creating the shard), keeping its leases; `checked`: only if
-        it holds no more entries than the share (False: refused, a lease taken meanwhile)."""
-
-    @abstractmethod
     def _claim_rebalance(self, database: str, now_ms: int, until_ms: int) -> bool:
         """Mark the root of a split quota that waits to re-share as being re-shared by this
         caller until `until_ms`; False if it is not waiting, or another caller holds a
         claim that has not run out."""
 
     @abstractmethod
-    def _write_quota(self, database: str, quota: Quota) -> Write:
+    def _write_quota(self, item: str, quota: Quota, *, at_most_held: bool = False) -> Write:
         """Create the item or set its quota, keeping its leases; refused (not applied) if
-        it is a split quota's root, whose limit is not the quota's."""
+        it is a split quota's root, whose limit is not the quota's, or, `at_most_held`, if
+        it holds more entries than the new limit (a shard's share planned before a lease
+        was taken in it)."""
 
     @abstractmethod
     def _delete_quota(self, database: str) -> bool: ...

@@ -5,8 +5,8 @@ Each shard is an item of the same form as a single quota item, whose limit is it
 the shares sum to the quota's limit, so live leases across the quota never exceed it (I1)
 while each shard keeps I1 on its own. A lease id names its shard (`7-Ab3dE9xQ`), so
 release and renew go straight to it. The root item (the database's own) says how many
-shards there are and how many take new leases, and keeps any leases it held before the
-quota was split, as a share of their own that drains.
+shards there are, and keeps any leases it held before the quota was split, which count
+against the limit until they end.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from .decisions import MAX_RECLAIM_PER_WRITE, AcquireResult, Granted, Reclaim, Rejected
+from .decisions import AcquireResult, Granted, Reclaim, Rejected, reclaim_victims
 from .errors import ConnleaseError, UnknownDatabase
 from .model import Lease, Quota, QuotaState, QuotaStatus, ShardLayout
 from .shards import (
@@ -93,15 +93,15 @@ class SplitQuotas:
         """Take a lease in one of a split quota's shards: straight in one (random, or for a
         proposed id always the same) unless this store found the quota full lately; then,
         or if that one was full, in one that a read of a few others showed had room."""
-        if layout.active == 0:
+        if layout.shards == 0:
             return Rejected(database, layout.limit, layout.limit, 0)
         now_ms = self._clock.now_ms()
         # A proposed id's own shard; else one this store just freed a lease in, which has
         # room unless someone was quicker (the same environment takes and gives back).
         first = (
-            first_shard(wanted.id, layout.active) if proposed else self._freed.pop(database, None)
+            first_shard(wanted.id, layout.shards) if proposed else self._freed.pop(database, None)
         )
-        order = shard_order(layout.active, first, self._rng)
+        order = shard_order(layout.shards, first, self._rng)
         recently_full = now_ms - self._full_at_ms.get(database, -FULL_MEMORY_MS) < FULL_MEMORY_MS
         if first is not None or not recently_full:
             granted = self._take_shard(database, order.pop(0), wanted, proposed)
@@ -149,18 +149,16 @@ class SplitQuotas:
             reclaimed=tuple(in_shard(index, lease) for lease in taken.reclaimed),
         )
 
-    def release_by_key(self, database: str, key: str) -> int | None:
+    def release_by_key(self, database: str, key: str) -> bool:
         """Remove a lease known only by the key it was proposed with (its proposer lost the
         answer that named its shard): read every shard, give back the one that holds it."""
         layout = self.known_layout(database) or self._store._read(database).layout
         if layout is None:
-            return None
-        for index, state in self.read_shards(database, list(range(layout.shards))).items():
-            if state.find(key) is not None and self._store._remove(
-                shard_item(database, index), key
-            ):
-                return index
-        return None
+            return False
+        return any(
+            state.find(key) is not None and self._store._remove(shard_item(database, index), key)
+            for index, state in self.read_shards(database, list(range(layout.shards))).items()
+        )
 
     def reshare(
         self,
@@ -192,20 +190,18 @@ class SplitQuotas:
         if planned is None and rebalancing:
             return False  # still past the limit: the claim holds the next try off a while
         shares = planned if planned is not None else [0] * existing
-        layout = ShardLayout(
-            limit, len(shares), len(shares), rebalance=planned is None or in_root > 0
-        )
+        layout = ShardLayout(limit, len(shares), rebalance=planned is None or in_root > 0)
         changed = [i for i, share in enumerate(shares) if i >= existing or share != old[i]]
         if rebalancing and not changed and root is not None and root.layout == layout:
             return False
         # Lower shares first, then raise: at every moment they sum to no more than the larger
         # of the old and the new limit.
         for index in sorted(changed, key=lambda i: i < existing and shares[i] > old[i]):
-            if not self._store._write_share(
+            if not self._store._write_quota(
                 shard_item(database, index),
                 Quota(shares[index], ttl_ms),
-                checked=planned is not None,
-            ):
+                at_most_held=planned is not None,
+            ).applied:
                 return False
         seen = len(root.leases) if root is not None else 0
         if not self._store._write_layout(database, ttl_ms, layout, seen).applied:
@@ -218,9 +214,9 @@ class SplitQuotas:
     ) -> dict[int, QuotaState]:
         now_ms = self._clock.now_ms()
         for index, state in states.items():
-            expired = sorted(state.expired(now_ms), key=lambda lease: lease.expires_at_ms)
-            if expired:
-                plan = Reclaim(state.quota.limit, tuple(expired[:MAX_RECLAIM_PER_WRITE]), False)
+            victims = reclaim_victims(state, now_ms)
+            if victims:
+                plan = Reclaim(state.quota.limit, victims, grant=False)
                 states[index] = self._store._reclaim(
                     shard_item(database, index), plan, None, now_ms
                 ).state

@@ -119,12 +119,16 @@ def check_context(context: object) -> InvocationContext:
     """Lambda's context object, or a stand-in with what the client reads of it."""
     missing = [name for name in _CONTEXT_NEEDS if not hasattr(context, name)]
     if missing:
-        raise InvalidInput(
-            "context",
-            f"needs Lambda's context object, or one with {', '.join(_CONTEXT_NEEDS)}; "
-            f"got {type(context).__name__} without {', '.join(missing)}",
-        )
+        raise _not_a_context(context, missing)
     return context  # type: ignore[return-value]
+
+
+def _not_a_context(context: object, missing: list[str]) -> InvalidInput:
+    return InvalidInput(
+        "context",
+        f"needs Lambda's context object, or one with {', '.join(_CONTEXT_NEEDS)}; "
+        f"got {type(context).__name__} without {', '.join(missing)}",
+    )
 
 
 class ConnectionLeases:
@@ -266,7 +270,9 @@ class ConnectionLeases:
         def decorate(handler: Callable[..., Any]) -> Callable[[Any, Any], Any]:
             @functools.wraps(handler)
             def run(event: Any, context: Any) -> Any:
-                with self.connect(connect, context=check_context(context), **options) as connection:
+                if context is None:  # connect() checks any other context
+                    raise _not_a_context(context, list(_CONTEXT_NEEDS))
+                with self.connect(connect, context=context, **options) as connection:
                     return handler(event, context, connection)
 
             return run

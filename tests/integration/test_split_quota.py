@@ -187,9 +187,18 @@ def test_the_dynamodb_store_and_the_memory_store_split_a_quota_alike(
     dynamodb = DynamoDBLeaseStore(dynamodb_client, leases_table, FakeClock())
     memory = InMemoryLeaseStore(FakeClock())
 
-    assert dynamodb.set_quota(DB, Quota(limit=500, default_ttl_ms=TTL)) == memory.set_quota(
-        DB, Quota(limit=500, default_ttl_ms=TTL)
-    )
+    def split(store: DynamoDBLeaseStore | InMemoryLeaseStore) -> list[int]:
+        """The shares the store gave its shards."""
+        store.set_quota(DB, Quota(limit=500, default_ttl_ms=TTL))
+        layout = store._read(DB).layout
+        assert layout is not None
+        shards = store._split.read_shards(DB, list(range(layout.shards)))
+        return [shards[index].quota.limit for index in range(layout.shards)]
+
+    shares = split(dynamodb)
+    assert shares == split(memory)
+    assert sum(shares) == 500
+    assert max(shares) <= entries_per_shard(DB)
 
 
 def legacy_item(limit: int, leases: int, expires_at_ms: int) -> dict[str, Any]:

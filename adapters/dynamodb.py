@@ -1,9 +1,10 @@
 """The lease store on DynamoDB: one item per database, one conditional write per step.
 
-Item layout (DESIGN.md section 4): `pk` = database, `sk` = "quota" (room for shards of one
-quota later), `limit`, `ttl_ms` (default lease TTL), `leases` (map of lease id -> expiry
-in epoch ms) and `holders` (map of lease id -> holder, only for leases that named one).
-Taking a lease is one UpdateItem, giving it back is one UpdateItem.
+Item layout (DESIGN.md section 4): `pk` = database (or a shard's `database#i`), `sk` =
+"quota", `limit`, `ttl_ms` (default lease TTL), `leases` (map of lease id -> expiry in
+epoch ms), `holders` (map of lease id -> holder, only for leases that named one), `fences`
+(map of lease id -> its grant's fence) and `fence` (the item's last fence). Taking a lease
+is one UpdateItem, giving it back is one UpdateItem.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ from domain.model import (
     MAX_HOLDER_LENGTH,
     MAX_LIMIT,
     MAX_TTL_MS,
+    SKEW_MARGIN_MS,
     WANTED_REFRESH_MS,
     WANTED_WINDOW_MS,
     Lease,
     Quota,
     QuotaState,
     ShardLayout,
-    new_lease_id,
 )
 from domain.ports import Clock, LeaseStore, NewLease, Write
-from domain.shards import SHARD_KEY_CHARS, SHARD_MARK, shard_item
+from domain.shards import SHARD_MARK, shard_item
+from domain.tokens import KEY_CHARS, new_secret
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -50,9 +52,15 @@ KEY_SCHEMA: tuple[tuple[str, Literal["HASH", "RANGE"]], ...] = (("pk", "HASH"), 
 _WELL_FORMED = (
     "attribute_type(#limit, :N) AND attribute_type(#ttl, :N)"
     " AND attribute_type(leases, :M) AND attribute_type(holders, :M)"
+    " AND attribute_type(fences, :M)"
 )
 _TYPE_VALUES: dict[str, AttributeValueTypeDef] = {":N": {"S": "N"}, ":M": {"S": "M"}}
 _NAMES = {"#limit": "limit", "#ttl": "ttl_ms"}
+# The maps every quota item has; set_quota adds any that is missing (an older item's).
+_MAPS_KEPT = (
+    "leases = if_not_exists(leases, :empty), holders = if_not_exists(holders, :empty),"
+    " fences = if_not_exists(fences, :empty)"
+)
 
 
 def create_table(client: DynamoDBClient, table_name: str) -> None:
@@ -90,13 +98,24 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
         raise CorruptQuota(database, "limit is 0")
     leases = _map(database, item, "leases")
     holders = _map(database, item, "holders")
+    if "fences" not in item:
+        raise CorruptQuota(database, "it has no fences (an older version's): set its quota again")
+    fences = _map(database, item, "fences")
     parsed = []
     for lease_id, value in leases.items():
         if set(value) != {"N"} or not value["N"].isdigit():
             raise CorruptQuota(database, f"lease {lease_id!r} has expiry {value!r}, not epoch ms")
         holder = holders.get(lease_id, {}).get("S", "")
-        parsed.append(Lease(lease_id, holder, int(value["N"])))
-    return QuotaState(database, quota, tuple(parsed), _wanted_at_ms(item), layout)
+        fence = fences.get(lease_id, {}).get("N", "0")
+        parsed.append(Lease(lease_id, holder, int(value["N"]), int(fence)))
+    return QuotaState(
+        database,
+        quota,
+        tuple(parsed),
+        _wanted_at_ms(item),
+        layout,
+        int(item.get("fence", {}).get("N", "0")),
+    )
 
 
 def _layout(database: str, item: Mapping[str, Any]) -> ShardLayout | None:
@@ -120,7 +139,10 @@ def quota_item(state: QuotaState) -> Item:
         "ttl_ms": {"N": str(state.quota.default_ttl_ms)},
         "leases": {"M": {lease.id: {"N": str(lease.expires_at_ms)} for lease in state.leases}},
         "holders": {"M": {lease.id: {"S": lease.holder} for lease in state.leases if lease.holder}},
+        "fences": {"M": {lease.id: {"N": str(lease.fence)} for lease in state.leases}},
     }
+    if state.fence:
+        item["fence"] = {"N": str(state.fence)}
     if state.wanted_at_ms:
         item["wanted_at"] = {"N": str(state.wanted_at_ms)}
     if state.layout is not None:
@@ -132,9 +154,11 @@ def quota_item(state: QuotaState) -> Item:
     return item
 
 
-# The longest entry a lease adds to an item: a shard key (8 characters), its expiry (13
-# digits: 8 bytes), the longest holder, each in its map with a byte of overhead.
-_SHARD_ENTRY_BYTES = (SHARD_KEY_CHARS + 8 + 1) + (SHARD_KEY_CHARS + MAX_HOLDER_LENGTH + 1)
+# The longest entry a lease adds to an item: its key (8 characters) with its expiry (13
+# digits: 8 bytes), the longest holder, and its fence (up to 10^12 grants: 7 bytes), each
+# in its map with a byte of overhead.
+_SHARD_ENTRY_BYTES = (KEY_CHARS + 8 + 1) + (KEY_CHARS + MAX_HOLDER_LENGTH + 1) + (KEY_CHARS + 7 + 1)
+_LONGEST_FENCE = 10**12
 
 
 def entries_per_shard(database: str) -> int:
@@ -146,6 +170,7 @@ def entries_per_shard(database: str) -> int:
         Quota(MAX_LIMIT, MAX_TTL_MS),
         (),
         wanted_at_ms=9_999_999_999_999,
+        fence=_LONGEST_FENCE,
     )
     free = WRITE_UNIT_BYTES - item_size(quota_item(empty))
     return max(1, free // _SHARD_ENTRY_BYTES)
@@ -180,14 +205,21 @@ class DynamoDBLeaseStore(LeaseStore):
         client: DynamoDBClient,
         table_name: str,
         clock: Clock,
-        lease_ids: Callable[[], str] = new_lease_id,
+        secrets: Callable[[], str] = new_secret,
         *,
         rng: random.Random | None = None,
         shard_capacity: Callable[[str], int] = entries_per_shard,
+        reclaim_grace_ms: int = SKEW_MARGIN_MS,
     ) -> None:
         """`shard_capacity`: leases per shard item; by default what fits 1 KB (tests pass
         fewer, to split small quotas)."""
-        super().__init__(clock, lease_ids, shard_capacity=shard_capacity, rng=rng)
+        super().__init__(
+            clock,
+            secrets,
+            shard_capacity=shard_capacity,
+            rng=rng,
+            reclaim_grace_ms=reclaim_grace_ms,
+        )
         self._client = client
         self._table = table_name
 
@@ -229,12 +261,20 @@ class DynamoDBLeaseStore(LeaseStore):
     def _grant_values(
         self, lease: NewLease, now_ms: int
     ) -> tuple[list[str], dict[str, str], dict[str, AttributeValueTypeDef]]:
-        names = {"#id": lease.id}
-        values: dict[str, AttributeValueTypeDef] = {":now": {"N": str(now_ms)}}
+        names = {"#id": lease.id, "#fence": "fence"}
+        values: dict[str, AttributeValueTypeDef] = {
+            ":now": {"N": str(now_ms)},
+            ":zero": {"N": "0"},
+            ":one": {"N": "1"},
+        }
+        # Both right-hand sides read the item before the write: the grant's fence is the
+        # item's new last one.
+        next_fence = "if_not_exists(#fence, :zero) + :one"
+        sets = [f"fences.#id = {next_fence}", f"#fence = {next_fence}"]
         if lease.ttl_ms is None:
-            sets = ["leases.#id = #ttl + :now"]  # the quota's default, read by DynamoDB
+            sets.append("leases.#id = #ttl + :now")  # the quota's default, read by DynamoDB
         else:
-            sets = ["leases.#id = :now + :ttl"]
+            sets.append("leases.#id = :now + :ttl")
             values[":ttl"] = {"N": str(lease.ttl_ms)}
         if lease.holder:
             sets.append("holders.#id = :holder")
@@ -263,7 +303,7 @@ class DynamoDBLeaseStore(LeaseStore):
         for n, victim in enumerate(plan.victims):
             names[f"#v{n}"] = victim.id
             values[f":v{n}"] = {"N": str(victim.expires_at_ms)}
-            removes += [f"leases.#v{n}", f"holders.#v{n}"]
+            removes += [f"leases.#v{n}", f"holders.#v{n}", f"fences.#v{n}"]
             guards.append(f"leases.#v{n} = :v{n}")
         update = "REMOVE " + ", ".join(removes)
         max_size = plan.max_size_before()
@@ -298,16 +338,22 @@ class DynamoDBLeaseStore(LeaseStore):
             # A lease entry was malformed (the item-level checks passed): undo our grant so
             # the failed call leaves the table as it found it.
             if lease is not None:
-                self._remove(database, lease.id)
+                self._remove(database, lease.id, None)
             raise
 
-    def _remove(self, database: str, lease_id: str) -> bool:
+    def _remove(self, database: str, lease_id: str, fence: int | None) -> bool:
+        condition = "attribute_exists(leases.#id)"
+        values: dict[str, AttributeValueTypeDef] = {}
+        if fence is not None:
+            condition += " AND fences.#id = :fence"
+            values[":fence"] = {"N": str(fence)}
         applied, item = self._update(
             "release",
             database,
-            UpdateExpression="REMOVE leases.#id, holders.#id",
-            ConditionExpression="attribute_exists(leases.#id)",
+            UpdateExpression="REMOVE leases.#id, holders.#id, fences.#id",
+            ConditionExpression=condition,
             ExpressionAttributeNames={"#id": lease_id},
+            **({"ExpressionAttributeValues": values} if values else {}),
         )
         if not applied:
             parse_item(database, self._seen(database, item, "release"))
@@ -334,18 +380,22 @@ class DynamoDBLeaseStore(LeaseStore):
             ReturnValuesOnConditionCheckFailure="NONE",
         )
 
-    def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
-        values: dict[str, AttributeValueTypeDef] = {":now": {"N": str(now_ms)}}
-        if ttl_ms is None:
-            expiry = "#ttl + :now"
-        else:
-            expiry = ":now + :ttl"
-            values[":ttl"] = {"N": str(ttl_ms)}
+    def _extend(
+        self, database: str, lease_id: str, fence: int | None, expires_at_ms: int, now_ms: int
+    ) -> Write:
+        values: dict[str, AttributeValueTypeDef] = {
+            ":now": {"N": str(now_ms)},
+            ":expires": {"N": str(expires_at_ms)},
+        }
+        condition = f"{_WELL_FORMED} AND leases.#id > :now AND leases.#id < :expires"
+        if fence is not None:
+            condition += " AND fences.#id = :fence"
+            values[":fence"] = {"N": str(fence)}
         applied, item = self._update(
             "renew",
             database,
-            UpdateExpression=f"SET leases.#id = {expiry}",
-            ConditionExpression=f"{_WELL_FORMED} AND leases.#id > :now",
+            UpdateExpression="SET leases.#id = :expires",
+            ConditionExpression=condition,
             ExpressionAttributeNames=_NAMES | {"#id": lease_id},
             ExpressionAttributeValues=_TYPE_VALUES | values,
             ReturnValues="ALL_NEW",
@@ -389,8 +439,7 @@ class DynamoDBLeaseStore(LeaseStore):
             database,
             UpdateExpression=(
                 "SET #limit = :zero, #ttl = :ttl, #total = :total, shards = :shards,"
-                " rebalance = :rebalance,"
-                " leases = if_not_exists(leases, :empty), holders = if_not_exists(holders, :empty)"
+                f" rebalance = :rebalance, {_MAPS_KEPT}"
                 " REMOVE claim_until"
             ),
             # The root keeps what it holds: a lease taken in it since it was read refuses this.
@@ -398,6 +447,7 @@ class DynamoDBLeaseStore(LeaseStore):
                 "(attribute_not_exists(leases) OR"
                 " (attribute_type(leases, :M) AND size(leases) <= :seen))"
                 " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
+                " AND (attribute_not_exists(fences) OR attribute_type(fences, :M))"
             ),
             ExpressionAttributeNames=_NAMES | {"#total": "total"},
             ExpressionAttributeValues={
@@ -437,6 +487,7 @@ class DynamoDBLeaseStore(LeaseStore):
         condition = (
             "(attribute_not_exists(leases) OR attribute_type(leases, :M))"
             " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
+            " AND (attribute_not_exists(fences) OR attribute_type(fences, :M))"
             " AND attribute_not_exists(shards)"
         )
         if at_most_held:
@@ -444,10 +495,7 @@ class DynamoDBLeaseStore(LeaseStore):
         applied, item = self._update(
             "set_quota",
             database,
-            UpdateExpression=(
-                "SET #limit = :limit, #ttl = :ttl,"
-                " leases = if_not_exists(leases, :empty), holders = if_not_exists(holders, :empty)"
-            ),
+            UpdateExpression=f"SET #limit = :limit, #ttl = :ttl, {_MAPS_KEPT}",
             ConditionExpression=f"attribute_not_exists(pk) OR ({condition})",
             ExpressionAttributeNames=_NAMES,
             ExpressionAttributeValues={
@@ -460,7 +508,7 @@ class DynamoDBLeaseStore(LeaseStore):
         )
         state = parse_item(database, self._seen(database, item, "set_quota"))
         if not applied and state.layout is None and not at_most_held:
-            raise CorruptQuota(database, "leases or holders is not a map")
+            raise CorruptQuota(database, "leases, holders or fences is not a map")
         return Write(applied, state)
 
     def _delete_quota(self, database: str) -> bool:

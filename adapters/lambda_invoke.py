@@ -6,6 +6,7 @@ the helper's error documents and function errors turned back into typed exceptio
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 from contextlib import suppress
@@ -35,11 +36,10 @@ from domain import (
 from domain.model import (
     check_database,
     check_holder,
-    check_lease_id,
     check_ttl_ms,
     check_wait_ms,
 )
-from domain.shards import new_shard_key
+from domain.tokens import check_secret, lease_key, new_secret, parse_token
 from service.contract import (
     AcquireResponse,
     ErrorResponse,
@@ -62,8 +62,9 @@ class LambdaLeases:
     def __init__(self, client: LambdaClient, function: str) -> None:
         self._client = client
         self._function = function
-        # Numbers each renewal of a lease, so that a retried renew is answered once and a
+        # Numbers each renewal of a grant, so that a retried renew is answered once and a
         # later one never reuses a number (it would get an earlier, stale answer back).
+        # Keyed by the token's hash: the tokens themselves are kept nowhere but by holders.
         self._renewals: OrderedDict[str, int] = OrderedDict()
 
     def acquire(
@@ -71,7 +72,7 @@ class LambdaLeases:
         database: str,
         holder: str = "",
         ttl_ms: int | None = None,
-        lease_id: str | None = None,
+        secret: str | None = None,
         wait_ms: int = 0,
     ) -> AcquireResult:
         # Checked here as the store checks them, so that a bad argument is an InvalidInput
@@ -82,13 +83,12 @@ class LambdaLeases:
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
         check_wait_ms(wait_ms)
-        # The id is proposed here, so that an invoke the SDK retries after losing its
-        # answer finds the lease the first attempt took instead of taking a second one. It
-        # is a shard key's length: in a split quota every byte of it is paid on each write.
+        # The secret is proposed here, so that an invoke the SDK retries after losing its
+        # answer finds the lease the first attempt took instead of taking a second one.
         request: dict[str, Any] = {
             "action": "acquire",
             "database": database,
-            "lease_id": new_shard_key() if lease_id is None else check_lease_id(lease_id),
+            "secret": new_secret() if secret is None else check_secret(secret),
             "holder": holder,
         }
         if ttl_ms is not None:
@@ -101,43 +101,50 @@ class LambdaLeases:
             # The helper may have taken the lease before the answer was lost: give the
             # proposed id back rather than leave it held until its TTL.
             with suppress(ConnleaseError):
-                self.release(database, request["lease_id"])
+                self.release(database, request["secret"])
             raise
         if answer.lease is not None:
+            if answer.token is None:
+                raise HelperFailed(self._function, "MalformedResponse", "a grant without a token")
             reclaimed = tuple(lease.to_domain() for lease in answer.reclaimed)
             return Granted(
-                answer.lease.to_domain(), answer.remaining, reclaimed, answer.others_waiting
+                answer.lease.to_domain(),
+                answer.remaining,
+                reclaimed,
+                answer.others_waiting,
+                token=answer.token,
             )
         return Rejected(database, answer.limit or 0, answer.in_use or 0, answer.retry_after_ms or 0)
 
-    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+    def release(self, database: str, token: str) -> ReleaseOutcome:
         check_database(database)
-        check_lease_id(lease_id)
-        request = {"action": "release", "database": database, "lease_id": lease_id}
+        parse_token(token)
+        request = {"action": "release", "database": database, "token": token}
         answer = self._call(request, ReleaseResponse)
         return ReleaseOutcome(answer.outcome)
 
-    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
+    def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
         check_database(database)
-        check_lease_id(lease_id)
+        grant = parse_token(token)
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
-        renewal = self._renewals.get(lease_id, 0) + 1
+        numbered = hashlib.sha256(token.encode()).hexdigest()
+        renewal = self._renewals.get(numbered, 0) + 1
         request: dict[str, Any] = {
             "action": "renew",
             "database": database,
-            "lease_id": lease_id,
+            "token": token,
             "renewal": renewal,
         }
         if ttl_ms is not None:
             request["ttl_ms"] = ttl_ms
         answer = self._call(request, RenewResponse)
-        self._renewals[lease_id] = renewal
-        self._renewals.move_to_end(lease_id)
+        self._renewals[numbered] = renewal
+        self._renewals.move_to_end(numbered)
         while len(self._renewals) > RENEWALS_KEPT:
             self._renewals.popitem(last=False)
         if answer.lease is None:
-            return LeaseLost(lease_id)
+            return LeaseLost(lease_key(database, grant.secret))
         return Renewed(answer.lease.to_domain(), answer.remaining, answer.others_waiting)
 
     def status(self, database: str) -> QuotaStatus:
@@ -161,6 +168,9 @@ class LambdaLeases:
             raise HelperFailed(self._function, "MalformedResponse", repr(body[:200])) from error
         if response.get("FunctionError"):
             document = document if isinstance(document, dict) else {}
+            raised = _raised_error(document)
+            if raised is not None:  # the helper's own failure, as its error document
+                raise _error_from(self._function, raised)
             raise HelperFailed(
                 self._function,
                 str(document.get("errorType", response["FunctionError"])),
@@ -172,6 +182,13 @@ class LambdaLeases:
             return answer_type.model_validate(document)
         except ValidationError as error:
             raise HelperFailed(self._function, "MalformedResponse", str(error)) from error
+
+
+def _raised_error(document: dict[str, Any]) -> ErrorResponse | None:
+    """The error document a helper raised (service.errors.HelperFault) as its message."""
+    with suppress(ValueError, TypeError, ValidationError):
+        return ErrorResponse.model_validate_json(str(document.get("errorMessage", "")))
+    return None
 
 
 def _error_from(function: str, answer: ErrorResponse) -> ConnleaseError:

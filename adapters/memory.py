@@ -22,22 +22,30 @@ from adapters.dynamodb import entries_per_shard, quota_item
 from adapters.dynamodb_limits import CapacityModel, Throttled, item_size
 from domain.decisions import Reclaim
 from domain.errors import StoreUnavailable, UnknownDatabase
-from domain.model import Lease, Quota, QuotaState, ShardLayout, new_lease_id
+from domain.model import SKEW_MARGIN_MS, Lease, Quota, QuotaState, ShardLayout
 from domain.ports import Clock, LeaseStore, NewLease, Write
+from domain.tokens import new_secret
 
 
 class InMemoryLeaseStore(LeaseStore):
     def __init__(
         self,
         clock: Clock,
-        lease_ids: Callable[[], str] = new_lease_id,
+        secrets: Callable[[], str] = new_secret,
         latency_s: float = 0.0,
         capacity: CapacityModel | None = None,
         *,
         rng: random.Random | None = None,
         shard_capacity: Callable[[str], int] = entries_per_shard,
+        reclaim_grace_ms: int = SKEW_MARGIN_MS,
     ) -> None:
-        super().__init__(clock, lease_ids, shard_capacity=shard_capacity, rng=rng)
+        super().__init__(
+            clock,
+            secrets,
+            shard_capacity=shard_capacity,
+            rng=rng,
+            reclaim_grace_ms=reclaim_grace_ms,
+        )
         self._latency_s = latency_s
         self.capacity = capacity
         self._lock = threading.Lock()
@@ -47,6 +55,7 @@ class InMemoryLeaseStore(LeaseStore):
         self._wanted_at_ms: dict[str, int] = {}
         self._layouts: dict[str, ShardLayout] = {}
         self._claims: dict[str, int] = {}  # a split quota's root being re-shared, until
+        self._fences: dict[str, int] = {}  # each item's last grant's fence
         self.requests: Counter[str] = Counter()
 
     def request_count(self) -> int:
@@ -109,11 +118,13 @@ class InMemoryLeaseStore(LeaseStore):
             leases,
             self._wanted_at_ms.get(database, 0),
             self._layouts.get(database),
+            self._fences.get(database, 0),
         )
 
     def _put(self, database: str, lease: NewLease, now_ms: int) -> None:
         ttl_ms = self._quotas[database].default_ttl_ms if lease.ttl_ms is None else lease.ttl_ms
-        self._leases[database][lease.id] = Lease(lease.id, lease.holder, now_ms + ttl_ms)
+        fence = self._fences[database] = self._fences.get(database, 0) + 1
+        self._leases[database][lease.id] = Lease(lease.id, lease.holder, now_ms + ttl_ms, fence)
 
     def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
         with self._request("add", database):
@@ -136,10 +147,14 @@ class InMemoryLeaseStore(LeaseStore):
                 self._put(database, lease, now_ms)
             return Write(True, self._state(database))
 
-    def _remove(self, database: str, lease_id: str) -> bool:
+    def _remove(self, database: str, lease_id: str, fence: int | None) -> bool:
         with self._request("remove", database):
             self._state(database)
-            return self._leases[database].pop(lease_id, None) is not None
+            lease = self._leases[database].get(lease_id)
+            if lease is None or fence not in (None, lease.fence):
+                return False
+            del self._leases[database][lease_id]
+            return True
 
     def _note_wanted(self, database: str, now_ms: int) -> None:
         with self._request("note_wanted", database):
@@ -147,14 +162,20 @@ class InMemoryLeaseStore(LeaseStore):
             if self._state(database).wanted_note_stale(now_ms):
                 self._wanted_at_ms[database] = now_ms
 
-    def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
+    def _extend(
+        self, database: str, lease_id: str, fence: int | None, expires_at_ms: int, now_ms: int
+    ) -> Write:
         with self._request("extend", database):
             state = self._state(database)
             lease = self._leases[database].get(lease_id)
-            if lease is None or not lease.is_live(now_ms):
+            if (
+                lease is None
+                or not lease.is_live(now_ms)
+                or fence not in (None, lease.fence)
+                or lease.expires_at_ms >= expires_at_ms
+            ):
                 return Write(False, state)
-            ttl_ms = state.quota.default_ttl_ms if ttl_ms is None else ttl_ms
-            self._leases[database][lease_id] = replace(lease, expires_at_ms=now_ms + ttl_ms)
+            self._leases[database][lease_id] = replace(lease, expires_at_ms=expires_at_ms)
             return Write(True, self._state(database))
 
     def _read(self, database: str) -> QuotaState:
@@ -201,4 +222,5 @@ class InMemoryLeaseStore(LeaseStore):
             self._wanted_at_ms.pop(database, None)
             self._layouts.pop(database, None)
             self._claims.pop(database, None)
+            self._fences.pop(database, None)
             return self._quotas.pop(database, None) is not None

@@ -1,4 +1,5 @@
-"""MySQL through pymysql: connections for the workload, and the sample's Employees table.
+"""MySQL through pymysql: connections for the workload, the sample's Employees table, and
+the application user the functions log in as.
 
 pymysql builds a fresh default TLS context on every connect unless it is given one
 (37 ms a connect on these machines, DESIGN.md); the connector takes one context, built
@@ -8,16 +9,31 @@ once per execution environment, and passes it to every connect.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
 import pymysql.cursors
 
-from domain import ConnleaseError
+from adapters.secrets import Credentials, FixedCredentials, Login
+from domain import ConnleaseError, InvalidInput
 
 TOO_MANY_CONNECTIONS = 1040
+ACCESS_DENIED = 1045  # ER_ACCESS_DENIED_ERROR: wrong password, or TLS missing under REQUIRE SSL
+USER_LIMIT_REACHED = 1226  # ER_USER_LIMIT_REACHED: the account's MAX_USER_CONNECTIONS
 CLIENT_ERROR = 2003  # CR_CONN_HOST_ERROR: can't connect to the server
+USER_LIMIT_PAUSES_S = (0.01, 0.05)  # before each retry of a connect refused with 1226
+
+# What the functions' user may do, and no more: read and write the application's rows;
+# CREATE TEMPORARY TABLES and LOCK TABLES because temporary tables and table locks are
+# session state that a function (on the warm path, a kept connection) must be able to
+# make and clean up. No DDL, no PROCESS (other sessions' queries), no SUPER, no GRANT.
+APP_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY TABLES, LOCK TABLES"
+# MySQL 8 allows 32 characters in a user name, MariaDB more: the smaller.
+MAX_USER_LENGTH = 32
+# MAX_USER_CONNECTIONS 0 means unlimited, never what a quota wants.
+MAX_USER_CONNECTIONS = 4_294_967_295
 
 EMPLOYEES = (
     (1, "Ada Lovelace", "Engineer", "2019-03-01"),
@@ -53,7 +69,7 @@ class MySqlEndpoint:
     host: str = "127.0.0.1"
     port: int = 3306
     user: str = "root"
-    password: str = ""
+    password: str = field(default="", repr=False)
     database: str = "test"
     connect_timeout_s: float = 5.0
     # Without one, a server that accepts the socket but never answers (seen here under a
@@ -70,20 +86,67 @@ def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
 
 
 class MySqlConnector:
-    """A `connect` callable for the client library: one new connection per call."""
+    """A `connect` callable for the client library: one new connection per call.
 
-    def __init__(self, endpoint: MySqlEndpoint, tls: ssl.SSLContext | None) -> None:
+    The login comes from `credentials` (default: the endpoint's user and password). When
+    MySQL refuses it (1045), the password may have been rotated since this environment
+    read it: the credentials are read again, once, and the connect is tried again if they
+    changed. A second refusal is raised.
+    """
+
+    def __init__(
+        self,
+        endpoint: MySqlEndpoint,
+        tls: ssl.SSLContext | None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self._tls = tls
+        self.credentials = credentials or FixedCredentials(Login(endpoint.user, endpoint.password))
+        # Who it connects as, for messages; a secret's user is known once it has been read.
+        self._user = endpoint.user if credentials is None else ""
+
+    def describe(self) -> str:
+        endpoint = self.endpoint
+        where = f"{endpoint.host}:{endpoint.port}/{endpoint.database}"
+        return f"{self._user}@{where}" if self._user else where
 
     def __call__(self) -> pymysql.connections.Connection[Any]:
+        login = self.credentials.current()
+        try:
+            return self._connect_within_limit(login)
+        except DatabaseError as refused:
+            if refused.code != ACCESS_DENIED:
+                raise
+            fresh = self.credentials.refresh()
+            if fresh == login:  # the same login would only be refused again
+                raise
+        return self._connect_within_limit(fresh)
+
+    def _connect_within_limit(self, login: Login) -> pymysql.connections.Connection[Any]:
+        # With MAX_USER_CONNECTIONS equal to the quota, the server may still count the
+        # connection that the lease's previous holder has just closed: its thread is reaped
+        # a few milliseconds after the client's quit (1 connect in 100 straight after a
+        # close, here). A short pause lets it go; a slot held by a live connection (a
+        # frozen holder's, whose lease expired) is still refused, as it should be.
+        for pause_s in USER_LIMIT_PAUSES_S:
+            try:
+                return self._connect(login)
+            except DatabaseError as refused:
+                if refused.code != USER_LIMIT_REACHED:
+                    raise
+            time.sleep(pause_s)
+        return self._connect(login)
+
+    def _connect(self, login: Login) -> pymysql.connections.Connection[Any]:
+        self._user = login.username
         tls: dict[str, Any] = {"ssl": self._tls} if self._tls else {"ssl_disabled": True}
         try:
             return pymysql.connect(
                 host=self.endpoint.host,
                 port=self.endpoint.port,
-                user=self.endpoint.user,
-                password=self.endpoint.password,
+                user=login.username,
+                password=login.password,
                 database=self.endpoint.database,
                 connect_timeout=self.endpoint.connect_timeout_s,
                 read_timeout=self.endpoint.read_timeout_s,
@@ -142,3 +205,92 @@ def server_variable(connection: pymysql.connections.Connection[Any], name: str) 
     if row is None:
         raise DatabaseError(0, f"the server has no variable {name}")
     return int(row[0])
+
+
+def ensure_app_user(
+    admin: pymysql.connections.Connection[Any],
+    user: str,
+    password: str,
+    database: str,
+    max_connections: int,
+    *,
+    require_ssl: bool = True,
+    host: str = "%",
+) -> None:
+    """Create the application user, or bring an existing one to this password, TLS
+    requirement and connection limit; grant it APP_PRIVILEGES on `database`. Safe to run
+    again. The statements are those MySQL 8 and MariaDB 10.x both accept; the user name,
+    host and password travel as escaped string literals, never formatted into the SQL.
+
+    Privileges granted by hand beyond these are left: revoking them would fail the live
+    connections' statements mid-flight."""
+    _check_account(user, host)
+    if not isinstance(password, str) or not password:
+        raise InvalidInput("password", "the application user needs a non-empty password")
+    _check_max_connections(max_connections)
+    options = (
+        f"IDENTIFIED BY %s REQUIRE {'SSL' if require_ssl else 'NONE'} WITH MAX_USER_CONNECTIONS %s"
+    )
+    account = (user, host)
+    try:
+        with admin.cursor() as cursor:
+            # Created with its password in the same statement: a bare CREATE USER would
+            # leave, for a moment, an account anyone could log in to without one.
+            cursor.execute(
+                f"CREATE USER IF NOT EXISTS %s@%s {options}", (*account, password, max_connections)
+            )
+            cursor.execute(f"ALTER USER %s@%s {options}", (*account, password, max_connections))
+            # pymysql fills the placeholders with `%`: a `%` of the name's is doubled.
+            target = grant_target(database).replace("%", "%%")
+            cursor.execute(f"GRANT {APP_PRIVILEGES} ON {target} TO %s@%s", account)
+    except pymysql.err.MySQLError as error:
+        raise DatabaseError.of(error) from error
+
+
+def set_max_user_connections(
+    admin: pymysql.connections.Connection[Any], user: str, n: int, *, host: str = "%"
+) -> None:
+    """A quota change: the account's MAX_USER_CONNECTIONS. Connections already open stay;
+    a lower limit refuses new ones (1226) until enough have closed."""
+    _check_account(user, host)
+    _check_max_connections(n)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("ALTER USER %s@%s WITH MAX_USER_CONNECTIONS %s", (user, host, n))
+    except pymysql.err.MySQLError as error:
+        raise DatabaseError.of(error) from error
+
+
+def user_connections(connection: pymysql.connections.Connection[Any], user: str) -> int:
+    """How many connections `user` has open, from any host. Other users' connections are
+    listed only to an account with PROCESS: count with an admin connection."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,)
+            )
+            (count,) = cursor.fetchone() or (0,)
+            return int(count)
+    except pymysql.err.MySQLError as error:
+        raise DatabaseError.of(error) from error
+
+
+def grant_target(database: str) -> str:
+    """`database`.* for GRANT: a quoted identifier, with `_` and `%` escaped, since GRANT
+    reads them as wildcards in a database name (`my_db` would also match `myXdb`)."""
+    if not isinstance(database, str) or not 1 <= len(database) <= 64:
+        raise InvalidInput("database", "must be a MySQL database name of 1-64 characters")
+    escaped = database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    return "`" + escaped.replace("`", "``") + "`.*"
+
+
+def _check_account(user: str, host: str) -> None:
+    if not isinstance(user, str) or not 1 <= len(user) <= MAX_USER_LENGTH:
+        raise InvalidInput("user", f"must be a MySQL user name of 1-{MAX_USER_LENGTH} characters")
+    if not isinstance(host, str) or not 1 <= len(host) <= 255:
+        raise InvalidInput("host", "must be a host name or pattern such as '%'")
+
+
+def _check_max_connections(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_USER_CONNECTIONS:
+        raise InvalidInput("max_connections", f"must be an integer of at least 1, got {n!r}")

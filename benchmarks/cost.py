@@ -65,7 +65,7 @@ def _one_lease_wcu(store: InMemoryLeaseStore, model: CapacityModel) -> float:
     before = model.totals.total_write_units()
     grant = store.acquire("cost-db", HOLDER)
     assert isinstance(grant, Granted)
-    store.release("cost-db", grant.lease.id)
+    store.release("cost-db", grant.token)
     return model.totals.total_write_units() - before
 
 
@@ -76,7 +76,7 @@ def requests_per_uncontended_lease(cycles: int = 500) -> float:
     for _ in range(cycles):
         grant = store.acquire("cost-db", HOLDER)
         assert isinstance(grant, Granted)
-        store.release("cost-db", grant.lease.id)
+        store.release("cost-db", grant.token)
     return (sum(store.requests.values()) - before) / cycles
 
 
@@ -88,5 +88,5 @@ def client_cpu_us(cycles: int = 20_000) -> float:
     for _ in range(cycles):
         grant = store.acquire("cpu-db", HOLDER)
         assert isinstance(grant, Granted)
-        store.release("cpu-db", grant.lease.id)
+        store.release("cpu-db", grant.token)
     return (time.process_time() - started) / cycles * 1e6

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks import cost, scale
+from benchmarks import cost, scale, skew
 from benchmarks.burst import Row, max_connections, run_burst, run_level
 from benchmarks.coldstart import ColdStart, measure
 from benchmarks.strategies import (
@@ -294,6 +294,7 @@ def report(
     util: list[UtilizationRow],
     cold: ColdStart,
     scaled: scale.ScaleRun,
+    skewed: skew.SkewRun,
     host: str,
     chart: Path,
 ) -> str:
@@ -382,6 +383,7 @@ def report(
         )
     at_ceiling = next(item for item in items if item.limit == scaled.ceiling_limit)
     lines += ["", *scaled.lines(at_ceiling.wcu_full)]
+    lines += skewed.lines()
     lines += [
         "## Cold start",
         "",
@@ -575,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     cold = measure(plan.cold_start_rounds)
     print(f"cold start: helper / minimal = {cold.ratio:.2f}x")
     scaled = scale.run(plan.scale_limits, plan.contention_s, plan.ceiling_s)
+    # The skew margin: a few seconds on the real clock, no MySQL (benchmarks/skew.py).
+    skewed = skew.run(cycles=1 if args.quick else 2)
     with EmbeddedDynamoDB() as dynamodb, max_connections(mysql, MAX_CONNECTIONS):
         watcher = ConnectionWatcher(mysql)
         with watcher.watching():
@@ -590,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             util=util,
             cold=cold,
             scaled=scaled,
+            skewed=skewed,
             host=host,
             chart=chart,
         )

@@ -83,7 +83,7 @@ def lease_costs(limits: tuple[int, ...]) -> list[CostRow]:
             for _ in range(cycles):
                 grant = leases.acquire(DATABASE, HOLDER)
                 assert isinstance(grant, Granted)
-                leases.release(DATABASE, grant.lease.id)
+                leases.release(DATABASE, grant.token)
             rows.append(
                 CostRow(design, limit, (model.totals.total_write_units() - before) / cycles)
             )
@@ -137,7 +137,7 @@ def contention(
                 continue
             got = time.perf_counter()
             time.sleep(hold_s)
-            leases.release(DATABASE, grant.lease.id)
+            leases.release(DATABASE, grant.token)
             with lock:
                 waits.append((got - asked) * 1000)
 
@@ -227,11 +227,11 @@ def _store_calls(leases: InMemoryLeaseStore) -> tuple[Take, GiveBack]:
             result = leases.acquire(DATABASE, HOLDER)
         except ConnleaseError:
             return None
-        return result.lease.id if isinstance(result, Granted) else None
+        return result.token if isinstance(result, Granted) else None
 
-    def give_back(lease_id: str) -> bool:
+    def give_back(token: str) -> bool:
         try:
-            leases.release(DATABASE, lease_id)
+            leases.release(DATABASE, token)
         except ConnleaseError:
             return False
         return True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .model import Lease, QuotaState
@@ -15,12 +15,14 @@ MAX_RECLAIM_PER_WRITE = 50
 @dataclass(frozen=True, slots=True)
 class Granted:
     """A lease was taken; `remaining` is what was left free right after, `others_waiting`
-    whether an acquirer found the quota full lately (None: the store did not say)."""
+    whether an acquirer found the quota full lately (None: the store did not say).
+    `token` is what release and renew need: the holder's alone, never logged or shown."""
 
     lease: Lease
     remaining: int
     reclaimed: tuple[Lease, ...] = ()
     others_waiting: bool | None = None
+    token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

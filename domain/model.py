@@ -26,6 +26,11 @@ WANTED_REFRESH_MS = 250
 # A waiter is taken to have gone once its note is this old: waiters poll well within it
 # (the client's default backoff caps its waits at 1 s).
 WANTED_WINDOW_MS = 3_000
+# How far apart the clocks of the hosts that write, hold and reclaim a lease may be (NTP
+# keeps Lambda's within milliseconds; 2 s allows for a bad host). An expiry is the
+# writer's clock plus the TTL: a lease is reclaimed only this long after it, and a holder
+# closes its connection this long before it (docs/design.md, "Clocks").
+SKEW_MARGIN_MS = 2_000
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]*")
 _LEASE_ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -115,11 +120,15 @@ class Quota:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """The right to hold one connection until `expires_at_ms` (epoch milliseconds)."""
+    """The right to hold one connection until `expires_at_ms` (epoch milliseconds).
+
+    `id` is public (a hash of the grant's secret: `domain.tokens`); `fence` numbers the
+    grants of its quota item, higher for a later one (0: an entry from before fences)."""
 
     id: str
     holder: str
     expires_at_ms: int
+    fence: int = 0
 
     def is_live(self, now_ms: int) -> bool:
         return self.expires_at_ms > now_ms
@@ -146,6 +155,7 @@ class QuotaState:
     leases: tuple[Lease, ...]
     wanted_at_ms: int = 0  # when a refused acquirer last noted that it waits (0: never)
     layout: ShardLayout | None = None  # a root item whose quota is split over shards
+    fence: int = 0  # the item's last grant's fence (0: none yet)
 
     def others_waiting(self, now_ms: int) -> bool:
         # A note from a clock far ahead is not believed: it would read as waiting forever.

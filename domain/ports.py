@@ -29,6 +29,7 @@ from .decisions import (
 from .errors import ConnleaseError, InvalidInput, StoreUnavailable, UnknownDatabase
 from .model import (
     MAX_LIMIT,
+    SKEW_MARGIN_MS,
     Lease,
     Quota,
     QuotaState,
@@ -36,17 +37,13 @@ from .model import (
     ShardLayout,
     check_database,
     check_holder,
-    check_lease_id,
     check_limit,
     check_ttl_ms,
-    new_lease_id,
+    check_wait_ms,
 )
-from .shards import (
-    new_shard_key,
-    parse_shard_lease_id,
-    shard_item,
-)
+from .shards import parse_shard_lease_id, shard_item, shard_lease_id
 from .split_quota import SplitQuotas, in_shard
+from .tokens import Token, check_secret, lease_key, new_secret, parse_token
 
 # A conditional write loses only to another write that changed the item; a handful of
 # rounds settles any realistic race, and the caller's backoff covers the rest.
@@ -102,12 +99,21 @@ class Leases(Protocol):
         database: str,
         holder: str = "",
         ttl_ms: int | None = None,
-        lease_id: str | None = None,
+        secret: str | None = None,
     ) -> AcquireResult: ...
 
-    def release(self, database: str, lease_id: str) -> ReleaseOutcome: ...
+    def release(self, database: str, token: str) -> ReleaseOutcome: ...
 
-    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult: ...
+    def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult: ...
+
+
+def with_token(result: AcquireResult, secret: str) -> AcquireResult:
+    """A grant with the token only its holder learns: the secret, the fence, the shard."""
+    if not isinstance(result, Granted):
+        return result
+    shard = parse_shard_lease_id(result.lease.id)
+    token = Token(secret, result.lease.fence, None if shard is None else shard[0])
+    return replace(result, token=str(token))
 
 
 def _ours(lease: Lease, wanted: NewLease, now_ms: int) -> bool:
@@ -126,46 +132,52 @@ class LeaseStore(ABC):
     def __init__(
         self,
         clock: Clock,
-        lease_ids: Callable[[], str] = new_lease_id,
+        secrets: Callable[[], str] = new_secret,
         *,
         shard_capacity: Callable[[str], int] | None = None,
-        shard_keys: Callable[[], str] = new_shard_key,
         rng: random.Random | None = None,
+        reclaim_grace_ms: int = SKEW_MARGIN_MS,
     ) -> None:
+        """`reclaim_grace_ms`: how long after its expiry a lease may be reclaimed (the skew
+        margin; tests on one clock may pass 0)."""
         self._clock = clock
-        self._lease_ids = lease_ids
+        self._secrets = secrets
         self._shard_capacity = shard_capacity or (lambda _database: MAX_LIMIT)
-        self._shard_keys = shard_keys
-        self._split = SplitQuotas(self, clock, self._shard_capacity, rng or random.Random())
+        self._reclaim_grace_ms = check_wait_ms(reclaim_grace_ms, "reclaim_grace_ms")
+        self._split = SplitQuotas(
+            self, clock, self._shard_capacity, rng or random.Random(), self._reclaim_grace_ms
+        )
 
     def acquire(
         self,
         database: str,
         holder: str = "",
         ttl_ms: int | None = None,
-        lease_id: str | None = None,
+        secret: str | None = None,
     ) -> AcquireResult:
         """Take a lease if one is free, reclaiming expired ones when the quota looks full.
+        The grant's token (`Granted.token`) is what release and renew need.
 
-        A caller may propose the lease's id: the same call sent again (a retried request
-        whose answer was lost) then finds its lease instead of taking a second one. Such a
-        caller owns the id: after a StoreUnavailable it gives it back itself, since the
-        store cannot tell whether another copy of the call holds that lease.
+        A caller may propose the grant's secret (`domain.tokens.new_secret`): the same call
+        sent again (a retried request whose answer was lost) then finds its lease instead
+        of taking a second one. Such a caller owns the secret: after a StoreUnavailable it
+        gives the lease back itself (`release(database, secret)`), since the store cannot
+        tell whether another copy of the call holds that lease.
         """
         check_database(database)
         check_holder(holder)
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
-        proposed = None if lease_id is None else check_lease_id(lease_id)
+        proposed = secret is not None
+        secret = self._secrets() if secret is None else check_secret(secret)
+        wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
         layout = self._split.known_layout(database)
         if layout is None:
-            wanted = NewLease(proposed or self._lease_ids(), holder, ttl_ms)
-            taken = self._take_on(database, wanted, proposed=proposed is not None)
+            taken = self._take_on(database, wanted, proposed=proposed)
             if not isinstance(taken, ShardLayout):
-                return taken
+                return with_token(taken, secret)
             layout = self._split.remember(database, taken)
-        wanted = NewLease(proposed or self._shard_keys(), holder, ttl_ms)
-        return self._split.take(database, layout, wanted, proposed is not None)
+        return with_token(self._split.take(database, layout, wanted, proposed), secret)
 
     def _take_on(
         self, item: str, wanted: NewLease, *, proposed: bool = False, note: bool = True
@@ -179,7 +191,7 @@ class LeaseStore(ABC):
             # proposer's to give back: another copy of its call may hold that lease.
             if not proposed:
                 with suppress(ConnleaseError):
-                    self._remove(item, wanted.id)
+                    self._remove(item, wanted.id, None)
             raise
 
     def _take(
@@ -208,8 +220,13 @@ class LeaseStore(ABC):
                         reclaimed,
                         write.state.others_waiting(now_ms),
                     )
-                raise InvalidInput("lease_id", f"{wanted.id!r} is another lease's id")
-            next_step = plan_acquire(write.state, now_ms)
+                raise InvalidInput(
+                    "secret",
+                    "is another holder's, or its last grant ended unreleased and is not yet"
+                    " reclaimed: use a new secret",
+                )
+            # A lease is reclaimed only a skew margin after its expiry (docs/design.md).
+            next_step = plan_acquire(write.state, now_ms - self._reclaim_grace_ms)
             if isinstance(next_step, Rejected):
                 if write.state.layout is not None:
                     return write.state.layout
@@ -224,45 +241,55 @@ class LeaseStore(ABC):
             state.database, state.quota.limit, len(state.live(now_ms)), retry_after_ms=0
         )
 
-    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
-        """Give a lease back. Releasing one that is already gone changes nothing."""
+    def release(self, database: str, token: str) -> ReleaseOutcome:
+        """Give a lease back. Releasing one that is already gone, or a token that is not
+        the current grant's, changes nothing and says ALREADY_RELEASED."""
         check_database(database)
-        check_lease_id(lease_id)
-        shard = parse_shard_lease_id(lease_id)
-        if shard is not None:
-            index, key = shard
-            with suppress(UnknownDatabase):  # no such shard: a single item's id
-                if self._remove(shard_item(database, index), key):
-                    self._split.freed(database, index)
+        grant = parse_token(token)
+        key = lease_key(database, grant.secret)
+        if grant.shard is not None:
+            with suppress(UnknownDatabase):  # no such shard: the quota was split since
+                if self._remove(shard_item(database, grant.shard), key, grant.fence):
+                    self._split.freed(database, grant.shard)
                     return ReleaseOutcome.RELEASED
-        if self._remove(database, lease_id):
+        if self._remove(database, key, grant.fence):
             return ReleaseOutcome.RELEASED
-        if shard is None and self._split.release_by_key(database, lease_id):
+        if grant.shard is None and self._split.release_by_key(database, key, grant.fence):
             return ReleaseOutcome.RELEASED
         return ReleaseOutcome.ALREADY_RELEASED
 
-    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
-        """Push a live lease's expiry to now + ttl; an expired or unknown lease is lost."""
+    def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
+        """Push a live lease's expiry to now + ttl; a renewal never shortens a lease. An
+        expired or unknown lease, or a token not the current grant's, is lost."""
         check_database(database)
-        check_lease_id(lease_id)
+        grant = parse_token(token)
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
-        shard = parse_shard_lease_id(lease_id)
-        if shard is not None:
-            index, key = shard
-            with suppress(UnknownDatabase):  # no such shard: a single item's id
-                renewed = self._renew_in(shard_item(database, index), key, ttl_ms)
+        key = lease_key(database, grant.secret)
+        if grant.shard is not None:
+            with suppress(UnknownDatabase):
+                renewed = self._renew_in(shard_item(database, grant.shard), key, grant, ttl_ms)
                 if isinstance(renewed, Renewed):
-                    return replace(renewed, lease=in_shard(index, renewed.lease))
-        renewed = self._renew_in(database, lease_id, ttl_ms)
-        return renewed if isinstance(renewed, Renewed) else LeaseLost(lease_id)
+                    return replace(renewed, lease=in_shard(grant.shard, renewed.lease))
+            return LeaseLost(shard_lease_id(grant.shard, key))
+        renewed = self._renew_in(database, key, grant, ttl_ms)
+        return renewed if isinstance(renewed, Renewed) else LeaseLost(key)
 
-    def _renew_in(self, item: str, lease_id: str, ttl_ms: int | None) -> RenewResult:
+    def _renew_in(self, item: str, key: str, grant: Token, ttl_ms: int | None) -> RenewResult:
+        if ttl_ms is None:
+            ttl_ms = self._read(item).quota.default_ttl_ms  # the quota's default, as granted
         now_ms = self._clock.now_ms()
-        write = self._extend(item, lease_id, ttl_ms, now_ms)
-        lease = write.state.find(lease_id) if write.applied else None
-        if lease is None:
-            return LeaseLost(lease_id)
+        expires_at_ms = now_ms + ttl_ms
+        write = self._extend(item, key, grant.fence, expires_at_ms, now_ms)
+        lease = write.state.find(key)
+        if (
+            lease is None
+            or not lease.is_live(now_ms)
+            or grant.fence not in (None, lease.fence)
+            # Refused with the lease already longer: it stays as it is, never shortened.
+            or not (write.applied or lease.expires_at_ms >= expires_at_ms)
+        ):
+            return LeaseLost(key)
         return Renewed(lease, write.state.remaining(now_ms), write.state.others_waiting(now_ms))
 
     def status(self, database: str) -> QuotaStatus:
@@ -315,19 +342,24 @@ class LeaseStore(ABC):
 
     @abstractmethod
     def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
-        """Add `lease` if the item holds fewer entries than its limit and not this id."""
+        """Add `lease` if the item holds fewer entries than its limit and not this id, with
+        the item's next fence (every grant in an item takes the one after the last)."""
 
     @abstractmethod
     def _reclaim(self, database: str, plan: Reclaim, lease: NewLease | None, now_ms: int) -> Write:
         """Remove plan.victims and add `lease` (if any), only if plan.applies_to(item)."""
 
     @abstractmethod
-    def _remove(self, database: str, lease_id: str) -> bool:
-        """Remove the entry; False if it was not there."""
+    def _remove(self, database: str, lease_id: str, fence: int | None) -> bool:
+        """Remove the entry, only if its fence is `fence` (None: whatever it is); False if
+        it was not there."""
 
     @abstractmethod
-    def _extend(self, database: str, lease_id: str, ttl_ms: int | None, now_ms: int) -> Write:
-        """Set the entry's expiry to now + ttl if it is still live (applied or not)."""
+    def _extend(
+        self, database: str, lease_id: str, fence: int | None, expires_at_ms: int, now_ms: int
+    ) -> Write:
+        """Set the entry's expiry to `expires_at_ms`, only if it is still live, its fence is
+        `fence` (None: whatever it is) and its expiry is earlier (applied or not)."""
 
     @abstractmethod
     def _note_wanted(self, database: str, now_ms: int) -> None:

@@ -26,7 +26,7 @@ def acquire_within(
     holder: str = "",
     ttl_ms: int | None = None,
     metrics: MetricsSink | None = None,
-    lease_id: str | None = None,
+    secret: str | None = None,
     lease_until_ms: int | None = None,
 ) -> Granted:
     """Take a lease, waiting with jittered backoff until `deadline`; else raise NoCapacity.
@@ -46,7 +46,7 @@ def acquire_within(
         if lease_until_ms is not None:
             ttl_ms = min(max(lease_until_ms - clock.now_ms(), MIN_TTL_MS), MAX_TTL_MS)
         try:
-            result = store.acquire(database, holder, ttl_ms, lease_id)
+            result = store.acquire(database, holder, ttl_ms, secret)
         except (StoreUnavailable, RequestInProgress) as error:
             wait_or_raise(error, deadline, clock, delays)
             continue
@@ -67,7 +67,7 @@ def acquire_within(
 def release_within(
     store: Leases,
     database: str,
-    lease_id: str,
+    token: str,
     *,
     deadline: Deadline,
     clock: Clock,
@@ -77,7 +77,7 @@ def release_within(
     """Give a lease back, retrying a store failure that may pass until `deadline` (at least
     once).
 
-    Safe to repeat: a release removes only its own lease id, so a retry after an attempt
+    Safe to repeat: a release removes only its own grant, so a retry after an attempt
     that applied unseen answers ALREADY_RELEASED and frees nothing else. A failure that
     will not pass is raised at once; one that may (StoreUnavailable.retryable, or the
     helper's RequestInProgress, which lasts as long as the first attempt's invocation)
@@ -86,7 +86,7 @@ def release_within(
     delays = backoff.delays(rng)
     while True:
         try:
-            return store.release(database, lease_id)
+            return store.release(database, token)
         except (StoreUnavailable, RequestInProgress) as error:
             wait_or_raise(error, deadline, clock, delays)
 

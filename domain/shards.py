@@ -15,18 +15,16 @@ import heapq
 import math
 import random
 import re
-import secrets
 import zlib
+from dataclasses import replace
 
 from .decisions import Rejected, plan_acquire
 from .model import Lease, QuotaState, QuotaStatus
 
 # Shard items are keyed `database#i`: `#` is never in a database name (model._NAME).
 SHARD_MARK = "#"
-_SHARD_LEASE_ID = re.compile(r"(\d{1,4})-([A-Za-z0-9_-]{1,58})")
-# A shard lease's key in its shard: 48 random bits, unique among the few entries a shard
-# holds at once, and short, as every byte of every entry is paid on every write.
-SHARD_KEY_CHARS = 8
+# A lease's key has no '-' (domain.tokens.lease_key): only a shard's lease id has one.
+_SHARD_LEASE_ID = re.compile(r"(\d{1,4})-([A-Za-z0-9_]{1,58})")
 
 
 def shard_item(database: str, index: int) -> str:
@@ -34,17 +32,12 @@ def shard_item(database: str, index: int) -> str:
     return f"{database}{SHARD_MARK}{index}"
 
 
-def new_shard_key() -> str:
-    return secrets.token_urlsafe(SHARD_KEY_CHARS * 3 // 4)
-
-
 def shard_lease_id(index: int, key: str) -> str:
     return f"{index}-{key}"
 
 
 def parse_shard_lease_id(lease_id: str) -> tuple[int, str] | None:
-    """(shard, key) for an id of a shard's lease; None for any other id. A single item's
-    ids are 16 characters and may happen to look like one: callers fall back to the root."""
+    """(shard, key) for an id of a shard's lease; None for a single item's."""
     found = _SHARD_LEASE_ID.fullmatch(lease_id)
     return (int(found.group(1)), found.group(2)) if found else None
 
@@ -107,10 +100,7 @@ def split_status(root: QuotaState, shards: dict[int, QuotaState], now_ms: int) -
     assert root.layout is not None
     leases: list[Lease] = list(root.leases)
     for index, state in sorted(shards.items()):
-        leases += [
-            Lease(shard_lease_id(index, lease.id), lease.holder, lease.expires_at_ms)
-            for lease in state.leases
-        ]
+        leases += [replace(lease, id=shard_lease_id(index, lease.id)) for lease in state.leases]
     live = sum(1 for lease in leases if lease.is_live(now_ms))
     limit = root.layout.limit
     return QuotaStatus(

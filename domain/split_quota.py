@@ -60,11 +60,13 @@ class SplitQuotas:
         clock: Clock,
         capacity: Callable[[str], int],
         rng: random.Random,
+        reclaim_grace_ms: int,
     ) -> None:
         self._store = store
         self._clock = clock
         self._capacity = capacity
         self._rng = rng
+        self._grace_ms = reclaim_grace_ms
         self._layouts: dict[str, tuple[ShardLayout, int]] = {}
         self._full_at_ms: dict[str, int] = {}
         self._freed: dict[str, int] = {}  # the shard this store last gave a lease back to
@@ -111,7 +113,7 @@ class SplitQuotas:
         sample = order if len(order) < READ_ALL_SHARDS else order[:SAMPLE_SHARDS]
         states = self.read_shards(database, sample)
         now_ms = self._clock.now_ms()
-        for index in shards_with_room(states, now_ms, self._rng)[:2]:
+        for index in shards_with_room(states, now_ms - self._grace_ms, self._rng)[:2]:
             granted = self._take_shard(database, index, wanted, proposed)
             if granted is not None:
                 self._full_at_ms.pop(database, None)
@@ -126,9 +128,11 @@ class SplitQuotas:
             if state.wanted_note_stale(now_ms):
                 with suppress(ConnleaseError):
                     self._store._note_wanted(shard_item(database, index), now_ms)
-        live = [lease for state in states.values() for lease in state.live(now_ms)]
-        earliest = min((lease.expires_at_ms for lease in live), default=now_ms)
-        return Rejected(database, layout.limit, layout.limit, max(0, earliest - now_ms))
+        # When the earliest held lease may be reclaimed (the skew margin past its expiry).
+        reclaim_ms = now_ms - self._grace_ms
+        held = [lease for state in states.values() for lease in state.live(reclaim_ms)]
+        earliest = min((lease.expires_at_ms for lease in held), default=reclaim_ms)
+        return Rejected(database, layout.limit, layout.limit, max(0, earliest - reclaim_ms))
 
     def _take_shard(
         self, database: str, index: int, wanted: NewLease, proposed: bool
@@ -149,14 +153,15 @@ class SplitQuotas:
             reclaimed=tuple(in_shard(index, lease) for lease in taken.reclaimed),
         )
 
-    def release_by_key(self, database: str, key: str) -> bool:
-        """Remove a lease known only by the key it was proposed with (its proposer lost the
-        answer that named its shard): read every shard, give back the one that holds it."""
+    def release_by_key(self, database: str, key: str, fence: int | None) -> bool:
+        """Remove a lease known only by its secret (its proposer lost the answer that named
+        its shard): read every shard, give back the one that holds it."""
         layout = self.known_layout(database) or self._store._read(database).layout
         if layout is None:
             return False
         return any(
-            state.find(key) is not None and self._store._remove(shard_item(database, index), key)
+            state.find(key) is not None
+            and self._store._remove(shard_item(database, index), key, fence)
             for index, state in self.read_shards(database, list(range(layout.shards))).items()
         )
 
@@ -185,7 +190,7 @@ class SplitQuotas:
         states = self._without_expired(database, self.read_shards(database, list(range(existing))))
         held = [len(states[i].leases) if i in states else 0 for i in range(existing)]
         old = [states[i].quota.limit if i in states else -1 for i in range(existing)]
-        in_root = len(root.live(now_ms)) if root is not None else 0
+        in_root = len(root.live(now_ms - self._grace_ms)) if root is not None else 0
         planned = plan_shares(limit - in_root, held, per_shard)
         if planned is None and rebalancing:
             return False  # still past the limit: the claim holds the next try off a while
@@ -214,7 +219,7 @@ class SplitQuotas:
     ) -> dict[int, QuotaState]:
         now_ms = self._clock.now_ms()
         for index, state in states.items():
-            victims = reclaim_victims(state, now_ms)
+            victims = reclaim_victims(state, now_ms - self._grace_ms)
             if victims:
                 plan = Reclaim(state.quota.limit, victims, grant=False)
                 states[index] = self._store._reclaim(

@@ -60,9 +60,11 @@ PROBLEMS_SHOWN = 160  # characters of the first offending input shown per kind
 ACTIONS = ("acquire", "release", "renew", "status")
 NAME_FIRST = string.ascii_letters + string.digits
 NAME_CHARS = NAME_FIRST + "._:/@-"
-LEASE_ID_CHARS = string.ascii_letters + string.digits + "_-"
+# A secret: 16-64 URL-safe characters; a grant token: `secret.fence[.shard]` (README,
+# "The helper function"; docs/design.md, "Model").
+SECRET_CHARS = string.ascii_letters + string.digits + "_-"
 PRINTABLE = "".join(map(chr, range(32, 127)))
-MAX_NAME, MAX_LEASE_ID, MAX_HOLDER = 128, 64, 32
+MAX_NAME, MIN_SECRET, MAX_SECRET, MAX_HOLDER = 128, 16, 64, 32
 # The documented limits, written out again on purpose: an oracle independent of the code
 # under test (domain.model), so a limit changed there by mistake fails this campaign.
 MIN_TTL_MS, MAX_TTL_MS = 100, 24 * 3600 * 1000
@@ -82,20 +84,20 @@ class Spec(NamedTuple):
     nullable: bool = False  # an explicit null (None) means "absent", so it is valid
 
 
-STRING_FIELDS = frozenset({"action", "database", "lease_id", "holder"})
+STRING_FIELDS = frozenset({"action", "database", "secret", "token", "holder"})
 # The helper's request fields per action (README, "The helper function").
 FIELDS: dict[str, dict[str, Spec]] = {
     "acquire": {
         "database": Spec(required=True),
-        "lease_id": Spec(required=False, nullable=True),
+        "secret": Spec(required=False, nullable=True),
         "holder": Spec(required=False),
         "ttl_ms": Spec(required=False, nullable=True),
         "wait_ms": Spec(required=False),
     },
-    "release": {"database": Spec(required=True), "lease_id": Spec(required=True)},
+    "release": {"database": Spec(required=True), "token": Spec(required=True)},
     "renew": {
         "database": Spec(required=True),
-        "lease_id": Spec(required=True),
+        "token": Spec(required=True),
         "renewal": Spec(required=True),
         "ttl_ms": Spec(required=False, nullable=True),
     },
@@ -107,12 +109,12 @@ ARGUMENTS: dict[str, dict[str, Spec]] = {
         "database": Spec(required=True),
         "holder": Spec(required=False),
         "ttl_ms": Spec(required=False, nullable=True),
-        "lease_id": Spec(required=False, nullable=True),
+        "secret": Spec(required=False, nullable=True),
     },
-    "release": {"database": Spec(required=True), "lease_id": Spec(required=True)},
+    "release": {"database": Spec(required=True), "token": Spec(required=True)},
     "renew": {
         "database": Spec(required=True),
-        "lease_id": Spec(required=True),
+        "token": Spec(required=True),
         "ttl_ms": Spec(required=False, nullable=True),
     },
     "status": {"database": Spec(required=True)},
@@ -127,7 +129,8 @@ ARGUMENTS: dict[str, dict[str, Spec]] = {
 ILL_FORMED_KIND = {
     "action": "unknown action",
     "database": "ill-formed database",
-    "lease_id": "ill-formed lease id",
+    "secret": "ill-formed secret",
+    "token": "ill-formed token",
     "holder": "bad holder",
     "ttl_ms": "out of range",
     "wait_ms": "out of range",
@@ -214,11 +217,31 @@ ill_formed: dict[str, SearchStrategy[Any]] = {
         st.tuples(st.sampled_from("._:/@-"), st.text(NAME_CHARS, max_size=40)).map("".join),
         with_one_of(NAME_CHARS, st.characters().filter(lambda c: c not in NAME_CHARS), MAX_NAME),
     ),
-    "lease_id": st.one_of(
+    "secret": st.one_of(
         st.just(""),
-        too_long(LEASE_ID_CHARS, MAX_LEASE_ID + 1, 3 * MAX_LEASE_ID),
+        st.text(SECRET_CHARS, min_size=1, max_size=MIN_SECRET - 1),  # too easy to guess
+        too_long(SECRET_CHARS, MAX_SECRET + 1, 3 * MAX_SECRET),
         with_one_of(
-            LEASE_ID_CHARS, st.characters().filter(lambda c: c not in LEASE_ID_CHARS), MAX_LEASE_ID
+            SECRET_CHARS, st.characters().filter(lambda c: c not in SECRET_CHARS), MAX_SECRET
+        ),
+    ),
+    "token": st.one_of(
+        st.just(""),
+        # A secret too short or too long, whatever follows it: a lease id is such a one.
+        st.tuples(
+            st.text(SECRET_CHARS, min_size=1, max_size=MIN_SECRET - 1)
+            | too_long(SECRET_CHARS, MAX_SECRET + 1, 3 * MAX_SECRET),
+            st.sampled_from(["", ".1", ".12.3"]),
+        ).map("".join),
+        # A well-formed secret with a fence or shard that is not a number.
+        st.tuples(
+            st.text(SECRET_CHARS, min_size=MIN_SECRET, max_size=MAX_SECRET),
+            st.sampled_from([".", ".x", ".1.", ".1.y", "..1", ".-1", ".1.2.3"]),
+        ).map("".join),
+        with_one_of(
+            SECRET_CHARS,
+            st.characters().filter(lambda c: c not in SECRET_CHARS and c != "."),
+            MAX_SECRET,
         ),
     ),
     "holder": st.one_of(
@@ -259,9 +282,14 @@ class Inputs:
     every malformed input starts from."""
 
     def __init__(self, known: str, held: str) -> None:
+        """`held`: the token of the lease held in the quota `known`."""
+        secrets = st.text(SECRET_CHARS, min_size=MIN_SECRET, max_size=MAX_SECRET)
         self.valid: dict[str, SearchStrategy[Any]] = {
             "database": st.just(known),
-            "lease_id": st.just(held) | st.text(LEASE_ID_CHARS, min_size=1, max_size=MAX_LEASE_ID),
+            "secret": secrets,
+            "token": st.just(held)
+            | st.just(held.partition(".")[0])  # its secret alone: a proposer's give-back
+            | st.tuples(secrets, st.integers(1, 10**6).map(".{}".format)).map("".join),
             "holder": st.text(PRINTABLE, max_size=MAX_HOLDER),
             "ttl_ms": st.integers(MIN_TTL_MS, MAX_TTL_MS),
             "wait_ms": st.integers(0, 50),  # short: nothing here should wait at all
@@ -495,7 +523,7 @@ class Rig:
         held = lab.store(setup).acquire(self.known, "bad-input/held", ttl_ms=HELD_TTL_MS)
         if not isinstance(held, Granted):
             raise RuntimeError(f"the new quota {self.known} refused its first lease")
-        self.held = held.lease.id
+        self.held = held.token
         self.tables = (lab.table, f"{self.known}-idempotency")
         create_idempotency_table(setup, self.tables[1])
         self.scan: Callable[[], Counter[str]] = lambda: table_items(setup, self.tables)

@@ -26,6 +26,7 @@ from domain import (
     RenewResult,
     StoreUnavailable,
 )
+from domain.tokens import lease_key, parse_token
 from local.dynamodb import EmbeddedDynamoDB
 from local.watch import ConnectionWatcher, Poller
 
@@ -206,7 +207,8 @@ class Stopwatch:
 
 @dataclass
 class Tracker:
-    """Wraps the store a caller uses and keeps the books: who holds what, what came back."""
+    """Wraps the store a caller uses and keeps the books: who holds what, what came back.
+    The books go by lease id; a release names its grant by token, the holder's secret."""
 
     inner: Leases
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -218,18 +220,20 @@ class Tracker:
     failed_releases: set[str] = field(default_factory=set)  # a release that raised
     freed: Counter[str] = field(default_factory=Counter)  # answered RELEASED
     reclaimed: int = 0
+    lease_ids: dict[str, str] = field(default_factory=dict)  # token -> its lease's id
 
     def acquire(
         self,
         database: str,
         holder: str = "",
         ttl_ms: int | None = None,
-        lease_id: str | None = None,
+        secret: str | None = None,
     ) -> AcquireResult:
-        result = self.inner.acquire(database, holder, ttl_ms, lease_id)
+        result = self.inner.acquire(database, holder, ttl_ms, secret)
         if isinstance(result, Granted):
             with self.lock:
                 self.granted.add(result.lease.id)
+                self.lease_ids[result.token] = result.lease.id
                 self.reclaimed += len(result.reclaimed)
                 self.held += 1
                 self.most_held = max(self.most_held, self.held)
@@ -240,13 +244,21 @@ class Tracker:
         with self.lock:
             self.held -= 1
 
-    def release(self, database: str, lease_id: str) -> ReleaseOutcome:
+    def lease_id(self, database: str, token: str) -> str:
+        """The id of the lease a token names: a grant's token was seen at its grant; a bare
+        secret (a proposer's give-back after a lost answer) names its key."""
+        with self.lock:
+            known = self.lease_ids.get(token)
+        return known if known is not None else lease_key(database, parse_token(token).secret)
+
+    def release(self, database: str, token: str) -> ReleaseOutcome:
+        lease_id = self.lease_id(database, token)
         with self.lock:
             self.release_calls[lease_id] += 1
             if self.release_calls[lease_id] == 1:
                 self.held -= 1  # the connection is closed before the first attempt
         try:
-            outcome = self.inner.release(database, lease_id)
+            outcome = self.inner.release(database, token)
         except StoreUnavailable:
             with self.lock:
                 self.failed_releases.add(lease_id)
@@ -257,8 +269,8 @@ class Tracker:
                 self.freed[lease_id] += 1
         return outcome
 
-    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
-        return self.inner.renew(database, lease_id, ttl_ms)
+    def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
+        return self.inner.renew(database, token, ttl_ms)
 
     @property
     def released_twice(self) -> int:

@@ -1,7 +1,8 @@
 """Campaign 1, crashes: a share of holders die between taking a lease and giving it back.
 
 A lease dies with its holder's TTL and the next acquire that finds the quota full reclaims
-it; the original sample's counter, in the same scenario, loses a permit per crash for good.
+it, the skew margin after its expiry (domain.model.SKEW_MARGIN_MS); the original sample's
+counter, in the same scenario, loses a permit per crash for good.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from domain import (
     NoCapacity,
     acquire_within,
 )
+from domain.model import SKEW_MARGIN_MS
 from reliability.common import (
     Campaign,
     Checker,
@@ -35,7 +37,8 @@ from reliability.common import (
 from service.client import ConnectionLeases
 
 QUERY = "SELECT SLEEP(0.005)"
-# Past the TTL, a few store round trips on this machine (a read, a reclaim, under load).
+# Past the TTL and the skew margin, a few store round trips on this machine (a read, a
+# reclaim, under load).
 SLACK_MS = 250
 
 
@@ -72,16 +75,16 @@ def full_quota_usable(store: LeaseStore, database: str, limit: int) -> int:
         result = store.acquire(database, "probe", 60_000)
         if not isinstance(result, Granted):
             break
-        taken.append(result.lease.id)
-    for lease_id in taken:
-        store.release(database, lease_id)
+        taken.append(result.token)
+    for token in taken:
+        store.release(database, token)
     return len(taken)
 
 
 def ms_until_whole(store: LeaseStore, database: str, plan: Plan, since: float) -> float:
     """Milliseconds from `since` until every lease of the quota can be taken at once; a
     consistent read finds the moment, taking them all (about 100 ms of requests here)
-    proves it. Infinite if that does not happen within three TTLs."""
+    proves it. Infinite if that does not happen within three TTLs and the skew margin."""
     while True:
         looked_at = time.monotonic()
         if (
@@ -89,7 +92,7 @@ def ms_until_whole(store: LeaseStore, database: str, plan: Plan, since: float) -
             and full_quota_usable(store, database, plan.limit) == plan.limit
         ):
             return round((looked_at - since) * 1000)
-        if looked_at - since > 3 * plan.ttl_ms / 1000:
+        if looked_at - since > (3 * plan.ttl_ms + SKEW_MARGIN_MS) / 1000:
             return float("inf")
         time.sleep(0.01)
 
@@ -155,7 +158,7 @@ def run_connlease(lab: Lab, plan: Plan) -> tuple[list[Figure], dict[str, object]
         # once a probe can take every lease at once.
         run_concurrently(plan.limit, plan.limit, lambda n: invoke(plan.invocations + n, True))
         recovered_ms = ms_until_whole(lab.store(), database, plan, crashes.last_at)
-    time.sleep(plan.ttl_ms / 1000)
+    time.sleep((plan.ttl_ms + SKEW_MARGIN_MS) / 1000)  # a lease may be reclaimed by then
     usable_after_ttl = full_quota_usable(lab.store(), database, plan.limit)
     figures = [
         Figure("invocations", plan.invocations),
@@ -164,7 +167,7 @@ def run_connlease(lab: Lab, plan: Plan) -> tuple[list[Figure], dict[str, object]
         Figure.at_most(
             "ms from the last of a full quota's holders dying until the whole quota was usable",
             recovered_ms,
-            plan.ttl_ms + SLACK_MS,
+            plan.ttl_ms + SKEW_MARGIN_MS + SLACK_MS,
         ),
         Figure("crashed holders' leases reclaimed by later acquires", tracker.reclaimed),
         Figure.at_most("most leases held at once (in-process)", tracker.most_held, plan.limit),
@@ -223,9 +226,10 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
         f"{plan.invocations} invocations, {plan.concurrency} at a time, on a quota of "
         f"{plan.limit}: each takes a lease (TTL {plan.ttl_ms} ms, as an invocation timeout), "
         f"connects to MariaDB, runs `{QUERY}` and disconnects; {plan.crash_share:.0%} of "
-        "them (seeded) die before giving the lease back. Last, a full quota's worth of "
-        "holders die at once; every 10 ms a consistent read looks for no live lease, and a "
-        "probe then takes every lease at once. "
+        "them (seeded) die before giving the lease back. A dead holder's lease may be "
+        f"reclaimed {SKEW_MARGIN_MS} ms (the skew margin) after its expiry. Last, a full "
+        "quota's worth of holders die at once; every 10 ms a consistent read looks for no "
+        "live lease, and a probe then takes every lease at once. "
         "The original sample's counter runs the same scenario (fail-fast, as it was).",
         figures,
         [connlease_row, sample_row],

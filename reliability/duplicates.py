@@ -2,10 +2,11 @@
 threads or one after another, and some come late: after the lease expired and another
 holder reclaimed its slot.
 
-A release names its lease, and removes that entry only: a copy finds it gone and changes
-nothing, a late one cannot free the holder who took the slot over. The original sample's
-counter cannot tell one give-back from another: every copy hands back a permit someone
-else holds, and more callers get in than the quota allows.
+A release names its grant (its token), and removes that entry only: a copy finds it gone
+and changes nothing, a late one cannot free the holder who took the slot over (a lease is
+reclaimed the skew margin after its expiry, so a late holder stalls that much longer). The
+original sample's counter cannot tell one give-back from another: every copy hands back a
+permit someone else holds, and more callers get in than the quota allows.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from domain import (
     ReleaseOutcome,
     acquire_within,
 )
+from domain.model import SKEW_MARGIN_MS
 from local.watch import ConnectionWatcher
 from reliability.common import Campaign, Checker, Figure, Lab, Stopwatch, run_concurrently
 
@@ -123,15 +125,16 @@ def run_connlease(lab: Lab, plan: Plan, books: Books) -> Checker:
         books.hold(-1)
         reclaimed = gone = False
         if late:
-            # Stalled past its lease's end: wait until someone else has reclaimed the slot.
-            time.sleep(plan.late_ttl_ms / 1000)
+            # Stalled past its lease's end and the skew margin after it, when the lease may
+            # be reclaimed: wait until someone else has reclaimed the slot.
+            time.sleep((plan.late_ttl_ms + SKEW_MARGIN_MS) / 1000)
             for _ in range(100):
                 if reclaimed := not present(store, database, lease):
                     break
                 time.sleep(0.02)
         else:
             gone = not present(store, database, lease)  # someone else's release freed it
-        answers = send_copies(lambda: store.release(database, lease.id), copies, at_once)
+        answers = send_copies(lambda: store.release(database, grant.token), copies, at_once)
         freed = answers.count(ReleaseOutcome.RELEASED)
         with books.lock:
             books.late_after_reclaim += reclaimed
@@ -193,8 +196,9 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
         f"{plan.holders} holders, {plan.concurrency} at a time, on a quota of {plan.limit}: "
         f"each takes a lease, connects to MariaDB, runs `{QUERY}`, disconnects and sends its "
         "give-back 2 or 3 times (seeded), half of them from threads released together. About "
-        f"{late} of them stall past their lease's end ({plan.late_ttl_ms} ms TTL) and send "
-        "their copies only once another holder has reclaimed the slot. The original "
+        f"{late} of them stall past their lease's end ({plan.late_ttl_ms} ms TTL) and the "
+        f"{SKEW_MARGIN_MS} ms skew margin after it, and send their copies only once another "
+        "holder has reclaimed the slot. The original "
         "sample's counter runs the same holders.",
     )
     campaign.figures += [

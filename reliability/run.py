@@ -18,7 +18,7 @@ __version__ = version("connlease")
 from adapters.mysql import DatabaseError, MySqlConnector
 from local.demo import mysql_from_environment
 from local.faults import FaultRates
-from reliability import bad_input, crashes, db_faults, duplicates, store_faults
+from reliability import attacks, bad_input, crashes, db_faults, duplicates, store_faults
 from reliability.common import Campaign, Figure, Lab, lab
 
 Runner = Callable[[Lab], Campaign]
@@ -33,6 +33,7 @@ def runners(short: bool, store_rates: FaultRates) -> list[Runner]:
             lambda lab: store_faults.run(lab, store_plan),
             lambda lab: db_faults.run(lab, **db_faults.SHORT),
             lambda lab: bad_input.run(lab, **bad_input.SHORT),
+            lambda lab: attacks.run(lab, attacks.SHORT),
         ]
     return [
         crashes.run,
@@ -40,6 +41,7 @@ def runners(short: bool, store_rates: FaultRates) -> list[Runner]:
         lambda lab: store_faults.run(lab, store_plan),
         db_faults.run,
         bad_input.run,
+        attacks.run,
     ]
 
 

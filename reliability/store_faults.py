@@ -150,7 +150,8 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
             late_acquires = {
                 lease_id_written(write)
                 for write in proxy.late_writes
-                if "SET leases.#id" in write.get("UpdateExpression", "")
+                # A grant (and only a grant) sets its entry's fence.
+                if "fences.#id = " in write.get("UpdateExpression", "")
             }
         left = lab.store().status(database).leases
     left_ids = {lease.id for lease in left}

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
 
     from adapters.mysql import MySqlConnector, MySqlEndpoint
+    from adapters.secrets import Credentials
     from service.client import ConnectionLeases
     from service.settings import (
         DatabaseSettings,
@@ -109,32 +110,39 @@ def build_helper(settings: HelperSettings, metrics: Metrics) -> Helper:
 
 
 def mysql_endpoint(settings: DatabaseSettings) -> MySqlEndpoint:
-    """The database's address and credentials; the secret is fetched (and cached for five
-    minutes by Powertools Parameters) only when one is configured."""
+    """The database's address, with DB_USER/DB_PASSWORD (the login when no secret is set)."""
     from adapters.mysql import MySqlEndpoint  # noqa: PLC0415
 
-    user, password = settings.db_user, settings.db_password
-    if settings.db_secret_arn:
-        from aws_lambda_powertools.utilities.parameters import get_secret  # noqa: PLC0415
-
-        secret = get_secret(settings.db_secret_arn, transform="json", max_age=300)
-        user, password = secret["username"], secret["password"]
     return MySqlEndpoint(
         host=settings.db_host,
         port=settings.db_port,
-        user=user,
-        password=password,
+        user=settings.db_user,
+        password=settings.db_password,
         database=settings.db_name,
         connect_timeout_s=settings.db_connect_timeout_s,
     )
 
 
-def mysql_connector(settings: DatabaseSettings) -> MySqlConnector:
+def db_credentials(secret_arn: str | None, user: str, password: str) -> Credentials:
+    """The login in the secret when one is set: read on the first connect (a cold start
+    makes no call) and kept, and read again when MySQL refuses it; else the one given."""
+    from adapters.aws import LazyClient  # noqa: PLC0415
+    from adapters.secrets import FixedCredentials, Login, SecretCredentials  # noqa: PLC0415
+
+    if not secret_arn:
+        return FixedCredentials(Login(user, password))
+    return SecretCredentials(LazyClient("secretsmanager", SDK_CONFIG), secret_arn)
+
+
+def mysql_connector(settings: DatabaseSettings, secret_arn: str | None) -> MySqlConnector:
     from adapters.mysql import MySqlConnector, tls_context  # noqa: PLC0415
 
     # One TLS context per execution environment: building one per connect costs 37 ms.
     tls = tls_context(settings.db_ca_bundle) if settings.db_tls else None
-    return MySqlConnector(mysql_endpoint(settings), tls)
+    endpoint = mysql_endpoint(settings)
+    return MySqlConnector(
+        endpoint, tls, db_credentials(secret_arn, endpoint.user, endpoint.password)
+    )
 
 
 @dataclass(frozen=True)
@@ -143,14 +151,21 @@ class Seeder:
 
     settings: SeederSettings
     store: LeaseStore
-    connect: MySqlConnector
+    connect: MySqlConnector  # as the admin
+    app_login: Credentials | None = None  # the application user's; None: none is managed
 
 
 def build_seeder(settings: SeederSettings) -> Seeder:
+    app_login = None
+    if settings.manages_app_user:
+        app_login = db_credentials(
+            settings.db_app_secret_arn, settings.db_app_user, settings.db_app_password or ""
+        )
     return Seeder(
         settings=settings,
         store=lease_store(settings, dynamodb_client(settings), SystemClock()),
-        connect=mysql_connector(settings),
+        connect=mysql_connector(settings, settings.admin_secret_arn),
+        app_login=app_login,
     )
 
 
@@ -194,7 +209,7 @@ def build_workload(settings: WorkloadSettings, metrics: Metrics) -> Workload:
             metrics=sink,
             keep_warm=keep_warm(settings),
         ),
-        connect=mysql_connector(settings),
+        connect=mysql_connector(settings, settings.db_secret_arn),
         rng=rng,
     )
 

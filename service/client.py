@@ -48,11 +48,13 @@ from domain import (
 from domain.model import (
     MAX_HOLDER_LENGTH,
     MAX_WAIT_MS,
+    SKEW_MARGIN_MS,
     check_database,
     check_ttl_ms,
     check_wait_ms,
 )
 from service.invocation import InvocationContext
+from service.lease_bound import LeaseBound
 from service.lease_calls import LeaseCalls, close_quietly
 from service.warm_client import WarmClient
 
@@ -209,6 +211,8 @@ class ConnectionLeases:
         remaining time less the safety margin (no context: one attempt). The lease lasts
         `ttl_ms`, or else until the invocation's own deadline: a holder that is killed
         cannot keep it longer than it could have run. Raises NoCapacity when no lease came.
+        A pymysql connection cannot outlive the lease (`service.lease_bound`): its
+        statements are bounded by what is left of it, and it is closed when it ends.
 
         With `keep_warm` the connection and lease are kept after a body that returned,
         and the lease lasts the hold, then as long as an invocation may hold the
@@ -244,20 +248,27 @@ class ConnectionLeases:
             ) as connection:
                 yield connection
             return
-        # Without an explicit TTL a lease ends with the invocation, however long the wait.
+        # Without an explicit TTL a lease ends with the invocation, however long the wait:
+        # a skew margin before its deadline, so that the connection is closed by the time
+        # Lambda ends the invocation, and the lease may be reclaimed at that deadline.
         lease_until_ms = (
-            started_ms + remaining_ms if ttl_ms is None and remaining_ms is not None else None
+            started_ms + remaining_ms - SKEW_MARGIN_MS
+            if ttl_ms is None and remaining_ms is not None
+            else None
         )
         grant = self._calls.acquire(deadline, holder, ttl_ms, lease_until_ms)
         self._last_wait_ms = self._clock.now_ms() - started_ms
         try:
             connection = connect()
+            bound = LeaseBound(connection, self._clock)
             try:
+                bound.start(grant.lease.expires_at_ms)
                 yield connection
             finally:
+                bound.stop()
                 close_quietly(connection)
         finally:
-            self._calls.give_back(grant.lease, closed_at_ms=self._clock.now_ms())
+            self._calls.give_back(grant.lease, grant.token, closed_at_ms=self._clock.now_ms())
 
     def handler(
         self, connect: Callable[[], Any], **options: Any

@@ -16,13 +16,20 @@ from domain.model import (
     QuotaStatus,
     check_database,
     check_holder,
-    check_lease_id,
     check_ttl_ms,
     check_wait_ms,
 )
+from domain.tokens import MAX_FENCE, check_secret, label, parse_token
+
+
+def _check_token(token: str) -> str:
+    parse_token(token)
+    return token
+
 
 Database = Annotated[StrictStr, AfterValidator(check_database)]
-LeaseId = Annotated[StrictStr, AfterValidator(check_lease_id)]
+Secret = Annotated[StrictStr, AfterValidator(check_secret)]
+GrantToken = Annotated[StrictStr, AfterValidator(_check_token)]
 Holder = Annotated[StrictStr, AfterValidator(check_holder)]
 TtlMs = Annotated[StrictInt, AfterValidator(check_ttl_ms)]
 WaitMs = Annotated[StrictInt, AfterValidator(check_wait_ms)]
@@ -38,20 +45,23 @@ class _Message(BaseModel):
 
 class AcquireRequest(_Message):
     """Take a lease; with `wait_ms` the helper waits up to that long for one to free up.
-    A caller-proposed `lease_id` makes a retried acquire return the same lease."""
+    A caller-proposed `secret` makes a retried acquire return the same grant."""
 
     action: Literal["acquire"]
     database: Database
-    lease_id: LeaseId | None = None
+    secret: Secret | None = None
     holder: Holder = ""
     ttl_ms: TtlMs | None = None
     wait_ms: WaitMs = 0
 
 
 class ReleaseRequest(_Message):
+    """Give back the grant `token` names (the acquire's answer; or the proposed secret
+    alone, for a grant whose answer was lost)."""
+
     action: Literal["release"]
     database: Database
-    lease_id: LeaseId
+    token: GrantToken
 
 
 class RenewRequest(_Message):
@@ -61,7 +71,7 @@ class RenewRequest(_Message):
 
     action: Literal["renew"]
     database: Database
-    lease_id: LeaseId
+    token: GrantToken
     renewal: StrictInt = Field(ge=1)
     ttl_ms: TtlMs | None = None
 
@@ -83,16 +93,25 @@ class _Answer(_Message):
 
 
 class LeaseDoc(_Answer):
+    """A lease as the helper shows it: its id only as a label (`domain.tokens.label`)
+    outside the holder's own answers."""
+
     id: str
     holder: str
     expires_at_ms: int = Field(le=2**53)
+    fence: int = Field(0, ge=0, le=MAX_FENCE)
 
     @classmethod
-    def of(cls, lease: Lease) -> LeaseDoc:
-        return cls(id=lease.id, holder=lease.holder, expires_at_ms=lease.expires_at_ms)
+    def of(cls, lease: Lease, *, labelled: bool = False) -> LeaseDoc:
+        return cls(
+            id=label(lease.id) if labelled else lease.id,
+            holder=lease.holder,
+            expires_at_ms=lease.expires_at_ms,
+            fence=lease.fence,
+        )
 
     def to_domain(self) -> Lease:
-        return Lease(self.id, self.holder, self.expires_at_ms)
+        return Lease(self.id, self.holder, self.expires_at_ms, self.fence)
 
 
 class AcquireResponse(_Answer):
@@ -101,6 +120,7 @@ class AcquireResponse(_Answer):
     outcome: Literal["granted", "no_capacity"]
     database: str
     lease: LeaseDoc | None = None
+    token: str | None = None  # with granted: what release and renew need (the holder's alone)
     remaining: int
     reclaimed: list[LeaseDoc] = []
     waited_ms: int = 0
@@ -116,7 +136,6 @@ class ReleaseResponse(_Answer):
     action: Literal["release"] = "release"
     outcome: Literal["released", "already_released"]
     database: str
-    lease_id: str
 
 
 class RenewResponse(_Answer):
@@ -124,7 +143,6 @@ class RenewResponse(_Answer):
     action: Literal["renew"] = "renew"
     outcome: Literal["renewed", "lost"]
     database: str
-    lease_id: str
     lease: LeaseDoc | None = None
     remaining: int | None = None  # leases free right after the renewal
     others_waiting: bool | None = None
@@ -150,7 +168,7 @@ class StatusResponse(_Answer):
             in_use=status.in_use,
             remaining=status.remaining,
             expired=status.expired,
-            leases=[LeaseDoc.of(lease) for lease in status.leases],
+            leases=[LeaseDoc.of(lease, labelled=True) for lease in status.leases],
         )
 
     def to_domain(self) -> QuotaStatus:

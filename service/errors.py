@@ -6,6 +6,10 @@ answered without internals.
 
 from __future__ import annotations
 
+import json
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import ValidationError
 
 from domain import (
@@ -18,7 +22,37 @@ from domain import (
 )
 from service.contract import ErrorBody, ErrorDetail, ErrorResponse
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Metrics
+
 INTERNAL = "InternalError"
+CONFIGURATION = "ConfigurationError"
+# Failures of the helper itself or of what it depends on, not of the caller's request:
+# raised out of the handler (Lambda's Errors metric), as well as counted.
+FAULTS = frozenset({INTERNAL, CONFIGURATION, "StoreUnavailable", "CorruptQuota"})
+# One metric for every error answer, with the service as its only dimension, so that one
+# alarm watches every database the helper serves.
+HELPER_ERRORS = "HelperErrors"
+
+
+class HelperFault(Exception):
+    """The error document of a failure that is the helper's, raised so that Lambda counts
+    it; the invoke adapter reads the document back from the error message."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        super().__init__(json.dumps(document))
+        self.document = document
+
+
+def record_helper_error(metrics: Metrics, kind: str) -> None:
+    with single_metric(
+        name=HELPER_ERRORS,
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=metrics.namespace,
+        default_dimensions={"service": metrics.service or "connlease"},
+    ):
+        pass
 
 
 ACTIONS = frozenset({"acquire", "release", "renew", "status"})
@@ -40,7 +74,7 @@ def invalid_event(error: ValidationError) -> ErrorResponse:
 def configuration_error(error: ValidationError) -> ErrorResponse:
     names = ", ".join(str(issue["loc"][0]).upper() for issue in error.errors()) or "settings"
     return _error(
-        "ConfigurationError",
+        CONFIGURATION,
         f"the helper is misconfigured: check the environment variables {names}",
     )
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, cast
 
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import TypeAdapter, ValidationError
 
@@ -38,6 +39,7 @@ from domain import (
     ConnleaseError,
     Deadline,
     Granted,
+    InvalidInput,
     LeaseLost,
     Metric,
     NoCapacity,
@@ -45,6 +47,7 @@ from domain import (
     acquire_within,
 )
 from domain.services import record_acquire
+from domain.tokens import label, parse_token
 from service import errors
 from service.bootstrap import Helper, build_helper, built_at_init
 from service.contract import (
@@ -94,8 +97,22 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         app = helper()
     except ValidationError as error:  # the environment is wrong, not the event
         logger.exception("helper settings are invalid")
-        return errors.configuration_error(error).document()
-    return respond(event, context, app)
+        document = errors.configuration_error(error).document()
+    else:
+        document = respond(event, context, app)
+    return settle(document, metrics)
+
+
+def settle(document: dict[str, Any], metrics: Metrics) -> dict[str, Any]:
+    """Every error answer is counted (HelperErrors); one that is the helper's own failure
+    (a bug, its settings, its store) is raised instead of returned, so that Lambda's Errors
+    metric and its alarm see it. Callers read the document back either way."""
+    if document.get("ok") is False:
+        kind = document["error"]["type"]
+        errors.record_helper_error(metrics, kind)
+        if kind in errors.FAULTS:
+            raise errors.HelperFault(document)
+    return document
 
 
 def respond(event: Any, context: InvocationContext, app: Helper) -> dict[str, Any]:
@@ -106,9 +123,15 @@ def respond(event: Any, context: InvocationContext, app: Helper) -> dict[str, An
         issues = error.errors(include_url=False, include_input=False)
         logger.warning("rejected a malformed event", extra={"errors": issues})
         return errors.invalid_event(error).document()
-    logger.append_keys(database=request.database, lease_id=getattr(request, "lease_id", None))
+    # Logs name a lease by its label: never a token, nor what could be turned into one.
+    token = getattr(request, "token", None)
+    logger.append_keys(
+        database=request.database,
+        lease=label(parse_token(token).secret) if token else None,
+    )
     tracer.put_annotation("database", request.database)
     try:
+        check_policy(request, app.settings)
         document = dispatch(request, app, context)
     except ConnleaseError as error:
         logger.warning("request refused", extra={"error": str(error)})
@@ -121,6 +144,25 @@ def respond(event: Any, context: InvocationContext, app: Helper) -> dict[str, An
     tracer.put_annotation("outcome", document.get("outcome", "ok"))
     logger.info("handled", extra={"action": request.action, "outcome": document.get("outcome")})
     return document
+
+
+def check_policy(request: HelperAction, settings: HelperSettings) -> None:
+    """What this helper lets its callers ask for: its databases, and leases and waits no
+    longer than its settings allow (a caller cannot take every slot for a day)."""
+    if not settings.serves(request.database):
+        raise InvalidInput(
+            "database", f"{request.database!r} is not served by this helper (SERVED_DATABASES)"
+        )
+    ttl_ms = getattr(request, "ttl_ms", None)
+    if ttl_ms is not None and ttl_ms > settings.max_lease_ttl_ms:
+        raise InvalidInput(
+            "ttl_ms", f"is {ttl_ms}; this helper grants at most {settings.max_lease_ttl_ms}"
+        )
+    wait_ms = getattr(request, "wait_ms", 0)
+    if wait_ms > settings.max_wait_ms:
+        raise InvalidInput(
+            "wait_ms", f"is {wait_ms}; this helper waits at most {settings.max_wait_ms}"
+        )
 
 
 def dispatch(
@@ -149,7 +191,7 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
         context.get_remaining_time_in_millis() - app.settings.timeout_margin_ms,
     )
     if budget_ms <= 0:
-        result = app.store.acquire(request.database, request.holder, ttl_ms, request.lease_id)
+        result = app.store.acquire(request.database, request.holder, ttl_ms, request.secret)
         record_acquire(app.metrics, request.database, result, 0)
     else:
         try:
@@ -163,7 +205,7 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
                 backoff=app.backoff,
                 rng=app.rng,
                 metrics=app.metrics,
-                lease_id=request.lease_id,
+                secret=request.secret,
             )
         except NoCapacity as refused:
             if refused.last is None:
@@ -171,13 +213,14 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
             result = refused.last
     waited_ms = app.clock.now_ms() - started_ms
     if isinstance(result, Granted):
-        logger.append_keys(lease_id=result.lease.id)
+        logger.append_keys(lease=label(result.lease.id), fence=result.lease.fence)
         return AcquireResponse(
             outcome="granted",
             database=request.database,
             lease=LeaseDoc.of(result.lease),
+            token=result.token,
             remaining=result.remaining,
-            reclaimed=[LeaseDoc.of(lease) for lease in result.reclaimed],
+            reclaimed=[LeaseDoc.of(lease, labelled=True) for lease in result.reclaimed],
             waited_ms=waited_ms,
             others_waiting=result.others_waiting,
         )
@@ -194,39 +237,40 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
 
 @cache
 def idempotent_action(app: Helper) -> Callable[..., dict[str, Any]]:
-    """Release and renew, answered once per key (database, lease id, renewal number)."""
+    """Release and renew, answered once per key (database, grant token, renewal number):
+    the token holds the grant's fence, so no grant is answered with another's answer."""
     from service.idempotency import Once  # noqa: PLC0415 - not on the cold start
 
-    def give_back_or_renew(request: ReleaseRequest | RenewRequest) -> dict[str, Any]:
-        if isinstance(request, ReleaseRequest):
-            return release(request, app).document()
-        return renew(request, app).document()
+    return Once(app.settings, app.dynamodb, app.idempotency_store).wrap(
+        lambda request: give_back_or_renew(request, app)
+    )
 
-    return Once(app.settings, app.dynamodb, app.idempotency_store).wrap(give_back_or_renew)
+
+def give_back_or_renew(request: ReleaseRequest | RenewRequest, app: Helper) -> dict[str, Any]:
+    if isinstance(request, ReleaseRequest):
+        return release(request, app).document()
+    return renew(request, app).document()
 
 
 @tracer.capture_method(capture_response=False)
 def release(request: ReleaseRequest, app: Helper) -> ReleaseResponse:
-    outcome = app.store.release(request.database, request.lease_id)
+    outcome = app.store.release(request.database, request.token)
     if outcome is ReleaseOutcome.RELEASED:
         app.metrics.record(Metric.LEASES_RELEASED, 1, request.database)
-    return ReleaseResponse(
-        outcome=outcome.value, database=request.database, lease_id=request.lease_id
-    )
+    return ReleaseResponse(outcome=outcome.value, database=request.database)
 
 
 @tracer.capture_method(capture_response=False)
 def renew(request: RenewRequest, app: Helper) -> RenewResponse:
-    result = app.store.renew(request.database, request.lease_id, request.ttl_ms)
+    result = app.store.renew(request.database, request.token, request.ttl_ms)
     if isinstance(result, LeaseLost):
-        return RenewResponse(outcome="lost", database=request.database, lease_id=request.lease_id)
+        return RenewResponse(outcome="lost", database=request.database)
     if result.remaining is not None:
         # Warm holders renew instead of acquiring: the gauge would go stale without this.
         app.metrics.record(Metric.REMAINING_CONNECTIONS, result.remaining, request.database)
     return RenewResponse(
         outcome="renewed",
         database=request.database,
-        lease_id=request.lease_id,
         lease=LeaseDoc.of(result.lease),
         remaining=result.remaining,
         others_waiting=result.others_waiting,

@@ -2,10 +2,16 @@
 
 Imported on the first release or renew, not at cold start: the idempotency utility is
 among the heaviest imports, and an environment that only hands out leases never needs it.
+
+The idempotency table is a convenience, not a dependency: when it cannot be reached, the
+action runs without it. A release is safe to repeat on its own (it removes one grant's
+entry, if it is there) and a renewal never shortens a lease, so a retry then gets a truthful
+answer, if not the first one ("already released" for a release that applied unseen).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -32,9 +38,13 @@ if TYPE_CHECKING:
 
     from service.settings import HelperSettings
 
+log = logging.getLogger(__name__)
+
 Action = Callable[..., dict[str, Any]]
-# A release is keyed on (database, lease id); a renew also on its renewal number.
-KEY = "[database, lease_id, renewal]"
+# A release is keyed on (database, grant token); a renew also on its renewal number. The
+# token carries the grant's fence, so a secret used again is a new key. Powertools keeps a
+# hash of the key, never the token itself.
+KEY = "[database, token, renewal]"
 
 
 class Once:
@@ -73,7 +83,11 @@ class Once:
             except IdempotencyAlreadyInProgressError as error:
                 raise RequestInProgress(str(kwargs["request"].action)) from error
             except IdempotencyPersistenceLayerError as error:
-                raise idempotency_unavailable(error) from error
+                log.warning(
+                    "idempotency table unavailable; answering without it",
+                    extra={"error": str(idempotency_unavailable(error))},
+                )
+                return action(**kwargs)
 
         return run
 

@@ -56,10 +56,10 @@ class LeaseCalls:
             lease_until_ms=lease_until_ms,
         )
 
-    def renew(self, lease_id: str, ttl_ms: int) -> RenewResult:
-        return self.leases.renew(self.database, lease_id, ttl_ms)
+    def renew(self, token: str, ttl_ms: int) -> RenewResult:
+        return self.leases.renew(self.database, token, ttl_ms)
 
-    def give_back(self, lease: Lease, *, closed_at_ms: int) -> None:
+    def give_back(self, lease: Lease, token: str, *, closed_at_ms: int) -> None:
         """Release, retried while the lease lives (within the budget): a release that fails
         for good leaves its slot unusable until the TTL. Never raises: the body's own
         outcome is what the caller must see, and the lease expires with its TTL anyway."""
@@ -69,7 +69,7 @@ class LeaseCalls:
             outcome = release_within(
                 self.leases,
                 self.database,
-                lease.id,
+                token,
                 deadline=deadline,
                 clock=self.clock,
                 backoff=self.backoff,

@@ -14,6 +14,11 @@ Properties (CloudFormation passes strings):
   LimitPercent       1-100: that share of the server's max_connections (rounded down, >= 1)
   DefaultLeaseTtlMs  default DEFAULT_LEASE_TTL_MS
   SeedEmployees      "true"/"false", default true
+
+With an application user configured (DB_APP_SECRET_ARN, or locally DB_APP_PASSWORD), Create
+and Update also create or update that user: its secret's password, only the privileges
+the functions need, REQUIRE SSL (DB_APP_REQUIRE_SSL), and MAX_USER_CONNECTIONS equal to the
+quota's limit, so that MySQL itself refuses a connection beyond the quota (1226).
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from crhelper import CfnResource
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from adapters.mysql import DatabaseError, seed_employees, server_variable
+from adapters.mysql import DatabaseError, ensure_app_user, seed_employees, server_variable
+from adapters.secrets import Credentials, SecretUnavailable
 from domain import ConnleaseError, InvalidInput, Quota
 from domain.model import MAX_LIMIT, MAX_TTL_MS, MIN_TTL_MS, check_database
 from service.bootstrap import Seeder, build_seeder
@@ -162,13 +168,19 @@ def on_delete(event: dict[str, Any], _context: Any) -> str | None:
     except ConnleaseError as error:
         raise SeedFailed(f"quota for {database!r} not deleted: {error}") from error
     logger.info("quota deleted" if removed else "quota already gone", extra={"removed": removed})
-    # Employees stays: it is the application's data, not this resource's.
+    # Employees stays: it is the application's data, not this resource's. So does the
+    # application user: dropping it under live connections would fail their statements,
+    # and the functions may outlive this resource in a stack update; the database goes
+    # with the stack anyway.
     return physical_id(database)
 
 
 def put_seed(event: dict[str, Any]) -> str:
-    """Create and Update: seed Employees (idempotent), then write the quota, which keeps
-    any live leases."""
+    """Create and Update: seed Employees (idempotent), bring the application user's
+    MAX_USER_CONNECTIONS to the limit, then write the quota, which keeps any live leases.
+    The server's limit is set first, so a raised quota never grants a lease the server
+    would refuse; a lowered one may, between the two writes (the connector waits out a
+    brief 1226)."""
     properties = SeedProperties.of(event.get("ResourceProperties"))
     app = composition()
     database = properties.database or app.settings.quota_database
@@ -176,7 +188,9 @@ def put_seed(event: dict[str, Any]) -> str:
     tracer.put_annotation("database", database)
     data: dict[str, Any] = {"Database": database}
     max_connections: int | None = None
-    if properties.seed_employees or properties.limit_percent is not None:
+    app_login = app.app_login
+    needs_mysql = properties.seed_employees or properties.limit_percent is not None
+    if needs_mysql or app_login is not None:
         try:
             with closing(app.connect()) as connection:
                 if properties.seed_employees:
@@ -184,9 +198,13 @@ def put_seed(event: dict[str, Any]) -> str:
                 if properties.limit_percent is not None:
                     max_connections = server_variable(connection, "max_connections")
                     data["MaxConnections"] = max_connections
+                if app_login is not None:
+                    limit = properties.quota_limit(max_connections)
+                    data |= keep_app_user(app_login, app.settings, connection, limit)
         except DatabaseError as error:
-            where = app.connect.endpoint.describe()
-            raise SeedFailed(f"MySQL at {where} failed: {error}") from error
+            raise SeedFailed(f"MySQL at {app.connect.describe()} failed: {error}") from error
+        except SecretUnavailable as error:
+            raise SeedFailed(str(error)) from error
     limit = properties.quota_limit(max_connections)
     ttl_ms = properties.default_lease_ttl_ms
     if ttl_ms is None:
@@ -201,12 +219,42 @@ def put_seed(event: dict[str, Any]) -> str:
     return physical_id(database)
 
 
+def keep_app_user(
+    app_login: Credentials, settings: SeederSettings, connection: Any, limit: int
+) -> dict[str, Any]:
+    """Create or update the application user with MAX_USER_CONNECTIONS = the quota's limit.
+
+    Its secret is read again on every Create and Update, never kept: it may have been
+    rotated since this environment read it, and setting an old password back would lock
+    the functions out."""
+    login = app_login.refresh()
+    ensure_app_user(
+        connection,
+        login.username,
+        login.password,
+        settings.db_name,
+        limit,
+        require_ssl=settings.db_app_require_ssl,
+    )
+    logger.info(
+        "application user ensured", extra={"user": login.username, "max_connections": limit}
+    )
+    return {"AppUser": login.username, "MaxUserConnections": limit}
+
+
 def composition() -> Seeder:
     try:
         return seeder()
     except ValidationError as error:  # the environment is wrong, not the event
-        names = ", ".join(str(issue["loc"][0]).upper() for issue in error.errors())
-        raise SeedFailed(f"the seeder is misconfigured: check {names or 'its settings'}") from error
+        issues = error.errors(include_url=False)
+        names = ", ".join(str(issue["loc"][0]).upper() for issue in issues if issue["loc"])
+        # A rule across variables (a model validator) has no one name: say the rule.
+        rules = "; ".join(
+            issue["msg"].removeprefix("Value error, ") for issue in issues if not issue["loc"]
+        )
+        reason = f"check {names}" if names else "" if rules else "check its settings"
+        reason = "; ".join(part for part in (reason, rules) if part)
+        raise SeedFailed(f"the seeder is misconfigured: {reason}") from error
 
 
 @cache

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import cache
 from typing import Literal, Self
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from domain.model import MAX_TTL_MS, MIN_TTL_MS
+from domain.model import MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS, check_database
 from domain.warm import MAX_IDLE_CLOSE_S
 
 TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
@@ -55,17 +56,53 @@ class HelperSettings(ObservabilitySettings, StoreSettings):
     default_lease_ttl_ms: int | None = Field(None, ge=MIN_TTL_MS, le=MAX_TTL_MS)
     # The helper answers an acquire with wait_ms at least this long before it times out.
     timeout_margin_ms: int = Field(500, ge=0, le=60_000)
+    # Its policy. The quota databases it serves, comma-separated, or "*" for any: a request
+    # for another is refused (the template names the stack's QuotaDatabase, the one its
+    # role may touch).
+    served_databases: str = Field("*", min_length=1)
+    # The longest lease TTL a caller may ask for (20 minutes: past any invocation's life),
+    # and the longest wait_ms.
+    max_lease_ttl_ms: int = Field(1_200_000, ge=MIN_TTL_MS, le=MAX_TTL_MS)
+    max_wait_ms: int = Field(900_000, ge=0, le=MAX_WAIT_MS)
+
+    @field_validator("served_databases")
+    @classmethod
+    def _database_names_or_any(cls, value: str) -> str:
+        _served(value)  # raises ValueError, which pydantic reports as SERVED_DATABASES's
+        return value
+
+    def serves(self, database: str) -> bool:
+        """Whether this helper takes requests for `database`."""
+        served = _served(self.served_databases)
+        return served is None or database in served
+
+
+@cache
+def _served(value: str) -> frozenset[str] | None:
+    """SERVED_DATABASES as a set of names; None for "*" (any)."""
+    names = [name.strip() for name in value.split(",")]
+    if names == ["*"]:
+        return None
+    if "*" in names:
+        raise ValueError('"*" (any database) stands alone, not in a list of names')
+    if "" in names:
+        raise ValueError("an empty name: give names separated by single commas, or *")
+    for name in names:
+        check_database(name)  # InvalidInput, a ValueError, names what is wrong
+    return frozenset(names)
 
 
 class DatabaseSettings(EnvironmentSettings):
-    """Where the MySQL database is. In AWS the credentials come from Secrets Manager
-    (`DB_SECRET_ARN`, the RDS-managed secret); locally from `DB_USER`/`DB_PASSWORD`."""
+    """Where the MySQL database is, and as whom the functions log in. In AWS the login is
+    the application user's secret (`DB_SECRET_ARN`: JSON with username and password, read
+    once per execution environment and again when MySQL refuses it); locally
+    `DB_USER`/`DB_PASSWORD`."""
 
     db_host: str = Field("127.0.0.1", min_length=1)
     db_port: int = Field(3306, ge=1, le=65535)
     db_name: str = Field("test", min_length=1, max_length=64)
     db_user: str = Field("root", min_length=1)
-    db_password: str = ""
+    db_password: str = Field("", repr=False)
     db_secret_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:secretsmanager:")
     db_tls: bool = False
     db_ca_bundle: str | None = None  # the RDS CA bundle shipped with the function
@@ -75,9 +112,43 @@ class DatabaseSettings(EnvironmentSettings):
 
 
 class SeederSettings(ObservabilitySettings, StoreSettings, DatabaseSettings):
-    """The custom resource that seeds Employees and the quota item."""
+    """The custom resource that seeds Employees and the quota item, and keeps the
+    application user's MAX_USER_CONNECTIONS at the quota's limit.
+
+    It logs in as the admin (the RDS master user): `DB_ADMIN_SECRET_ARN`, else
+    `DB_SECRET_ARN` (what it read before there was an application user), else
+    `DB_USER`/`DB_PASSWORD`. The application user's login is `DB_APP_SECRET_ARN` (the
+    secret the functions read as their DB_SECRET_ARN), or locally `DB_APP_USER` (default
+    connlease_app) with `DB_APP_PASSWORD`; with neither, no application user is managed.
+    """
 
     default_lease_ttl_ms: int = Field(60_000, ge=MIN_TTL_MS, le=MAX_TTL_MS)
+    db_admin_secret_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:secretsmanager:")
+    db_app_secret_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:secretsmanager:")
+    db_app_user: str = Field("connlease_app", min_length=1, max_length=32)
+    db_app_password: str | None = Field(None, min_length=1, repr=False)
+    # Off only where the server has no TLS (the local MariaDB); RDS requires it anyway.
+    db_app_require_ssl: bool = True
+
+    @model_validator(mode="after")
+    def _one_source_for_the_app_user(self) -> Self:
+        named = "db_app_user" in self.model_fields_set
+        if self.db_app_secret_arn and (named or self.db_app_password is not None):
+            raise ValueError(
+                "DB_APP_SECRET_ARN names the application user and its password: "
+                "leave DB_APP_USER and DB_APP_PASSWORD unset"
+            )
+        if named and self.db_app_password is None:
+            raise ValueError("DB_APP_USER needs DB_APP_PASSWORD (or use DB_APP_SECRET_ARN)")
+        return self
+
+    @property
+    def admin_secret_arn(self) -> str | None:
+        return self.db_admin_secret_arn or self.db_secret_arn
+
+    @property
+    def manages_app_user(self) -> bool:
+        return bool(self.db_app_secret_arn) or self.db_app_password is not None
 
 
 class WorkloadSettings(ObservabilitySettings, DatabaseSettings):
@@ -104,6 +175,12 @@ class WorkloadSettings(ObservabilitySettings, DatabaseSettings):
     def _direct_mode_names_its_table(self) -> Self:
         if self.lease_mode == "direct" and self.leases_table_name is None:
             raise ValueError("LEASES_TABLE_NAME is required when LEASE_MODE is direct")
+        return self
+
+    @model_validator(mode="after")
+    def _a_range_runs_upwards(self) -> Self:
+        if self.query_time_max_s is not None and self.query_time_max_s < self.query_time_s:
+            raise ValueError("QUERY_TIME_MAX_S must be at least QUERY_TIME_S")
         return self
 
     @model_validator(mode="after")

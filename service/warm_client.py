@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from domain import ConnleaseError, Deadline, InvalidInput, KeepWarm, Renewed
 from domain.warm import Kept, WarmStep, after_turn, someone_waits
+from service.lease_bound import LeaseBound
 from service.lease_calls import LeaseCalls, close_quietly
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,11 @@ class _KeptConnection:
     """The environment's lease and the connection it covers (None until opened)."""
 
     kept: Kept
+    token: str  # the grant's: renewals keep it
     connection: Any = None
     session: object = None  # the server's id for the connection's session, where known
+    bound: LeaseBound | None = None  # the connection's bounds by the lease (pymysql)
+    bound_until_ms: int = 0  # the lease end the bounds were set for
 
 
 class WarmClient:
@@ -64,9 +68,7 @@ class WarmClient:
         try:
             kept = self._entry(started_ms, invocation_ms, deadline, holder)
             try:
-                if kept.connection is None:
-                    kept.connection = connect()
-                    kept.session = _close_when_idle(kept.connection, self._warm.idle_close_s)
+                self._open_or_bound(kept, connect)
                 yield kept.connection
             except BaseException:
                 # The connection's state is unknown after a failure: start afresh next time.
@@ -81,6 +83,13 @@ class WarmClient:
             elif self._warm.give_back_after(kept.kept, now_ms):
                 self.close()
                 self._start_turn(now_ms)
+            elif kept.bound is not None and not kept.bound.clean(
+                kept.kept.lease.expires_at_ms, self._warm.idle_close_s
+            ):
+                # Whatever this invocation left in its session cannot be cleared: the next
+                # one gets a new connection under the same lease.
+                close_quietly(kept.connection)
+                kept.connection = None
         finally:
             self._serving.release()
 
@@ -89,13 +98,15 @@ class WarmClient:
         kept, self._kept = self._kept, None
         if kept is None:
             return
+        if kept.bound is not None:
+            kept.bound.stop()
         close_quietly(kept.connection)
         # Idle since its last use, the connection was gone by then at the latest: the server
         # closes it itself (on the paths that close it just after a use, the two agree).
         closed_at_ms = min(
             self._calls.clock.now_ms(), kept.kept.last_used_ms + self._warm.after_last_use_ms
         )
-        self._calls.give_back(kept.kept.lease, closed_at_ms=closed_at_ms)
+        self._calls.give_back(kept.kept.lease, kept.token, closed_at_ms=closed_at_ms)
 
     def _entry(
         self, started_ms: int, invocation_ms: int, deadline: Deadline, holder: str
@@ -129,7 +140,7 @@ class WarmClient:
             )
             now_ms = clock.now_ms()
             contended = someone_waits(grant.others_waiting, grant.remaining)
-            kept = _KeptConnection(Kept(grant.lease, now_ms, now_ms, contended))
+            kept = _KeptConnection(Kept(grant.lease, now_ms, now_ms, contended), grant.token)
             self._kept = kept
         elif warm.connection_stale(kept.kept, clock.now_ms()) or not _same_session(kept):
             close_quietly(kept.connection)
@@ -138,8 +149,27 @@ class WarmClient:
             # A driver that does not tell its session may have reconnected unseen: a new
             # session would have the server's default idle timeout (hours), so set it again.
             _close_when_idle(kept.connection, warm.idle_close_s)
+        if kept.connection is None and kept.bound is not None:
+            kept.bound.stop()
+            kept.bound = None
         self.last_wait_ms = clock.now_ms() - started_ms
         return kept
+
+    def _open_or_bound(self, kept: _KeptConnection, connect: Callable[[], Any]) -> None:
+        """A new connection, bounded by the lease; or the kept one, its bounds following a
+        renewed lease."""
+        lease_end_ms = kept.kept.lease.expires_at_ms
+        if kept.connection is None:
+            kept.connection = connect()
+            kept.bound = LeaseBound(kept.connection, self._calls.clock)
+            if kept.bound.bounded:  # its idle close is among its bounds
+                kept.bound.start(lease_end_ms, self._warm.idle_close_s)
+                kept.session = kept.connection.server_thread_id
+            else:
+                kept.session = _close_when_idle(kept.connection, self._warm.idle_close_s)
+        elif kept.bound is not None:
+            kept.bound.extend(lease_end_ms, renewed=lease_end_ms != kept.bound_until_ms)
+        kept.bound_until_ms = lease_end_ms
 
     def _start_turn(self, gave_back_at_ms: int) -> None:
         """It gave its lease back for a waiter: it stays away about as long as one sleeps."""
@@ -156,7 +186,7 @@ class WarmClient:
     ) -> _KeptConnection | None:
         """Extend the kept lease; if that fails, drop it (the caller takes a new one)."""
         try:
-            result = self._calls.renew(kept.kept.lease.id, ttl_ms)
+            result = self._calls.renew(kept.token, ttl_ms)
         except ConnleaseError:
             log.warning("could not renew warm lease %s", kept.kept.lease.id, exc_info=True)
             result = None

@@ -63,7 +63,7 @@ def test_32_threads_never_hold_more_than_the_limit_and_leave_the_quota_whole(
                 time.sleep(rng.uniform(0.001, 0.005))  # "the query"
                 with lock:
                     holding -= 1
-                store.release("burst-db", grant.lease.id)
+                store.release("burst-db", grant.token)
         except BaseException as error:  # surfaced by the assertion below
             failures.append(error)
 

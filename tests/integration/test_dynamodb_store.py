@@ -21,7 +21,8 @@ from domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
-from domain.model import WANTED_REFRESH_MS, WANTED_WINDOW_MS
+from domain.model import SKEW_MARGIN_MS, WANTED_REFRESH_MS, WANTED_WINDOW_MS
+from domain.tokens import new_secret
 from local.dynamodb import EmbeddedDynamoDB, RequestCounter
 from tests.fakes import FakeClock
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 DB = "orders-mysql"
 TTL = 30_000
+# Well formed, and no grant's: a secret (16-64 characters) and a fence.
+NEVER_GRANTED = "never-granted-secret-0001.1"
 
 
 @pytest.fixture
@@ -59,7 +62,7 @@ def test_taking_a_free_lease_is_one_write_and_giving_it_back_is_one_write(
     assert dict(counter.sent) == {"UpdateItem": 1}
 
     counter.reset()
-    assert store.release(DB, result.lease.id) is ReleaseOutcome.RELEASED
+    assert store.release(DB, result.token) is ReleaseOutcome.RELEASED
     assert dict(counter.sent) == {"UpdateItem": 1}
 
 
@@ -77,9 +80,9 @@ def test_a_full_quota_is_rejected_in_one_request_using_the_item_the_refusal_retu
     assert dict(counter.sent) == {"UpdateItem": 1}
 
 
-def hears_of_waiters(store: DynamoDBLeaseStore, lease_id: str) -> bool | None:
+def hears_of_waiters(store: DynamoDBLeaseStore, token: str) -> bool | None:
     """What a holder renewing its lease is told of waiters."""
-    renewed = store.renew(DB, lease_id)
+    renewed = store.renew(DB, token)
     assert isinstance(renewed, Renewed)
     return renewed.others_waiting
 
@@ -99,12 +102,12 @@ def test_waiters_note_they_wait_at_most_once_a_refresh_and_holders_hear_of_it(
 
     # The refusals, and a note at 0, 250 and 500 ms.
     assert dict(counter.sent) == {"UpdateItem": 5 + 3}
-    renewed = store.renew(DB, held.lease.id, ttl_ms=60_000)
+    renewed = store.renew(DB, held.token, ttl_ms=60_000)
     assert isinstance(renewed, Renewed)
     assert renewed.remaining == 0
     assert renewed.others_waiting is True
     clock.advance(WANTED_WINDOW_MS)
-    assert hears_of_waiters(store, held.lease.id) is False
+    assert hears_of_waiters(store, held.token) is False
 
 
 def test_reclaiming_expired_leases_and_granting_is_one_more_write(
@@ -112,7 +115,7 @@ def test_reclaiming_expired_leases_and_granting_is_one_more_write(
 ) -> None:
     store.acquire(DB, "crashed/1")
     store.acquire(DB, "crashed/2")
-    clock.advance(TTL)
+    clock.advance(TTL + SKEW_MARGIN_MS)  # expired, and may be reclaimed
     counter.reset()
 
     result = store.acquire(DB)
@@ -151,14 +154,19 @@ def test_without_the_old_item_on_refusal_a_consistent_read_stands_in(
     # The refusal, the read standing in for the item, and the waiters' note.
     assert dict(counter.sent) == {"UpdateItem": 2, "GetItem": 1}
 
-    clock.advance(TTL)
+    clock.advance(TTL + SKEW_MARGIN_MS)  # expired, and may be reclaimed
     reclaimed = store.acquire(DB)
     assert isinstance(reclaimed, Granted)
     assert [lease.id for lease in reclaimed.reclaimed] == [first.lease.id]
-    assert store.release(DB, first.lease.id) is ReleaseOutcome.ALREADY_RELEASED
-    assert store.renew(DB, first.lease.id) == LeaseLost(first.lease.id)
+    assert store.release(DB, first.token) is ReleaseOutcome.ALREADY_RELEASED
+    assert store.renew(DB, first.token) == LeaseLost(first.lease.id)
+    # A stale token (the reclaimed grant's secret, another grant's fence) is refused too.
+    stale = f"{first.token.partition('.')[0]}.{reclaimed.lease.fence}"
+    assert store.release(DB, stale) is ReleaseOutcome.ALREADY_RELEASED
+    assert store.renew(DB, stale) == LeaseLost(first.lease.id)
+    assert store.status(DB).leases == (reclaimed.lease,)
     with pytest.raises(UnknownDatabase):
-        store.release("ghost-db", "abc")
+        store.release("ghost-db", NEVER_GRANTED)
 
 
 def _raw_item(**overrides: Any) -> dict[str, Any]:
@@ -169,6 +177,7 @@ def _raw_item(**overrides: Any) -> dict[str, Any]:
         "ttl_ms": {"N": str(TTL)},
         "leases": {"M": {}},
         "holders": {"M": {}},
+        "fences": {"M": {}},
     }
     for name, value in overrides.items():
         if value is None:
@@ -187,6 +196,8 @@ MALFORMED = {
     "leases missing": _raw_item(leases=None),
     "leases a list": _raw_item(leases={"L": []}),
     "holders a string": _raw_item(holders={"S": "x"}),
+    "fences missing (an older version's item)": _raw_item(fences=None),
+    "fences a list": _raw_item(fences={"L": []}),
     "a lease expiry that is text": _raw_item(leases={"M": {"abc": {"S": "soon"}}}),
 }
 
@@ -211,8 +222,8 @@ def test_a_malformed_quota_item_is_a_typed_error_and_is_left_as_it_was(
     before = stored()
     calls: dict[str, Callable[[], object]] = {
         "acquire": lambda: store.acquire(DB),
-        "release": lambda: store.release(DB, "other"),
-        "renew": lambda: store.renew(DB, "other"),
+        "release": lambda: store.release(DB, NEVER_GRANTED),
+        "renew": lambda: store.renew(DB, NEVER_GRANTED),
         "status": lambda: store.status(DB),
     }
 
@@ -242,6 +253,31 @@ def test_set_quota_repairs_a_bad_limit_and_a_missing_map(
     assert isinstance(store.acquire(DB, "fn/1"), Granted)
 
 
+def test_an_item_from_before_fences_is_upgraded_by_setting_its_quota_again(
+    store: DynamoDBLeaseStore, dynamodb_client: DynamoDBClient, leases_table: str, clock: FakeClock
+) -> None:
+    older = _raw_item(
+        fences=None,
+        leases={"M": {"4Q0RdejACYL8qX4U": {"N": str(clock.now_ms() + TTL)}}},
+        holders={"M": {"4Q0RdejACYL8qX4U": {"S": "fn/older"}}},
+    )
+    dynamodb_client.put_item(TableName=leases_table, Item=older)
+
+    with pytest.raises(CorruptQuota, match="set its quota again"):
+        store.acquire(DB, "fn/new")
+
+    status = store.set_quota(DB, Quota(limit=2, default_ttl_ms=TTL))
+
+    assert [(lease.id, lease.holder, lease.fence) for lease in status.leases] == [
+        ("4Q0RdejACYL8qX4U", "fn/older", 0)  # kept, from before fences
+    ]
+    grant = store.acquire(DB, "fn/new")
+    assert isinstance(grant, Granted)
+    assert grant.lease.fence == 1
+    assert store.release(DB, grant.token) is ReleaseOutcome.RELEASED
+    assert store.status(DB).in_use == 1
+
+
 def test_a_missing_table_is_store_unavailable_with_the_table_named(
     dynamodb_client: DynamoDBClient, clock: FakeClock
 ) -> None:
@@ -265,7 +301,7 @@ def test_an_unreachable_endpoint_is_store_unavailable(clock: FakeClock) -> None:
     with pytest.raises(StoreUnavailable, match=r"acquire.*Could not connect"):
         store.acquire(DB)
     with pytest.raises(StoreUnavailable, match="release"):
-        store.release(DB, "abc")
+        store.release(DB, new_secret())
 
 
 def test_create_table_is_idempotent(dynamodb_client: DynamoDBClient, leases_table: str) -> None:
@@ -322,9 +358,9 @@ def test_a_bad_waiters_note_reads_as_none_and_the_next_waiter_replaces_it(
     )
 
     assert isinstance(held, Granted)
-    assert hears_of_waiters(store, held.lease.id) is False
+    assert hears_of_waiters(store, held.token) is False
     assert isinstance(store.acquire(DB), Rejected)  # a waiter: its note replaces the bad one
-    assert hears_of_waiters(store, held.lease.id) is True
+    assert hears_of_waiters(store, held.token) is True
 
 
 def test_a_waiter_that_saw_a_stale_note_does_not_write_over_a_fresh_one(

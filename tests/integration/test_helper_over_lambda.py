@@ -28,6 +28,8 @@ from local.context import LocalContext
 from local.lambda_endpoint import FunctionSpec
 from local.stack import HELPER, LocalStack, Tables, helper_function
 from service.client import ConnectionLeases
+from domain.model import SKEW_MARGIN_MS
+from domain.tokens import label
 from tests.fakes import Boom
 
 if TYPE_CHECKING:
@@ -68,10 +70,13 @@ def leases(client: LambdaClient) -> LambdaLeases:
 
 
 @pytest.fixture(autouse=True)
-def quota_starts_empty(stack: LocalStack, leases: LambdaLeases) -> None:
+def quota_starts_empty(stack: LocalStack) -> None:
+    # The helper shows no caller what would release another's lease: the tests start over
+    # as an operator would, on the table.
+    store = DynamoDBLeaseStore(stack.dynamodb_client(), "it-leases", SystemClock())
     for database in (DB, OTHER):
-        for lease in leases.status(database).leases:
-            leases.release(database, lease.id)
+        store.delete_quota(database)
+        store.set_quota(database, Quota(limit=3, default_ttl_ms=30_000))
 
 
 def raw_invoke(client: LambdaClient, payload: bytes) -> dict[str, Any]:
@@ -96,7 +101,7 @@ def test_acquire_renew_status_and_release_round_trip(leases: LambdaLeases) -> No
     assert granted.remaining == 2
     assert granted.others_waiting is False  # said by the helper, not left to a guess
 
-    renewed = leases.renew(DB, granted.lease.id, ttl_ms=20_000)
+    renewed = leases.renew(DB, granted.token, ttl_ms=20_000)
     assert isinstance(renewed, Renewed)
     assert renewed.lease.expires_at_ms > granted.lease.expires_at_ms
     assert renewed.remaining == 2
@@ -106,8 +111,8 @@ def test_acquire_renew_status_and_release_round_trip(leases: LambdaLeases) -> No
     assert (status.in_use, status.remaining) == (1, 2)
     assert status.leases[0].holder == "orders-fn/req-1"
 
-    assert leases.release(DB, granted.lease.id) is ReleaseOutcome.RELEASED
-    assert leases.renew(DB, granted.lease.id) == LeaseLost(granted.lease.id)
+    assert leases.release(DB, granted.token) is ReleaseOutcome.RELEASED
+    assert leases.renew(DB, granted.token) == LeaseLost(granted.lease.id)
     assert leases.status(DB).in_use == 0
 
 
@@ -119,7 +124,7 @@ def test_a_full_quota_is_rejected_with_a_retry_hint(leases: LambdaLeases) -> Non
 
     assert isinstance(rejected, Rejected)
     assert (rejected.remaining, rejected.in_use, rejected.limit) == (0, 3, 3)
-    assert 0 < rejected.retry_after_ms <= 30_000
+    assert 0 < rejected.retry_after_ms <= 30_000 + SKEW_MARGIN_MS  # reclaimable then
 
 
 def test_a_release_sent_twice_returns_the_same_answer_and_frees_one_lease(
@@ -129,25 +134,25 @@ def test_a_release_sent_twice_returns_the_same_answer_and_frees_one_lease(
     gone = leases.acquire(DB)
     assert isinstance(kept, Granted)
     assert isinstance(gone, Granted)
-    payload = json.dumps({"action": "release", "database": DB, "lease_id": gone.lease.id})
+    payload = json.dumps({"action": "release", "database": DB, "token": gone.token})
 
     first = raw_invoke(client, payload.encode())
     second = raw_invoke(client, payload.encode())
 
     assert first == second
     assert first["outcome"] == "released"
-    assert [lease.id for lease in leases.status(DB).leases] == [kept.lease.id]
+    assert [lease.id for lease in leases.status(DB).leases] == [label(kept.lease.id)]
 
 
 def test_an_acquire_retried_with_the_same_payload_takes_one_lease(
     client: LambdaClient, leases: LambdaLeases
 ) -> None:
-    payload = json.dumps({"action": "acquire", "database": DB, "lease_id": "retried-acquire-1"})
+    payload = json.dumps({"action": "acquire", "database": DB, "secret": "retried-acquire-0001"})
 
     first = raw_invoke(client, payload.encode())
     second = raw_invoke(client, payload.encode())
 
-    assert first["lease"] == second["lease"]
+    assert (first["lease"], first["token"]) == (second["lease"], second["token"])
     assert leases.status(DB).in_use == 1
 
 
@@ -166,7 +171,7 @@ def test_metrics_are_emitted_as_emf_with_the_database_dimension(
     leases.acquire(DB)  # refused
     first = held[0]
     assert isinstance(first, Granted)
-    leases.release(DB, first.lease.id)
+    leases.release(DB, first.token)
 
     lines = emf_lines(stack)[before:]
 
@@ -197,7 +202,7 @@ def test_concurrent_invocations_never_mix_their_metrics(
     def take_and_give_back(database: str) -> bool:
         result = leases.acquire(database)
         if isinstance(result, Granted):
-            leases.release(database, result.lease.id)
+            leases.release(database, result.token)
         return isinstance(result, Granted)
 
     with ThreadPoolExecutor(8) as pool:
@@ -237,18 +242,22 @@ MALFORMED: dict[str, bytes] = {
     "ttl too long": json.dumps({"action": "acquire", "database": DB, "ttl_ms": 10**12}).encode(),
     "wait negative": json.dumps({"action": "acquire", "database": DB, "wait_ms": -5}).encode(),
     "release without lease": json.dumps({"action": "release", "database": DB}).encode(),
-    "oversized lease id": json.dumps(
-        {"action": "release", "database": DB, "lease_id": "x" * 65}
+    "oversized token": json.dumps(
+        {"action": "release", "database": DB, "token": "x" * 65}
     ).encode(),
-    "lease id with a dot": json.dumps(
-        {"action": "release", "database": DB, "lease_id": "a.b"}
+    "a lease id for a token": json.dumps(
+        {"action": "release", "database": DB, "token": "AbCdEfGh"}
+    ).encode(),
+    "token with two dots in a row": json.dumps(
+        {"action": "release", "database": DB, "token": "a" * 22 + "..1"}
     ).encode(),
     "renew without renewal": json.dumps(
-        {"action": "renew", "database": DB, "lease_id": "abc"}
+        {"action": "renew", "database": DB, "token": "a" * 22 + ".1"}
     ).encode(),
     "renewal zero": json.dumps(
-        {"action": "renew", "database": DB, "lease_id": "abc", "renewal": 0}
+        {"action": "renew", "database": DB, "token": "a" * 22 + ".1", "renewal": 0}
     ).encode(),
+    "short secret": json.dumps({"action": "acquire", "database": DB, "secret": "abc"}).encode(),
     "an unknown field": json.dumps({"action": "status", "database": DB, "admin": True}).encode(),
 }
 
@@ -276,8 +285,8 @@ def test_helper_errors_come_back_as_typed_exceptions(client: LambdaClient) -> No
     with pytest.raises(UnknownDatabase, match="ghost-db"):
         LambdaLeases(client, HELPER).acquire("ghost-db")
     with pytest.raises(InvalidInput) as invalid:
-        LambdaLeases(client, HELPER).release(DB, "not a lease id")
-    assert invalid.value.field == "lease_id"
+        LambdaLeases(client, HELPER).release(DB, "not a token")
+    assert invalid.value.field == "token"
     with pytest.raises(HelperFailed, match=r"ConfigurationError.*LEASES_TABLE_NAME"):
         LambdaLeases(client, "misconfigured-helper").status(DB)
     with pytest.raises(StoreUnavailable, match="ResourceNotFoundException"):
@@ -312,3 +321,19 @@ def test_the_connection_context_gives_the_lease_back_when_connecting_fails(
         pytest.fail("no connection, no body")
 
     assert leases.status(DB).in_use == 0
+
+
+def test_a_store_outage_is_a_lambda_error_the_caller_still_reads_as_store_unavailable(
+    stack: LocalStack, client: LambdaClient
+) -> None:
+    # The helper's own failure must show in Lambda's Errors metric: it is raised, and the
+    # invoke adapter reads the error document back from the function error.
+    response = client.invoke(
+        FunctionName="misconfigured-helper",
+        Payload=json.dumps({"action": "status", "database": DB}).encode(),
+    )
+    document = json.loads(response["Payload"].read())
+
+    assert response.get("FunctionError") == "Unhandled"
+    assert document["errorType"] == "HelperFault"
+    assert json.loads(document["errorMessage"])["error"]["type"] == "ConfigurationError"

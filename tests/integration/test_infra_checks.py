@@ -10,6 +10,7 @@ touches the network.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ import pytest
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore, create_table
 from domain import Quota
+from domain.model import SKEW_MARGIN_MS
 from local.dynamodb import (
     LOCAL_ACCESS_KEY,
     LOCAL_REGION,
@@ -37,7 +39,7 @@ from service.bootstrap import build_helper
 from service.helper import metrics, respond
 from service.settings import HelperSettings
 from tests.fakes import FakeClock, FakeContext
-from tests.unit.test_template import TEMPLATE, Stack, grants, load_template
+from tests.unit.test_template import TEMPLATE, Stack, as_list, grants, load_template
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -54,6 +56,7 @@ SKIPPED_CHECKS = {
     "CKV_AWS_115",  # reserved concurrency
     "CKV_AWS_116",  # dead-letter queues
     "CKV_AWS_119",  # DynamoDB with a customer managed key
+    "CKV_AWS_149",  # Secrets Manager secret with a customer managed key
     "CKV_AWS_157",  # RDS Multi-AZ (a parameter)
     "CKV_AWS_158",  # log groups with a customer managed key
     "CKV_AWS_161",  # RDS IAM authentication
@@ -134,17 +137,28 @@ def test_bandit_finds_nothing_of_medium_or_high_severity_in_the_code() -> None:
 
 
 class Calls:
-    """The DynamoDB operations a client makes, as (IAM action, table name)."""
+    """The DynamoDB operations a client makes, as (IAM action, table name), and the
+    partition keys each names, as (IAM action, table name, key)."""
 
     def __init__(self) -> None:
         self.made: set[tuple[str, str]] = set()
+        self.keys: set[tuple[str, str, str]] = set()
 
     def watch(self, client: DynamoDBClient) -> DynamoDBClient:
         client.meta.events.register("before-parameter-build.dynamodb", self._on_call)
         return client
 
     def _on_call(self, model: Any, params: dict[str, Any], **_: Any) -> None:
-        self.made.add((f"dynamodb:{model.name}", params["TableName"]))
+        action = f"dynamodb:{model.name}"
+        if "RequestItems" in params:  # BatchGetItem names its tables and keys per table
+            requests = {table: r.get("Keys", []) for table, r in params["RequestItems"].items()}
+        else:
+            requests = {params["TableName"]: [params.get("Key", params.get("Item", {}))]}
+        for table, keys in requests.items():
+            self.made.add((action, table))
+            for key in keys:
+                if "pk" in key:  # the leases table's partition key
+                    self.keys.add((action, table, key["pk"]["S"]))
 
 
 @pytest.fixture
@@ -181,9 +195,13 @@ def watched_helper(
         leases_table_name=tables["LeasesTable"],
         idempotency_table_name=tables["IdempotencyTable"],
         dynamodb_endpoint_url=embedded_dynamodb.endpoint_url,
+        served_databases=SERVED,  # as the template sets it: the stack's QuotaDatabase
     )
     yield build_helper(settings, metrics), calls
     metrics.clear_metrics()
+
+
+SERVED = "orders-mysql"
 
 
 def in_template_terms(
@@ -193,35 +211,67 @@ def in_template_terms(
     return {(action, arns[table]) for action, table in made}
 
 
+def leading_keys_allowed(stack: Stack, function: str, action: str, key: str) -> bool:
+    """Whether a statement of `function` on the leases table allows `action` on an item
+    whose partition key is `key`, its dynamodb:LeadingKeys condition included."""
+    leases = stack._attribute("LeasesTable", "Arn")
+    for statement in stack.statements(stack.resources[function]):
+        if leases not in as_list(statement["Resource"]):
+            continue
+        if action not in as_list(statement["Action"]):
+            continue
+        condition = statement.get("Condition")
+        if condition is None:
+            return True
+        (operator,) = condition
+        assert operator == "ForAllValues:StringLike", condition
+        patterns = as_list(condition[operator]["dynamodb:LeadingKeys"])
+        # IAM's StringLike: * and ? are the only wildcards (no [] in a database name).
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns):
+            return True
+    return False
+
+
 @pytest.mark.integration
 def test_the_helper_calls_only_what_the_template_grants_it(
     watched_helper: tuple[Helper, Calls], tables: dict[str, str], dynamodb_client: DynamoDBClient
 ) -> None:
     app, calls = watched_helper
-    DynamoDBLeaseStore(dynamodb_client, tables["LeasesTable"], SystemClock()).set_quota(
-        "orders-mysql", Quota(limit=1, default_ttl_ms=30_000)
-    )
+    store = DynamoDBLeaseStore(dynamodb_client, tables["LeasesTable"], SystemClock())
+    store.set_quota(SERVED, Quota(limit=1, default_ttl_ms=30_000))
     context = FakeContext(FakeClock())
 
     def ask(**event: Any) -> dict[str, Any]:
-        return respond({"database": "orders-mysql"} | event, context, app)
+        return respond({"database": SERVED} | event, context, app)
 
-    held = ask(action="acquire", ttl_ms=100)["lease"]["id"]
+    held = ask(action="acquire", ttl_ms=100)["token"]
     assert ask(action="acquire")["outcome"] == "no_capacity"
-    time.sleep(0.2)
+    time.sleep((100 + SKEW_MARGIN_MS + 100) / 1000)  # past its expiry and the reclaim grace
     taken = ask(action="acquire", ttl_ms=30_000)  # reclaims the expired lease
-    assert [lease["id"] for lease in taken["reclaimed"]] == [held]
-    lease = taken["lease"]["id"]
-    assert ask(action="renew", lease_id=lease, renewal=1)["outcome"] == "renewed"
-    assert ask(action="renew", lease_id=lease, renewal=1)["outcome"] == "renewed"  # replayed
-    assert ask(action="renew", lease_id=held, renewal=1)["outcome"] == "lost"
+    assert len(taken["reclaimed"]) == 1
+    token = taken["token"]
+    assert ask(action="renew", token=token, renewal=1)["outcome"] == "renewed"
+    assert ask(action="renew", token=token, renewal=1)["outcome"] == "renewed"  # replayed
+    assert ask(action="renew", token=held, renewal=1)["outcome"] == "lost"
     assert ask(action="status")["in_use"] == 1
-    assert ask(action="release", lease_id=lease)["outcome"] == "released"
-    assert ask(action="release", lease_id=lease)["outcome"] == "released"  # replayed
-    failed = ask(action="release", lease_id=lease, database="inventory-mysql")
+    assert ask(action="release", token=token)["outcome"] == "released"
+    assert ask(action="release", token=token)["outcome"] == "released"  # replayed
+    # Another database is refused before any call to DynamoDB.
+    other = ask(action="status", database="inventory-mysql")
+    assert other["error"]["type"] == "InvalidInput"
+
+    # Split over shard items (what a limit past one item's room does): their keys are
+    # <database>#<i>, read together with BatchGetItem.
+    store.set_quota(SERVED, Quota(limit=40, default_ttl_ms=30_000))
+    split = ask(action="acquire", ttl_ms=30_000)
+    assert split["outcome"] == "granted"
+    assert ask(action="status")["in_use"] == 1
+    assert ask(action="renew", token=split["token"], renewal=1)["outcome"] == "renewed"
+    store.delete_quota(SERVED)
+    failed = ask(action="release", token=split["token"])
     assert failed["error"]["type"] == "UnknownDatabase"  # the in-progress record is deleted
 
-    stack = Stack(load_template())
+    stack = Stack(load_template(), {"QuotaDatabase": SERVED})
     made = in_template_terms(stack, tables, calls.made)
     granted = grants(stack.statements(stack.resources["HelperFunction"]))
     assert made <= granted, sorted(made - granted)
@@ -229,6 +279,19 @@ def test_the_helper_calls_only_what_the_template_grants_it(
     # DynamoDB returns it; every other grant is used.
     unused = granted - made
     assert unused <= {("dynamodb:GetItem", stack._attribute("IdempotencyTable", "Arn"))}
+    # Every item it touched is one the template's dynamodb:LeadingKeys condition allows.
+    on_leases = {(a, key) for a, table, key in calls.keys if table == tables["LeasesTable"]}
+    assert {key for _, key in on_leases} >= {SERVED, f"{SERVED}#0"}
+    denied = [
+        (action, key)
+        for action, key in on_leases
+        if not leading_keys_allowed(stack, "HelperFunction", action, key)
+    ]
+    assert not denied, denied
+    # And no other database's item would be.
+    for action, _ in on_leases:
+        assert not leading_keys_allowed(stack, "HelperFunction", action, "inventory-mysql")
+        assert not leading_keys_allowed(stack, "HelperFunction", action, f"{SERVED}2")
 
 
 @pytest.mark.integration
@@ -242,6 +305,11 @@ def test_the_seeder_calls_only_what_the_template_grants_it(
     store.set_quota("orders-mysql", Quota(limit=5, default_ttl_ms=30_000))  # Update
     assert store.delete_quota("orders-mysql")  # Delete
     assert not store.delete_quota("orders-mysql")  # Delete again
+    # A limit past one item's room: split over shard items, then grown and deleted.
+    store.set_quota("orders-mysql", Quota(limit=40, default_ttl_ms=30_000))
+    store.set_quota("orders-mysql", Quota(limit=60, default_ttl_ms=30_000))
+    assert store.delete_quota("orders-mysql")
+    assert ("dynamodb:BatchGetItem", tables["LeasesTable"]) in calls.made
 
     stack = Stack(load_template())
     made = in_template_terms(stack, tables, calls.made)

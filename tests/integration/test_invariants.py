@@ -2,8 +2,9 @@
 changes, expiry and clock jumps, checked against a model on both stores.
 
 I1 live leases never exceed the limit; I2 a lease is released at most once;
-I3 a lease whose holder vanished stops counting at its expiry; I4 a refused call
-changes nothing (but the advisory note that someone waits).
+I3 a lease whose holder vanished stops counting at its expiry (and is reclaimed a skew
+margin after it, never before); I4 a refused call changes nothing (but the advisory note
+that someone waits), and neither does a token that is not its grant's.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from hypothesis.stateful import (
 )
 
 from domain import Granted, LeaseLost, Quota, ReleaseOutcome, Renewed
+from domain.model import SKEW_MARGIN_MS
+from domain.tokens import Token, parse_token
 from tests.conftest import StoreUnderTest, make_dynamodb_store, make_memory_store
 from tests.fakes import FakeClock
 
 TTL = 10_000
 TTLS = st.sampled_from([None, 500, 5_000, 20_000])
+# A grant as the machine holds it: its lease id (public) and its token (the holder's).
+NEVER_GRANTED = ("never-granted", "never-granted-secret-0001.1")
 
 
 class LeaseMachine(RuleBasedStateMachine):
@@ -56,6 +61,11 @@ class LeaseMachine(RuleBasedStateMachine):
         now = self.clock.now_ms()
         return {lease_id for lease_id, expiry in self.model.items() if expiry > now}
 
+    def held(self) -> set[str]:
+        """Live, or expired less than the skew margin ago: not yet to be reclaimed."""
+        since = self.clock.now_ms() - SKEW_MARGIN_MS
+        return {lease_id for lease_id, expiry in self.model.items() if expiry > since}
+
     def expected_expiry(self, ttl: int | None) -> int:
         return self.clock.now_ms() + (TTL if ttl is None else ttl)
 
@@ -65,27 +75,29 @@ class LeaseMachine(RuleBasedStateMachine):
         result = self.store.acquire(self.db, "machine", ttl)
         if not isinstance(result, Granted):
             if not self.shares_may_lag:
-                assert len(self.live()) >= self.limit, "rejected although a lease was free"
+                assert len(self.held()) >= self.limit, "rejected although a lease was free"
             if self.split:
                 self.expired_may_go("I4: a rejected acquire wrote")
             else:
                 # Only the waiters' note may change.
                 assert self.under_test.dump_but_note() == before, "I4: a rejected acquire wrote"
             return multiple()
-        assert len(self.live()) < self.limit, "I1: granted beyond the limit"
+        assert len(self.held()) < self.limit, "I1: granted beyond the limit"
         for victim in result.reclaimed:
-            assert victim.id not in self.live(), "reclaimed a live lease"
+            assert victim.id not in self.held(), "reclaimed a lease within its skew margin"
             assert self.model.pop(victim.id) == victim.expires_at_ms
         assert result.lease.expires_at_ms == self.expected_expiry(ttl)
+        assert result.lease.id not in self.model, "a grant reused a held lease's id"
         self.model[result.lease.id] = result.lease.expires_at_ms
         if self.split:  # a re-share on the way may have removed expired entries
             self.expired_may_go("an acquire removed a live lease")
-        return result.lease.id
+        return (result.lease.id, result.token)
 
-    @rule(lease_id=st.one_of(leases, st.just("never-granted")))
-    def release(self, lease_id: str) -> None:
+    @rule(grant=st.one_of(leases, st.just(NEVER_GRANTED)))
+    def release(self, grant: tuple[str, str]) -> None:
+        lease_id, token = grant
         before = self.under_test.dump()
-        outcome = self.store.release(self.db, lease_id)
+        outcome = self.store.release(self.db, token)
         if lease_id in self.model:
             assert outcome is ReleaseOutcome.RELEASED
             del self.model[lease_id]
@@ -93,17 +105,33 @@ class LeaseMachine(RuleBasedStateMachine):
             assert outcome is ReleaseOutcome.ALREADY_RELEASED, "I2: released twice"
             assert self.under_test.dump() == before, "I2: a second release wrote"
 
-    @rule(lease_id=leases, ttl=TTLS)
-    def renew(self, lease_id: str, ttl: int | None) -> None:
+    @rule(grant=leases, ttl=TTLS)
+    def renew(self, grant: tuple[str, str], ttl: int | None) -> None:
+        lease_id, token = grant
         before = self.under_test.dump()
-        result = self.store.renew(self.db, lease_id, ttl)
+        result = self.store.renew(self.db, token, ttl)
         if lease_id in self.live():
             assert isinstance(result, Renewed)
-            assert result.lease.expires_at_ms == self.expected_expiry(ttl)
+            # A renewal never shortens a lease.
+            expected = max(self.model[lease_id], self.expected_expiry(ttl))
+            assert result.lease.expires_at_ms == expected
             self.model[lease_id] = result.lease.expires_at_ms
         else:
             assert result == LeaseLost(lease_id)
             assert self.under_test.dump() == before, "I4: a lost renew wrote"
+
+    @rule(grant=leases, ttl=TTLS)
+    def act_on_another_fence(self, grant: tuple[str, str], ttl: int | None) -> None:
+        """A token with the grant's secret but not its fence (a stale or forged one)."""
+        lease_id, token = grant
+        real = parse_token(token)
+        assert real.fence is not None
+        forged = str(Token(real.secret, real.fence + 1, real.shard))
+        before = self.under_test.dump()
+
+        assert self.store.renew(self.db, forged, ttl) == LeaseLost(lease_id)
+        assert self.store.release(self.db, forged) is ReleaseOutcome.ALREADY_RELEASED
+        assert self.under_test.dump() == before, "I4: a token not its grant's wrote"
 
     @rule(ms=st.integers(min_value=0, max_value=25_000))
     def time_passes(self, ms: int) -> None:
@@ -112,11 +140,11 @@ class LeaseMachine(RuleBasedStateMachine):
     def expired_may_go(self, broken: str) -> None:
         """A split quota's re-share removes expired entries first: anything else held is
         as it was."""
-        held = {lease.id: lease.expires_at_ms for lease in self.store.status(self.db).leases}
-        live = {lease_id: self.model[lease_id] for lease_id in self.live()}
-        assert held.items() <= self.model.items(), broken
-        assert live.items() <= held.items(), broken
-        self.model = held
+        stored = {lease.id: lease.expires_at_ms for lease in self.store.status(self.db).leases}
+        held = {lease_id: self.model[lease_id] for lease_id in self.held()}
+        assert stored.items() <= self.model.items(), broken
+        assert held.items() <= stored.items(), broken
+        self.model = stored
 
     @rule(limit=st.integers(min_value=1, max_value=7))
     def operator_sets_limit(self, limit: int) -> None:
@@ -129,8 +157,10 @@ class LeaseMachine(RuleBasedStateMachine):
 
     @rule()
     def every_holder_vanishes(self) -> None:
-        """I3: once every lease has expired, the whole quota can be taken again."""
+        """I3: once every lease has expired, and the skew margin after, the whole quota can
+        be taken again."""
         self.clock.advance(max(self.model.values(), default=0) - self.clock.now_ms() + 1)
+        self.clock.advance(SKEW_MARGIN_MS)
         self.clock.advance(1_000)  # a split quota's claim to re-share has run out
         self.shares_may_lag = False
         for _ in range(self.limit):

@@ -3,6 +3,7 @@ responses caught where CloudFormation's pre-signed URL would take them."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import uuid
@@ -10,15 +11,21 @@ from collections.abc import Iterator
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, cast
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.mysql import (
+    ACCESS_DENIED,
+    USER_LIMIT_REACHED,
+    DatabaseError,
     MySqlConnector,
     MySqlEndpoint,
     select_employees,
     server_variable,
+    user_connections,
 )
 from domain import Granted, Quota, UnknownDatabase
 from local.cfn import RequestType, ResponseCatcher, custom_resource_event
@@ -74,7 +81,15 @@ def environment(
     } | catcher.trust_environment()  # set by the catcher too; crhelper hangs without it
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
+    for name in (
+        "DB_SECRET_ARN",
+        "DB_ADMIN_SECRET_ARN",
+        "DB_APP_SECRET_ARN",
+        "DB_APP_USER",
+        "DB_APP_PASSWORD",
+        "DB_APP_REQUIRE_SSL",
+    ):
+        monkeypatch.delenv(name, raising=False)
     seeder.seeder.cache_clear()
     yield
     seeder.seeder.cache_clear()
@@ -422,3 +437,225 @@ def test_a_seeder_stuck_on_mysql_answers_failed_before_its_lambda_timeout(
     assert not stuck.is_alive()
     with pytest.raises(UnknownDatabase):
         store.status(database)
+
+
+# ------------------------------------------------------------------ the application user
+
+APP_PASSWORD = "app-pa'ss%word"
+
+
+@pytest.fixture
+def app_user(environment: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A local application user (no TLS on the local MariaDB); dropped after."""
+    name = f"capp_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("DB_APP_USER", name)
+    monkeypatch.setenv("DB_APP_PASSWORD", APP_PASSWORD)
+    monkeypatch.setenv("DB_APP_REQUIRE_SSL", "false")
+    yield name
+    with closing(MySqlConnector(MYSQL, None)()) as root, root.cursor() as cursor:
+        cursor.execute("DROP USER IF EXISTS %s@'%%'", (name,))
+
+
+def as_app(user: str, password: str = APP_PASSWORD) -> MySqlConnector:
+    return MySqlConnector(MySqlEndpoint(user=user, password=password), None)
+
+
+def user_limit(user: str) -> int | None:
+    """The account's MAX_USER_CONNECTIONS, None when there is no such user."""
+    with closing(MySqlConnector(MYSQL, None)()) as root, root.cursor() as cursor:
+        cursor.execute(
+            "SELECT max_user_connections FROM mysql.user WHERE user = %s AND host = '%%'",
+            (user,),
+        )
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def test_a_create_with_an_app_user_caps_its_connections_at_the_limit(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str, app_user: str
+) -> None:
+    response = send(catcher, "Create", {"Database": database, "Limit": 2})
+
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    assert response["Data"] == {
+        "Database": database,
+        "Limit": 2,
+        "Employees": 10,
+        "AppUser": app_user,
+        "MaxUserConnections": 2,
+    }
+    assert user_limit(app_user) == 2
+    held = [as_app(app_user)(), as_app(app_user)()]
+    try:
+        assert select_employees(held[0]) == 10
+        with pytest.raises(DatabaseError) as refused:
+            as_app(app_user)()
+        assert refused.value.code == USER_LIMIT_REACHED
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def test_an_update_with_a_new_limit_changes_max_user_connections(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str, app_user: str
+) -> None:
+    old = {"Database": database, "Limit": 2}
+    created = send(catcher, "Create", old)
+    held = as_app(app_user)()  # a live connection keeps its place through the update
+
+    try:
+        raised = send(
+            catcher,
+            "Update",
+            {"Database": database, "Limit": 5},
+            created["PhysicalResourceId"],
+            old,
+        )
+        assert raised["Status"] == "SUCCESS", raised["Reason"]
+        assert (user_limit(app_user), store.status(database).limit) == (5, 5)
+
+        lowered = send(
+            catcher,
+            "Update",
+            {"Database": database, "LimitPercent": 1, "SeedEmployees": False},
+            created["PhysicalResourceId"],
+            {"Database": database, "Limit": 5},
+        )
+        assert lowered["Status"] == "SUCCESS", lowered["Reason"]
+        expected = max(1, max_connections() // 100)
+        assert lowered["Data"]["MaxUserConnections"] == expected
+        assert (user_limit(app_user), store.status(database).limit) == (expected, expected)
+        with closing(MySqlConnector(MYSQL, None)()) as root:
+            assert user_connections(root, app_user) == 1
+    finally:
+        held.close()
+
+
+def test_delete_leaves_the_app_user_in_place(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str, app_user: str
+) -> None:
+    properties = {"Database": database, "Limit": 3}
+    created = send(catcher, "Create", properties)
+
+    deleted = send(catcher, "Delete", properties, created["PhysicalResourceId"])
+
+    assert deleted["Status"] == "SUCCESS", deleted["Reason"]
+    assert user_limit(app_user) == 3
+    as_app(app_user)().close()
+
+
+def test_without_an_app_user_configured_none_is_made(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    response = send(catcher, "Create", {"Database": database, "Limit": 2})
+
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    assert "AppUser" not in response["Data"]
+    assert user_limit("connlease_app") is None
+
+
+def test_an_app_user_without_a_password_is_a_misconfiguration(
+    catcher: ResponseCatcher, database: str, monkeypatch: pytest.MonkeyPatch, environment: None
+) -> None:
+    monkeypatch.setenv("DB_APP_USER", "connlease_app")
+
+    response = send(catcher, "Create", {"Database": database, "Limit": 2})
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"] == (
+        "the seeder is misconfigured: DB_APP_USER needs DB_APP_PASSWORD (or use DB_APP_SECRET_ARN)"
+    )
+
+
+@pytest.fixture(scope="module")
+def secrets_server() -> Iterator[str]:
+    """Secrets Manager as moto's server on a free loopback port (mock_aws would also
+    catch the calls to the embedded DynamoDB)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def secrets(environment: None, secrets_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A client of that server; the seeder's own client finds it by the SDK's variable."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", secrets_server)
+    return boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=secrets_server)
+
+
+def test_the_app_user_takes_its_login_from_its_secret_read_again_on_each_update(
+    catcher: ResponseCatcher,
+    store: DynamoDBLeaseStore,
+    database: str,
+    secrets: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = f"capp_{uuid.uuid4().hex[:8]}"
+    arn = secrets.create_secret(
+        Name=f"{name}-secret", SecretString=json.dumps({"username": name, "password": "v1"})
+    )["ARN"]
+    monkeypatch.setenv("DB_APP_SECRET_ARN", arn)
+    monkeypatch.setenv("DB_APP_REQUIRE_SSL", "false")
+    properties = {"Database": database, "Limit": 2, "SeedEmployees": False}
+    try:
+        created = send(catcher, "Create", properties)
+        assert created["Status"] == "SUCCESS", created["Reason"]
+        assert created["Data"]["AppUser"] == name
+        as_app(name, "v1")().close()
+
+        # Rotated since; the warm seeder must not set the password it read before back.
+        secrets.put_secret_value(
+            SecretId=arn, SecretString=json.dumps({"username": name, "password": "v2"})
+        )
+        updated = send(catcher, "Update", properties, created["PhysicalResourceId"], properties)
+
+        assert updated["Status"] == "SUCCESS", updated["Reason"]
+        as_app(name, "v2")().close()
+        with pytest.raises(DatabaseError) as refused:
+            as_app(name, "v1")()
+        assert refused.value.code == ACCESS_DENIED
+    finally:
+        with closing(MySqlConnector(MYSQL, None)()) as root, root.cursor() as cursor:
+            cursor.execute("DROP USER IF EXISTS %s@'%%'", (name,))
+
+
+def test_an_unreadable_app_secret_fails_the_create_and_writes_no_quota(
+    catcher: ResponseCatcher,
+    store: DynamoDBLeaseStore,
+    database: str,
+    secrets: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:no-such-secret-AbCdEf"
+    monkeypatch.setenv("DB_APP_SECRET_ARN", arn)
+
+    response = send(catcher, "Create", {"Database": database, "Limit": 2})
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"].startswith(f"database secret {arn} unusable: ")
+    assert "ResourceNotFoundException" in response["Reason"]
+    with pytest.raises(UnknownDatabase):
+        store.status(database)
+
+
+def test_the_admin_login_comes_from_its_own_secret(
+    catcher: ResponseCatcher,
+    store: DynamoDBLeaseStore,
+    database: str,
+    secrets: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arn = secrets.create_secret(
+        Name=f"admin-{database}",
+        SecretString=json.dumps({"username": "root", "password": "not-roots"}),
+    )["ARN"]
+    monkeypatch.setenv("DB_ADMIN_SECRET_ARN", arn)
+
+    response = send(catcher, "Create", {"Database": database, "Limit": 2})
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"].startswith("MySQL at root@127.0.0.1:3306/test failed: ")
+    # The secret's password, not DB_PASSWORD (root's, empty, which would have worked).
+    assert f"MySQL error {ACCESS_DENIED}" in response["Reason"]

@@ -11,8 +11,19 @@ import pytest
 from adapters.dynamodb import DynamoDBLeaseStore, entries_per_shard
 from adapters.dynamodb_limits import CapacityModel
 from adapters.memory import InMemoryLeaseStore
-from domain import Granted, LeaseLost, Quota, Rejected, ReleaseOutcome, Renewed
+from domain import (
+    CorruptQuota,
+    Granted,
+    InvalidInput,
+    LeaseLost,
+    Quota,
+    Rejected,
+    ReleaseOutcome,
+    Renewed,
+)
+from domain.model import SKEW_MARGIN_MS
 from domain.shards import parse_shard_lease_id
+from domain.tokens import new_secret, parse_token
 from tests.conftest import StoreUnderTest
 from tests.fakes import FakeClock
 
@@ -57,29 +68,77 @@ def test_a_quota_beyond_one_item_grants_exactly_its_limit_spread_over_shards(
     assert {lease.id for lease in status.leases} == {g.lease.id for g in granted}
 
 
-def test_a_split_quotas_lease_is_released_and_renewed_by_its_id_once(
+def test_a_split_quotas_lease_is_released_and_renewed_by_its_token_once(
     under_test: StoreUnderTest,
 ) -> None:
     under_test.store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
     first, second = take(under_test, 2)
+    shard = parse_shard_lease_id(first.lease.id)
+    assert shard is not None
+    assert parse_token(first.token).shard == shard[0]  # the token names the shard too
 
-    renewed = under_test.store.renew(DB, first.lease.id, ttl_ms=60_000)
-    released = under_test.store.release(DB, second.lease.id)
-    again = under_test.store.release(DB, second.lease.id)
-    lost = under_test.store.renew(DB, second.lease.id)
+    renewed = under_test.store.renew(DB, first.token, ttl_ms=60_000)
+    released = under_test.store.release(DB, second.token)
+    again = under_test.store.release(DB, second.token)
+    lost = under_test.store.renew(DB, second.token)
 
     assert isinstance(renewed, Renewed)
     assert renewed.lease.id == first.lease.id
+    assert renewed.lease.fence == first.lease.fence
     assert renewed.lease.expires_at_ms == under_test.clock.now_ms() + 60_000
     assert (released, again) == (ReleaseOutcome.RELEASED, ReleaseOutcome.ALREADY_RELEASED)
-    assert isinstance(lost, LeaseLost)
+    assert lost == LeaseLost(second.lease.id)
     assert under_test.store.status(DB).in_use == 1
+
+
+def test_a_split_quotas_lease_id_is_not_a_token_and_acting_on_it_writes_nothing(
+    under_test: StoreUnderTest,
+) -> None:
+    under_test.store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
+    (grant,) = take(under_test, 1)
+    before, writes = under_test.dump(), under_test.requests()
+
+    for act in (
+        lambda: under_test.store.release(DB, grant.lease.id),
+        lambda: under_test.store.renew(DB, grant.lease.id, ttl_ms=60_000),
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            act()
+        assert refused.value.field == "token"
+
+    assert (under_test.dump(), under_test.requests()) == (before, writes)
+
+
+def test_a_token_of_a_split_quotas_earlier_grant_changes_nothing(
+    under_test: StoreUnderTest,
+) -> None:
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
+    secret = new_secret()
+    earlier = store.acquire(DB, HOLDER, secret=secret)
+    assert isinstance(earlier, Granted)
+    store.release(DB, earlier.token)
+    later = store.acquire(DB, HOLDER, secret=secret)  # the secret used again
+    assert isinstance(later, Granted)
+    assert later.token != earlier.token
+    before = under_test.dump()
+
+    assert store.release(DB, earlier.token) is ReleaseOutcome.ALREADY_RELEASED
+    assert isinstance(store.renew(DB, earlier.token, ttl_ms=60_000), LeaseLost)
+
+    assert under_test.dump() == before
+    assert store.status(DB).leases == (later.lease,)
 
 
 def test_an_expired_lease_in_a_full_split_quota_is_reclaimed(under_test: StoreUnderTest) -> None:
     under_test.store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
     take(under_test, 40)
-    under_test.clock.advance(TTL)
+    under_test.clock.advance(TTL)  # every lease has just expired: not yet reclaimed
+    refused = under_test.store.acquire(DB, HOLDER)
+    assert isinstance(refused, Rejected)
+    assert refused.retry_after_ms == SKEW_MARGIN_MS
+    assert under_test.store.status(DB).expired == 40
+    under_test.clock.advance(SKEW_MARGIN_MS)  # the skew margin past their expiry
 
     result = under_test.store.acquire(DB, HOLDER)
 
@@ -103,7 +162,7 @@ def test_raising_and_lowering_a_split_quota_keeps_its_leases_and_drains_below_th
     assert (status.limit, status.in_use) == (20, 100)  # it drains: nothing is granted
     assert isinstance(store.acquire(DB, HOLDER), Rejected)
     for grant in held[:81]:
-        store.release(DB, grant.lease.id)
+        store.release(DB, grant.token)
     assert isinstance(store.acquire(DB, HOLDER), Rejected)  # the claim holds off a re-share
     under_test.clock.advance(1_000)  # 19 live now: a second later the room is shared again
 
@@ -124,27 +183,29 @@ def test_a_single_item_quota_raised_past_one_item_keeps_its_leases_in_the_limit(
     new = take(under_test, 55)
 
     assert isinstance(store.acquire(DB, HOLDER), Rejected)
-    renewed = store.renew(DB, old[0].lease.id)
+    renewed = store.renew(DB, old[0].token)
     assert isinstance(renewed, Renewed)
-    assert store.release(DB, old[1].lease.id) is ReleaseOutcome.RELEASED
+    assert store.release(DB, old[1].token) is ReleaseOutcome.RELEASED
     assert store.status(DB).in_use == 59
     assert len(new) == 55
 
 
-def test_a_proposed_id_in_a_split_quota_is_found_again_and_released_without_its_shard(
+def test_a_proposed_secret_in_a_split_quota_is_found_again_and_released_without_its_shard(
     under_test: StoreUnderTest,
 ) -> None:
     store = under_test.store
     store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
+    secret = new_secret()
 
-    first = store.acquire(DB, HOLDER, lease_id="propose1")
-    resent = store.acquire(DB, HOLDER, lease_id="propose1")  # its answer was lost
+    first = store.acquire(DB, HOLDER, secret=secret)
+    resent = store.acquire(DB, HOLDER, secret=secret)  # its answer was lost
     assert isinstance(first, Granted)
     assert isinstance(resent, Granted)
     assert resent.lease == first.lease
+    assert resent.token == first.token
     assert parse_shard_lease_id(first.lease.id) is not None
-    # The proposer that never heard which shard gives it back by the id it proposed.
-    assert store.release(DB, "propose1") is ReleaseOutcome.RELEASED
+    # The proposer that never heard which shard gives it back by the secret it proposed.
+    assert store.release(DB, secret) is ReleaseOutcome.RELEASED
     assert store.status(DB).in_use == 0
 
 
@@ -168,7 +229,7 @@ def test_a_lease_costs_2_wcu_at_any_limit_and_no_write_costs_more_than_1(limit: 
 
     grant = store.acquire(DB, HOLDER)  # uncontended: half the quota is free
     assert isinstance(grant, Granted)
-    store.release(DB, grant.lease.id)
+    store.release(DB, grant.token)
     per_lease = model.totals.total_write_units() - before
     while len(held) < limit:  # then full, a few tries at a time near the end
         result = store.acquire(DB, HOLDER)
@@ -202,7 +263,7 @@ def test_the_dynamodb_store_and_the_memory_store_split_a_quota_alike(
 
 
 def legacy_item(limit: int, leases: int, expires_at_ms: int) -> dict[str, Any]:
-    """A quota item as the single-item code wrote it, at any limit."""
+    """A quota item as the code before fences wrote it, at any limit: no `fences`."""
     ids = [f"legacy{n:010d}" for n in range(leases)]
     return {
         "pk": {"S": DB},
@@ -214,36 +275,36 @@ def legacy_item(limit: int, leases: int, expires_at_ms: int) -> dict[str, Any]:
     }
 
 
-def test_a_quota_item_written_by_the_single_item_code_keeps_working_until_set_quota_splits_it(
+def test_a_quota_item_from_before_fences_is_refused_until_set_quota_upgrades_and_splits_it(
     dynamodb_client: DynamoDBClient, leases_table: str
 ) -> None:
     clock = FakeClock()
     store = DynamoDBLeaseStore(dynamodb_client, leases_table, clock)
-    dynamodb_client.put_item(
-        TableName=leases_table, Item=legacy_item(100, 30, clock.now_ms() + TTL)
-    )
+    item = legacy_item(100, 30, clock.now_ms() + TTL)
+    dynamodb_client.put_item(TableName=leases_table, Item=item)
+    key = {"pk": {"S": DB}, "sk": {"S": "quota"}}
 
-    # As it was: one item, whatever its size.
-    one = store.acquire(DB, HOLDER)
-    assert isinstance(one, Granted)
-    assert parse_shard_lease_id(one.lease.id) is None
-    assert store.status(DB).in_use == 31
+    # Refused, and left as it was, until its quota is set again.
+    with pytest.raises(CorruptQuota, match="set its quota again"):
+        store.acquire(DB, HOLDER)
+    assert dynamodb_client.get_item(TableName=leases_table, Key=key)["Item"] == item
 
-    # set_quota splits it; the leases it holds stay in it, count, and are given back there.
+    # set_quota splits it; the leases it holds stay in it and count.
     status = store.set_quota(DB, Quota(limit=100, default_ttl_ms=TTL))
-    assert (status.limit, status.in_use) == (100, 31)
-    shard_leases = [store.acquire(DB, HOLDER) for _ in range(69)]
+    assert (status.limit, status.in_use) == (100, 30)
+    shard_leases = [store.acquire(DB, HOLDER) for _ in range(70)]
     assert all(isinstance(g, Granted) for g in shard_leases)
     assert isinstance(store.acquire(DB, HOLDER), Rejected)
-    assert store.release(DB, one.lease.id) is ReleaseOutcome.RELEASED
-    assert isinstance(store.renew(DB, "legacy0000000000"), Renewed)
+    # An old holder giving its lease back by its old id frees nothing: no token is that id.
+    assert store.release(DB, "legacy0000000000") is ReleaseOutcome.ALREADY_RELEASED
+    assert store.status(DB).in_use == 100
 
-    # When the old leases have ended, their room goes to the shards.
+    # When the old leases have ended (and their skew margin), their room goes to the shards.
     for grant in shard_leases:
         assert isinstance(grant, Granted)
-        assert isinstance(store.renew(DB, grant.lease.id, ttl_ms=3 * TTL), Renewed)
-    clock.advance(TTL)
-    taken = [store.acquire(DB, HOLDER) for _ in range(31)]
+        assert isinstance(store.renew(DB, grant.token, ttl_ms=3 * TTL), Renewed)
+    clock.advance(TTL + SKEW_MARGIN_MS)
+    taken = [store.acquire(DB, HOLDER) for _ in range(30)]
     assert all(isinstance(g, Granted) for g in taken), taken
     assert isinstance(store.acquire(DB, HOLDER), Rejected)
     assert store.status(DB).in_use == 100

@@ -18,11 +18,15 @@ from domain import (
     UnknownDatabase,
 )
 from domain.decisions import Reclaim, plan_acquire
+from domain.model import SKEW_MARGIN_MS
 from domain.ports import NewLease
+from domain.tokens import Token, lease_key, new_secret, parse_token
 from tests.conftest import StoreUnderTest
 
 DB = "orders-mysql"
 TTL = 30_000
+# Well formed, and no grant's: a secret (16-64 characters) and a fence.
+NEVER_GRANTED = "never-granted-secret-0001.1"
 
 
 def granted(result: object) -> Granted:
@@ -48,7 +52,8 @@ def test_grants_up_to_the_limit_then_rejects_with_remaining_zero(quota3: StoreUn
     assert rejected.remaining == 0
     assert rejected.in_use == 3
     assert rejected.limit == 3
-    assert rejected.retry_after_ms == TTL  # the earliest lease runs out in a full TTL
+    # The earliest lease runs out in a full TTL, and may be reclaimed a skew margin later.
+    assert rejected.retry_after_ms == TTL + SKEW_MARGIN_MS
     assert store.status(DB).in_use == 3
 
 
@@ -56,7 +61,7 @@ def test_a_released_lease_is_free_for_the_next_acquirer(quota3: StoreUnderTest) 
     store = quota3.store
     first, *_ = [granted(store.acquire(DB)) for _ in range(3)]
 
-    assert store.release(DB, first.lease.id) is ReleaseOutcome.RELEASED
+    assert store.release(DB, first.token) is ReleaseOutcome.RELEASED
 
     assert granted(store.acquire(DB)).remaining == 0
 
@@ -67,11 +72,12 @@ def test_a_second_release_changes_nothing_and_says_already_released(
     store = quota3.store
     kept = granted(store.acquire(DB))
     gone = granted(store.acquire(DB))
-    store.release(DB, gone.lease.id)
+    store.release(DB, gone.token)
     before = quota3.dump()
 
-    assert store.release(DB, gone.lease.id) is ReleaseOutcome.ALREADY_RELEASED
-    assert store.release(DB, "never-granted") is ReleaseOutcome.ALREADY_RELEASED
+    assert store.release(DB, gone.token) is ReleaseOutcome.ALREADY_RELEASED
+    assert store.release(DB, NEVER_GRANTED) is ReleaseOutcome.ALREADY_RELEASED
+    assert store.release(DB, new_secret()) is ReleaseOutcome.ALREADY_RELEASED
 
     assert quota3.dump() == before
     assert [lease.id for lease in store.status(DB).leases] == [kept.lease.id]
@@ -94,7 +100,8 @@ def test_an_acquirer_reclaims_expired_leases_in_the_same_write_as_its_grant(
     dead = [granted(store.acquire(DB, "crashed/holder")).lease for _ in range(2)]
     quota3.clock.advance(TTL // 2)
     alive = granted(store.acquire(DB, "live/holder")).lease
-    quota3.clock.advance(TTL // 2)  # the first two have now expired
+    # The first two have expired, and their skew margin has passed: they may be reclaimed.
+    quota3.clock.advance(TTL // 2 + SKEW_MARGIN_MS)
     writes_before = quota3.requests()
 
     grant = granted(store.acquire(DB, "new/holder"))
@@ -128,14 +135,15 @@ def test_status_lists_each_lease_with_its_holder(quota3: StoreUnderTest) -> None
 
 
 def test_renew_pushes_a_live_lease_out(quota3: StoreUnderTest) -> None:
-    lease = granted(quota3.store.acquire(DB, "fn/req")).lease
+    grant = granted(quota3.store.acquire(DB, "fn/req"))
     quota3.clock.advance(TTL - 1)
 
-    renewed = quota3.store.renew(DB, lease.id, ttl_ms=10_000)
+    renewed = quota3.store.renew(DB, grant.token, ttl_ms=10_000)
 
     assert isinstance(renewed, Renewed)
     assert renewed.lease.expires_at_ms == quota3.clock.now_ms() + 10_000
     assert renewed.lease.holder == "fn/req"
+    assert (renewed.lease.id, renewed.lease.fence) == (grant.lease.id, grant.lease.fence)
     quota3.clock.advance(5_000)
     assert quota3.store.status(DB).in_use == 1
 
@@ -143,16 +151,16 @@ def test_renew_pushes_a_live_lease_out(quota3: StoreUnderTest) -> None:
 def test_a_renewal_says_how_many_leases_are_free_so_a_warm_holder_knows_if_others_wait(
     quota3: StoreUnderTest,
 ) -> None:
-    lease = granted(quota3.store.acquire(DB, "fn/req")).lease
+    mine = granted(quota3.store.acquire(DB, "fn/req")).token
     other = granted(quota3.store.acquire(DB, "fn/other")).lease
     quota3.clock.advance(TTL - 1)  # the other lease has a millisecond left
 
-    with_one_other = quota3.store.renew(DB, lease.id, ttl_ms=10_000)
+    with_one_other = quota3.store.renew(DB, mine, ttl_ms=10_000)
     quota3.store.acquire(DB, "fn/third")
-    quota3.clock.advance(1)
-    expired_other = quota3.store.renew(DB, lease.id, ttl_ms=10_000)
-    quota3.store.acquire(DB, "fn/fourth")  # reclaims the other's expired lease
-    full = quota3.store.renew(DB, lease.id, ttl_ms=10_000)
+    quota3.clock.advance(1 + SKEW_MARGIN_MS)  # the other's has expired, its margin passed
+    expired_other = quota3.store.renew(DB, mine, ttl_ms=10_000)
+    granted(quota3.store.acquire(DB, "fn/fourth"))  # reclaims the other's expired lease
+    full = quota3.store.renew(DB, mine, ttl_ms=10_000)
 
     renewals = (with_one_other, expired_other, full)
     assert [r.remaining if isinstance(r, Renewed) else r for r in renewals] == [1, 1, 0]
@@ -164,16 +172,18 @@ def test_a_renewal_says_how_many_leases_are_free_so_a_warm_holder_knows_if_other
 def test_renew_of_a_lease_that_is_not_live_reports_it_lost_and_changes_nothing(
     quota3: StoreUnderTest, how: str
 ) -> None:
-    lease_id = granted(quota3.store.acquire(DB)).lease.id
+    grant = granted(quota3.store.acquire(DB))
+    token, lease_id = grant.token, grant.lease.id
     if how == "expired":
         quota3.clock.advance(TTL)
     elif how == "released":
-        quota3.store.release(DB, lease_id)
+        quota3.store.release(DB, token)
     else:
-        lease_id = "no-such-lease"
+        token = NEVER_GRANTED
+        lease_id = lease_key(DB, parse_token(token).secret)
     before = quota3.dump()
 
-    assert quota3.store.renew(DB, lease_id) == LeaseLost(lease_id)
+    assert quota3.store.renew(DB, token) == LeaseLost(lease_id)
     assert quota3.dump() == before
 
 
@@ -181,16 +191,16 @@ def test_lowering_the_limit_keeps_live_leases_and_holds_new_ones_back(
     quota3: StoreUnderTest,
 ) -> None:
     store = quota3.store
-    held = [granted(store.acquire(DB)).lease for _ in range(3)]
+    held = [granted(store.acquire(DB)) for _ in range(3)]
 
     status = store.set_quota(DB, Quota(limit=1, default_ttl_ms=TTL))
 
     assert (status.in_use, status.limit, status.remaining) == (3, 1, 0)
     assert isinstance(store.acquire(DB), Rejected)
-    for lease in held[:2]:
-        store.release(DB, lease.id)
+    for grant in held[:2]:
+        store.release(DB, grant.token)
     assert isinstance(store.acquire(DB), Rejected)  # one still held: the new limit is full
-    store.release(DB, held[2].id)
+    store.release(DB, held[2].token)
     granted(store.acquire(DB))
 
 
@@ -210,13 +220,13 @@ def test_a_lowered_limit_is_respected_even_when_expired_leases_are_reclaimed(
     quota3: StoreUnderTest,
 ) -> None:
     store = quota3.store
-    live = [granted(store.acquire(DB, ttl_ms=10 * TTL)).lease for _ in range(2)]
+    live = [granted(store.acquire(DB, ttl_ms=10 * TTL)) for _ in range(2)]
     store.acquire(DB, ttl_ms=1_000)  # will expire
     store.set_quota(DB, Quota(limit=2, default_ttl_ms=TTL))
-    quota3.clock.advance(1_000)
+    quota3.clock.advance(1_000 + SKEW_MARGIN_MS)  # expired, and may be reclaimed
 
     assert isinstance(store.acquire(DB), Rejected)
-    store.release(DB, live[0].id)
+    store.release(DB, live[0].token)
     grant = granted(store.acquire(DB))
     assert store.status(DB).in_use == 2
     assert len(grant.reclaimed) <= 1
@@ -225,8 +235,8 @@ def test_a_lowered_limit_is_respected_even_when_expired_leases_are_reclaimed(
 def _ops() -> dict[str, Callable[[Any], object]]:
     return {
         "acquire": lambda store: store.acquire("ghost-db"),
-        "release": lambda store: store.release("ghost-db", "abc"),
-        "renew": lambda store: store.renew("ghost-db", "abc"),
+        "release": lambda store: store.release("ghost-db", NEVER_GRANTED),
+        "renew": lambda store: store.renew("ghost-db", NEVER_GRANTED),
         "status": lambda store: store.status("ghost-db"),
     }
 
@@ -249,14 +259,19 @@ BAD_CALLS: dict[str, tuple[str, Callable[[Any], object]]] = {
     "database with a space": ("database", lambda s: s.status("orders mysql")),
     "database not a string": ("database", lambda s: s.acquire(42)),
     "database starting with a dash": ("database", lambda s: s.acquire("-db")),
-    "empty lease id": ("lease_id", lambda s: s.release(DB, "")),
-    "oversized lease id": ("lease_id", lambda s: s.release(DB, "x" * 65)),
-    "lease id with a dot": ("lease_id", lambda s: s.renew(DB, "a.b")),
-    "lease id not a string": ("lease_id", lambda s: s.release(DB, None)),
+    "empty token": ("token", lambda s: s.release(DB, "")),
+    "oversized token": ("token", lambda s: s.release(DB, "x" * 65)),
+    "token with a short secret": ("token", lambda s: s.renew(DB, "a.1")),
+    "token with a fence not a number": ("token", lambda s: s.renew(DB, "s" * 22 + ".x")),
+    "token not a string": ("token", lambda s: s.release(DB, None)),
+    "short secret": ("secret", lambda s: s.acquire(DB, secret="s" * 15)),
+    "oversized secret": ("secret", lambda s: s.acquire(DB, secret="s" * 65)),
+    "token proposed as a secret": ("secret", lambda s: s.acquire(DB, secret=NEVER_GRANTED)),
+    "secret not a string": ("secret", lambda s: s.acquire(DB, secret=42)),
     "oversized holder": ("holder", lambda s: s.acquire(DB, "h" * 65)),
     "holder with a newline": ("holder", lambda s: s.acquire(DB, "a\nb")),
     "zero ttl": ("ttl_ms", lambda s: s.acquire(DB, ttl_ms=0)),
-    "negative ttl": ("ttl_ms", lambda s: s.renew(DB, "abc", ttl_ms=-5)),
+    "negative ttl": ("ttl_ms", lambda s: s.renew(DB, NEVER_GRANTED, ttl_ms=-5)),
     "ttl over a day": ("ttl_ms", lambda s: s.acquire(DB, ttl_ms=86_400_001)),
     "ttl as a float": ("ttl_ms", lambda s: s.acquire(DB, ttl_ms=1.5)),
     "ttl as a bool": ("ttl_ms", lambda s: s.acquire(DB, ttl_ms=True)),
@@ -306,18 +321,18 @@ def test_a_reclaim_planned_on_a_stale_view_spares_a_lease_its_holder_renewed(
     """A reclaimer whose clock runs ahead must not remove a lease that its holder, on a
     clock just behind, renewed in between: the write is guarded on the expiry it saw."""
     store, clock = quota3.store, quota3.clock
-    held = [granted(store.acquire(DB, "fn/slow-clock")).lease for _ in range(3)]
+    held = [granted(store.acquire(DB, "fn/slow-clock")) for _ in range(3)]
     clock.advance(TTL)
     plan = plan_acquire(store._read(DB), clock.now_ms())
     assert isinstance(plan, Reclaim)
     clock.advance(-1)  # the holder's clock: its lease is still live
-    assert isinstance(store.renew(DB, held[0].id), Renewed)
+    assert isinstance(store.renew(DB, held[0].token), Renewed)
     clock.advance(1)
 
     write = store._reclaim(DB, plan, NewLease("late", "", None), clock.now_ms())
 
     assert not write.applied
-    assert held[0].id in {lease.id for lease in store.status(DB).leases}
+    assert held[0].lease.id in {lease.id for lease in store.status(DB).leases}
 
 
 def test_a_reclaim_planned_before_the_limit_was_raised_and_lowered_again_keeps_the_limit(
@@ -358,25 +373,187 @@ def test_deleting_a_quota_removes_it_and_a_second_delete_says_there_was_none(
         quota3.store.status(DB)
 
 
-def test_an_acquire_sent_again_with_its_proposed_id_returns_the_same_lease(
+def test_an_acquire_sent_again_with_its_secret_gets_the_same_lease_fence_and_token(
     quota3: StoreUnderTest,
 ) -> None:
-    first = granted(quota3.store.acquire(DB, "fn/retry", lease_id="proposed-id-1"))
+    secret = new_secret()
+    first = granted(quota3.store.acquire(DB, "fn/retry", secret=secret))
+    before = quota3.dump_but_note()
 
-    again = granted(quota3.store.acquire(DB, "fn/retry", lease_id="proposed-id-1"))
+    again = granted(quota3.store.acquire(DB, "fn/retry", secret=secret))
 
     assert again.lease == first.lease
+    assert again.lease.fence == first.lease.fence
+    assert again.token == first.token
+    assert first.lease.id == lease_key(DB, secret)
     assert quota3.store.status(DB).in_use == 1
+    assert quota3.dump_but_note() == before
 
 
-def test_proposing_the_id_of_another_holders_lease_is_refused_and_changes_nothing(
+def test_proposing_the_secret_of_another_holders_lease_is_refused_and_changes_nothing(
     quota3: StoreUnderTest,
 ) -> None:
-    granted(quota3.store.acquire(DB, "fn/first", lease_id="taken-id"))
+    secret = new_secret()
+    granted(quota3.store.acquire(DB, "fn/first", secret=secret))
     before = quota3.dump()
 
     with pytest.raises(InvalidInput) as refused:
-        quota3.store.acquire(DB, "fn/second", lease_id="taken-id")
+        quota3.store.acquire(DB, "fn/second", secret=secret)
 
-    assert refused.value.field == "lease_id"
+    assert refused.value.field == "secret"
     assert quota3.dump() == before
+
+
+def test_its_proposer_gives_a_lease_back_with_the_secret_alone(quota3: StoreUnderTest) -> None:
+    """After a lost answer its proposer knows no fence: the secret releases whatever grant
+    it holds, and only that one."""
+    secret = new_secret()
+    granted(quota3.store.acquire(DB, "fn/lost-answer", secret=secret))
+    other = granted(quota3.store.acquire(DB, "fn/other"))
+
+    assert quota3.store.release(DB, secret) is ReleaseOutcome.RELEASED
+    assert quota3.store.release(DB, secret) is ReleaseOutcome.ALREADY_RELEASED
+    assert quota3.store.status(DB).leases == (other.lease,)
+
+
+def test_an_expired_lease_is_reclaimed_only_a_skew_margin_after_its_expiry(
+    quota3: StoreUnderTest,
+) -> None:
+    """The holder's clock may run behind the reclaimer's: its lease is not taken from it
+    until the skew margin past its expiry, and a refused acquirer is told to come back
+    then."""
+    store, clock = quota3.store, quota3.clock
+    first = granted(store.acquire(DB, "fn/short", ttl_ms=1_000)).lease
+    held = [granted(store.acquire(DB, "fn/long")).lease for _ in range(2)]
+    clock.advance(1_000)  # the first has just expired
+
+    for retry_after_ms in (SKEW_MARGIN_MS, 1):
+        before = quota3.dump_but_note()
+        refused = store.acquire(DB, "fn/new")
+        assert isinstance(refused, Rejected)
+        assert refused.retry_after_ms == retry_after_ms
+        assert quota3.dump_but_note() == before  # nothing reclaimed
+        assert first in store.status(DB).leases
+        clock.advance(retry_after_ms - 1)
+
+    clock.advance(1)  # the skew margin past its expiry
+    grant = granted(store.acquire(DB, "fn/new"))
+
+    assert grant.reclaimed == (first,)
+    assert set(store.status(DB).leases) == {*held, grant.lease}
+
+
+def test_a_lease_id_is_not_a_token_and_acting_on_it_writes_nothing(
+    quota3: StoreUnderTest,
+) -> None:
+    """Status shows lease ids to anyone who may read it: none of them releases or renews."""
+    grant = granted(quota3.store.acquire(DB, "fn/holder"))
+    before, writes = quota3.dump(), quota3.requests()
+
+    for act in (
+        lambda: quota3.store.release(DB, grant.lease.id),
+        lambda: quota3.store.renew(DB, grant.lease.id, ttl_ms=60_000),
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            act()
+        assert refused.value.field == "token"
+
+    assert quota3.dump() == before
+    assert quota3.requests() == writes
+    assert quota3.store.status(DB).leases == (grant.lease,)
+
+
+def test_a_token_with_another_grants_fence_changes_nothing_and_says_so(
+    quota3: StoreUnderTest,
+) -> None:
+    mine = granted(quota3.store.acquire(DB, "fn/mine"))
+    other = granted(quota3.store.acquire(DB, "fn/other"))
+    # My secret with the other grant's fence, and with a fence no grant has had yet.
+    forged = [
+        str(Token(parse_token(mine.token).secret, fence))
+        for fence in (other.lease.fence, other.lease.fence + 1)
+    ]
+    before = quota3.dump()
+
+    for token in forged:
+        assert quota3.store.release(DB, token) is ReleaseOutcome.ALREADY_RELEASED
+        assert quota3.store.renew(DB, token, ttl_ms=60_000) == LeaseLost(mine.lease.id)
+
+    assert quota3.dump() == before
+    assert set(quota3.store.status(DB).leases) == {mine.lease, other.lease}
+
+
+def test_an_earlier_grants_token_of_a_secret_used_again_changes_nothing_and_says_so(
+    quota3: StoreUnderTest,
+) -> None:
+    """A secret used again (a reused one, a late copy of an async call) gets a new grant:
+    a token from its earlier grant is stale and neither releases nor renews the new one."""
+    secret = new_secret()
+    earlier = granted(quota3.store.acquire(DB, "fn/reused", secret=secret))
+    quota3.store.release(DB, earlier.token)
+    later = granted(quota3.store.acquire(DB, "fn/reused", secret=secret))
+    assert later.lease.id == earlier.lease.id
+    assert later.lease.fence > earlier.lease.fence
+    assert later.token != earlier.token
+    before = quota3.dump()
+
+    assert quota3.store.release(DB, earlier.token) is ReleaseOutcome.ALREADY_RELEASED
+    assert quota3.store.renew(DB, earlier.token, ttl_ms=60_000) == LeaseLost(later.lease.id)
+
+    assert quota3.dump() == before
+    assert quota3.store.status(DB).leases == (later.lease,)
+    assert quota3.store.release(DB, later.token) is ReleaseOutcome.RELEASED
+
+
+def test_a_renewal_never_shortens_a_lease(quota3: StoreUnderTest) -> None:
+    grant = granted(quota3.store.acquire(DB, "fn/long", ttl_ms=20_000))
+    quota3.clock.advance(1_000)
+    before = quota3.dump()
+
+    shorter = quota3.store.renew(DB, grant.token, ttl_ms=5_000)
+    same_end = quota3.store.renew(DB, grant.token, ttl_ms=19_000)
+
+    for renewed in (shorter, same_end):
+        assert isinstance(renewed, Renewed)
+        assert renewed.lease == grant.lease  # as it was: ends when it did
+        assert renewed.remaining == 2
+    assert quota3.dump() == before
+    assert quota3.store.status(DB).leases == (grant.lease,)
+
+    longer = quota3.store.renew(DB, grant.token, ttl_ms=25_000)
+    assert isinstance(longer, Renewed)
+    assert longer.lease.expires_at_ms == quota3.clock.now_ms() + 25_000
+
+
+def test_fences_increase_with_each_grant_in_a_quota(quota3: StoreUnderTest) -> None:
+    store, clock = quota3.store, quota3.clock
+    secret = new_secret()
+    grants = [granted(store.acquire(DB, secret=secret))]
+    grants += [granted(store.acquire(DB, ttl_ms=1_000)) for _ in range(2)]
+    store.release(DB, grants[0].token)
+    grants.append(granted(store.acquire(DB, secret=secret)))  # the same secret again
+    clock.advance(1_000 + SKEW_MARGIN_MS)
+    reclaiming = granted(store.acquire(DB))  # reclaims both expired leases
+    assert len(reclaiming.reclaimed) == 2
+    grants.append(reclaiming)
+
+    fences = [grant.lease.fence for grant in grants]
+    assert fences == sorted(fences)
+    assert len(set(fences)) == len(fences)
+    assert fences[0] >= 1
+    assert store._read(DB).fence == fences[-1]
+    assert {lease.fence for lease in store.status(DB).leases} == {fences[3], fences[4]}
+
+
+def test_status_never_shows_a_token_or_a_secret(quota3: StoreUnderTest) -> None:
+    secrets = [new_secret() for _ in range(2)]
+    grants = [granted(quota3.store.acquire(DB, "fn/holder", secret=s)) for s in secrets]
+    grants.append(granted(quota3.store.acquire(DB, "fn/holder")))
+
+    shown = repr(quota3.store.status(DB)) + repr(grants)
+
+    for grant in grants:
+        assert grant.token
+        assert parse_token(grant.token).secret not in shown
+        assert grant.lease.id in shown
+    assert not any(secret in shown for secret in secrets)

@@ -22,12 +22,14 @@ from domain import (
     ReleaseOutcome,
     StoreUnavailable,
 )
+from domain.model import SKEW_MARGIN_MS
 from domain.ports import NewLease, Write
 from domain.services import (
     EXPIRY_SPREAD_MS,
     acquire_within,
     release_within,
 )
+from domain.tokens import new_secret
 from tests.fakes import FakeClock, RecordingMetrics
 
 DB = "orders-mysql"
@@ -42,28 +44,34 @@ class ReleasingClock(FakeClock):
         super().__init__()
         self.release_at_ms = self.now_ms() + release_after_ms
         self.store: InMemoryLeaseStore | None = None
-        self.to_release: list[Lease] = []
+        self.to_release: list[Granted] = []
 
     def sleep_ms(self, ms: int) -> None:
         super().sleep_ms(ms)
         if self.store is not None and self.now_ms() >= self.release_at_ms:
             while self.to_release:
-                self.store.release(DB, self.to_release.pop().id)
+                self.store.release(DB, self.to_release.pop().token)
 
 
-def quota_store(clock: FakeClock) -> InMemoryLeaseStore:
-    store = InMemoryLeaseStore(clock)
+def quota_store(clock: FakeClock, reclaim_grace_ms: int = 0) -> InMemoryLeaseStore:
+    # These tests are about the wait, not the skew margin: one clock, no skew to allow for,
+    # so an expired lease may be reclaimed the moment it expires (unless a test says).
+    store = InMemoryLeaseStore(clock, reclaim_grace_ms=reclaim_grace_ms)
     store.set_quota(DB, Quota(limit=LIMIT, default_ttl_ms=TTL))
     return store
 
 
-def fill(store: InMemoryLeaseStore, *ttls_ms: int) -> list[Lease]:
-    leases = []
+def fill_grants(store: InMemoryLeaseStore, *ttls_ms: int) -> list[Granted]:
+    grants = []
     for ttl_ms in ttls_ms:
         result = store.acquire(DB, "holder/busy", ttl_ms)
         assert isinstance(result, Granted)
-        leases.append(result.lease)
-    return leases
+        grants.append(result)
+    return grants
+
+
+def fill(store: InMemoryLeaseStore, *ttls_ms: int) -> list[Lease]:
+    return [grant.lease for grant in fill_grants(store, *ttls_ms)]
 
 
 def recorded(metrics: RecordingMetrics) -> dict[Metric, list[float]]:
@@ -146,6 +154,26 @@ def test_waits_for_the_earliest_lease_to_expire_then_reclaims_it_without_oversle
     }
 
 
+def test_with_the_skew_margin_it_waits_for_the_margin_past_the_expiry_and_no_longer() -> None:
+    clock = FakeClock()
+    store = quota_store(clock, reclaim_grace_ms=SKEW_MARGIN_MS)
+    first, *_ = fill(store, 700, 20_000, 20_000)
+    started = clock.now_ms()
+
+    grant = wait_for_lease(
+        store, clock, budget_ms=100_000, backoff=DecorrelatedJitter(10_000, 60_000)
+    )
+
+    # Not reclaimed the moment it expired (its holder's clock may run behind ours), nor
+    # waited for any longer than the margin past its expiry.
+    (slept,) = clock.slept_ms
+    assert (
+        700 + SKEW_MARGIN_MS <= clock.now_ms() - started <= 700 + SKEW_MARGIN_MS + EXPIRY_SPREAD_MS
+    )
+    assert slept == clock.now_ms() - started
+    assert grant.reclaimed == (first,)
+
+
 @given(
     seed=st.integers(min_value=0, max_value=2**32),
     base=st.integers(min_value=1, max_value=300),
@@ -172,7 +200,7 @@ def test_gets_the_lease_a_holder_gives_back_during_the_wait() -> None:
     clock = ReleasingClock(release_after_ms=300)
     store = quota_store(clock)
     clock.store = store
-    held = fill(store, TTL, TTL, TTL)
+    held = fill_grants(store, TTL, TTL, TTL)
     clock.to_release.append(held[1])
     metrics = RecordingMetrics()
     started = clock.now_ms()
@@ -184,8 +212,8 @@ def test_gets_the_lease_a_holder_gives_back_during_the_wait() -> None:
     assert sum(clock.slept_ms[:-1]) < 300  # granted on the first attempt after the release
     assert grant.reclaimed == ()
     assert {lease.id for lease in store.status(DB).leases} == {
-        held[0].id,
-        held[2].id,
+        held[0].lease.id,
+        held[2].lease.id,
         grant.lease.id,
     }
     assert recorded(metrics)[Metric.ACQUIRE_WAIT_MS] == [waited]
@@ -318,7 +346,7 @@ class FlakyStore(InMemoryLeaseStore):
     def __init__(
         self, clock: FakeClock, failures: int, *, applied: bool = False, retryable: bool = True
     ) -> None:
-        super().__init__(clock)
+        super().__init__(clock, reclaim_grace_ms=0)  # one clock: no skew to allow for
         self.failures = failures
         self.applied = applied
         self.retryable = retryable
@@ -337,10 +365,10 @@ class FlakyStore(InMemoryLeaseStore):
         self._fail("acquire")
         return write
 
-    def _remove(self, database: str, lease_id: str) -> bool:
+    def _remove(self, database: str, lease_id: str, fence: int | None) -> bool:
         if not self.applied:
             self._fail("release")
-        removed = super()._remove(database, lease_id)
+        removed = super()._remove(database, lease_id, fence)
         self._fail("release")
         return removed
 
@@ -386,11 +414,11 @@ def test_an_outage_past_the_budget_raises_store_unavailable_at_the_deadline() ->
     assert store.status(DB).leases == ()
 
 
-def give_back(store: FlakyStore, clock: FakeClock, lease_id: str, budget_ms: int) -> ReleaseOutcome:
+def give_back(store: FlakyStore, clock: FakeClock, token: str, budget_ms: int) -> ReleaseOutcome:
     return release_within(
         store,
         DB,
-        lease_id,
+        token,
         deadline=Deadline(clock.now_ms() + budget_ms),
         clock=clock,
         backoff=DecorrelatedJitter(20, 200),
@@ -402,28 +430,28 @@ def give_back(store: FlakyStore, clock: FakeClock, lease_id: str, budget_ms: int
 def test_a_release_is_retried_until_it_lands_and_frees_only_its_own_lease(applied: bool) -> None:
     clock = FakeClock()
     store = flaky_store(clock, failures=0, applied=applied)
-    mine, other = fill(store, TTL, TTL)
+    mine, other = fill_grants(store, TTL, TTL)
     store.failures = 2
 
-    outcome = give_back(store, clock, mine.id, budget_ms=5_000)
+    outcome = give_back(store, clock, mine.token, budget_ms=5_000)
 
     assert store.failures == 0
     assert len(clock.slept_ms) == 2
     expected = ReleaseOutcome.ALREADY_RELEASED if applied else ReleaseOutcome.RELEASED
     assert outcome is expected
-    assert store.status(DB).leases == (other,)
+    assert store.status(DB).leases == (other.lease,)
 
 
 def test_a_release_that_cannot_land_by_its_deadline_raises_and_the_lease_stays() -> None:
     clock = FakeClock()
     store = flaky_store(clock, failures=0)
-    (mine,) = fill(store, TTL)
+    (mine,) = fill_grants(store, TTL)
     store.failures = 10**6
 
     with pytest.raises(StoreUnavailable):
-        give_back(store, clock, mine.id, budget_ms=1_000)
+        give_back(store, clock, mine.token, budget_ms=1_000)
 
-    assert store.status(DB).leases == (mine,)
+    assert store.status(DB).leases == (mine.lease,)
 
 
 def test_a_failure_that_will_not_pass_is_raised_at_once_without_waiting() -> None:
@@ -433,21 +461,26 @@ def test_a_failure_that_will_not_pass_is_raised_at_once_without_waiting() -> Non
     with pytest.raises(StoreUnavailable) as refused:
         wait_for_lease(store, clock, budget_ms=10_000)
     with pytest.raises(StoreUnavailable):
-        give_back(store, clock, "AAAAAAAAAAAAAAAA", budget_ms=10_000)
+        give_back(store, clock, new_secret(), budget_ms=10_000)
 
     assert not refused.value.retryable
     assert clock.slept_ms == []
 
 
-def test_a_proposed_id_is_left_for_its_proposer_to_give_back() -> None:
+def test_a_proposed_secret_is_left_for_its_proposer_to_give_back() -> None:
     # Another copy of the same call (a resent invoke) may have been granted this lease.
     clock = FakeClock()
     store = flaky_store(clock, failures=0)
-    copy = store.acquire(DB, "fn/req-1", lease_id="proposed-id-0001")
+    secret = new_secret()
+    copy = store.acquire(DB, "fn/req-1", secret=secret)
     assert isinstance(copy, Granted)
     store.applied, store.failures = True, 1
 
     with pytest.raises(StoreUnavailable):
-        store.acquire(DB, "fn/req-1", lease_id="proposed-id-0001")
+        store.acquire(DB, "fn/req-1", secret=secret)
 
     assert store.status(DB).leases == (copy.lease,)
+    # Its proposer gives it back with the secret alone (it never heard of the grant).
+    store.failures = 0
+    assert store.release(DB, secret) is ReleaseOutcome.RELEASED
+    assert store.status(DB).leases == ()

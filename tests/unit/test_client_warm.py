@@ -20,6 +20,8 @@ from domain import (
     RenewResult,
     StoreUnavailable,
 )
+from domain.model import SKEW_MARGIN_MS
+from domain.tokens import lease_key, parse_token
 from domain.warm import KeepWarm
 from service.client import ConnectionLeases
 from tests.fakes import Boom, FakeClock, FakeContext
@@ -102,14 +104,13 @@ def test_the_lease_outlasts_the_hold_the_invocation_and_the_idle_close(
     assert lease.expires_at_ms == granted_at + WARM.ttl_ms(3_000)
 
 
-def waiter_noted(store: InMemoryLeaseStore) -> str:
+def waiter_noted(store: InMemoryLeaseStore) -> None:
     """Fill the quota with another holder, have a third caller refused (the store notes
     that someone waits), and free the slot again: the next grant hears of the waiter."""
     held = store.acquire(DB, "someone/else")
-    assert not isinstance(held, Rejected)
+    assert isinstance(held, Granted)
     assert isinstance(store.acquire(DB, "a/waiter"), Rejected)
-    store.release(DB, held.lease.id)
-    return held.lease.id
+    store.release(DB, held.token)
 
 
 def test_after_its_hold_with_a_waiter_it_gives_back_and_stays_away_a_turn(
@@ -228,9 +229,9 @@ def test_an_invocation_longer_than_the_kept_lease_renews_it_and_keeps_the_connec
 
 
 class LosesRenewals(InMemoryLeaseStore):
-    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
-        self.release(database, lease_id)
-        return LeaseLost(lease_id)
+    def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
+        self.release(database, token)
+        return LeaseLost(lease_key(database, parse_token(token).secret))
 
 
 def test_a_lost_lease_is_not_used_again_its_connection_is_closed(clock: FakeClock) -> None:
@@ -270,9 +271,12 @@ def test_a_frozen_environment_that_outlived_its_lease_starts_afresh_without_alar
 ) -> None:
     first = invoke(leases, clock)
     (lease,) = store.status(DB).leases
-    clock.advance(lease.expires_at_ms - clock.now_ms() + 1)
-    store.acquire(DB, "someone/else")  # reclaims the expired lease
-    store.release(DB, store.status(DB).leases[0].id)
+    # Frozen past its lease's end and the skew margin after it, when it may be reclaimed.
+    clock.advance(lease.expires_at_ms - clock.now_ms() + SKEW_MARGIN_MS + 1)
+    other = store.acquire(DB, "someone/else")  # reclaims the expired lease
+    assert isinstance(other, Granted)
+    assert other.reclaimed == (lease,)
+    store.release(DB, other.token)
 
     with caplog.at_level(logging.WARNING):
         second = invoke(leases, clock)
@@ -407,7 +411,7 @@ def test_a_connection_closed_or_reconnected_by_the_body_is_opened_afresh(
 
 
 class FailingRenewals(InMemoryLeaseStore):
-    def renew(self, database: str, lease_id: str, ttl_ms: int | None = None) -> RenewResult:
+    def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
         raise StoreUnavailable("renew", "throttled", retryable=True)
 
 
@@ -447,9 +451,9 @@ class SaysNothingOfWaiters(InMemoryLeaseStore):
         database: str,
         holder: str = "",
         ttl_ms: int | None = None,
-        lease_id: str | None = None,
+        secret: str | None = None,
     ) -> AcquireResult:
-        result = super().acquire(database, holder, ttl_ms, lease_id)
+        result = super().acquire(database, holder, ttl_ms, secret)
         return replace(result, others_waiting=None) if isinstance(result, Granted) else result
 
 

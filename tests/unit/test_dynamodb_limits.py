@@ -50,14 +50,16 @@ def test_an_attribute_value_is_sized_as_dynamodb_documents(
     assert value_size(value) == size
 
 
-def test_a_quota_item_with_one_lease_is_115_bytes_as_worked_out_by_hand() -> None:
+def test_a_quota_item_with_one_lease_is_126_bytes_as_worked_out_by_hand() -> None:
     state = QuotaState(
         "orders-mysql",
         Quota(limit=100, default_ttl_ms=60_000),
-        (Lease("4Q0RdejACYL8qX4U", "orders-fn/8f14e45f", 1_795_746_289_236),),
+        (Lease("4Q0RdejA", "orders-fn/8f14e45f", 1_795_746_289_236, fence=1),),
+        fence=1,
     )
-    # pk 2+12, sk 2+5, limit 5+2, ttl_ms 6+2, leases 6+3+(16+8+1), holders 7+3+(16+18+1)
-    assert item_size(quota_item(state)) == 14 + 7 + 7 + 8 + 34 + 45 == 115
+    # pk 2+12, sk 2+5, limit 5+2, ttl_ms 6+2, leases 6+3+(8+8+1), holders 7+3+(8+18+1),
+    # fences 6+3+(8+2+1) (the lease's fence, 1: one digit, 1 byte plus 1), fence 5+2
+    assert item_size(quota_item(state)) == 14 + 7 + 7 + 8 + 26 + 37 + 20 + 7 == 126
 
 
 def test_writes_are_billed_per_started_kilobyte_of_the_larger_image() -> None:

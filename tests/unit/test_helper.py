@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from aws_lambda_powertools import Metrics
 
 from adapters.memory import InMemoryLeaseStore
-from domain import DecorrelatedJitter, Metric, Quota, StoreUnavailable
+from domain import DecorrelatedJitter, InvalidInput, Metric, Quota, StoreUnavailable
 from domain.ports import NewLease, Write
+from domain.model import SKEW_MARGIN_MS
+from domain.tokens import new_secret
+from service import errors
 from service.bootstrap import Helper
-from service.helper import respond
+from service.helper import respond, settle
 from service.settings import HelperSettings
 from tests.fakes import FakeClock, FakeContext, InMemoryIdempotencyStore, RecordingMetrics
 
@@ -96,7 +102,8 @@ def test_a_full_quota_answers_no_capacity_with_a_retry_hint(app: Helper, clock: 
         "waited_ms": 0,
         "limit": 2,
         "in_use": 2,
-        "retry_after_ms": 30_000,
+        # The earliest lease may be reclaimed a skew margin after it expires.
+        "retry_after_ms": 30_000 + SKEW_MARGIN_MS,
     }
 
 
@@ -125,10 +132,10 @@ def test_acquire_never_waits_past_the_invocation_deadline(app: Helper, clock: Fa
 def test_a_release_sent_twice_gets_the_first_answer_and_frees_one_lease(
     app: Helper, clock: FakeClock
 ) -> None:
-    first = call(app, clock, action="acquire", database=DB)["lease"]["id"]
+    first = call(app, clock, action="acquire", database=DB)["token"]
     call(app, clock, action="acquire", database=DB)
 
-    answers = [call(app, clock, action="release", database=DB, lease_id=first) for _ in range(2)]
+    answers = [call(app, clock, action="release", database=DB, token=first) for _ in range(2)]
 
     assert answers[0] == answers[1]
     assert answers[0]["outcome"] == "released"
@@ -138,8 +145,8 @@ def test_a_release_sent_twice_gets_the_first_answer_and_frees_one_lease(
 def test_a_retried_renewal_is_answered_once_and_the_next_renewal_extends_again(
     app: Helper, clock: FakeClock
 ) -> None:
-    lease_id = call(app, clock, action="acquire", database=DB)["lease"]["id"]
-    renew = {"action": "renew", "database": DB, "lease_id": lease_id, "ttl_ms": 10_000}
+    token = call(app, clock, action="acquire", database=DB)["token"]
+    renew = {"action": "renew", "database": DB, "token": token, "ttl_ms": 40_000}
 
     first = call(app, clock, **renew, renewal=1)
     clock.advance(1_000)
@@ -151,10 +158,10 @@ def test_a_retried_renewal_is_answered_once_and_the_next_renewal_extends_again(
 
 
 def test_renewing_a_released_lease_reports_it_lost(app: Helper, clock: FakeClock) -> None:
-    lease_id = call(app, clock, action="acquire", database=DB)["lease"]["id"]
-    call(app, clock, action="release", database=DB, lease_id=lease_id)
+    token = call(app, clock, action="acquire", database=DB)["token"]
+    call(app, clock, action="release", database=DB, token=token)
 
-    answer = call(app, clock, action="renew", database=DB, lease_id=lease_id, renewal=1)
+    answer = call(app, clock, action="renew", database=DB, token=token, renewal=1)
 
     assert (answer["outcome"], "lease" in answer) == ("lost", False)
 
@@ -171,11 +178,11 @@ def test_status_lists_leases(app: Helper, clock: FakeClock) -> None:
 def test_metrics_follow_each_outcome(
     app: Helper, clock: FakeClock, metrics: RecordingMetrics
 ) -> None:
-    lease_id = call(app, clock, action="acquire", database=DB)["lease"]["id"]
+    token = call(app, clock, action="acquire", database=DB)["token"]
     call(app, clock, action="acquire", database=DB)
     call(app, clock, action="acquire", database=DB)
-    call(app, clock, action="release", database=DB, lease_id=lease_id)
-    call(app, clock, action="release", database=DB, lease_id=lease_id)
+    call(app, clock, action="release", database=DB, token=token)
+    call(app, clock, action="release", database=DB, token=token)
 
     recorded = {metric: values for (metric, _), values in metrics.values.items()}
     assert recorded[Metric.REMAINING_CONNECTIONS] == [1, 0, 0]
@@ -187,12 +194,12 @@ def test_metrics_follow_each_outcome(
 def test_a_renewal_reports_what_is_left_as_the_remaining_connections_gauge(
     app: Helper, clock: FakeClock, metrics: RecordingMetrics
 ) -> None:
-    kept = call(app, clock, action="acquire", database=DB)["lease"]["id"]
-    other = call(app, clock, action="acquire", database=DB)["lease"]["id"]
-    call(app, clock, action="release", database=DB, lease_id=other)
+    kept = call(app, clock, action="acquire", database=DB)["token"]
+    other = call(app, clock, action="acquire", database=DB)["token"]
+    call(app, clock, action="release", database=DB, token=other)
     before = list(metrics.values[Metric.REMAINING_CONNECTIONS, DB])
 
-    answer = call(app, clock, action="renew", database=DB, lease_id=kept, renewal=1)
+    answer = call(app, clock, action="renew", database=DB, token=kept, renewal=1, ttl_ms=40_000)
 
     assert (answer["outcome"], answer["remaining"]) == ("renewed", 1)
     assert before == [1, 0]
@@ -231,8 +238,10 @@ def test_an_acquire_the_store_could_not_answer_is_a_store_error_not_a_full_quota
         ({"action": "evict", "database": DB}, "event"),
         ({"database": DB}, "event"),
         ({"action": "acquire", "database": "a b"}, "database"),
-        ({"action": "release", "database": DB}, "lease_id"),
-        ({"action": "renew", "database": DB, "lease_id": "abc"}, "renewal"),
+        ({"action": "release", "database": DB}, "token"),
+        ({"action": "release", "database": DB, "token": "abc"}, "token"),
+        ({"action": "renew", "database": DB, "token": "a" * 22 + ".1"}, "renewal"),
+        ({"action": "acquire", "database": DB, "secret": "short"}, "secret"),
         ({"action": "acquire", "database": DB, "ttl_ms": "soon"}, "ttl_ms"),
         ({"action": "acquire", "database": DB, "surprise": 1}, "surprise"),
     ],
@@ -267,3 +276,142 @@ def test_an_unexpected_failure_answers_without_internals(
     assert answer["error"]["type"] == "InternalError"
     assert "hunter2" not in str(answer)
     assert FakeContext(clock).aws_request_id in answer["error"]["message"]
+
+
+def test_neither_status_nor_the_logs_show_what_could_release_or_renew_a_lease(
+    app: Helper, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    granted = call(app, clock, action="acquire", database=DB, holder="fn/a")
+    token, lease_id = granted["token"], granted["lease"]["id"]
+    call(app, clock, action="renew", database=DB, token=token, renewal=1, ttl_ms=40_000)
+
+    status = call(app, clock, action="status", database=DB)
+    call(app, clock, action="release", database=DB, token=token)
+
+    (shown,) = status["leases"]
+    assert (shown["holder"], len(shown["id"])) == ("fn/a", 4)  # a label, not the id
+    seen = str(status) + capsys.readouterr().out
+    assert token.split(".")[0] not in seen
+    assert lease_id not in seen
+
+
+def test_no_caller_can_release_renew_or_share_another_holders_lease(
+    app: Helper, clock: FakeClock
+) -> None:
+    victim = call(app, clock, action="acquire", database=DB, holder="api/1", ttl_ms=20_000)
+    label = call(app, clock, action="status", database=DB)["leases"][0]["id"]
+    forged = new_secret() + f".{victim['lease']['fence']}"
+
+    as_label = call(app, clock, action="release", database=DB, token=label)
+    released = call(app, clock, action="release", database=DB, token=forged)
+    shortened = call(app, clock, action="renew", database=DB, token=forged, renewal=1, ttl_ms=100)
+    shared = call(app, clock, action="acquire", database=DB, holder="api/1", secret=label * 4)
+
+    assert as_label["error"]["details"][0]["field"] == "token"
+    assert (released["outcome"], shortened["outcome"]) == ("already_released", "lost")
+    assert shared["lease"]["id"] != victim["lease"]["id"]
+    (kept,) = [lease for lease in app.store.status(DB).leases if lease.id == victim["lease"]["id"]]
+    assert kept.expires_at_ms == victim["lease"]["expires_at_ms"]
+
+
+def test_a_renewal_never_shortens_a_lease(app: Helper, clock: FakeClock) -> None:
+    granted = call(app, clock, action="acquire", database=DB, ttl_ms=20_000)
+
+    renewed = call(
+        app, clock, action="renew", database=DB, token=granted["token"], renewal=1, ttl_ms=100
+    )
+
+    assert renewed["outcome"] == "renewed"
+    assert renewed["lease"]["expires_at_ms"] == granted["lease"]["expires_at_ms"]
+
+
+def test_a_secret_used_again_is_a_new_grant_that_no_earlier_answer_stands_for(
+    app: Helper, clock: FakeClock
+) -> None:
+    secret = new_secret()
+    first = call(app, clock, action="acquire", database=DB, secret=secret)
+    call(app, clock, action="renew", database=DB, token=first["token"], renewal=1, ttl_ms=40_000)
+    call(app, clock, action="release", database=DB, token=first["token"])
+    second = call(app, clock, action="acquire", database=DB, secret=secret)
+
+    stale_release = call(app, clock, action="release", database=DB, token=first["token"])
+    in_use_after_stale = app.store.status(DB).in_use
+    renewed = call(
+        app, clock, action="renew", database=DB, token=second["token"], renewal=1, ttl_ms=50_000
+    )
+    released = call(app, clock, action="release", database=DB, token=second["token"])
+
+    assert second["lease"]["fence"] > first["lease"]["fence"]
+    # The first grant's answer again, and the second grant is untouched.
+    assert (stale_release["outcome"], in_use_after_stale) == ("released", 1)
+    assert renewed["lease"]["expires_at_ms"] == clock.now_ms() + 50_000
+    assert released["outcome"] == "released"
+    assert app.store.status(DB).in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"action": "acquire", "database": "billing-mysql"}, "database"),
+        ({"action": "status", "database": "billing-mysql"}, "database"),
+        ({"action": "acquire", "database": DB, "ttl_ms": 86_400_000}, "ttl_ms"),
+        ({"action": "acquire", "database": DB, "wait_ms": 600_000}, "wait_ms"),
+    ],
+)
+def test_the_helper_grants_only_its_databases_and_bounded_leases_and_waits(
+    clock: FakeClock, metrics: RecordingMetrics, event: dict[str, Any], field: str
+) -> None:
+    app = make_app(clock, metrics)
+    app = replace(
+        app,
+        settings=HelperSettings(
+            leases_table_name="leases",
+            idempotency_table_name="idem",
+            served_databases=DB,
+            max_lease_ttl_ms=600_000,
+            max_wait_ms=60_000,
+        ),
+    )
+
+    answer = respond(event, FakeContext(clock), app)
+
+    assert answer["error"]["details"][0]["field"] == field
+    assert app.store.status(DB).in_use == 0
+
+
+class DownIdempotencyStore(InMemoryIdempotencyStore):
+    def _put_record(self, data_record: Any) -> None:
+        raise StoreUnavailable("idempotency", "ResourceNotFoundException: no table", False)
+
+
+def test_a_release_lands_while_the_idempotency_table_is_down(
+    clock: FakeClock, metrics: RecordingMetrics
+) -> None:
+    app = replace(make_app(clock, metrics), idempotency_store=DownIdempotencyStore())
+    token = call(app, clock, action="acquire", database=DB)["token"]
+
+    answer = call(app, clock, action="release", database=DB, token=token)
+
+    assert answer["outcome"] == "released"
+    assert app.store.status(DB).in_use == 0
+
+
+def test_a_failure_of_the_helper_is_raised_for_lambdas_errors_metric_and_counted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    metrics = Metrics(namespace="connlease", service="connlease-helper")
+    down = StoreUnavailable("acquire", "ThrottlingException: slow down", True)
+    fault = errors.known_error(down).document()
+    refusal = errors.known_error(InvalidInput("ttl_ms", "too long")).document()
+
+    with pytest.raises(errors.HelperFault) as raised:
+        settle(fault, metrics)
+    assert settle(refusal, metrics) == refusal
+
+    assert json.loads(str(raised.value)) == fault  # what the invoke adapter reads back
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    counted = [line for line in lines if "HelperErrors" in line]
+    assert len(counted) == 2
+    assert all(line["service"] == "connlease-helper" for line in counted)
+    (directive,) = counted[0]["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["service"]]

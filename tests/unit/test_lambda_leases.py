@@ -11,7 +11,11 @@ import pytest
 
 from adapters.lambda_invoke import LambdaLeases
 from domain import InvalidInput, RequestInProgress, StoreUnavailable
+from domain.tokens import lease_key
 from service.errors import known_error
+
+# A well-formed grant token (secret.fence), as an acquire's answer gives one.
+TOKEN = "s3cr3t-s3cr3t_s3cr3t-A.3"
 
 
 class NoInvokes:
@@ -30,12 +34,17 @@ class NoInvokes:
     [
         (lambda leases: leases.acquire("orders", ttl_ms=Decimal(5)), "ttl_ms"),
         (lambda leases: leases.acquire("orders", holder=b"fn"), "holder"),
-        (lambda leases: leases.acquire("orders", lease_id=""), "lease_id"),
+        (lambda leases: leases.acquire("orders", secret=""), "secret"),
+        (lambda leases: leases.acquire("orders", secret="too-short"), "secret"),
+        (lambda leases: leases.acquire("orders", secret="x" * 15 + "."), "secret"),
         (lambda leases: leases.acquire("orders", wait_ms=-1), "wait_ms"),
         (lambda leases: leases.acquire(frozenset()), "database"),
-        (lambda leases: leases.release("orders", 7), "lease_id"),
-        (lambda leases: leases.renew("orders", ["abc"]), "lease_id"),
-        (lambda leases: leases.renew("orders", "abc", ttl_ms=1j), "ttl_ms"),
+        (lambda leases: leases.release("orders", 7), "token"),
+        # A lease id is public (status shows it): it is no token.
+        (lambda leases: leases.release("orders", lease_key("orders", TOKEN[:-2])), "token"),
+        (lambda leases: leases.renew("orders", ["abc"]), "token"),
+        (lambda leases: leases.renew("orders", "abc"), "token"),
+        (lambda leases: leases.renew("orders", TOKEN, ttl_ms=1j), "ttl_ms"),
         (lambda leases: leases.status(None), "database"),
     ],
 )
@@ -65,7 +74,7 @@ def test_the_helper_says_whether_a_store_failure_may_pass(retryable: bool) -> No
     client = Answers(known_error(error).model_dump(mode="json"))
 
     with pytest.raises(StoreUnavailable) as raised:
-        LambdaLeases(client, "connlease-helper").release("orders", "abc")  # type: ignore[arg-type]
+        LambdaLeases(client, "connlease-helper").release("orders", TOKEN)  # type: ignore[arg-type]
 
     assert (raised.value.operation, raised.value.retryable) == ("release", retryable)
 
@@ -74,4 +83,4 @@ def test_a_release_still_in_progress_is_raised_as_such_to_be_retried() -> None:
     client = Answers(known_error(RequestInProgress("release")).model_dump(mode="json"))
 
     with pytest.raises(RequestInProgress):
-        LambdaLeases(client, "connlease-helper").release("orders", "abc")  # type: ignore[arg-type]
+        LambdaLeases(client, "connlease-helper").release("orders", TOKEN)  # type: ignore[arg-type]

@@ -78,7 +78,7 @@ def test_thirty_two_threads_never_hold_more_leases_than_the_limit_at_once() -> N
                 counter.took(grant.lease.id)
                 time.sleep(HOLD_S)
                 counter.giving_back()
-                store.release(DB, grant.lease.id)
+                store.release(DB, grant.token)
                 done += 1
         except BaseException as error:  # surfaced to the test thread below
             errors.append(error)

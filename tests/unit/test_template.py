@@ -22,6 +22,7 @@ import yaml
 from adapters.dynamodb import KEY_SCHEMA
 from adapters.emf import DIMENSION
 from domain import Metric
+from domain.shards import shard_item
 from service.seeder import SeedProperties
 from service.settings import (
     EnvironmentSettings,
@@ -55,7 +56,11 @@ LEFT_TO_DEFAULTS: dict[str, set[str]] = {
     | {"IDEMPOTENCY_EXPIRY_S", "DEFAULT_LEASE_TTL_MS", "TIMEOUT_MARGIN_MS"},
     "TestFunction": OFF_AWS_ONLY | FROM_THE_SECRET | {"DB_CONNECT_TIMEOUT_S", "SAFETY_MARGIN_MS"},
     "HarnessFunction": {"MAX_CONCURRENCY"},
-    "SeederFunction": OFF_AWS_ONLY | FROM_THE_SECRET | {"DB_CONNECT_TIMEOUT_S"},
+    # The seeder signs in with DB_ADMIN_SECRET_ARN (DB_SECRET_ARN is its older name), and
+    # DB_APP_SECRET_ARN names the application user and its password.
+    "SeederFunction": OFF_AWS_ONLY
+    | FROM_THE_SECRET
+    | {"DB_CONNECT_TIMEOUT_S", "DB_SECRET_ARN", "DB_APP_USER", "DB_APP_PASSWORD"},
 }
 # Read by Powertools itself rather than by a settings class.
 POWERTOOLS_ONLY = {"POWERTOOLS_LOG_LEVEL"}
@@ -184,6 +189,8 @@ class Stack:
             return self.resolve(self.resources[name]["Properties"]["FunctionName"])
         if kind == "AWS::DynamoDB::Table":
             return f"{STACK}-{name}-1A2B3C4D5E6F"
+        if kind == "AWS::SecretsManager::Secret":  # a secret's Ref is its ARN
+            return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-1a2b3c4d-XyZ123"
         return f"{name.lower()}-0123456789abcdef"
 
     def _attribute(self, name: str, attribute: str) -> str:
@@ -420,13 +427,19 @@ def test_every_function_settings_parse_from_the_environment_the_template_gives_i
                 assert got == value, (name, key)
 
 
-def test_functions_that_connect_to_mysql_use_the_managed_secret_over_tls(stack: Stack) -> None:
+def test_functions_that_connect_to_mysql_use_their_own_secrets_over_tls(stack: Stack) -> None:
     functions = stack.functions()
+    master = stack._attribute("Database", "MasterUserSecret.SecretArn")
+    app = stack._ref("AppUserSecret")
+    test = functions["TestFunction"]["Environment"]["Variables"]
+    assert test["DB_SECRET_ARN"] == app  # the application user, not the master user
+    seeder = functions["SeederFunction"]["Environment"]["Variables"]
+    assert seeder["DB_ADMIN_SECRET_ARN"] == master
+    assert seeder["DB_APP_SECRET_ARN"] == app
+    assert seeder["DB_APP_REQUIRE_SSL"] == "true"
+    assert "DB_SECRET_ARN" not in seeder
     for name in ("TestFunction", "SeederFunction"):
         variables = functions[name]["Environment"]["Variables"]
-        assert variables["DB_SECRET_ARN"] == stack._attribute(
-            "Database", "MasterUserSecret.SecretArn"
-        )
         assert variables["DB_TLS"] == "true"
         assert variables["DB_CA_BUNDLE"].startswith("/opt/python/"), (
             "sam build copies layer/ into the layer's python/ folder, mounted at /opt/python"
@@ -438,6 +451,50 @@ def test_functions_that_connect_to_mysql_use_the_managed_secret_over_tls(stack: 
     assert database["PubliclyAccessible"] is False
     parameters = stack.resources["DatabaseParameters"]["Properties"]["Parameters"]
     assert parameters["require_secure_transport"] == "1"
+
+
+# What RDS refuses in a MySQL password (/ ' " @ and spaces), and what needs escaping
+# wherever it is quoted.
+PASSWORD_EXCLUDES = set("/'\"@\\`")
+
+
+def test_the_app_user_secret_is_generated_attached_to_the_instance_and_rotated_weekly(
+    stack: Stack,
+) -> None:
+    secret = stack.resolve(stack.resources["AppUserSecret"]["Properties"])
+    generate = secret["GenerateSecretString"]
+    assert json.loads(generate["SecretStringTemplate"]) == {"username": "connlease_app"}
+    assert generate["GenerateStringKey"] == "password"
+    assert generate["PasswordLength"] >= 32
+    assert set(generate["ExcludeCharacters"]) >= PASSWORD_EXCLUDES
+    assert generate.get("IncludeSpace", False) is False
+    assert "SecretString" not in secret
+
+    (attachment_name, attachment), *others = stack.of_type(
+        "AWS::SecretsManager::SecretTargetAttachment"
+    ).items()
+    assert not others
+    assert stack.resolve(attachment["Properties"]) == {
+        "SecretId": stack._ref("AppUserSecret"),
+        "TargetId": stack._ref("Database"),
+        "TargetType": "AWS::RDS::DBInstance",
+    }
+
+    ((rotation_name, rotation),) = stack.of_type("AWS::SecretsManager::RotationSchedule").items()
+    # The SecretsManager transform makes the function, before SAM makes the others.
+    assert stack.template["Transform"][0].startswith("AWS::SecretsManager-")
+    assert stack.template["Transform"][-1] == "AWS::Serverless-2016-10-31"
+    # The secret carries the host when it first rotates, and the user exists by then.
+    assert {attachment_name, "LeaseQuota"} <= set(rotation["DependsOn"])
+    properties = stack.resolve(rotation["Properties"])
+    assert properties["SecretId"] == stack._ref("AppUserSecret")
+    assert properties["RotationRules"] == {"AutomaticallyAfterDays": 7}
+    hosted = properties["HostedRotationLambda"]
+    assert hosted["RotationType"] == "MySQLSingleUser"
+    assert set(hosted["ExcludeCharacters"]) == set(generate["ExcludeCharacters"])
+    subnets = [stack._ref("PrivateSubnetA"), stack._ref("PrivateSubnetB")]
+    assert hosted["VpcSubnetIds"] == ",".join(subnets)
+    assert hosted["VpcSecurityGroupIds"] == stack._ref("RotationSecurityGroup"), rotation_name
 
 
 def test_every_function_names_its_powertools_service_and_metrics_namespace(stack: Stack) -> None:
@@ -471,17 +528,51 @@ def all_statements(stack: Stack) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield name, statement
 
 
+# Actions that name no resource, so a statement can allow them on "*" alone; each only
+# where a caller needs it.
+RESOURCELESS = {
+    # The rotation function's new password, through the Secrets Manager endpoint.
+    ("SecretsManagerEndpoint", "secretsmanager:GetRandomPassword"),
+}
+
+
 @pytest.mark.parametrize("lease_mode", LEASE_MODES)
 def test_no_statement_grants_a_wildcard_action_or_every_resource(
     template: dict[str, Any], lease_mode: str
 ) -> None:
     stack = Stack(template, {"LeaseMode": lease_mode})
     for name, statement in all_statements(stack):
-        for action in as_list(statement["Action"]):
+        actions = as_list(statement["Action"])
+        for action in actions:
             assert "*" not in action, f"{name}: {action}"
+        if all((name, action) in RESOURCELESS for action in actions):
+            assert statement["Resource"] == "*", f"{name}: {statement}"
+            continue
         for resource in as_list(statement["Resource"]):
             assert resource != "*", f"{name}: {statement}"
             assert resource.startswith("arn:aws:"), f"{name}: {resource}"
+
+
+@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+def test_the_lease_calls_of_the_helper_and_the_test_function_touch_only_their_database(
+    template: dict[str, Any], lease_mode: str
+) -> None:
+    # The quota item's key is the database, a split quota's shard items' <database>#<i>
+    # (domain.shards.shard_item); '#', '*' and '?' are not in a database's name.
+    stack = Stack(template, {"LeaseMode": lease_mode, "QuotaDatabase": "orders-mysql"})
+    scoped = {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["orders-mysql", "orders-mysql#*"]}
+    }
+    assert shard_item("orders-mysql", 3) == "orders-mysql#3"
+    leases = arn(stack, "LeasesTable")
+    callers = ["HelperFunction"] + (["TestFunction"] if lease_mode == "direct" else [])
+    for name in callers:
+        on_leases = [
+            s for s in stack.statements(stack.resources[name]) if leases in as_list(s["Resource"])
+        ]
+        assert on_leases, name
+        for statement in on_leases:
+            assert statement.get("Condition") == scoped, f"{name}: {statement}"
 
 
 def test_functions_get_only_inline_policies_no_managed_ones_or_sam_templates(
@@ -503,10 +594,14 @@ def expected_grants(stack: Stack, lease_mode: str) -> dict[str, set[tuple[str, s
     """What each function's code calls (DynamoDBLeaseStore, Powertools idempotency,
     Parameters' get_secret, LambdaLeases, the harness), on what."""
     leases, idempotency = arn(stack, "LeasesTable"), arn(stack, "IdempotencyTable")
-    secret = arn(stack, "Database", "MasterUserSecret.SecretArn")
+    master, app = arn(stack, "Database", "MasterUserSecret.SecretArn"), stack._ref("AppUserSecret")
     # acquire, release and renew are UpdateItem; status, and a refusal that returns no
-    # item, a consistent GetItem.
-    lease_calls = {("dynamodb:UpdateItem", leases), ("dynamodb:GetItem", leases)}
+    # item, a consistent GetItem; a split quota's shards are read with one BatchGetItem.
+    lease_calls = {
+        ("dynamodb:UpdateItem", leases),
+        ("dynamodb:GetItem", leases),
+        ("dynamodb:BatchGetItem", leases),
+    }
     ways = {
         "lambda": {("lambda:InvokeFunction", arn(stack, "HelperFunction"))},
         "direct": lease_calls,
@@ -517,11 +612,16 @@ def expected_grants(stack: Stack, lease_mode: str) -> dict[str, set[tuple[str, s
             (f"dynamodb:{a}", idempotency)
             for a in ("PutItem", "GetItem", "UpdateItem", "DeleteItem")
         },
-        "TestFunction": ways[lease_mode] | {("secretsmanager:GetSecretValue", secret)},
+        "TestFunction": ways[lease_mode] | {("secretsmanager:GetSecretValue", app)},
         "HarnessFunction": {("lambda:InvokeFunction", arn(stack, "TestFunction"))},
-        # set_quota (UpdateItem, GetItem when no item comes back) and delete_quota.
+        # set_quota (UpdateItem, GetItem when no item comes back) and delete_quota; the
+        # master user's secret to sign in, the app user's to create that user.
         "SeederFunction": lease_calls
-        | {("dynamodb:DeleteItem", leases), ("secretsmanager:GetSecretValue", secret)},
+        | {
+            ("dynamodb:DeleteItem", leases),
+            ("secretsmanager:GetSecretValue", master),
+            ("secretsmanager:GetSecretValue", app),
+        },
     }
 
 
@@ -574,21 +674,58 @@ def test_every_security_group_and_rule_has_a_description(stack: Stack) -> None:
             assert rule["Properties"].get("Description"), name
 
 
-def test_nothing_can_reach_the_database_but_the_functions(stack: Stack) -> None:
+def test_nothing_can_reach_the_database_but_the_functions_and_the_rotation_function(
+    stack: Stack,
+) -> None:
     database = stack.of_type("AWS::EC2::SecurityGroup")["DatabaseSecurityGroup"]
     assert "SecurityGroupIngress" not in database["Properties"]
-    ingress = list(stack.of_type("AWS::EC2::SecurityGroupIngress").values())
-    rules = [stack.resolve(rule["Properties"]) for rule in ingress]
-    assert rules == [
-        {
-            "Description": rules[0]["Description"],
-            "GroupId": stack._ref("DatabaseSecurityGroup"),
-            "IpProtocol": "tcp",
-            "FromPort": 3306,
-            "ToPort": 3306,
-            "SourceSecurityGroupId": stack._ref("FunctionSecurityGroup"),
-        }
+    ingress = [
+        stack.resolve(rule["Properties"])
+        for rule in stack.of_type("AWS::EC2::SecurityGroupIngress").values()
     ]
+    into: dict[tuple[str, str, int, int], set[str]] = {}
+    for rule in ingress:
+        key = (rule["GroupId"], rule["IpProtocol"], rule["FromPort"], rule["ToPort"])
+        into.setdefault(key, set()).add(rule["SourceSecurityGroupId"])
+    functions, rotation = stack._ref("FunctionSecurityGroup"), stack._ref("RotationSecurityGroup")
+    assert into == {
+        (stack._ref("DatabaseSecurityGroup"), "tcp", 3306, 3306): {functions, rotation},
+        # The endpoints admit the functions in their own group's rules, the rotation here.
+        (stack._ref("EndpointSecurityGroup"), "tcp", 443, 443): {rotation},
+    }
+    endpoints = stack.resolve(
+        stack.resources["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    )
+    assert [rule["SourceSecurityGroupId"] for rule in endpoints] == [functions]
+
+
+def test_the_rotation_function_reaches_only_the_endpoints_and_mysql(stack: Stack) -> None:
+    group = stack.resolve(stack.resources["RotationSecurityGroup"]["Properties"])
+    assert "SecurityGroupIngress" not in group
+    assert {
+        (rule["IpProtocol"], rule["FromPort"], rule["DestinationSecurityGroupId"])
+        for rule in group["SecurityGroupEgress"]
+    } == {
+        ("tcp", 443, stack._ref("EndpointSecurityGroup")),
+        ("tcp", 3306, stack._ref("DatabaseSecurityGroup")),
+    }
+    # Through the endpoint: the calls AWS's rotation function makes, on this secret only.
+    (endpoint,) = (
+        stack.resolve(e["Properties"])
+        for e in stack.of_type("AWS::EC2::VPCEndpoint").values()
+        if stack.resolve(e["Properties"]["ServiceName"]).endswith(".secretsmanager")
+    )
+    allowed = grants(iter(endpoint["PolicyDocument"]["Statement"]))
+    secret = stack._ref("AppUserSecret")
+    assert {
+        (f"secretsmanager:{action}", secret)
+        for action in (
+            "DescribeSecret",
+            "GetSecretValue",
+            "PutSecretValue",
+            "UpdateSecretVersionStage",
+        )
+    } | {("secretsmanager:GetRandomPassword", "*")} <= allowed
 
 
 # ------------------------------------------------------------------ tables
@@ -651,12 +788,15 @@ def test_alarms_watch_refusals_low_remaining_and_reclaims_where_the_metrics_are_
     stack = Stack(template, {"LeaseMode": lease_mode})
     recorder = {"lambda": "HelperFunction", "direct": "TestFunction"}[lease_mode]
     service = stack.functions()[recorder]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+    # The alarms on the lease metrics, per database (tests/unit/test_template_alarms.py
+    # holds the others).
     alarms = {
         properties["MetricName"]: properties
         for properties in (
             stack.resolve(alarm["Properties"])
             for alarm in stack.of_type("AWS::CloudWatch::Alarm").values()
         )
+        if any(d["Name"] == DIMENSION for d in properties["Dimensions"])
     }
     assert set(alarms) == {
         Metric.NO_CONNECTIONS_LEFT.value,
@@ -676,6 +816,70 @@ def test_alarms_watch_refusals_low_remaining_and_reclaims_where_the_metrics_are_
     assert (low["Statistic"], low["ComparisonOperator"]) == ("Minimum", "LessThanThreshold")
 
 
+# ------------------------------------------------------------------ concurrency and retries
+
+
+@pytest.mark.parametrize(("reserved", "expected"), [("50", 50), ("7", 7), ("-1", None)])
+def test_the_helper_reserves_the_concurrency_the_parameter_names(
+    template: dict[str, Any], reserved: str, expected: int | None
+) -> None:
+    parameter = template["Parameters"]["HelperReservedConcurrency"]
+    assert parameter["Type"] == "Number"
+    assert parameter["Default"] >= 1
+    assert parameter["MinValue"] == -1  # -1: none reserved
+    # 0 would throttle every call: a rule refuses it.
+    (assertion,) = template["Rules"]["HelperConcurrencyIsNotZero"]["Assertions"]
+    assert assertion["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "HelperReservedConcurrency"}, "0"]}]
+    }
+    stack = Stack(template, {"HelperReservedConcurrency": reserved})
+    functions = stack.functions()
+    helper = functions["HelperFunction"]
+    if expected is None:
+        assert "ReservedConcurrentExecutions" not in helper
+    else:
+        assert int(helper["ReservedConcurrentExecutions"]) == expected
+    for name, properties in functions.items():
+        if name != "HelperFunction":
+            assert "ReservedConcurrentExecutions" not in properties, name
+
+
+@pytest.mark.parametrize("attempts", [None, "2"])
+def test_every_function_retries_failed_async_invokes_as_the_parameter_says_none_by_default(
+    template: dict[str, Any], attempts: str | None
+) -> None:
+    parameter = template["Parameters"]["AsyncRetryAttempts"]
+    assert (parameter["Type"], parameter["Default"]) == ("Number", 0)
+    assert (parameter["MinValue"], parameter["MaxValue"]) == (0, 2)
+    stack = Stack(template, {"AsyncRetryAttempts": attempts} if attempts else {})
+    for name, properties in stack.functions().items():
+        retries = properties["EventInvokeConfig"]["MaximumRetryAttempts"]
+        assert int(retries) == int(attempts or 0), name
+
+
+# ------------------------------------------------------------------ the helper's policy
+
+
+def test_the_helper_serves_only_the_stacks_database_with_bounded_ttls_and_waits(
+    template: dict[str, Any],
+) -> None:
+    stack = Stack(template, {"QuotaDatabase": "orders-mysql"})
+    helper = stack.functions()["HelperFunction"]
+    variables = helper["Environment"]["Variables"]
+    assert variables["SERVED_DATABASES"] == "orders-mysql"
+    assert int(variables["MAX_LEASE_TTL_MS"]) == int(stack.parameter("HelperMaxLeaseTtlMs"))
+    assert int(variables["MAX_WAIT_MS"]) == int(stack.parameter("HelperMaxWaitMs"))
+    settings = HelperSettings.from_environment(
+        {key: str(value) for key, value in variables.items()}
+    )
+    assert settings.serves("orders-mysql")
+    assert not settings.serves("inventory-mysql")
+    # By default: 20 minutes of TTL at most, and no wait longer than the helper can run.
+    assert settings.max_lease_ttl_ms == 1_200_000
+    assert settings.max_wait_ms <= helper["Timeout"] * 1000 - settings.timeout_margin_ms
+    assert int(stack.parameter("DefaultLeaseTtlMs")) <= settings.max_lease_ttl_ms
+
+
 def test_the_outputs_name_what_a_user_needs_after_deploying(template: dict[str, Any]) -> None:
     assert {
         "DatabaseEndpoint",
@@ -686,4 +890,5 @@ def test_the_outputs_name_what_a_user_needs_after_deploying(template: dict[str, 
         "IdempotencyTableName",
         "DashboardName",
         "DashboardUrl",
+        "AppUserSecretArn",
     } <= set(template["Outputs"])

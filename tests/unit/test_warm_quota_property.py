@@ -125,7 +125,9 @@ def test_warm_environments_never_have_more_connections_open_than_the_quota(
 ) -> None:
     clock = FakeClock()
     server = Server(clock, limit)
-    store = InMemoryLeaseStore(clock)
+    # One clock: no skew to allow for. Waiters reclaim a lease the moment it expires, the
+    # closest call, so that the lease's own slack is what keeps I1 (not the skew margin).
+    store = InMemoryLeaseStore(clock, reclaim_grace_ms=0)
     store.set_quota(DB, Quota(limit=limit, default_ttl_ms=30_000))
     warm = KeepWarm(hold_ms=hold_ms, idle_close_s=IDLE_CLOSE_S)
     environments = [

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from adapters.memory import InMemoryLeaseStore
 from adapters.mysql import DatabaseError
+from adapters.secrets import SecretUnavailable
 from domain import KeepWarm, Quota
 from service.bootstrap import Workload, keep_warm
 from service.client import ConnectionLeases
@@ -151,3 +152,146 @@ def test_the_harness_summary_counts_outcomes_errors_and_wait_percentiles() -> No
     assert summary["db_errors"] == {"1040": 1}
     assert summary["lease_wait_ms"] == {"p50": 50.0, "p95": 95.0, "p99": 99.0}
     assert percentile([], 50) is None
+
+
+# ------------------------------------------------------------------ bounded inputs
+
+
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The simulated query's sleeps, recorded instead of slept."""
+    sleeps: list[float] = []
+    monkeypatch.setattr("service.workload.time.sleep", sleeps.append)
+    return sleeps
+
+
+@pytest.mark.parametrize(
+    "query_time_s",
+    [
+        -1,
+        -0.001,
+        float("nan"),
+        float("inf"),
+        901,
+        10**400,
+        "slow",
+        "0.5",
+        True,
+        {"seconds": 1},
+        [],
+        [1],
+        [1, 2, 3],
+        [2, 1],
+        [-1, 2],
+        [0, float("nan")],
+        [0, "2"],
+    ],
+    ids=lambda value: repr(value)[:24],
+)
+def test_a_bad_query_time_is_an_invalid_answer_naming_the_field_and_takes_no_lease(
+    query_time_s: Any, slept: list[float]
+) -> None:
+    clock = FakeClock()
+    app, store = make(clock, FakeConnection)
+
+    answer = run({"query_time_s": query_time_s}, FakeContext(clock), app)
+
+    assert answer["outcome"] == "invalid"
+    assert answer["error"].startswith("query_time_s: must be seconds from 0 to 900")
+    assert "\n" not in answer["error"]
+    assert store.requests["add"] == 0
+    assert slept == []
+
+
+def test_a_json_event_with_nan_is_refused_too(slept: list[float]) -> None:
+    clock = FakeClock()
+    app, _ = make(clock, FakeConnection)
+
+    answer = run('{"query_time_s": NaN}', FakeContext(clock), app)
+
+    assert answer["outcome"] == "invalid"
+    assert answer["error"].startswith("query_time_s: ")
+
+
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        ({"wait_budget_ms": -5}, "wait_budget_ms: Input should be greater than or equal to 0"),
+        ([1, 2], "Input should be a valid dictionary"),
+    ],
+)
+def test_other_bad_events_are_answered_with_the_field_not_a_traceback(
+    event: Any, error: str
+) -> None:
+    clock = FakeClock()
+    app, _ = make(clock, FakeConnection)
+
+    answer = run(event, FakeContext(clock), app)
+
+    assert answer == {"outcome": "invalid", "error": answer["error"]}
+    assert error in answer["error"]
+
+
+def test_a_query_longer_than_the_invocation_has_left_is_refused(slept: list[float]) -> None:
+    clock = FakeClock()
+    app, store = make(clock, FakeConnection)  # safety margin 1 s
+    context = FakeContext(clock, timeout_ms=5_000)
+
+    too_long = run({"query_time_s": 4.5}, context, app)
+    range_too_long = run({"query_time_s": [0, 4.5]}, context, app)
+    fits = run({"query_time_s": [1, 3.9]}, context, app)
+
+    assert too_long["outcome"] == range_too_long["outcome"] == "invalid"
+    assert too_long["error"].startswith("query_time_s: 4.5 s is longer than this invocation")
+    assert "(4.0 s:" in too_long["error"]
+    assert fits["outcome"] == "succeeded"
+    assert len(slept) == 1
+    assert 1 <= slept[0] <= 3.9
+    assert store.requests["add"] == 1
+
+
+def test_a_query_longer_than_the_lease_is_refused(slept: list[float]) -> None:
+    clock = FakeClock()
+    app, _ = make(clock, FakeConnection, lease_ttl_ms=2_000)
+
+    answer = run({"query_time_s": 2.5}, FakeContext(clock), app)
+
+    assert answer["outcome"] == "invalid"
+    assert "(2.0 s:" in answer["error"]
+    assert run({"query_time_s": 2}, FakeContext(clock), app)["outcome"] == "succeeded"
+    assert slept == [2.0]
+
+
+def test_the_settings_query_time_is_cut_to_what_the_invocation_allows(
+    slept: list[float],
+) -> None:
+    clock = FakeClock()
+    app, _ = make(clock, FakeConnection, query_time_s=20)
+
+    answer = run({}, FakeContext(clock, timeout_ms=5_000), app)
+
+    assert answer["outcome"] == "succeeded"
+    assert slept == [4.0]
+
+
+def test_a_query_time_range_in_the_settings_must_run_upwards() -> None:
+    with pytest.raises(ValidationError, match="QUERY_TIME_MAX_S must be at least QUERY_TIME_S"):
+        WorkloadSettings(quota_database=DB, query_time_s=3, query_time_max_s=1)
+    for bad in (-1, float("nan"), float("inf"), 901):
+        with pytest.raises(ValidationError):
+            WorkloadSettings(quota_database=DB, query_time_s=bad)
+
+
+def test_an_unreadable_secret_is_its_own_outcome_and_gives_the_lease_back() -> None:
+    clock = FakeClock()
+
+    def unreadable() -> FakeConnection:
+        raise SecretUnavailable("arn:aws:secretsmanager:x", "AccessDeniedException: no")
+
+    app, store = make(clock, unreadable)
+
+    answer = run({}, FakeContext(clock), app)
+
+    assert answer["outcome"] == "secret_error"
+    assert "AccessDeniedException" in answer["error"]
+    assert store.status(DB).in_use == 0

@@ -1,0 +1,101 @@
+"""Grant tokens: the secret that makes a lease its holder's alone (docs/design.md, "Who may
+do what").
+
+A grant's token is `secret.fence[.shard]`. The secret is 128 random bits the holder (or the
+store for it) makes; the store never keeps it, only the lease's key, a hash of it, so that
+what `status` and the logs show of a lease cannot be turned back into the power to release
+or renew it. The fence is the grant's number, which no two grants of one quota item share:
+a token from an earlier grant of the same secret (a reused secret, an async retry) is not
+the current grant's and changes nothing. A split quota's token also names the shard.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from .errors import InvalidInput
+
+# 96 bits at the least: a secret a caller proposes must be as hard to guess as ours.
+MIN_SECRET_CHARS = 16
+MAX_SECRET_CHARS = 64
+# A lease's key in its item: 48 bits of the secret's hash. Every byte of every entry is
+# paid on every write; finding a secret for a key shown in full would take 2^48 hashes,
+# and the helper shows only LABEL_CHARS of it.
+KEY_CHARS = 8
+LABEL_CHARS = 4
+MAX_FENCE = 2**53  # exact in JSON numbers and in DynamoDB's
+
+_SECRET = re.compile(r"[A-Za-z0-9_-]+")
+_TOKEN = re.compile(r"([A-Za-z0-9_-]+)(?:\.(\d{1,16})(?:\.(\d{1,4}))?)?")
+
+
+def new_secret() -> str:
+    """128 random bits, 22 URL-safe characters."""
+    return secrets.token_urlsafe(16)
+
+
+def check_secret(secret: object, field: str = "secret") -> str:
+    if not isinstance(secret, str):
+        raise InvalidInput(field, f"must be a string, got {type(secret).__name__}")
+    if not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS or not _SECRET.fullmatch(secret):
+        raise InvalidInput(
+            field,
+            f"must be {MIN_SECRET_CHARS}-{MAX_SECRET_CHARS} letters, digits, _ or -"
+            " (make one with domain.tokens.new_secret)",
+        )
+    return secret
+
+
+def lease_key(database: str, secret: str) -> str:
+    """The key a secret's lease has in the quota `database` (the same in every shard)."""
+    digest = hashlib.sha256(f"{database}\n{secret}".encode()).digest()
+    # No '-': a key never reads as a shard's lease id (`7-key`).
+    return base64.urlsafe_b64encode(digest).decode()[:KEY_CHARS].replace("-", "_")
+
+
+def label(lease_id: str) -> str:
+    """What the helper shows of a lease id: enough to tell leases apart in a listing and
+    to find one in the logs, far too little to act on."""
+    shard, _, key = lease_id.rpartition("-")
+    return f"{shard}-{key[:LABEL_CHARS]}" if shard else key[:LABEL_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A parsed grant token. No fence: any grant of the secret (its proposer giving back a
+    lease whose grant it never heard of); no shard: the store looks where it may be."""
+
+    secret: str
+    fence: int | None = None
+    shard: int | None = None
+
+    def __str__(self) -> str:
+        text = self.secret
+        if self.fence is not None:
+            text += f".{self.fence}"
+            if self.shard is not None:
+                text += f".{self.shard}"
+        return text
+
+    def __repr__(self) -> str:
+        return f"Token({label(self.secret)}…)"  # never the secret, whatever logs it
+
+
+def parse_token(token: object) -> Token:
+    if not isinstance(token, str):
+        raise InvalidInput("token", f"must be a string, got {type(token).__name__}")
+    found = _TOKEN.fullmatch(token)
+    secret = found.group(1) if found else ""
+    if found is None or not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
+        # Never echoed: it may be someone's token.
+        raise InvalidInput("token", "is not a grant token (the `token` of an acquire's answer)")
+    _, fence, shard = found.groups()
+    return Token(
+        secret,
+        None if fence is None else int(fence),
+        None if shard is None else int(shard),
+    )

@@ -1,0 +1,534 @@
+"""Attacks on the quota: every way the review of issue 14 found to break it, played against
+the real helper (the local Lambda endpoint), DynamoDB (embedded) and MariaDB, whose
+application user may hold at most the quota's connections (MAX_USER_CONNECTIONS).
+
+An attack "succeeds" when it does what it tried: takes over, shortens or shares another
+holder's lease, gets an answer that is not true of its own grant, reclaims a lease whose
+holder's connection is still open, keeps a connection past its lease, or finds another
+invocation's session state on a warm connection. Every target is 0 successes, and
+MariaDB's own count of the application user's connections never above the quota.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+import pymysql
+
+from adapters.clock import SystemClock
+from adapters.dynamodb import DynamoDBLeaseStore, entries_per_shard
+from adapters.lambda_invoke import LambdaLeases
+from adapters.mysql import (
+    DatabaseError,
+    MySqlConnector,
+    MySqlEndpoint,
+    ensure_app_user,
+    user_connections,
+)
+from domain import ConnleaseError, Granted, InvalidInput, KeepWarm, LeaseStore, Quota, Renewed
+from domain.model import SKEW_MARGIN_MS
+from domain.tokens import new_secret
+from local.stack import LocalStack, Tables, helper_function
+from local.watch import Poller
+from reliability.common import Campaign, Figure, Lab, Stopwatch
+from service.client import ConnectionLeases
+
+USER_LIMIT_REACHED = 1226  # ER_USER_LIMIT_REACHED: MAX_USER_CONNECTIONS said no
+SESSION_STATE = (
+    "open transaction",
+    "user variable",
+    "session variable",
+    "temporary table",
+    "named lock",
+    "table lock",
+    "prepared statement",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int = 10  # of each attack through the helper
+    skew_cases: tuple[tuple[int, int], ...] = (
+        # (holder's clock, reclaimer's clock) offsets in ms: one host 2 s off at a time
+        (0, SKEW_MARGIN_MS),
+        (0, -SKEW_MARGIN_MS),
+        (SKEW_MARGIN_MS, 0),
+        (-SKEW_MARGIN_MS, 0),
+    )
+    lease_ms: int = 1_500
+
+
+SHORT = Plan(rounds=2, skew_cases=((0, SKEW_MARGIN_MS), (-SKEW_MARGIN_MS, 0)))
+
+
+class OffsetClock(SystemClock):
+    """A host whose clock is `offset_ms` off."""
+
+    def __init__(self, offset_ms: int) -> None:
+        self.offset_ms = offset_ms
+
+    def now_ms(self) -> int:
+        return super().now_ms() + self.offset_ms
+
+
+class UserConnections(Poller):
+    """MariaDB's own count of the application user's connections, every 10 ms."""
+
+    def __init__(self, admin: MySqlEndpoint, user: str) -> None:
+        super().__init__(0.01, "user-connections")
+        self._connection = MySqlConnector(admin, None)()
+        self._user = user
+        self.peak = 0
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, user_connections(self._connection, self._user))
+
+    def now(self) -> int:
+        return user_connections(self._connection, self._user)
+
+    def stopped(self) -> None:
+        self._connection.close()
+
+
+@dataclass
+class Arena:
+    """What every attack plays against."""
+
+    stack: LocalStack
+    store: LeaseStore  # an operator's view, straight to the table
+    helper: LambdaLeases
+    app: MySqlEndpoint  # the application user
+    admin: MySqlEndpoint
+    watcher: UserConnections
+    shards_of: int | None
+    successes: Counter[str]
+    tries: Counter[str]
+
+    def quota(self, limit: int, ttl_ms: int = 30_000) -> str:
+        database = f"atk-{uuid.uuid4().hex[:8]}"
+        self.store.set_quota(database, Quota(limit, ttl_ms))
+        return database
+
+    def direct(self, clock: SystemClock) -> DynamoDBLeaseStore:
+        """A direct-mode store on a host with this clock, in the lab's layout."""
+        shards_of = self.shards_of
+        return DynamoDBLeaseStore(
+            self.stack.dynamodb_client(),
+            self.stack.tables.leases,
+            clock,
+            shard_capacity=entries_per_shard if shards_of is None else lambda _db: shards_of,
+        )
+
+    def attempt(self, attack: str, succeeded: bool) -> None:
+        self.tries[attack] += 1
+        self.successes[attack] += int(succeeded)
+
+
+def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
+    watch = Stopwatch()
+    user = f"atk_{uuid.uuid4().hex[:8]}"
+    password = new_secret()
+    limit = 1  # every quota that connects holds one lease: the user may hold one connection
+    with closing(MySqlConnector(lab.mysql, None)()) as admin:
+        ensure_app_user(admin, user, password, lab.mysql.database, limit, require_ssl=False)
+    try:
+        with arena(lab, replace(lab.mysql, user=user, password=password), limit) as here:
+            helper_attacks(here, plan)
+            skewed_clocks(here, plan)
+            overrun(here, plan)
+            killed_runtimes(here, plan)
+            warm_session_state(here)
+            refusals = database_refuses_past_the_quota(here, limit)
+            peak = here.watcher.peak
+    finally:
+        with closing(MySqlConnector(lab.mysql, None)()) as admin, admin.cursor() as cursor:
+            cursor.execute("DROP USER IF EXISTS %s@'%%'", (user,))
+    figures = [
+        Figure.exactly(f"{attack}: successes (of {here.tries[attack]})", count, 0)
+        for attack, count in sorted(here.successes.items())
+    ]
+    figures += [
+        Figure.at_most("most connections of the application user (MariaDB's count)", peak, limit),
+        Figure.at_least(
+            f"connections past MAX_USER_CONNECTIONS = {limit} refused by MariaDB (1226)",
+            refusals,
+            1,
+        ),
+    ]
+    return Campaign(
+        "Attacks on the quota",
+        "Each attack the review of issue 14 found, played against the helper over the local "
+        "Lambda endpoint, direct-mode stores and MariaDB, as an application user whose "
+        f"MAX_USER_CONNECTIONS is the quota ({limit}). Skewed clocks: one host at a time "
+        f"{SKEW_MARGIN_MS / 1000:g} s off.",
+        figures,
+        seconds=watch.seconds,
+    )
+
+
+@contextmanager
+def arena(lab: Lab, app: MySqlEndpoint, limit: int) -> Iterator[Arena]:
+    tag = uuid.uuid4().hex[:8]
+    stack = LocalStack(
+        lambda url, tables: [helper_function(url, tables, concurrency=2)],
+        tables=Tables(f"atk-leases-{tag}", f"atk-idempotency-{tag}"),
+    )
+    with stack:
+        store = DynamoDBLeaseStore(stack.dynamodb_client(), stack.tables.leases, SystemClock())
+        if lab.shards_of is not None:
+            shards_of = lab.shards_of
+            store = DynamoDBLeaseStore(
+                stack.dynamodb_client(),
+                stack.tables.leases,
+                SystemClock(),
+                shard_capacity=lambda _db: shards_of,
+            )
+        watcher = UserConnections(lab.mysql, app.user)
+        with watcher.watching():
+            yield Arena(
+                stack,
+                store,
+                LambdaLeases(stack.lambda_client(), "connlease-helper"),
+                app,
+                lab.mysql,
+                watcher,
+                lab.shards_of,
+                Counter(),
+                Counter(),
+            )
+
+
+def _held(here: Arena, database: str, lease_id: str) -> int | None:
+    """The expiry of the lease with this id, as the table holds it (None: gone)."""
+    found = [lease for lease in here.store.status(database).leases if lease.id == lease_id]
+    return found[0].expires_at_ms if found else None
+
+
+def _refused(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except InvalidInput:
+        return None
+
+
+def helper_attacks(here: Arena, plan: Plan) -> None:
+    """Takeover, shortening, sharing and id reuse, all through the helper."""
+    for _ in range(plan.rounds):
+        database = here.quota(limit=4)
+        victim = here.helper.acquire(database, "api/victim", ttl_ms=20_000)
+        assert isinstance(victim, Granted)
+        expiry = victim.lease.expires_at_ms
+        status = here.helper.status(database)
+        seen = [lease.id for lease in status.leases] + [lease.holder for lease in status.leases]
+        fence = victim.lease.fence
+        shard = victim.token.split(".")[2:]  # a split quota's token names its shard
+        forged = [f"{new_secret()}.{fence}" + (f".{shard[0]}" if shard else "") for _ in range(3)]
+        forged += [f"{(text * 16)[:22]}.{fence}" for text in seen if text]
+        for token in [*seen, *forged]:
+            _refused(partial(here.helper.release, database, token))
+        here.attempt(
+            "takeover (release another's lease)", _held(here, database, victim.lease.id) is None
+        )
+        for token in forged:
+            _refused(partial(here.helper.renew, database, token, ttl_ms=100))
+        held = _held(here, database, victim.lease.id)
+        here.attempt("shortening (renew another's lease)", held is None or held < expiry)
+        shared = [
+            _refused(partial(here.helper.acquire, database, "api/victim", 20_000, (text * 16)[:22]))
+            for text in seen
+        ]
+        here.attempt(
+            "sharing (a grant of another's lease)",
+            any(isinstance(g, Granted) and g.lease.id == victim.lease.id for g in shared),
+        )
+        id_reuse(here, database)
+
+
+def id_reuse(here: Arena, database: str) -> None:
+    """A caller that proposes the same secret again (a request id, an async retry) from a
+    new environment: each grant's release and renewal must be true of that grant."""
+    secret = new_secret()
+    first = LambdaLeases(here.stack.lambda_client(), "connlease-helper")
+    granted = first.acquire(database, "batch/1", 20_000, secret)
+    assert isinstance(granted, Granted)
+    first.renew(database, granted.token, 30_000)
+    first.release(database, granted.token)
+    again = LambdaLeases(here.stack.lambda_client(), "connlease-helper")  # a new environment
+    regranted = again.acquire(database, "batch/1", 20_000, secret)
+    assert isinstance(regranted, Granted)
+    renewed = again.renew(database, regranted.token, 40_000)
+    stored = _held(here, database, regranted.lease.id)
+    here.attempt(
+        "id reuse: a renewal answered with an expiry the store does not hold",
+        not isinstance(renewed, Renewed) or stored != renewed.lease.expires_at_ms,
+    )
+    released = again.release(database, regranted.token)
+    here.attempt(
+        "id reuse: a release answered released that left the lease held",
+        released.value == "released" and _held(here, database, regranted.lease.id) is not None,
+    )
+
+
+def _hold(leases: ConnectionLeases, app: MySqlEndpoint, ttl_ms: int, statement_s: float) -> float:
+    """Hold a connection under a lease of `ttl_ms`, running one statement of `statement_s`
+    (past the lease if longer); the monotonic time the statement came back."""
+    with leases.connect(MySqlConnector(app, None), ttl_ms=ttl_ms) as connection:
+        with suppress(pymysql.err.MySQLError), connection.cursor() as cursor:
+            cursor.execute("SELECT SLEEP(%s)", (statement_s,))
+        return time.monotonic()
+
+
+def skewed_clocks(here: Arena, plan: Plan) -> None:
+    """A holder and a reclaimer whose clocks disagree by the margin: the reclaimer may take
+    the slot only once the holder's connection is gone."""
+    for holder_ms, reclaimer_ms in plan.skew_cases:
+        database = here.quota(limit=1, ttl_ms=plan.lease_ms)
+        holder_clock, reclaimer_clock = OffsetClock(holder_ms), OffsetClock(reclaimer_ms)
+        holder = ConnectionLeases(here.direct(holder_clock), database, clock=holder_clock)
+        thread = threading.Thread(
+            target=_hold, args=(holder, here.app, plan.lease_ms, plan.lease_ms / 1000 + 3)
+        )
+        thread.start()
+        time.sleep(0.2)
+        reclaimer = ConnectionLeases(here.direct(reclaimer_clock), database, clock=reclaimer_clock)
+        overlapped = _overlaps(reclaimer, here, budget_s=plan.lease_ms / 1000 + 5)
+        thread.join()
+        here.attempt(
+            f"skewed clocks (holder {holder_ms:+d} ms, reclaimer {reclaimer_ms:+d} ms): "
+            "a slot reclaimed while its holder's connection was open",
+            overlapped,
+        )
+
+
+def _overlaps(leases: ConnectionLeases, here: Arena, budget_s: float) -> bool:
+    """Poll for the slot and connect once granted: True if the old holder's connection
+    was still on the server then (MariaDB refused the new one: 1226), or no grant came."""
+    deadline = time.monotonic() + budget_s
+    while time.monotonic() < deadline:
+        try:
+            with leases.connect(MySqlConnector(here.app, None), ttl_ms=1_000):
+                return False
+        except DatabaseError as error:
+            if error.code == USER_LIMIT_REACHED:
+                return True
+            raise
+        except ConnleaseError:
+            time.sleep(0.02)
+    return True
+
+
+def overrun(here: Arena, plan: Plan) -> None:
+    """A body that runs past its lease, in a statement or between statements: its
+    connection must be gone from the server shortly after the lease ends (the guard and
+    the statement bound), well before anyone may reclaim the slot."""
+    for in_statement in (True, False):
+        database = here.quota(limit=1, ttl_ms=plan.lease_ms)
+        leases = ConnectionLeases(here.direct(SystemClock()), database)
+        seen_after: list[int] = []
+        # Past the lease, well within the margin: the connection must be gone by then.
+        looker = threading.Timer(
+            plan.lease_ms / 1000 + 0.5, lambda seen=seen_after: seen.append(here.watcher.now())
+        )
+        looker.start()
+        overrun_s = plan.lease_ms / 1000 + 2
+        with leases.connect(MySqlConnector(here.app, None), ttl_ms=plan.lease_ms) as connection:
+            with suppress(pymysql.err.MySQLError), connection.cursor() as cursor:
+                cursor.execute("SELECT SLEEP(%s)", (overrun_s if in_statement else 0,))
+            if not in_statement:
+                time.sleep(overrun_s)
+        looker.join()
+        where = "in a statement" if in_statement else "between statements"
+        here.attempt(
+            f"a body that overruns its lease {where}: its connection open after the lease",
+            seen_after != [0],
+        )
+
+
+def killed_runtimes(here: Arena, plan: Plan) -> None:
+    """A runtime killed (SIGKILL) or frozen (SIGSTOP, where no thread of it runs) while it
+    holds a connection: the slot is reclaimed only once the server has let the old
+    connection go (the server's idle close, set to the lease, ends a frozen one)."""
+    for kill in (signal.SIGKILL, signal.SIGSTOP):
+        database = here.quota(limit=1, ttl_ms=plan.lease_ms)
+        child = _holder_process(here, database, plan.lease_ms)
+        try:
+            time.sleep(0.3)
+            child.send_signal(kill)
+            reclaimer = ConnectionLeases(here.direct(SystemClock()), database)
+            here.attempt(
+                f"a runtime {kill.name}ed with its connection open: "
+                "its slot reclaimed while the connection was open",
+                _overlaps(reclaimer, here, budget_s=plan.lease_ms / 1000 + 5),
+            )
+        finally:
+            with suppress(ProcessLookupError):
+                child.send_signal(signal.SIGKILL)
+            child.wait()
+
+
+def _holder_process(here: Arena, database: str, lease_ms: int) -> subprocess.Popen[bytes]:
+    environment = os.environ | {
+        "ATK_ENDPOINT": here.stack.dynamodb.endpoint_url,
+        "ATK_TABLE": here.stack.tables.leases,
+        "ATK_DATABASE": database,
+        "ATK_LEASE_MS": str(lease_ms),
+        "ATK_HOST": here.app.host,
+        "ATK_PORT": str(here.app.port),
+        "ATK_USER": here.app.user,
+        "ATK_PASSWORD": here.app.password,
+        "ATK_SCHEMA": here.app.database,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "reliability.attacks", "--hold"],
+        env=environment,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    child.stdout.readline()  # "holding": it has its lease and its connection
+    return child
+
+
+def _hold_in_process() -> None:
+    """The killed runtime: take a lease, connect as the application user, and wait."""
+    import boto3  # noqa: PLC0415
+
+    client = boto3.client("dynamodb", endpoint_url=os.environ["ATK_ENDPOINT"])
+    store = DynamoDBLeaseStore(client, os.environ["ATK_TABLE"], SystemClock())
+    app = MySqlEndpoint(
+        host=os.environ["ATK_HOST"],
+        port=int(os.environ["ATK_PORT"]),
+        user=os.environ["ATK_USER"],
+        password=os.environ["ATK_PASSWORD"],
+        database=os.environ["ATK_SCHEMA"],
+    )
+    leases = ConnectionLeases(store, os.environ["ATK_DATABASE"])
+    with leases.connect(MySqlConnector(app, None), ttl_ms=int(os.environ["ATK_LEASE_MS"])):
+        print("holding", flush=True)
+        time.sleep(60)
+
+
+def warm_session_state(here: Arena) -> None:
+    """Each kind of session state one invocation may leave on a warm connection: the next
+    invocation on that connection must see none of it."""
+    database = here.quota(limit=1, ttl_ms=30_000)
+    leases = ConnectionLeases(
+        here.direct(SystemClock()), database, keep_warm=KeepWarm(hold_ms=60_000, idle_close_s=5)
+    )
+    connect = MySqlConnector(here.app, None)
+    # The application user may not create tables: the campaign's admin does.
+    with closing(MySqlConnector(here.admin, None)()) as setup, setup.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS atk_rows (id INT PRIMARY KEY) ENGINE=InnoDB")
+        cursor.execute("DELETE FROM atk_rows")
+    try:
+        for kind in SESSION_STATE:
+            with leases.connect(connect, ttl_ms=10_000) as connection:
+                thread = _session(connection)
+                _leave(connection, kind)
+            with leases.connect(connect, ttl_ms=10_000) as connection:
+                same = _session(connection) == thread
+                here.attempt(
+                    f"warm connection: {kind} seen by the next invocation",
+                    same and _sees(connection, kind),
+                )
+    finally:
+        leases.close()
+        with closing(MySqlConnector(here.admin, None)()) as setup, setup.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS atk_rows")
+
+
+def _session(connection: Any) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        return int(cursor.fetchone()[0])
+
+
+def _leave(connection: Any, kind: str) -> None:
+    with connection.cursor() as cursor:
+        match kind:
+            case "open transaction":
+                cursor.execute("BEGIN")
+                cursor.execute("INSERT INTO atk_rows VALUES (1)")
+            case "user variable":
+                cursor.execute("SET @atk = 'left behind'")
+            case "session variable":
+                cursor.execute("SET SESSION sql_mode = 'ANSI'")
+            case "temporary table":
+                cursor.execute("CREATE TEMPORARY TABLE atk_temp (x INT)")
+            case "named lock":
+                cursor.execute("SELECT GET_LOCK('atk_lock', 0)")
+            case "table lock":
+                cursor.execute("LOCK TABLES atk_rows WRITE")
+            case "prepared statement":
+                cursor.execute("PREPARE atk_stmt FROM 'SELECT 1'")
+
+
+def _sees(connection: Any, kind: str) -> bool:  # noqa: PLR0911 - one answer per kind
+    with connection.cursor() as cursor:
+        match kind:
+            case "open transaction":
+                cursor.execute("SELECT @@in_transaction, (SELECT COUNT(*) FROM atk_rows)")
+                in_transaction, rows = cursor.fetchone()
+                return bool(in_transaction) or rows > 0
+            case "user variable":
+                cursor.execute("SELECT @atk")
+                return cursor.fetchone()[0] is not None
+            case "session variable":
+                cursor.execute("SELECT @@session.sql_mode LIKE '%%ANSI_QUOTES%%'")
+                return bool(cursor.fetchone()[0])
+            case "temporary table":
+                try:
+                    cursor.execute("SELECT COUNT(*) FROM atk_temp")
+                except pymysql.err.MySQLError:
+                    return False
+                return True
+            case "named lock":
+                cursor.execute("SELECT IS_USED_LOCK('atk_lock') = CONNECTION_ID()")
+                return bool(cursor.fetchone()[0])
+            case "table lock":
+                try:
+                    cursor.execute("SELECT COUNT(*) FROM Employees")
+                except pymysql.err.MySQLError:
+                    return True  # still under LOCK TABLES: other tables refused
+                return False
+            case "prepared statement":
+                try:
+                    cursor.execute("EXECUTE atk_stmt")
+                except pymysql.err.MySQLError:
+                    return False
+                return True
+    return False
+
+
+def database_refuses_past_the_quota(here: Arena, limit: int) -> int:
+    """Connections opened as the application user past any lease (a rogue or buggy
+    caller): MariaDB itself refuses those past MAX_USER_CONNECTIONS."""
+    opened, refused = [], 0
+    try:
+        for _ in range(limit + 2):
+            try:
+                opened.append(MySqlConnector(here.app, None)())
+            except DatabaseError as error:
+                refused += error.code == USER_LIMIT_REACHED
+    finally:
+        for connection in opened:
+            connection.close()
+    return refused
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--hold"]:
+    _hold_in_process()

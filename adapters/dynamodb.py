@@ -98,9 +98,9 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
         raise CorruptQuota(database, "limit is 0")
     leases = _map(database, item, "leases")
     holders = _map(database, item, "holders")
-    if "fences" not in item:
-        raise CorruptQuota(database, "it has no fences (an older version's): set its quota again")
-    fences = _map(database, item, "fences")
+    # An older version's item has no fences: it reads (so that set_quota can upgrade it,
+    # split or not), but no lease is granted or renewed in it until then (_require_fences).
+    fences = _map(database, item, "fences") if "fences" in item else {}
     parsed = []
     for lease_id, value in leases.items():
         if set(value) != {"N"} or not value["N"].isdigit():
@@ -116,6 +116,15 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
         layout,
         int(item.get("fence", {}).get("N", "0")),
     )
+
+
+def _require_fences(database: str, item: Mapping[str, Any]) -> None:
+    """A grant or a renewal refused for want of a fences map: the item is an older
+    version's, and says how to upgrade it."""
+    if "fences" not in item:
+        raise CorruptQuota(
+            database, "it has no fences (an older version's item): set its quota again"
+        )
 
 
 def _layout(database: str, item: Mapping[str, Any]) -> ShardLayout | None:
@@ -331,7 +340,9 @@ class DynamoDBLeaseStore(LeaseStore):
         self, database: str, lease: NewLease | None, applied: bool, item: Item | None, op: str
     ) -> Write:
         if not applied:
-            return Write(False, parse_item(database, self._seen(database, item, op)))
+            seen = self._seen(database, item, op)
+            _require_fences(database, seen)
+            return Write(False, parse_item(database, seen))
         try:
             return Write(True, parse_item(database, item or {}))
         except CorruptQuota:
@@ -400,7 +411,9 @@ class DynamoDBLeaseStore(LeaseStore):
             ExpressionAttributeValues=_TYPE_VALUES | values,
             ReturnValues="ALL_NEW",
         )
-        return Write(applied, parse_item(database, self._seen(database, item, "renew")))
+        seen = self._seen(database, item, "renew")
+        _require_fences(database, seen)
+        return Write(applied, parse_item(database, seen))
 
     def _read(self, database: str) -> QuotaState:
         return parse_item(database, self._get(database, "status"))

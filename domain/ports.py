@@ -216,7 +216,8 @@ class LeaseStore(ABC):
                     # request whose answer was lost) took it.
                     return Granted(
                         lease,
-                        write.state.remaining(now_ms),
+                        # What may be granted now: a lease within its skew margin counts.
+                        write.state.remaining(now_ms - self._reclaim_grace_ms),
                         reclaimed,
                         write.state.others_waiting(now_ms),
                     )
@@ -290,7 +291,8 @@ class LeaseStore(ABC):
             or not (write.applied or lease.expires_at_ms >= expires_at_ms)
         ):
             return LeaseLost(key)
-        return Renewed(lease, write.state.remaining(now_ms), write.state.others_waiting(now_ms))
+        remaining = write.state.remaining(now_ms - self._reclaim_grace_ms)
+        return Renewed(lease, remaining, write.state.others_waiting(now_ms))
 
     def status(self, database: str) -> QuotaStatus:
         check_database(database)

@@ -34,6 +34,7 @@ def test_no_attack_succeeds_and_mariadb_refuses_connections_past_the_quota(here:
     # Every attack of the issue was played: the helper's four, skew, overrun, killed
     # runtimes, and each kind of session state on a warm connection.
     assert len(attacked) == 11 + len(attacks.SESSION_STATE)
-    assert campaign.figure(
-        "connections past MAX_USER_CONNECTIONS = 1 refused by MariaDB (1226)"
-    ).value == 2
+    assert (
+        campaign.figure("connections past MAX_USER_CONNECTIONS = 1 refused by MariaDB (1226)").value
+        == 2
+    )

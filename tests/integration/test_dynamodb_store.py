@@ -196,7 +196,6 @@ MALFORMED = {
     "leases missing": _raw_item(leases=None),
     "leases a list": _raw_item(leases={"L": []}),
     "holders a string": _raw_item(holders={"S": "x"}),
-    "fences missing (an older version's item)": _raw_item(fences=None),
     "fences a list": _raw_item(fences={"L": []}),
     "a lease expiry that is text": _raw_item(leases={"M": {"abc": {"S": "soon"}}}),
 }
@@ -230,7 +229,12 @@ def test_a_malformed_quota_item_is_a_typed_error_and_is_left_as_it_was(
     with pytest.raises(CorruptQuota, match=DB):
         calls[operation]()
 
-    assert stored() == before
+    after = stored()
+    # A grant undone after its write (the item could not be read back) leaves one fence
+    # number unused: fences need only increase, and no lease holds that one.
+    if operation == "acquire" and "fence" in after:
+        assert int(after.pop("fence")["N"]) == int(before.get("fence", {"N": "0"})["N"]) + 1
+    assert after == before
 
 
 def test_set_quota_refuses_to_overwrite_mistyped_lease_maps(

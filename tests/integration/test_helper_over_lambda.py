@@ -24,12 +24,12 @@ from domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
+from domain.model import SKEW_MARGIN_MS
+from domain.tokens import label
 from local.context import LocalContext
 from local.lambda_endpoint import FunctionSpec
 from local.stack import HELPER, LocalStack, Tables, helper_function
 from service.client import ConnectionLeases
-from domain.model import SKEW_MARGIN_MS
-from domain.tokens import label
 from tests.fakes import Boom
 
 if TYPE_CHECKING:

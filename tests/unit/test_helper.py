@@ -12,8 +12,8 @@ from aws_lambda_powertools import Metrics
 
 from adapters.memory import InMemoryLeaseStore
 from domain import DecorrelatedJitter, InvalidInput, Metric, Quota, StoreUnavailable
-from domain.ports import NewLease, Write
 from domain.model import SKEW_MARGIN_MS
+from domain.ports import NewLease, Write
 from domain.tokens import new_secret
 from service import errors
 from service.bootstrap import Helper

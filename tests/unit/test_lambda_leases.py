@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from adapters.lambda_invoke import LambdaLeases
-from domain import InvalidInput, RequestInProgress, StoreUnavailable
+from domain import HelperFailed, InvalidInput, RequestInProgress, StoreUnavailable
 from domain.tokens import lease_key
 from service.errors import known_error
 
@@ -84,3 +84,45 @@ def test_a_release_still_in_progress_is_raised_as_such_to_be_retried() -> None:
 
     with pytest.raises(RequestInProgress):
         LambdaLeases(client, "connlease-helper").release("orders", TOKEN)  # type: ignore[arg-type]
+
+
+class RaisedByTheHelper:
+    """A helper that raised its error document (service.errors.HelperFault), as Lambda's
+    Python runtime reports an unhandled exception."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.calls = 0
+
+    def invoke(self, **_: Any) -> dict[str, Any]:
+        self.calls += 1
+        body = {
+            "errorMessage": json.dumps(self.document),
+            "errorType": "HelperFault",
+            "stackTrace": ['  File "/var/task/service/helper.py", line 1, in handler\n'],
+        }
+        return {
+            "StatusCode": 200,
+            "FunctionError": "Unhandled",
+            "Payload": io.BytesIO(json.dumps(body).encode()),
+        }
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_a_store_failure_the_helper_raised_is_read_back_as_the_same_typed_error(
+    retryable: bool,
+) -> None:
+    error = StoreUnavailable("acquire", "ThrottlingException: slow down", retryable)
+    client = RaisedByTheHelper(known_error(error).document())
+
+    with pytest.raises(StoreUnavailable) as raised:
+        LambdaLeases(client, "connlease-helper").status("orders")  # type: ignore[arg-type]
+
+    assert (raised.value.operation, raised.value.retryable) == ("acquire", retryable)
+
+
+def test_a_function_error_that_is_no_error_document_is_a_helper_failure() -> None:
+    client = RaisedByTheHelper({"not": "a document"})
+
+    with pytest.raises(HelperFailed, match="HelperFault"):
+        LambdaLeases(client, "connlease-helper").status("orders")  # type: ignore[arg-type]

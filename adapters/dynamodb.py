@@ -115,6 +115,7 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
         _wanted_at_ms(item),
         layout,
         int(item.get("fence", {}).get("N", "0")),
+        fenced="fences" in item,
     )
 
 

@@ -181,7 +181,12 @@ class LambdaLeases:
                 raise _error_from(self._function, ErrorResponse.model_validate(document))
             return answer_type.model_validate(document)
         except ValidationError as error:
-            raise HelperFailed(self._function, "MalformedResponse", str(error)) from error
+            # Where, not what: the answer may hold a token.
+            where = "; ".join(
+                f"{'.'.join(map(str, issue['loc']))}: {issue['msg']}"
+                for issue in error.errors(include_url=False, include_input=False)
+            )
+            raise HelperFailed(self._function, "MalformedResponse", where) from None
 
 
 def _raised_error(document: dict[str, Any]) -> ErrorResponse | None:

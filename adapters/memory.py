@@ -151,7 +151,7 @@ class InMemoryLeaseStore(LeaseStore):
         with self._request("remove", database):
             self._state(database)
             lease = self._leases[database].get(lease_id)
-            if lease is None or fence not in (None, lease.fence):
+            if lease is None or not _fenced_as(lease, fence):
                 return False
             del self._leases[database][lease_id]
             return True
@@ -171,7 +171,7 @@ class InMemoryLeaseStore(LeaseStore):
             if (
                 lease is None
                 or not lease.is_live(now_ms)
-                or fence not in (None, lease.fence)
+                or not _fenced_as(lease, fence)
                 or lease.expires_at_ms >= expires_at_ms
             ):
                 return Write(False, state)
@@ -224,3 +224,8 @@ class InMemoryLeaseStore(LeaseStore):
             self._claims.pop(database, None)
             self._fences.pop(database, None)
             return self._quotas.pop(database, None) is not None
+
+
+def _fenced_as(lease: Lease, fence: int | None) -> bool:
+    """DynamoDB's `fences.#id = :fence`: an entry with no fence (0) matches none."""
+    return fence is None or (lease.fence != 0 and lease.fence == fence)

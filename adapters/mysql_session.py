@@ -4,12 +4,13 @@ when its lease ends.
 A warm connection carries whatever its last invocation left on the server (an open
 transaction, locks, variables, temporary tables); `reset` clears it in one round trip.
 Nothing on the server ends a session when a lease does, so `LeaseGuard` shuts the socket
-at the deadline and `prepare` bounds every statement: MariaDB only notices a closed
-socket once the statement it is running ends.
+at the deadline and the session's bounds end any statement by then: MariaDB only notices a
+closed socket once the statement it is running ends. `prepare` and `reset` set the bounds;
+`send_pipelined` tightens them before a statement, in the statement's own write.
 
-pymysql has no reset and no pipelining, so `reset` speaks the protocol through pymysql's
-own framing internals (`_write_bytes`, `_read_packet`, `_next_seq_id`), leaving them as
-pymysql's own commands do, so the connection is used normally afterwards.
+pymysql has no reset and no pipelining, so `reset` and `send_pipelined` speak the protocol
+through pymysql's own framing internals (`_write_bytes`, `_read_packet`, `_next_seq_id`),
+leaving them as pymysql's own commands do, so the connection is used normally afterwards.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pymysql
-from pymysql.constants import COMMAND
+from pymysql.constants import COMMAND, CR
 
 from adapters.mysql import DatabaseError
 
@@ -46,7 +47,7 @@ class SessionBounds:
     (a reset puts every session variable back to its global value)."""
 
     idle_close_s: int | None  # wait_timeout: the server closes the session idle this long
-    statement_ms: int | None  # the longest any one statement may run
+    statement_ms: int | None  # the longest any one statement may run, lock waits included
 
     def __post_init__(self) -> None:
         # wait_timeout's floor is 1 s; a 0 statement bound would mean none at all.
@@ -82,6 +83,15 @@ def supports_reset(connection: Connection) -> bool:
     )
 
 
+class LeaseEnded(pymysql.err.OperationalError):
+    """The connection's lease has ended: the statement was not sent."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            CR.CR_SERVER_GONE_ERROR, "the connection's lease has ended: the statement was not sent"
+        )
+
+
 def bound_assignments(bounds: SessionBounds, mariadb: bool) -> list[str]:
     """The SET assignments for `bounds`."""
     assignments = []
@@ -93,9 +103,14 @@ def bound_assignments(bounds: SessionBounds, mariadb: bool) -> list[str]:
             assignments.append(f"SESSION max_statement_time = {bounds.statement_ms / 1000:.3f}")
         else:
             # Milliseconds, and MySQL applies it to read-only SELECTs only: an UPDATE, a
-            # DDL or a SELECT ... FOR UPDATE that waits on a lock is not bounded, and such a
-            # statement keeps its session on the server after the guard closed its socket.
+            # DDL or a SELECT ... FOR UPDATE is not bounded by it; the lock waits below are.
             assignments.append(f"SESSION max_execution_time = {bounds.statement_ms:d}")
+        # A statement waiting on a row or metadata lock keeps its session on the server
+        # after the guard closed its socket, for as long as the wait may last. Whole
+        # seconds (rounded up, at least 1): a wait may outlast the statement bound by <1 s.
+        lock_wait_s = max(1, -(-bounds.statement_ms // 1000))
+        assignments.append(f"SESSION innodb_lock_wait_timeout = {lock_wait_s:d}")
+        assignments.append(f"SESSION lock_wait_timeout = {lock_wait_s:d}")
     return assignments
 
 
@@ -115,16 +130,24 @@ def prepare(connection: Connection, bounds: SessionBounds) -> None:
 def restore_statements(connection: Connection, bounds: SessionBounds) -> list[str]:
     """What a reset undoes that the client relies on, in the order pymysql's connect
     applies it: the character set, sql_mode and init_command the connection was opened
-    with, then autocommit on (the connector's) and the bounds, which win over init_command."""
+    with, then its autocommit mode and the bounds, which win over init_command.
+
+    The autocommit mode is the one the connection was opened with (`autocommit_mode`;
+    pymysql's default is off): turning it on would make the owner's rollback() undo
+    nothing. None (the server's default) sets nothing: the reset already restored it.
+    """
     raw: Any = connection
     names = f"NAMES {raw.charset}" + (f" COLLATE {raw.collation}" if raw.collation else "")
     head = [names]
     if raw.sql_mode is not None:
         head.append(f"SESSION sql_mode = {connection.escape(raw.sql_mode)}")
-    tail = ["autocommit = 1", *bound_assignments(bounds, is_mariadb(connection))]
+    tail = bound_assignments(bounds, is_mariadb(connection))
+    if raw.autocommit_mode is not None:
+        tail.insert(0, f"autocommit = {int(bool(raw.autocommit_mode))}")
     if raw.init_command is None:
         return ["SET " + ", ".join(head + tail)]
-    return ["SET " + ", ".join(head), str(raw.init_command), "SET " + ", ".join(tail)]
+    restore = ["SET " + ", ".join(head), str(raw.init_command)]
+    return [*restore, "SET " + ", ".join(tail)] if tail else restore
 
 
 def _command(command: int, body: bytes = b"") -> bytes:
@@ -182,7 +205,49 @@ def reset(connection: Connection, bounds: SessionBounds) -> bool:
     except (pymysql.err.MySQLError, OSError):
         raw._force_close()
         return False
-    raw.autocommit_mode = True
+    return True
+
+
+def send_pipelined(connection: Connection, first: str, sql: str | bytes | bytearray) -> bool:
+    """Send the statement `first` (a SET, whose answer is an OK) and then `sql` in one
+    socket write, as pymysql's `query` would send `sql`: both command packets go out
+    together, each with sequence id 0 as every command starts, and `first`'s answer is
+    read. True: `sql`'s answer is next, `_next_seq_id` set for it; the caller reads it as
+    query() does after its own write (`connection.next_result(unbuffered)`). No extra round
+    trip: the server runs the two in order.
+
+    False, having sent nothing, when it does not know how to do this safely: an unbuffered
+    result still being read (pymysql's query would finish it first), `sql` not str, bytes
+    or bytearray (executemany's), or a statement that needs continuation packets (16 MB).
+    The caller then sends them one after the other. Raises what pymysql's query raises;
+    if `first` fails, the connection is closed (`sql`'s answer is unread, and `sql`
+    itself may have run).
+    """
+    raw: Any = connection
+    if raw._sock is None or not isinstance(sql, (str, bytes, bytearray)):
+        return False
+    if raw._result is not None:
+        if raw._result.unbuffered_active:
+            return False
+        # Results the server already sent (a CALL's), read as pymysql's query would.
+        while raw._result.has_next:
+            connection.next_result()
+        raw._result = None
+    body = sql.encode(raw.encoding) if isinstance(sql, str) else bytes(sql)
+    try:
+        burst = _command(COMMAND.COM_QUERY, first.encode(raw.encoding)) + _command(
+            COMMAND.COM_QUERY, body
+        )
+    except ValueError:
+        return False
+    raw._write_bytes(burst)  # closes the connection and raises on a socket error
+    try:
+        raw._next_seq_id = 1  # first's answer follows its packet 0
+        raw._read_ok_packet()  # raises on an error packet
+    except BaseException:
+        raw._force_close()  # sql's answer would be read as the next command's
+        raise
+    raw._next_seq_id = 1  # and sql's, its own packet 0
     return True
 
 
@@ -203,7 +268,7 @@ def set_socket_timeouts(connection: Connection, seconds: float) -> None:
 class LeaseGuard:
     """Shuts a connection's socket down at `deadline_monotonic_s` (time.monotonic()),
     whatever the body is doing: a read or write blocked on it fails at once, and the server
-    sees the connection go (MariaDB only once its running statement ends: hence `prepare`'s
+    sees the connection go (MariaDB only once its running statement ends: hence the session's
     statement bound). The socket is shut down, not closed, from this thread: closing it
     would not wake a blocked read, and its descriptor could be reused under the body.
 

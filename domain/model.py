@@ -156,6 +156,9 @@ class QuotaState:
     wanted_at_ms: int = 0  # when a refused acquirer last noted that it waits (0: never)
     layout: ShardLayout | None = None  # a root item whose quota is split over shards
     fence: int = 0  # the item's last grant's fence (0: none yet)
+    # False: an item an older version wrote, without fences; it grants nothing until
+    # set_quota upgrades it.
+    fenced: bool = True
 
     def others_waiting(self, now_ms: int) -> bool:
         # A note from a clock far ahead is not believed: it would read as waiting forever.

@@ -187,7 +187,13 @@ class SplitQuotas:
         shard holds is what its write conditions count."""
         now_ms = self._clock.now_ms()
         existing = root.layout.shards if root is not None and root.layout else 0
-        states = self._without_expired(database, self.read_shards(database, list(range(existing))))
+        states = self.read_shards(database, list(range(existing)))
+        for index, state in states.items():
+            if not state.fenced:  # an older version's shard: its share as it is, and fences
+                states[index] = self._store._write_quota(
+                    shard_item(database, index), replace(state.quota, default_ttl_ms=ttl_ms)
+                ).state
+        states = self._without_expired(database, states)
         held = [len(states[i].leases) if i in states else 0 for i in range(existing)]
         old = [states[i].quota.limit if i in states else -1 for i in range(existing)]
         in_root = len(root.live(now_ms - self._grace_ms)) if root is not None else 0

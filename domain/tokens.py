@@ -23,10 +23,11 @@ from .errors import InvalidInput
 MIN_SECRET_CHARS = 16
 MAX_SECRET_CHARS = 64
 # A lease's key in its item: 48 bits of the secret's hash. Every byte of every entry is
-# paid on every write; finding a secret for a key shown in full would take 2^48 hashes,
-# and the helper shows only LABEL_CHARS of it.
+# paid on every write; finding a secret for a key shown in full would take 2^48 hashes.
+# The helper shows a label instead: 18 bits of the key's own hash, which leaves a caller
+# 2^30 keys to try online, one helper invoke each, within a lease's life.
 KEY_CHARS = 8
-LABEL_CHARS = 4
+LABEL_CHARS = 3
 MAX_FENCE = 2**53  # exact in JSON numbers and in DynamoDB's
 
 _SECRET = re.compile(r"[A-Za-z0-9_-]+")
@@ -58,10 +59,18 @@ def lease_key(database: str, secret: str) -> str:
 
 
 def label(lease_id: str) -> str:
-    """What the helper shows of a lease id: enough to tell leases apart in a listing and
-    to find one in the logs, far too little to act on."""
-    shard, _, key = lease_id.rpartition("-")
-    return f"{shard}-{key[:LABEL_CHARS]}" if shard else key[:LABEL_CHARS]
+    """What the helper shows of a lease id (never of a secret): enough to tell leases
+    apart in a listing and to find one in the logs, far too little to act on."""
+    shard, _, key = lease_id.rpartition("-")  # a key has no '-': only a shard's id does
+    digest = hashlib.sha256(key.encode()).digest()
+    short = base64.urlsafe_b64encode(digest).decode()[:LABEL_CHARS]
+    return f"{shard}-{short}" if shard else short
+
+
+def lease_id_of(database: str, grant: Token) -> str:
+    """The id of the lease a token's grant holds (public: the key, and its shard)."""
+    key = lease_key(database, grant.secret)
+    return key if grant.shard is None else f"{grant.shard}-{key}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +91,8 @@ class Token:
         return text
 
     def __repr__(self) -> str:
-        return f"Token({label(self.secret)}…)"  # never the secret, whatever logs it
+        # Never the secret, nor any part of it, whatever logs this.
+        return f"Token(fence={self.fence}, shard={self.shard})"
 
 
 def parse_token(token: object) -> Token:

@@ -30,8 +30,8 @@ CONFIGURATION = "ConfigurationError"
 # Failures of the helper itself or of what it depends on, not of the caller's request:
 # raised out of the handler (Lambda's Errors metric), as well as counted.
 FAULTS = frozenset({INTERNAL, CONFIGURATION, "StoreUnavailable", "CorruptQuota"})
-# One metric for every error answer, with the service as its only dimension, so that one
-# alarm watches every database the helper serves.
+# The helper's own failures, with the service as the only dimension, so that one alarm
+# watches every database the helper serves; no caller can set it off by asking badly.
 HELPER_ERRORS = "HelperErrors"
 
 
@@ -44,7 +44,7 @@ class HelperFault(Exception):
         self.document = document
 
 
-def record_helper_error(metrics: Metrics, kind: str) -> None:
+def record_helper_error(metrics: Metrics) -> None:
     with single_metric(
         name=HELPER_ERRORS,
         unit=MetricUnit.Count,

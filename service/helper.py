@@ -47,7 +47,7 @@ from domain import (
     acquire_within,
 )
 from domain.services import record_acquire
-from domain.tokens import label, parse_token
+from domain.tokens import label, lease_id_of, parse_token
 from service import errors
 from service.bootstrap import Helper, build_helper, built_at_init
 from service.contract import (
@@ -104,14 +104,13 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
 
 
 def settle(document: dict[str, Any], metrics: Metrics) -> dict[str, Any]:
-    """Every error answer is counted (HelperErrors); one that is the helper's own failure
-    (a bug, its settings, its store) is raised instead of returned, so that Lambda's Errors
-    metric and its alarm see it. Callers read the document back either way."""
-    if document.get("ok") is False:
-        kind = document["error"]["type"]
-        errors.record_helper_error(metrics, kind)
-        if kind in errors.FAULTS:
-            raise errors.HelperFault(document)
+    """An error answer that is the helper's own failure (a bug, its settings, its store) is
+    counted (HelperErrors) and raised instead of returned, so that Lambda's Errors metric
+    and the alarms see it; a caller's mistake is answered, and alarms no one. Callers read
+    the document back either way."""
+    if document.get("ok") is False and document["error"]["type"] in errors.FAULTS:
+        errors.record_helper_error(metrics)
+        raise errors.HelperFault(document)
     return document
 
 
@@ -127,7 +126,7 @@ def respond(event: Any, context: InvocationContext, app: Helper) -> dict[str, An
     token = getattr(request, "token", None)
     logger.append_keys(
         database=request.database,
-        lease=label(parse_token(token).secret) if token else None,
+        lease=label(lease_id_of(request.database, parse_token(token))) if token else None,
     )
     tracer.put_annotation("database", request.database)
     try:
@@ -173,6 +172,12 @@ def dispatch(
     match request:
         case AcquireRequest():
             return acquire(request, app, context).document()
+        case ReleaseRequest() | RenewRequest() if parse_token(request.token).fence is None:
+            # A secret alone names no grant: a proposer giving back the grant whose answer
+            # it lost. Keyed on it, a later grant of the same secret would get this answer.
+            if isinstance(request, RenewRequest):
+                raise InvalidInput("token", "a renewal needs the grant's token, with its fence")
+            return give_back_or_renew(request, app)
         case ReleaseRequest() | RenewRequest():
             document: dict[str, Any] = idempotent_action(app)(
                 cast("LambdaContext", context), request=request

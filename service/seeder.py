@@ -14,6 +14,8 @@ Properties (CloudFormation passes strings):
   LimitPercent       1-100: that share of the server's max_connections (rounded down, >= 1)
   DefaultLeaseTtlMs  default DEFAULT_LEASE_TTL_MS
   SeedEmployees      "true"/"false", default true
+  OtherConnections   connections that are not the functions', default 5: the connections
+                     alarm's threshold is the limit plus these
 
 With an application user configured (DB_APP_SECRET_ARN, or locally DB_APP_PASSWORD), Create
 and Update also create or update that user: its secret's password, only the privileges
@@ -75,6 +77,9 @@ class SeedProperties(BaseModel):
         None, alias="DefaultLeaseTtlMs", ge=MIN_TTL_MS, le=MAX_TTL_MS
     )
     seed_employees: bool = Field(True, alias="SeedEmployees")
+    # Connections that are not the functions' (RDS's own, an operator's session): the
+    # connections alarm fires past the quota plus these (Data.ConnectionsAlarmThreshold).
+    other_connections: int = Field(5, alias="OtherConnections", ge=0, le=1000)
 
     @field_validator("database")
     @classmethod
@@ -214,6 +219,7 @@ def put_seed(event: dict[str, Any]) -> str:
     except ConnleaseError as error:
         raise SeedFailed(f"quota for {database!r} not set: {error}") from error
     data["Limit"] = status.limit
+    data["ConnectionsAlarmThreshold"] = status.limit + properties.other_connections
     custom_resource().Data.update(data)
     logger.info("seeded", extra={"data": data, "in_use": status.in_use})
     return physical_id(database)

@@ -3,7 +3,10 @@ across invocations, for a hold (`domain.warm` decides when to renew, replace or 
 this module does the calls and looks after the connection).
 
 A frozen environment cannot close its connection, so the server must: each kept connection
-gets MySQL's `wait_timeout` set to the idle close, and its lease outlasts that.
+gets MySQL's `wait_timeout` set to the idle close, and its lease outlasts that. A kept
+connection is reused only once reset (`LeaseBound.clean`: pymysql's session reset, another
+driver's `reset_session()`); one that cannot be is closed, and the next invocation opens a
+new one under the same lease.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class _KeptConnection:
     token: str  # the grant's: renewals keep it
     connection: Any = None
     session: object = None  # the server's id for the connection's session, where known
-    bound: LeaseBound | None = None  # the connection's bounds by the lease (pymysql)
+    bound: LeaseBound | None = None  # its bounds by the lease (pymysql), and its reset
     bound_until_ms: int = 0  # the lease end the bounds were set for
 
 
@@ -86,8 +89,9 @@ class WarmClient:
             elif kept.bound is not None and not kept.bound.clean(
                 kept.kept.lease.expires_at_ms, self._warm.idle_close_s
             ):
-                # Whatever this invocation left in its session cannot be cleared: the next
-                # one gets a new connection under the same lease.
+                # Whatever this invocation left in its session cannot be cleared (or the
+                # driver offers no reset): the next one gets a new connection under the
+                # same lease.
                 close_quietly(kept.connection)
                 kept.connection = None
         finally:

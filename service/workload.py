@@ -85,8 +85,13 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     try:
         app = workload()
     except ValidationError as error:  # the environment is wrong, not the event
-        logger.exception("test function settings are invalid")
-        return {"outcome": "configuration_error", "error": str(error)}
+        # Named, never echoed: a setting's value may be a password.
+        names = sorted({str(issue["loc"][0]).upper() for issue in error.errors() if issue["loc"]})
+        logger.error("test function settings are invalid", extra={"variables": names})
+        return {
+            "outcome": "configuration_error",
+            "error": f"check the environment variables {', '.join(names) or 'of the function'}",
+        }
     return run(event, context, app)
 
 

@@ -56,8 +56,7 @@ def connect(endpoint: MySqlEndpoint) -> Iterator[Callable[..., Connection]]:
                 user=endpoint.user,
                 password=endpoint.password,
                 database=endpoint.database,
-                autocommit=True,
-                **options,
+                **{"autocommit": True, **options},
             )
         else:
             connection = MySqlConnector(endpoint, None)()
@@ -273,6 +272,30 @@ def test_a_reset_keeps_what_the_connection_was_opened_with(
     assert_clean(connection, connect(), probe, endpoint, sql_mode=f"'{opened_with[2]}'")
 
 
+@pytest.mark.parametrize("autocommit", [False, True, None])
+def test_a_reset_keeps_the_autocommit_mode_the_connection_was_opened_with(
+    autocommit: bool | None, connect: Callable[..., Connection], probe: Probe
+) -> None:
+    """pymysql opens with autocommit off unless told: a reset that turned it on would have
+    rollback() undo nothing. None keeps the server's default, as a new connection has."""
+    connection, witness = connect(autocommit=autocommit), connect()
+    default = bool(one(witness, "SELECT @@global.autocommit"))
+    expected = default if autocommit is None else autocommit
+    assert connection.get_autocommit() is expected
+    run(connection, f"INSERT INTO {probe.table} VALUES (1)")
+
+    assert reset(connection, BOUNDS)
+
+    assert connection.get_autocommit() is expected
+    assert one(connection, "SELECT @@autocommit") == int(expected)
+    run(connection, f"INSERT INTO {probe.table} VALUES (2)")
+    connection.rollback()
+    # Off: the reset rolled the first write back and rollback() the second; on: both stay.
+    kept = one(witness, f"SELECT COUNT(*) FROM {probe.table}")
+    assert kept == (2 if expected else 0)
+    connection.close()  # before the table is dropped
+
+
 class RecordingSocket:
     """The connection's socket, noting each write (with its bytes) and each read, in order."""
 
@@ -403,17 +426,18 @@ def test_reset_says_false_and_sends_nothing_to_a_server_without_the_command(
     assert one(connection, "SELECT @x") == 1
 
 
-def test_prepare_applies_both_bounds_in_one_statement(connect: Callable[..., Connection]) -> None:
+def test_prepare_applies_the_bounds_in_one_statement(connect: Callable[..., Connection]) -> None:
     connection = connect()
     recorder = record(connection)
 
     prepare(connection, SessionBounds(idle_close_s=5, statement_ms=1_250))
 
     assert round_trips(recorder.calls) == 1
-    assert one(connection, "SELECT @@session.wait_timeout, @@session.max_statement_time") == (
-        5,
-        1.25,
-    )
+    assert one(
+        connection,
+        "SELECT @@session.wait_timeout, @@session.max_statement_time,"
+        " @@session.innodb_lock_wait_timeout, @@session.lock_wait_timeout",
+    ) == (5, 1.25, 2, 2)  # lock waits in whole seconds, rounded up
 
 
 def test_prepare_raises_database_error(connect: Callable[..., Connection]) -> None:

@@ -140,7 +140,12 @@ def test_create_with_a_limit_writes_the_quota_and_seeds_ten_employees(
 
     assert response["Status"] == "SUCCESS", response["Reason"]
     assert response["PhysicalResourceId"] == f"connlease-quota-{database}"
-    assert response["Data"] == {"Database": database, "Limit": 7, "Employees": 10}
+    assert response["Data"] == {
+        "Database": database,
+        "Limit": 7,
+        "Employees": 10,
+        "ConnectionsAlarmThreshold": 12,
+    }
     status = store.status(database)
     assert (status.limit, status.default_ttl_ms, status.in_use) == (7, 45_000, 0)
     assert employees() == 10
@@ -200,6 +205,11 @@ def test_an_update_that_changes_the_limit_keeps_live_leases(
     assert updated["Status"] == "SUCCESS", updated["Reason"]
     assert updated["PhysicalResourceId"] == created["PhysicalResourceId"]
     assert updated["Data"]["Limit"] == 9
+    # The connections alarm's threshold: the quota plus 5 that are not the functions'.
+    assert (
+        created["Data"]["ConnectionsAlarmThreshold"],
+        updated["Data"]["ConnectionsAlarmThreshold"],
+    ) == (8, 14)
     status = store.status(database)
     assert (status.limit, status.in_use, status.remaining) == (9, 1, 8)
     assert [lease.id for lease in status.leases] == [held.lease.id]
@@ -290,7 +300,7 @@ def test_a_quota_without_seeding_needs_no_mysql(
     response = send(catcher, "Create", {"Database": database, "Limit": 6, "SeedEmployees": False})
 
     assert response["Status"] == "SUCCESS", response["Reason"]
-    assert response["Data"] == {"Database": database, "Limit": 6}
+    assert response["Data"] == {"Database": database, "Limit": 6, "ConnectionsAlarmThreshold": 11}
     assert store.status(database).limit == 6
 
 
@@ -483,6 +493,7 @@ def test_a_create_with_an_app_user_caps_its_connections_at_the_limit(
         "Employees": 10,
         "AppUser": app_user,
         "MaxUserConnections": 2,
+        "ConnectionsAlarmThreshold": 7,
     }
     assert user_limit(app_user) == 2
     held = [as_app(app_user)(), as_app(app_user)()]

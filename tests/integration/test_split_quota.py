@@ -22,7 +22,7 @@ from domain import (
     Renewed,
 )
 from domain.model import SKEW_MARGIN_MS
-from domain.shards import parse_shard_lease_id
+from domain.shards import parse_shard_lease_id, shard_item
 from domain.tokens import new_secret, parse_token
 from tests.conftest import StoreUnderTest
 from tests.fakes import FakeClock
@@ -308,3 +308,27 @@ def test_a_quota_item_from_before_fences_is_refused_until_set_quota_upgrades_and
     assert all(isinstance(g, Granted) for g in taken), taken
     assert isinstance(store.acquire(DB, HOLDER), Rejected)
     assert store.status(DB).in_use == 100
+
+
+def test_a_split_quota_from_before_fences_is_upgraded_whole_by_setting_its_quota_again(
+    dynamodb_client: DynamoDBClient, leases_table: str
+) -> None:
+    clock = FakeClock()
+    store = DynamoDBLeaseStore(dynamodb_client, leases_table, clock, shard_capacity=lambda _: 4)
+    store.set_quota(DB, Quota(limit=12, default_ttl_ms=TTL))
+    items = [DB, *(shard_item(DB, index) for index in range(3))]
+    for item in items:  # as the version before fences left them
+        dynamodb_client.update_item(
+            TableName=leases_table,
+            Key={"pk": {"S": item}, "sk": {"S": "quota"}},
+            UpdateExpression="REMOVE fences, fence",
+        )
+    old = DynamoDBLeaseStore(dynamodb_client, leases_table, clock, shard_capacity=lambda _: 4)
+
+    with pytest.raises(CorruptQuota, match="set its quota again"):
+        old.acquire(DB, HOLDER)
+    old.set_quota(DB, Quota(limit=12, default_ttl_ms=TTL))  # the same quota: no share changes
+
+    grants = [old.acquire(DB, HOLDER) for _ in range(12)]
+    assert all(isinstance(grant, Granted) for grant in grants)
+    assert isinstance(old.acquire(DB, HOLDER), Rejected)

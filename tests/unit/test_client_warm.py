@@ -41,23 +41,38 @@ class Cursor:
         pass
 
 
-class DbApiConnection:
-    """A DB-API connection that records what it ran."""
+IDLE_CLOSE = "SET SESSION wait_timeout = 5"
+RESET = "reset_session()"  # noted among the statements, where the client called it
+# One invocation on a new connection: its idle close, then the reset after the invocation
+# and the idle close again (the reset puts session variables back to the server's).
+ONE_INVOCATION = [IDLE_CLOSE, RESET, IDLE_CLOSE]
+
+
+class UnresettableConnection:
+    """A DB-API connection that records what it ran; it has no reset hook."""
 
     opened = 0
 
     def __init__(self) -> None:
-        DbApiConnection.opened += 1
+        UnresettableConnection.opened += 1
         self.statements: list[str] = []
         self.closed = False
         self.open = True
-        self.server_thread_id = (DbApiConnection.opened,)
+        self.server_thread_id = (UnresettableConnection.opened,)
 
     def cursor(self) -> Cursor:
         return Cursor(self.statements)
 
     def close(self) -> None:
         self.closed = True
+
+
+class DbApiConnection(UnresettableConnection):
+    """One with mysql-connector's `reset_session`, the hook through which a kept connection
+    of a driver other than pymysql is made clean and reused."""
+
+    def reset_session(self) -> None:
+        self.statements.append(RESET)
 
 
 @pytest.fixture
@@ -91,7 +106,8 @@ def test_the_server_is_told_to_close_the_connection_after_its_idle_time(
 ) -> None:
     connection = invoke(leases, clock)
 
-    assert connection.statements == ["SET SESSION wait_timeout = 5"]
+    # Again after the reset, which puts session variables back to the server's defaults.
+    assert connection.statements == ONE_INVOCATION
 
 
 def test_the_lease_outlasts_the_hold_the_invocation_and_the_idle_close(
@@ -406,7 +422,7 @@ def test_a_connection_closed_or_reconnected_by_the_body_is_opened_afresh(
 
     assert second is not first
     assert third is not second
-    assert third.statements == ["SET SESSION wait_timeout = 5"]
+    assert third.statements == ONE_INVOCATION
     assert store.requests["add"] == 1
 
 
@@ -487,4 +503,65 @@ def test_with_a_driver_that_hides_its_session_the_idle_close_is_set_again_on_reu
         pass
 
     assert second is first
-    assert first.statements == ["SET SESSION wait_timeout = 5"] * 2
+    assert first.statements == [*ONE_INVOCATION, IDLE_CLOSE, RESET, IDLE_CLOSE]
+
+
+def test_a_kept_connection_of_another_driver_is_reset_after_each_invocation_and_reused(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    first = invoke(leases, clock)
+    assert first.statements == ONE_INVOCATION  # reset at the end of the invocation
+
+    second = invoke(leases, clock)
+    third = invoke(leases, clock)
+
+    assert second is first
+    assert third is first
+    assert not first.closed
+    assert first.statements.count(RESET) == 3
+    assert (store.requests["add"], store.requests["remove"]) == (1, 0)
+
+
+def test_a_kept_connection_that_cannot_be_reset_is_closed_and_the_lease_kept(
+    leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    """No reset hook: whatever an invocation left in the session (a transaction, variables,
+    locks) must not reach the next one, so each gets a new connection, under one lease."""
+    seen: list[UnresettableConnection] = []
+    for _ in range(3):
+        with leases.connect(UnresettableConnection, ttl_ms=1_000) as connection:
+            clock.advance(20)
+        assert connection.closed  # closed after its invocation, not at the next one's start
+        seen.append(connection)
+    (lease,) = store.status(DB).leases
+
+    assert len({id(connection) for connection in seen}) == 3
+    assert all(connection.statements == [IDLE_CLOSE] for connection in seen)
+    assert store.status(DB).leases == (lease,)
+    # The lease is kept: no store calls beyond the first grant.
+    assert (store.requests["add"], store.requests["extend"], store.requests["remove"]) == (1, 0, 0)
+
+
+class FailingReset(DbApiConnection):
+    def reset_session(self) -> None:
+        super().reset_session()
+        raise Boom
+
+
+def test_a_kept_connection_whose_reset_fails_is_closed_and_the_lease_kept(
+    leases: ConnectionLeases,
+    store: InMemoryLeaseStore,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        with leases.connect(FailingReset, ttl_ms=1_000) as first:
+            pass
+        with leases.connect(FailingReset, ttl_ms=1_000) as second:
+            pass
+
+    assert first.closed
+    assert second is not first
+    assert first.statements == [IDLE_CLOSE, RESET]  # no idle close set after a failed reset
+    assert "could not be reset" in caplog.text
+    assert (store.requests["add"], store.requests["remove"]) == (1, 0)

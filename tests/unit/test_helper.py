@@ -289,7 +289,7 @@ def test_neither_status_nor_the_logs_show_what_could_release_or_renew_a_lease(
     call(app, clock, action="release", database=DB, token=token)
 
     (shown,) = status["leases"]
-    assert (shown["holder"], len(shown["id"])) == ("fn/a", 4)  # a label, not the id
+    assert (shown["holder"], len(shown["id"])) == ("fn/a", 3)  # a label, not the id
     seen = str(status) + capsys.readouterr().out
     assert token.split(".")[0] not in seen
     assert lease_id not in seen
@@ -305,7 +305,7 @@ def test_no_caller_can_release_renew_or_share_another_holders_lease(
     as_label = call(app, clock, action="release", database=DB, token=label)
     released = call(app, clock, action="release", database=DB, token=forged)
     shortened = call(app, clock, action="renew", database=DB, token=forged, renewal=1, ttl_ms=100)
-    shared = call(app, clock, action="acquire", database=DB, holder="api/1", secret=label * 4)
+    shared = call(app, clock, action="acquire", database=DB, holder="api/1", secret=(label * 8)[:22])
 
     assert as_label["error"]["details"][0]["field"] == "token"
     assert (released["outcome"], shortened["outcome"]) == ("already_released", "lost")
@@ -410,8 +410,38 @@ def test_a_failure_of_the_helper_is_raised_for_lambdas_errors_metric_and_counted
 
     assert json.loads(str(raised.value)) == fault  # what the invoke adapter reads back
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    counted = [line for line in lines if "HelperErrors" in line]
-    assert len(counted) == 2
-    assert all(line["service"] == "connlease-helper" for line in counted)
-    (directive,) = counted[0]["_aws"]["CloudWatchMetrics"]
+    (counted,) = [line for line in lines if "HelperErrors" in line]  # not the refusal
+    assert counted["service"] == "connlease-helper"
+    (directive,) = counted["_aws"]["CloudWatchMetrics"]
     assert directive["Dimensions"] == [["service"]]
+
+
+def test_a_release_by_the_secret_alone_is_never_answered_for_another_grant(
+    app: Helper, clock: FakeClock
+) -> None:
+    secret = new_secret()
+    call(app, clock, action="acquire", database=DB, secret=secret)
+    first = call(app, clock, action="release", database=DB, token=secret)
+    call(app, clock, action="acquire", database=DB, secret=secret)
+
+    again = call(app, clock, action="release", database=DB, token=secret)
+    renewal = call(app, clock, action="renew", database=DB, token=secret, renewal=1)
+
+    assert (first["outcome"], again["outcome"]) == ("released", "released")
+    assert app.store.status(DB).in_use == 0
+    assert renewal["error"]["details"][0]["field"] == "token"
+
+
+def test_what_the_helper_logs_of_a_lease_holds_no_part_of_its_secret(
+    app: Helper, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = [call(app, clock, action="acquire", database=DB)["token"] for _ in range(2)]
+    for token in tokens:
+        call(app, clock, action="renew", database=DB, token=token, renewal=1, ttl_ms=40_000)
+        call(app, clock, action="release", database=DB, token=token)
+
+    logged = capsys.readouterr().out
+    for token in tokens:
+        secret = token.split(".")[0]
+        pieces = {secret[i : i + 4] for i in range(len(secret) - 3)}
+        assert not any(piece in logged for piece in pieces), "a piece of a secret was logged"

@@ -1,16 +1,22 @@
-"""The session adapter without a server: the SQL each flavour gets, version detection, and
-the lease guard on a socket pair."""
+"""The session adapter without a server: the SQL each flavour gets, version detection, the
+lease guard on a socket pair, and when a statement re-bounds its session (against a fake
+server on a socket pair)."""
 
 from __future__ import annotations
 
 import socket
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, cast
 
+import pymysql
 import pytest
+from pymysql.constants import COMMAND
 
 from adapters.mysql_session import (
+    LeaseEnded,
     LeaseGuard,
     SessionBounds,
     bound_assignments,
@@ -20,6 +26,8 @@ from adapters.mysql_session import (
     set_socket_timeouts,
     supports_reset,
 )
+from service.lease_bound import CLOSE_LEAD_MS, REBOUND_SLACK_MS, LeaseBound, rebound_ms
+from tests.fakes import FakeClock
 
 MARIADB = "5.5.5-10.11.19-MariaDB-0+deb12u1"
 
@@ -33,6 +41,7 @@ class FakeConnection:
         self.collation: str | None = None
         self.sql_mode: str | None = None
         self.init_command: str | None = None
+        self.autocommit_mode: bool | None = True  # as MySqlConnector opens them
         self._sock = sock
         self._read_timeout: float | None = 30.0
         self._write_timeout: float | None = 30.0
@@ -68,17 +77,30 @@ def test_bounds_the_server_would_refuse_or_read_as_none_are_refused(
         SessionBounds(idle_close_s, statement_ms)
 
 
-def test_each_flavour_gets_its_own_statement_bound() -> None:
+def test_each_flavour_gets_its_own_statement_bound_and_both_bound_lock_waits() -> None:
     bounds = SessionBounds(idle_close_s=5, statement_ms=300)
+    locks = ["SESSION innodb_lock_wait_timeout = 1", "SESSION lock_wait_timeout = 1"]
     assert bound_assignments(bounds, mariadb=True) == [
         "SESSION wait_timeout = 5",
         "SESSION max_statement_time = 0.300",
+        *locks,
     ]
     assert bound_assignments(bounds, mariadb=False) == [
         "SESSION wait_timeout = 5",
         "SESSION max_execution_time = 300",
+        *locks,
     ]
     assert bound_assignments(SessionBounds(None, None), mariadb=True) == []
+
+
+@pytest.mark.parametrize(("statement_ms", "lock_wait_s"), [(1, 1), (1_000, 1), (1_001, 2)])
+def test_lock_waits_are_bounded_in_whole_seconds_rounded_up(
+    statement_ms: int, lock_wait_s: int
+) -> None:
+    assert bound_assignments(SessionBounds(None, statement_ms), mariadb=False)[1:] == [
+        f"SESSION innodb_lock_wait_timeout = {lock_wait_s}",
+        f"SESSION lock_wait_timeout = {lock_wait_s}",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -107,7 +129,8 @@ def test_without_an_init_command_the_restore_is_one_statement() -> None:
     connection.sql_mode = "ANSI"
     assert restore_statements(connection, SessionBounds(7, 2_500)) == [
         "SET NAMES utf8mb4 COLLATE utf8mb4_bin, SESSION sql_mode = 'ANSI', autocommit = 1,"
-        " SESSION wait_timeout = 7, SESSION max_statement_time = 2.500"
+        " SESSION wait_timeout = 7, SESSION max_statement_time = 2.500,"
+        " SESSION innodb_lock_wait_timeout = 3, SESSION lock_wait_timeout = 3"
     ]
 
 
@@ -117,7 +140,31 @@ def test_an_init_command_runs_where_connect_runs_it_and_the_bounds_win_over_it()
     assert restore_statements(connection, SessionBounds(7, 250)) == [
         "SET NAMES utf8mb4",
         "SET SESSION wait_timeout = 1",
-        "SET autocommit = 1, SESSION wait_timeout = 7, SESSION max_execution_time = 250",
+        "SET autocommit = 1, SESSION wait_timeout = 7, SESSION max_execution_time = 250,"
+        " SESSION innodb_lock_wait_timeout = 1, SESSION lock_wait_timeout = 1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "restored"), [(True, ["autocommit = 1"]), (False, ["autocommit = 0"]), (None, [])]
+)
+def test_the_restore_keeps_the_autocommit_mode_the_connection_was_opened_with(
+    mode: bool | None, restored: list[str]
+) -> None:
+    """pymysql opens with autocommit off unless told: a reset that turned it on would leave
+    the owner's rollback() undoing nothing. None is the server's default, which the reset
+    itself restores."""
+    connection = fake()
+    connection.autocommit_mode = mode
+    assert restore_statements(connection, SessionBounds(None, None)) == [
+        "SET " + ", ".join(["NAMES utf8mb4", *restored])
+    ]
+    connection.init_command = "SET @a = 1"
+    tail = ["SET " + ", ".join(restored)] if restored else []
+    assert restore_statements(connection, SessionBounds(None, None)) == [
+        "SET NAMES utf8mb4",
+        "SET @a = 1",
+        *tail,
     ]
 
 
@@ -202,3 +249,174 @@ def test_a_guard_on_a_connection_already_closed_fires_harmlessly() -> None:
     while not guard.fired and time.monotonic() < deadline:
         time.sleep(0.01)
     assert guard.fired
+
+
+@pytest.mark.parametrize(
+    ("held_ms", "usable_ms", "set_ms"),
+    [
+        (None, 900, 900),  # unknown: bound it
+        (1_000, 1_000, None),  # as tight as can be
+        (1_000, 1_000 - REBOUND_SLACK_MS, None),  # close enough
+        (1_000, 1_000 - REBOUND_SLACK_MS - 1, 899),  # too long by more than the slack
+        (5_000, 1, 1),
+        (200, 1_000, None),  # shorter than the lease needs: safe, kept
+    ],
+)
+def test_a_statement_rebounds_its_session_only_when_the_held_bound_is_too_long(
+    held_ms: int | None, usable_ms: int, set_ms: int | None
+) -> None:
+    assert rebound_ms(held_ms, usable_ms) == set_ms
+
+
+class FakeServer:
+    """Answers every command on its end of a socket pair with an OK, noting each command's
+    (sequence id, command byte, text); a client's writes are noted by the socket it uses."""
+
+    def __init__(self, peer: socket.socket) -> None:
+        self.peer = peer
+        self.commands: list[tuple[int, int, str]] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _read(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.peer.recv(size - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def _serve(self) -> None:
+        ok = b"\x00\x00\x00" + struct.pack("<HH", 2, 0)  # no rows, autocommit, no warnings
+        try:
+            while True:
+                header = self._read(4)
+                payload = self._read(int.from_bytes(header[:3], "little"))
+                self.commands.append((header[3], payload[0], payload[1:].decode()))
+                self.peer.sendall(len(ok).to_bytes(3, "little") + b"\x01" + ok)
+        except (EOFError, OSError):
+            return
+
+    def queries(self) -> list[str]:
+        return [text for _, command, text in self.commands if command == COMMAND.COM_QUERY]
+
+
+class CountingSocket:
+    """The client's socket, counting its writes."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.real.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+LEASE_MS = 60_000
+
+
+@pytest.fixture
+def served(
+    pair: tuple[socket.socket, socket.socket],
+) -> Iterator[tuple[Any, FakeServer, CountingSocket, LeaseBound, FakeClock]]:
+    """A pymysql connection to a fake MariaDB, started under a lease of LEASE_MS."""
+    ours, peer = pair
+    server = FakeServer(peer)
+    connection: Any = pymysql.connections.Connection(defer_connect=True, autocommit=True)
+    sock = CountingSocket(ours)
+    connection._sock = sock
+    connection._rfile = ours.makefile("rb")
+    connection._current_timeout = None
+    connection._next_seq_id = 0
+    connection.server_version = MARIADB
+    connection.server_status = 2
+    clock = FakeClock()
+    bound = LeaseBound(connection, clock)
+    bound.start(clock.now_ms() + LEASE_MS)
+    yield connection, server, sock, bound, clock
+    bound.stop()
+    connection._rfile.close()
+
+
+def statement(connection: Any, sql: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+
+
+def test_a_statement_early_in_the_lease_is_sent_alone(served: Any) -> None:
+    connection, server, sock, _, clock = served
+    sock.writes.clear()
+    clock.advance(REBOUND_SLACK_MS)  # the bound set at start is still close enough
+
+    statement(connection, "DO 1")
+
+    assert len(sock.writes) == 1
+    assert server.queries()[-1] == "DO 1"
+    assert len(server.queries()) == 2  # the start's bounds, then the statement alone
+
+
+def test_a_later_statement_tightens_the_bound_in_its_own_write(served: Any) -> None:
+    connection, server, sock, _, clock = served
+    sock.writes.clear()
+    clock.advance(30_000)
+    usable_ms = LEASE_MS - 30_000 - CLOSE_LEAD_MS
+
+    statement(connection, "DO 1")
+
+    (burst,) = sock.writes  # one write: the SET and the statement pipelined
+    assert [(seq, command) for seq, command, _ in server.commands[-2:]] == [
+        (0, COMMAND.COM_QUERY),
+        (0, COMMAND.COM_QUERY),
+    ]
+    assert len(burst) == sum(len(text) + 5 for _, _, text in server.commands[-2:])
+    assert server.queries()[-2:] == [
+        f"SET SESSION max_statement_time = {usable_ms / 1000:.3f},"
+        " SESSION innodb_lock_wait_timeout = 30, SESSION lock_wait_timeout = 30",
+        "DO 1",
+    ]
+    # The session now holds a tight bound: the next statement goes alone, and the
+    # connection is in step (each answer was read as its own).
+    statement(connection, "DO 2")
+    assert server.queries()[-2:] == ["DO 1", "DO 2"]
+    assert len(sock.writes) == 2
+
+
+def test_with_nothing_left_of_the_lease_no_statement_is_sent(served: Any) -> None:
+    """Nothing is left once the lease's end less the close lead has come: the guard's
+    deadline, which the statement cannot outrun, whichever fires first."""
+    connection, server, sock, _, clock = served
+    clock.advance(LEASE_MS - CLOSE_LEAD_MS - 1)
+    statement(connection, "DO 0")  # 1 ms left: still sent, bounded by it
+    sock.writes.clear()
+    clock.advance(1)
+
+    with pytest.raises(LeaseEnded, match="lease has ended") as raised:
+        statement(connection, "DO 1")
+
+    assert isinstance(raised.value, pymysql.err.OperationalError)
+    assert sock.writes == []
+    assert "DO 1" not in server.queries()
+    assert server.queries()[-2:] == [
+        "SET SESSION max_statement_time = 0.001,"
+        " SESSION innodb_lock_wait_timeout = 1, SESSION lock_wait_timeout = 1",
+        "DO 0",
+    ]
+
+
+def test_lease_bound_own_statements_are_not_rebounded(served: Any) -> None:
+    """A renewal's bound is set by one statement of its own, not preceded by another."""
+    connection, server, sock, bound, clock = served
+    clock.advance(30_000)
+    sock.writes.clear()
+
+    bound.extend(clock.now_ms() + LEASE_MS, renewed=True)
+    statement(connection, "DO 1")
+
+    assert len(sock.writes) == 2
+    assert server.queries()[-2].startswith("SET SESSION max_statement_time = 59.750,")
+    assert server.queries()[-1] == "DO 1"

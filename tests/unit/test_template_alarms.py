@@ -88,10 +88,13 @@ def test_more_mysql_connections_than_the_quota_allows_raises_an_alarm(stack: Sta
         for alarm in stack.of_type(ALARM).values()
         if alarm["Properties"]["MetricName"] == "DatabaseConnections"
     )
-    # The limit the seeder wrote (QuotaLimit, or QuotaLimitPercent of max_connections):
-    # service.seeder.put_seed returns it as the custom resource's Data.Limit.
+    # The limit the seeder wrote (QuotaLimit, or QuotaLimitPercent of max_connections)
+    # plus the connections that are not the functions': service.seeder.put_seed returns
+    # their sum as the custom resource's Data.ConnectionsAlarmThreshold.
     (quota,) = stack.of_type("Custom::LeaseQuota")
-    assert properties["Threshold"] == {"Fn::GetAtt": [quota, "Limit"]}
+    assert properties["Threshold"] == {"Fn::GetAtt": [quota, "ConnectionsAlarmThreshold"]}
+    seeded = stack.of_type("Custom::LeaseQuota")[quota]["Properties"]
+    assert seeded["OtherConnections"] == {"Ref": "DatabaseOtherConnections"}
     resolved = stack.resolve(properties)
     assert (resolved["Namespace"], resolved["MetricName"]) == ("AWS/RDS", "DatabaseConnections")
     assert resolved["Dimensions"] == [

@@ -305,7 +305,9 @@ def test_no_caller_can_release_renew_or_share_another_holders_lease(
     as_label = call(app, clock, action="release", database=DB, token=label)
     released = call(app, clock, action="release", database=DB, token=forged)
     shortened = call(app, clock, action="renew", database=DB, token=forged, renewal=1, ttl_ms=100)
-    shared = call(app, clock, action="acquire", database=DB, holder="api/1", secret=(label * 8)[:22])
+    shared = call(
+        app, clock, action="acquire", database=DB, holder="api/1", secret=(label * 8)[:22]
+    )
 
     assert as_label["error"]["details"][0]["field"] == "token"
     assert (released["outcome"], shortened["outcome"]) == ("already_released", "lost")

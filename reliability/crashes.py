@@ -12,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import pymysql
+
 from adapters.clock import SystemClock
 from adapters.mysql import DatabaseError, MySqlConnector
 from benchmarks.strategies import DynamoDBCounter, query
@@ -150,6 +152,9 @@ def run_connlease(lab: Lab, plan: Plan) -> tuple[list[Figure], dict[str, object]
             outcomes.add("NoCapacity")
         except DatabaseError as error:
             outcomes.add(f"MySQL error {error.code}")
+        except pymysql.err.MySQLError as error:
+            # The query ran into its lease's end: the client cut it (service.lease_bound).
+            outcomes.add(f"query cut at its lease's end (MySQL error {error.args[0]})")
 
     checker = Checker(lab.store(), database, lab.mysql)
     with checker.watching():

@@ -45,6 +45,9 @@ class FakeConnection:
     def cursor(self) -> FakeCursor:
         return FakeCursor()
 
+    def reset_session(self) -> None:
+        """The hook a warm connection of a driver other than pymysql is reset by."""
+
     def close(self) -> None:
         self.closed = True
 

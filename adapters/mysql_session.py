@@ -28,6 +28,7 @@ import pymysql
 from pymysql.constants import COMMAND, CR
 
 from adapters.mysql import DatabaseError
+from domain import ConnleaseError
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -83,8 +84,9 @@ def supports_reset(connection: Connection) -> bool:
     )
 
 
-class LeaseEnded(pymysql.err.OperationalError):
-    """The connection's lease has ended: the statement was not sent."""
+class LeaseEnded(pymysql.err.OperationalError, ConnleaseError):
+    """The connection's lease has ended: the statement was not sent. A pymysql error, for
+    a body that catches those, and connlease's, for a caller that catches its own."""
 
     def __init__(self) -> None:
         super().__init__(

@@ -89,14 +89,16 @@ class UserConnections(Poller):
     def __init__(self, admin: MySqlEndpoint, user: str) -> None:
         super().__init__(0.01, "user-connections")
         self._connection = MySqlConnector(admin, None)()
+        self._lock = threading.Lock()  # one connection: one request on it at a time
         self._user = user
         self.peak = 0
 
     def sample(self) -> None:
-        self.peak = max(self.peak, user_connections(self._connection, self._user))
+        self.peak = max(self.peak, self.now())
 
     def now(self) -> int:
-        return user_connections(self._connection, self._user)
+        with self._lock:
+            return user_connections(self._connection, self._user)
 
     def stopped(self) -> None:
         self._connection.close()
@@ -350,6 +352,8 @@ def overrun(here: Arena, plan: Plan) -> None:
                 time.sleep(overrun_s)
         looker.join()
         where = "in a statement" if in_statement else "between statements"
+        if not seen_after:
+            raise RuntimeError("the look at the server's connections failed; see its thread")
         here.attempt(
             f"a body that overruns its lease {where}: its connection open after the lease",
             seen_after != [0],

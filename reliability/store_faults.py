@@ -26,6 +26,7 @@ from domain import (
     NoCapacity,
     StoreUnavailable,
 )
+from domain.model import SKEW_MARGIN_MS
 from domain.shards import SHARD_MARK, shard_lease_id
 from local.context import LocalContext
 from local.dynamodb import local_client
@@ -73,10 +74,10 @@ def invoke(
     leases: ConnectionLeases, connector: MySqlConnector, timeout_s: float, outcomes: Outcomes
 ) -> None:
     context = LocalContext("store-faults", timeout_s=timeout_s)
-    # The instant the client stops waiting: its invocation's deadline less its margin.
-    gives_up_at = (
-        time.monotonic() + (context.get_remaining_time_in_millis() - leases.safety_margin_ms) / 1000
-    )
+    # The instant the client stops waiting: when its lease, which ends the skew margin
+    # before the invocation's deadline, would leave less than its safety margin to use.
+    usable_ms = context.get_remaining_time_in_millis() - SKEW_MARGIN_MS - leases.safety_margin_ms
+    gives_up_at = time.monotonic() + usable_ms / 1000
     try:
         with (
             leases.connect(connector, context=context) as connection,

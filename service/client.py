@@ -256,6 +256,10 @@ class ConnectionLeases:
             if ttl_ms is None and remaining_ms is not None
             else None
         )
+        if lease_until_ms is not None and wait_budget_ms is None:
+            # A lease granted later would end before the body could use it.
+            usable_by_ms = max(started_ms, lease_until_ms - self.safety_margin_ms)
+            deadline = Deadline(min(deadline.at_ms, usable_by_ms))
         grant = self._calls.acquire(deadline, holder, ttl_ms, lease_until_ms)
         self._last_wait_ms = self._clock.now_ms() - started_ms
         try:

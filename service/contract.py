@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from domain.errors import InvalidInput
 from domain.model import (
     MAX_TTL_MS,
     Lease,
@@ -27,9 +28,17 @@ def _check_token(token: str) -> str:
     return token
 
 
+def _check_grant_token(token: str) -> str:
+    if parse_token(token).fence is None:
+        raise InvalidInput("token", "needs the grant's fence: the `token` of the acquire's answer")
+    return token
+
+
 Database = Annotated[StrictStr, AfterValidator(check_database)]
 Secret = Annotated[StrictStr, AfterValidator(check_secret)]
 GrantToken = Annotated[StrictStr, AfterValidator(_check_token)]
+# A renewal extends one grant: a secret alone (which a release may give) names none.
+FencedToken = Annotated[StrictStr, AfterValidator(_check_grant_token)]
 Holder = Annotated[StrictStr, AfterValidator(check_holder)]
 TtlMs = Annotated[StrictInt, AfterValidator(check_ttl_ms)]
 WaitMs = Annotated[StrictInt, AfterValidator(check_wait_ms)]
@@ -71,7 +80,7 @@ class RenewRequest(_Message):
 
     action: Literal["renew"]
     database: Database
-    token: GrantToken
+    token: FencedToken
     renewal: StrictInt = Field(ge=1)
     ttl_ms: TtlMs | None = None
 

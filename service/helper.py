@@ -172,12 +172,10 @@ def dispatch(
     match request:
         case AcquireRequest():
             return acquire(request, app, context).document()
-        case ReleaseRequest() | RenewRequest() if parse_token(request.token).fence is None:
+        case ReleaseRequest() if parse_token(request.token).fence is None:
             # A secret alone names no grant: a proposer giving back the grant whose answer
             # it lost. Keyed on it, a later grant of the same secret would get this answer.
-            if isinstance(request, RenewRequest):
-                raise InvalidInput("token", "a renewal needs the grant's token, with its fence")
-            return give_back_or_renew(request, app)
+            return release(request, app).document()
         case ReleaseRequest() | RenewRequest():
             document: dict[str, Any] = idempotent_action(app)(
                 cast("LambdaContext", context), request=request

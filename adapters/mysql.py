@@ -262,12 +262,18 @@ def set_max_user_connections(
 
 
 def user_connections(connection: pymysql.connections.Connection[Any], user: str) -> int:
-    """How many connections `user` has open, from any host. Other users' connections are
-    listed only to an account with PROCESS: count with an admin connection."""
+    """How many connections the server has admitted for `user`, from any host. Other
+    users' connections are listed only to an account with PROCESS: count with an admin
+    connection. A row still logging in (`Connect`) is not counted: the server decides at
+    the end of the login whether MAX_USER_CONNECTIONS admits it, and lists it meanwhile
+    (seen here while the only admitted connection still ran a statement: the newcomer was
+    then refused, 1226). Nor is one being killed."""
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,)
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+                " WHERE USER = %s AND COMMAND NOT IN ('Connect', 'Killed')",
+                (user,),
             )
             (count,) = cursor.fetchone() or (0,)
             return int(count)

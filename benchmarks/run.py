@@ -29,7 +29,7 @@ from benchmarks.strategies import (
 
 __version__ = version("connlease")
 from adapters.clock import SystemClock
-from adapters.dynamodb import DynamoDBLeaseStore, create_table
+from adapters.dynamodb import DynamoDBLeaseStore, create_table, entries_per_shard
 from adapters.memory import InMemoryLeaseStore
 from adapters.mysql import MySqlConnector, MySqlEndpoint
 from domain import Backoff, DecorrelatedJitter, LeaseStore, Quota
@@ -43,6 +43,7 @@ QUOTA = 25  # max_connections less headroom for the watcher and anything else co
 STORE_LATENCY_S = 0.004  # about one in-region DynamoDB call
 UTILIZATION_QUOTA = 10
 DATABASE = "bench-db"
+PER_SHARD = entries_per_shard(DATABASE)
 
 
 @dataclass(frozen=True)
@@ -503,8 +504,9 @@ def targets(
         "requests a second on this machine, and every waiting invocation's attempt is a "
         "request: at the highest concurrency some waits can outlast their 10 s budget and end "
         "in a clean `NoCapacity` (never a MySQL error). The burst's quota of "
-        f"{QUOTA} is past one item's 16 leases, so it is split over two shards: a waiter's "
-        "poll is a read of both (one request), and a write only where it saw room; the "
+        f"{QUOTA} is past one item's {PER_SHARD} leases, so it is split over "
+        f"{-(-QUOTA // PER_SHARD)} shards: a waiter's "
+        "poll is a read of them all (one request), and a write only where it saw room; the "
         "emulator's ceiling is in requests, DynamoDB's in write units, which is what the "
         "split saves (the scale section). The same algorithm on the 4 ms store, which stands "
         "in for DynamoDB's own throughput, is the fair test of the algorithm.",

@@ -74,6 +74,7 @@ ACCEPTED = "accepted (no error)"
 NOT_A_DOCUMENT = "not an error document"
 UNHANDLED = "unhandled "
 INVALID, UNKNOWN = "InvalidInput", "UnknownDatabase"
+HELPER_MAX_TTL_MS = HelperSettings.model_fields["max_lease_ttl_ms"].default
 UNKNOWN_KIND = "unknown database (well-formed)"
 
 
@@ -292,7 +293,8 @@ class Inputs:
             "token": st.just(held)
             | st.tuples(secrets, st.integers(1, 10**6).map(".{}".format)).map("".join),
             "holder": st.text(PRINTABLE, max_size=MAX_HOLDER),
-            "ttl_ms": st.integers(MIN_TTL_MS, MAX_TTL_MS),
+            # Within the helper's own longest (its default policy), which refuses longer.
+            "ttl_ms": st.integers(MIN_TTL_MS, HELPER_MAX_TTL_MS),
             "wait_ms": st.integers(0, 50),  # short: nothing here should wait at all
             "renewal": st.integers(1, 1000),
             "wait_budget_ms": st.integers(0, 50),

@@ -88,7 +88,7 @@ def test_the_lease_lasts_as_long_as_the_invocation_can(
     assert lease.holder.startswith("orders-fn/8f14e45f")
 
 
-def test_it_waits_for_a_lease_until_the_deadline_less_the_margin_then_says_no_capacity(
+def test_it_waits_for_a_lease_while_one_would_leave_the_margin_to_use_then_says_no_capacity(
     leases: ConnectionLeases, store: InMemoryLeaseStore, clock: FakeClock
 ) -> None:
     store.acquire(DB, "someone/else", ttl_ms=60_000)
@@ -97,9 +97,11 @@ def test_it_waits_for_a_lease_until_the_deadline_less_the_margin_then_says_no_ca
     with pytest.raises(NoCapacity) as refused, leases.connect(FakeConnection, context=context):
         pytest.fail("no lease, no connection")
 
-    assert refused.value.waited_ms == 5_000 - leases.safety_margin_ms
+    # Its lease would end the skew margin before the deadline: waiting longer than until
+    # it would leave the safety margin to use gains nothing.
+    assert refused.value.waited_ms == 5_000 - SKEW_MARGIN_MS - leases.safety_margin_ms
     assert refused.value.attempts > 1
-    assert context.get_remaining_time_in_millis() == leases.safety_margin_ms
+    assert context.get_remaining_time_in_millis() == SKEW_MARGIN_MS + leases.safety_margin_ms
 
 
 class GivesBackLater(FakeClock):

@@ -99,7 +99,7 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
     leases = _map(database, item, "leases")
     holders = _map(database, item, "holders")
     # An older version's item has no fences: it reads (so that set_quota can upgrade it,
-    # split or not), but no lease is granted or renewed in it until then (_require_fences).
+    # split or not), but no lease is granted or renewed in it until then (_fenced).
     fences = _map(database, item, "fences") if "fences" in item else {}
     parsed = []
     for lease_id, value in leases.items():
@@ -119,13 +119,14 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
     )
 
 
-def _require_fences(database: str, item: Mapping[str, Any]) -> None:
-    """A grant or a renewal refused for want of a fences map: the item is an older
-    version's, and says how to upgrade it."""
-    if "fences" not in item:
+def _fenced(state: QuotaState) -> QuotaState:
+    """The state a grant or a renewal was refused on; one refused for want of a fences map
+    is an older version's item, and says how to upgrade it."""
+    if not state.fenced:
         raise CorruptQuota(
-            database, "it has no fences (an older version's item): set its quota again"
+            state.database, "it has no fences (an older version's item): set its quota again"
         )
+    return state
 
 
 def _layout(database: str, item: Mapping[str, Any]) -> ShardLayout | None:
@@ -341,9 +342,7 @@ class DynamoDBLeaseStore(LeaseStore):
         self, database: str, lease: NewLease | None, applied: bool, item: Item | None, op: str
     ) -> Write:
         if not applied:
-            seen = self._seen(database, item, op)
-            _require_fences(database, seen)
-            return Write(False, parse_item(database, seen))
+            return Write(False, _fenced(parse_item(database, self._seen(database, item, op))))
         try:
             return Write(True, parse_item(database, item or {}))
         except CorruptQuota:
@@ -412,9 +411,7 @@ class DynamoDBLeaseStore(LeaseStore):
             ExpressionAttributeValues=_TYPE_VALUES | values,
             ReturnValues="ALL_NEW",
         )
-        seen = self._seen(database, item, "renew")
-        _require_fences(database, seen)
-        return Write(applied, parse_item(database, seen))
+        return Write(applied, _fenced(parse_item(database, self._seen(database, item, "renew"))))
 
     def _read(self, database: str) -> QuotaState:
         return parse_item(database, self._get(database, "status"))

@@ -125,17 +125,20 @@ class Arena:
 
     def direct(self, clock: SystemClock) -> DynamoDBLeaseStore:
         """A direct-mode store on a host with this clock, in the lab's layout."""
-        shards_of = self.shards_of
-        return DynamoDBLeaseStore(
-            self.stack.dynamodb_client(),
-            self.stack.tables.leases,
-            clock,
-            shard_capacity=entries_per_shard if shards_of is None else lambda _db: shards_of,
-        )
+        return _store(self.stack, clock, self.shards_of)
 
     def attempt(self, attack: str, succeeded: bool) -> None:
         self.tries[attack] += 1
         self.successes[attack] += int(succeeded)
+
+
+def _store(stack: LocalStack, clock: SystemClock, shards_of: int | None) -> DynamoDBLeaseStore:
+    return DynamoDBLeaseStore(
+        stack.dynamodb_client(),
+        stack.tables.leases,
+        clock,
+        shard_capacity=entries_per_shard if shards_of is None else lambda _db: shards_of,
+    )
 
 
 def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
@@ -188,15 +191,7 @@ def arena(lab: Lab, app: MySqlEndpoint, limit: int) -> Iterator[Arena]:
         tables=Tables(f"atk-leases-{tag}", f"atk-idempotency-{tag}"),
     )
     with stack:
-        store = DynamoDBLeaseStore(stack.dynamodb_client(), stack.tables.leases, SystemClock())
-        if lab.shards_of is not None:
-            shards_of = lab.shards_of
-            store = DynamoDBLeaseStore(
-                stack.dynamodb_client(),
-                stack.tables.leases,
-                SystemClock(),
-                shard_capacity=lambda _db: shards_of,
-            )
+        store = _store(stack, SystemClock(), lab.shards_of)
         watcher = UserConnections(lab.mysql, app.user)
         with watcher.watching():
             yield Arena(

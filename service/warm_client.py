@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from domain import ConnleaseError, Deadline, InvalidInput, KeepWarm, Renewed
@@ -33,7 +33,7 @@ class _KeptConnection:
     """The environment's lease and the connection it covers (None until opened)."""
 
     kept: Kept
-    token: str  # the grant's: renewals keep it
+    token: str = field(repr=False)  # the grant's: renewals keep it; never shown
     connection: Any = None
     session: object = None  # the server's id for the connection's session, where known
     bound: LeaseBound | None = None  # its bounds by the lease (pymysql), and its reset

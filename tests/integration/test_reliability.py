@@ -14,7 +14,7 @@ import pytest
 from local.demo import mysql_from_environment
 from local.dynamodb import EmbeddedDynamoDB
 from local.faults import Fault, FaultRates
-from reliability import crashes, duplicates, run, store_faults
+from reliability import attacks, crashes, duplicates, run, store_faults
 from reliability.common import Campaign, Lab, lab
 
 pytestmark = pytest.mark.integration
@@ -105,3 +105,17 @@ def test_store_fault_rates_are_read_from_the_command_line() -> None:
     for bad in ("throttle=2", "throttle", "thunder=0.1"):
         with pytest.raises(argparse.ArgumentTypeError):
             run.fault_rates(bad)
+
+
+def test_no_attack_succeeds_and_mariadb_refuses_connections_past_the_quota(here: Lab) -> None:
+    campaign = attacks.run(here, attacks.SHORT)
+
+    assert_targets_met(campaign)
+    attacked = [figure for figure in campaign.figures if "successes" in figure.name]
+    # Every attack of the issue was played: the helper's four, skew, overrun, killed
+    # runtimes, and each kind of session state on a warm connection.
+    assert len(attacked) == 11 + len(attacks.SESSION_STATE)
+    assert (
+        campaign.figure("connections past MAX_USER_CONNECTIONS = 1 refused by MariaDB (1226)").value
+        == 2
+    )

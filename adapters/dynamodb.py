@@ -5,6 +5,11 @@ Item layout (DESIGN.md section 4): `pk` = database (or a shard's `database#i`), 
 epoch ms), `holders` (map of lease id -> holder, only for leases that named one), `fences`
 (map of lease id -> its grant's fence) and `fence` (the item's last fence). Taking a lease
 is one UpdateItem, giving it back is one UpdateItem.
+
+A quota with groups (domain.groups) keeps them in its root item: `groups` (map of group
+-> {t: tag, r: reserved, b: borrow, m: max, x: retired}) and `groups_version`. A group's
+pool lease carries its group's tag in its holder entry, `tag<TAB>holder` (a holder is
+printable ASCII, so never holds a tab): no map an older item lacks.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from adapters.aws import unavailable
 from adapters.dynamodb_limits import WRITE_UNIT_BYTES, item_size
 from domain.decisions import Reclaim
 from domain.errors import CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
+from domain.groups import GroupRule, Groups, Reservation, is_share
 from domain.model import (
     MAX_HOLDER_LENGTH,
     MAX_LIMIT,
@@ -93,8 +99,10 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
     except InvalidInput as error:
         raise CorruptQuota(database, str(error)) from error
     layout = _layout(database, item)
-    if quota.limit == 0 and layout is None and SHARD_MARK not in database:
-        # Only a split quota's items may hold a share of none.
+    groups = _groups(database, item)
+    # Only a split quota's items, a group's share, or a pool all of whose limit is
+    # reserved, may hold a share of none.
+    if quota.limit == 0 and layout is None and groups is None and not _may_be_empty(database):
         raise CorruptQuota(database, "limit is 0")
     leases = _map(database, item, "leases")
     holders = _map(database, item, "holders")
@@ -106,8 +114,17 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
         if set(value) != {"N"} or not value["N"].isdigit():
             raise CorruptQuota(database, f"lease {lease_id!r} has expiry {value!r}, not epoch ms")
         holder = holders.get(lease_id, {}).get("S", "")
+        tag, tab, named = holder.partition(TAG_SEPARATOR)
         fence = fences.get(lease_id, {}).get("N", "0")
-        parsed.append(Lease(lease_id, holder, int(value["N"]), int(fence)))
+        parsed.append(
+            Lease(
+                lease_id,
+                named if tab else holder,
+                int(value["N"]),
+                int(fence),
+                tag=int(tag) if tab and tag.isdigit() else 0,
+            )
+        )
     return QuotaState(
         database,
         quota,
@@ -116,7 +133,51 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
         layout,
         int(item.get("fence", {}).get("N", "0")),
         fenced="fences" in item,
+        groups=groups,
     )
+
+
+def _groups(database: str, item: Mapping[str, Any]) -> Groups | None:
+    if "groups" not in item:
+        return None
+    rules = []
+    try:
+        for name, raw in _map(database, item, "groups").items():
+            fields = raw.get("M", {}) if isinstance(raw, dict) else {}
+            limit = fields.get("m", {}).get("N")
+            reservation = Reservation(
+                name,
+                int(fields["r"]["N"]),
+                fields.get("b", {}).get("BOOL", True),
+                None if limit is None else int(limit),
+            )
+            retired = fields.get("x", {}).get("BOOL", False)
+            rules.append(GroupRule(reservation, int(fields["t"]["N"]), retired))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CorruptQuota(database, f"groups is malformed ({error!r})") from error
+    return Groups(
+        tuple(sorted(rules, key=lambda rule: rule.tag)), _int(database, item, "groups_version")
+    )
+
+
+def _may_be_empty(database: str) -> bool:
+    return SHARD_MARK in database or is_share(database)
+
+
+def groups_value(groups: Groups) -> AttributeValueTypeDef:
+    """The `groups` attribute that holds `groups` (_groups' inverse)."""
+    rules: dict[str, AttributeValueTypeDef] = {}
+    for rule in groups.rules:
+        fields: dict[str, AttributeValueTypeDef] = {
+            "t": {"N": str(rule.tag)},
+            "r": {"N": str(rule.reservation.reserved)},
+            "b": {"BOOL": rule.reservation.borrow},
+            "x": {"BOOL": rule.retired},
+        }
+        if rule.reservation.max is not None:
+            fields["m"] = {"N": str(rule.reservation.max)}
+        rules[rule.group] = {"M": fields}
+    return {"M": rules}
 
 
 def _fenced(state: QuotaState) -> QuotaState:
@@ -149,13 +210,24 @@ def quota_item(state: QuotaState) -> Item:
         "limit": {"N": str(state.quota.limit)},
         "ttl_ms": {"N": str(state.quota.default_ttl_ms)},
         "leases": {"M": {lease.id: {"N": str(lease.expires_at_ms)} for lease in state.leases}},
-        "holders": {"M": {lease.id: {"S": lease.holder} for lease in state.leases if lease.holder}},
+        "holders": {
+            "M": {
+                lease.id: {"S": tagged_holder(lease.tag, lease.holder)}
+                for lease in state.leases
+                if lease.holder or lease.tag
+            }
+        },
         "fences": {"M": {lease.id: {"N": str(lease.fence)} for lease in state.leases}},
     }
     if state.fence:
         item["fence"] = {"N": str(state.fence)}
     if state.wanted_at_ms:
         item["wanted_at"] = {"N": str(state.wanted_at_ms)}
+    if state.groups is not None:
+        item |= {
+            "groups": groups_value(state.groups),
+            "groups_version": {"N": str(state.groups.version)},
+        }
     if state.layout is not None:
         item |= {
             "total": {"N": str(state.layout.limit)},
@@ -165,10 +237,17 @@ def quota_item(state: QuotaState) -> Item:
     return item
 
 
+def tagged_holder(tag: int, holder: str) -> str:
+    return f"{tag}{TAG_SEPARATOR}{holder}" if tag else holder
+
+
+TAG_SEPARATOR = "\t"
 # The longest entry a lease adds to an item: its key (8 characters) with its expiry (13
-# digits: 8 bytes), the longest holder, and its fence (up to 10^12 grants: 7 bytes), each
-# in its map with a byte of overhead.
-_SHARD_ENTRY_BYTES = (KEY_CHARS + 8 + 1) + (KEY_CHARS + MAX_HOLDER_LENGTH + 1) + (KEY_CHARS + 7 + 1)
+# digits: 8 bytes), the longest holder with a group's tag (up to 4 digits and a tab), and
+# its fence (up to 10^12 grants: 7 bytes), each in its map with a byte of overhead.
+_SHARD_ENTRY_BYTES = (
+    (KEY_CHARS + 8 + 1) + (KEY_CHARS + 5 + MAX_HOLDER_LENGTH + 1) + (KEY_CHARS + 7 + 1)
+)
 _LONGEST_FENCE = 10**12
 
 
@@ -287,9 +366,9 @@ class DynamoDBLeaseStore(LeaseStore):
         else:
             sets.append("leases.#id = :now + :ttl")
             values[":ttl"] = {"N": str(lease.ttl_ms)}
-        if lease.holder:
+        if lease.holder or lease.tag:
             sets.append("holders.#id = :holder")
-            values[":holder"] = {"S": lease.holder}
+            values[":holder"] = {"S": tagged_holder(lease.tag, lease.holder)}
         return sets, names, values
 
     def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
@@ -521,6 +600,27 @@ class DynamoDBLeaseStore(LeaseStore):
         if not applied and state.layout is None and not at_most_held:
             raise CorruptQuota(database, "leases, holders or fences is not a map")
         return Write(applied, state)
+
+    def _write_groups(self, database: str, groups: Groups, seen: int) -> bool:
+        condition = "attribute_exists(pk) AND " + (
+            "attribute_not_exists(groups_version)" if seen == 0 else "groups_version = :seen"
+        )
+        values: dict[str, AttributeValueTypeDef] = {
+            ":groups": groups_value(groups),
+            ":version": {"N": str(groups.version)},
+        }
+        if seen:
+            values[":seen"] = {"N": str(seen)}
+        applied, _ = self._update(
+            "set_quota",
+            database,
+            UpdateExpression="SET #groups = :groups, groups_version = :version",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#groups": "groups"},
+            ExpressionAttributeValues=values,
+            ReturnValuesOnConditionCheckFailure="NONE",
+        )
+        return applied
 
     def _delete_quota(self, database: str) -> bool:
         try:

@@ -22,6 +22,7 @@ from adapters.dynamodb import entries_per_shard, quota_item
 from adapters.dynamodb_limits import CapacityModel, Throttled, item_size
 from domain.decisions import Reclaim
 from domain.errors import StoreUnavailable, UnknownDatabase
+from domain.groups import Groups
 from domain.model import SKEW_MARGIN_MS, Lease, Quota, QuotaState, ShardLayout
 from domain.ports import Clock, LeaseStore, NewLease, Write
 from domain.tokens import new_secret
@@ -56,6 +57,7 @@ class InMemoryLeaseStore(LeaseStore):
         self._layouts: dict[str, ShardLayout] = {}
         self._claims: dict[str, int] = {}  # a split quota's root being re-shared, until
         self._fences: dict[str, int] = {}  # each item's last grant's fence
+        self._groups: dict[str, Groups] = {}  # a root's groups
         self.requests: Counter[str] = Counter()
 
     def request_count(self) -> int:
@@ -119,12 +121,15 @@ class InMemoryLeaseStore(LeaseStore):
             self._wanted_at_ms.get(database, 0),
             self._layouts.get(database),
             self._fences.get(database, 0),
+            groups=self._groups.get(database),
         )
 
     def _put(self, database: str, lease: NewLease, now_ms: int) -> None:
         ttl_ms = self._quotas[database].default_ttl_ms if lease.ttl_ms is None else lease.ttl_ms
         fence = self._fences[database] = self._fences.get(database, 0) + 1
-        self._leases[database][lease.id] = Lease(lease.id, lease.holder, now_ms + ttl_ms, fence)
+        self._leases[database][lease.id] = Lease(
+            lease.id, lease.holder, now_ms + ttl_ms, fence, tag=lease.tag
+        )
 
     def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
         with self._request("add", database):
@@ -216,8 +221,19 @@ class InMemoryLeaseStore(LeaseStore):
             self._leases.setdefault(database, {})
             return Write(True, self._state(database))
 
+    def _write_groups(self, database: str, groups: Groups, seen: int) -> bool:
+        with self._request("write_groups", database):
+            if database not in self._quotas:
+                return False
+            held = self._groups.get(database)
+            if (held.version if held is not None else 0) != seen:
+                return False
+            self._groups[database] = groups
+            return True
+
     def _delete_quota(self, database: str) -> bool:
         with self._request("delete_quota", database):
+            self._groups.pop(database, None)
             self._leases.pop(database, None)
             self._wanted_at_ms.pop(database, None)
             self._layouts.pop(database, None)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import InvalidInput
+
+if TYPE_CHECKING:
+    from .groups import Groups, GroupsView
 
 MAX_NAME_LENGTH = 128
 MAX_LEASE_ID_LENGTH = 64
@@ -129,6 +133,11 @@ class Lease:
     holder: str
     expires_at_ms: int
     fence: int = 0
+    # A pool lease a group took: its group's tag as stored (0: none); `group` and
+    # `borrowed` say the same by name, as status shows it (domain.groups).
+    tag: int = 0
+    group: str = ""
+    borrowed: bool = False
 
     def is_live(self, now_ms: int) -> bool:
         return self.expires_at_ms > now_ms
@@ -159,6 +168,7 @@ class QuotaState:
     # False: an item an older version wrote, without fences; it grants nothing until
     # set_quota upgrades it.
     fenced: bool = True
+    groups: Groups | None = None  # a root item's groups, if it has any
 
     def others_waiting(self, now_ms: int) -> bool:
         # A note from a clock far ahead is not believed: it would read as waiting forever.
@@ -205,3 +215,4 @@ class QuotaStatus:
     remaining: int
     expired: int  # expired entries not yet reclaimed; they free up on the next full acquire
     leases: tuple[Lease, ...]
+    groups: GroupsView | None = None  # each group's use, if the quota has groups

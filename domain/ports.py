@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -27,6 +27,17 @@ from .decisions import (
     plan_acquire,
 )
 from .errors import ConnleaseError, InvalidInput, StoreUnavailable, UnknownDatabase
+from .groups import (
+    TICKET_SLACK_MS,
+    GroupRule,
+    Groups,
+    GroupStatus,
+    GroupsView,
+    Reservation,
+    cap_quota,
+    check_group,
+    reserved_quota,
+)
 from .model import (
     MAX_LIMIT,
     SKEW_MARGIN_MS,
@@ -43,8 +54,11 @@ from .model import (
 )
 from .shards import parse_shard_lease_id, shard_item, shard_lease_id
 from .split_quota import SplitQuotas, in_shard
-from .tokens import Token, check_secret, lease_key, new_secret, parse_token
+from .tokens import Token, check_secret, lease_id_of, lease_key, new_secret, parse_token
 
+# How long a store trusts a quota's groups it read: a change of groups (who is reserved,
+# who may borrow) reaches its acquirers within this; a change of any share's limit at once.
+GROUPS_CACHE_MS = 5_000
 # A conditional write loses only to another write that changed the item; a handful of
 # rounds settles any realistic race, and the caller's backoff covers the rest.
 MAX_WRITE_ATTEMPTS = 8
@@ -80,6 +94,7 @@ class NewLease:
     id: str
     holder: str
     ttl_ms: int | None
+    tag: int = 0  # a group's pool lease: the group's tag (domain.groups.GroupRule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +115,7 @@ class Leases(Protocol):
         holder: str = "",
         ttl_ms: int | None = None,
         secret: str | None = None,
+        group: str | None = None,
     ) -> AcquireResult: ...
 
     def release(self, database: str, token: str) -> ReleaseOutcome: ...
@@ -107,13 +123,33 @@ class Leases(Protocol):
     def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult: ...
 
 
-def with_token(result: AcquireResult, secret: str) -> AcquireResult:
-    """A grant with the token only its holder learns: the secret, the fence, the shard."""
+def with_token(
+    result: AcquireResult,
+    secret: str,
+    *,
+    group: str | None = None,
+    reserved: bool = False,
+    ticket: Token | None = None,
+) -> AcquireResult:
+    """A grant with the token only its holder learns: the secret, the fence, the shard,
+    and for a group's lease where it lives."""
     if not isinstance(result, Granted):
         return result
-    shard = parse_shard_lease_id(result.lease.id)
-    token = Token(secret, result.lease.fence, None if shard is None else shard[0])
+    token = replace(_token_of(result, secret), group=group, reserved=reserved, ticket=ticket)
     return replace(result, token=str(token))
+
+
+def _token_of(granted: Granted, secret: str) -> Token:
+    shard = parse_shard_lease_id(granted.lease.id)
+    return Token(secret, granted.lease.fence, None if shard is None else shard[0])
+
+
+def _refused(database: str, refusals: list[Rejected]) -> Rejected:
+    """A group's refusal: as full as its last step found, and worth retrying when the
+    first of its steps could have room again."""
+    last = refusals[-1] if refusals else Rejected(database, 0, 0, 0)
+    retry = min((refusal.retry_after_ms for refusal in refusals), default=0)
+    return Rejected(database, last.limit, last.in_use, retry)
 
 
 def _ours(lease: Lease, wanted: NewLease, now_ms: int) -> bool:
@@ -147,6 +183,8 @@ class LeaseStore(ABC):
         self._split = SplitQuotas(
             self, clock, self._shard_capacity, rng or random.Random(), self._reclaim_grace_ms
         )
+        # By database: its groups, its default TTL, and when they were read.
+        self._groups_seen: dict[str, tuple[Groups, int, int]] = {}
 
     def acquire(
         self,
@@ -154,6 +192,7 @@ class LeaseStore(ABC):
         holder: str = "",
         ttl_ms: int | None = None,
         secret: str | None = None,
+        group: str | None = None,
     ) -> AcquireResult:
         """Take a lease if one is free, reclaiming expired ones when the quota looks full.
         The grant's token (`Granted.token`) is what release and renew need.
@@ -163,21 +202,101 @@ class LeaseStore(ABC):
         of taking a second one. Such a caller owns the secret: after a StoreUnavailable it
         gives the lease back itself (`release(database, secret)`), since the store cannot
         tell whether another copy of the call holds that lease.
+
+        `group` (domain.groups): a group the quota names takes its reserved leases first,
+        then, if it may borrow and is under its max, the pool's; any other caller takes
+        the pool's.
         """
         check_database(database)
         check_holder(holder)
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
+        if group is not None:
+            check_group(group)
         proposed = secret is not None
         secret = self._secrets() if secret is None else check_secret(secret)
-        wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
-        layout = self._split.known_layout(database)
+        rule = None if group is None else self._groups_of(database).rule(group)
+        if rule is None:
+            wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
+            return with_token(self._acquire_in(database, wanted, proposed), secret)
+        return self._acquire_group(
+            database, rule, holder=holder, ttl_ms=ttl_ms, secret=secret, proposed=proposed
+        )
+
+    def _acquire_in(self, quota: str, wanted: NewLease, proposed: bool) -> AcquireResult:
+        """Take `wanted` in one quota: the database's own (the pool) or a group's share."""
+        layout = self._split.known_layout(quota)
         if layout is None:
-            taken = self._take_on(database, wanted, proposed=proposed)
+            taken = self._take_on(quota, wanted, proposed=proposed)
             if not isinstance(taken, ShardLayout):
-                return with_token(taken, secret)
-            layout = self._split.remember(database, taken)
-        return with_token(self._split.take(database, layout, wanted, proposed), secret)
+                return taken
+            layout = self._split.remember(quota, taken)
+        return self._split.take(quota, layout, wanted, proposed)
+
+    def _acquire_group(
+        self,
+        database: str,
+        rule: GroupRule,
+        *,
+        holder: str,
+        ttl_ms: int | None,
+        secret: str,
+        proposed: bool,
+    ) -> AcquireResult:
+        group, reservation = rule.group, rule.reservation
+        refusals: list[Rejected] = []
+        if reservation.reserved:
+            share = reserved_quota(database, group)
+            wanted = NewLease(lease_key(share, secret), holder, ttl_ms)
+            taken = self._acquire_in(share, wanted, proposed)
+            if isinstance(taken, Granted):
+                lease = replace(taken.lease, group=group)
+                return with_token(replace(taken, lease=lease), secret, group=group, reserved=True)
+            refusals.append(taken)
+        cap = reservation.borrow_cap
+        if cap == 0:
+            return _refused(database, refusals)
+        ticket: Token | None = None
+        capped = cap_quota(database, group)
+        if cap is not None:
+            ticket_ttl = (ttl_ms or self._default_ttl_ms(database)) + TICKET_SLACK_MS
+            held = self._acquire_in(
+                capped, NewLease(lease_key(capped, secret), holder, ticket_ttl), proposed
+            )
+            if not isinstance(held, Granted):
+                return _refused(database, [*refusals, held])
+            ticket = _token_of(held, secret)
+        wanted = NewLease(lease_key(database, secret), holder, ttl_ms, tag=rule.tag)
+        try:
+            taken = self._acquire_in(database, wanted, proposed)
+        except ConnleaseError:
+            if ticket is not None and not proposed:
+                with suppress(ConnleaseError):
+                    self._release_in(capped, ticket)
+            raise
+        if not isinstance(taken, Granted):
+            if ticket is not None:
+                # No lease after all: the ticket goes back (or ends at its TTL).
+                with suppress(ConnleaseError):
+                    self._release_in(capped, ticket)
+            return _refused(database, [*refusals, taken])
+        lease = replace(taken.lease, group=group, borrowed=True)
+        return with_token(replace(taken, lease=lease), secret, group=group, ticket=ticket)
+
+    def _groups_of(self, database: str) -> Groups:
+        """The quota's groups as this store last read them (at most GROUPS_CACHE_MS ago):
+        a change of groups reaches acquirers within that; each share's limit holds at once."""
+        seen = self._groups_seen.get(database)
+        now_ms = self._clock.now_ms()
+        if seen is None or now_ms - seen[2] >= GROUPS_CACHE_MS:
+            root = self._read(database)
+            seen = (root.groups or Groups(), root.quota.default_ttl_ms, now_ms)
+            self._groups_seen[database] = seen
+        return seen[0]
+
+    def _default_ttl_ms(self, database: str) -> int:
+        self._groups_of(database)
+        return self._groups_seen[database][1]
 
     def _take_on(
         self, item: str, wanted: NewLease, *, proposed: bool = False, note: bool = True
@@ -247,17 +366,44 @@ class LeaseStore(ABC):
         the current grant's, changes nothing and says ALREADY_RELEASED."""
         check_database(database)
         grant = parse_token(token)
-        key = lease_key(database, grant.secret)
+        if grant.group is not None and grant.reserved:
+            return self._release_in(reserved_quota(database, grant.group), grant)
+        outcome = self._release_in(database, grant)
+        if grant.group is not None and grant.ticket is not None:
+            # After the lease: the cap counts it for as long as it lives.
+            with suppress(UnknownDatabase):  # the group's cap is gone, and its tickets
+                self._release_in(cap_quota(database, grant.group), grant.ticket)
+        if outcome is ReleaseOutcome.ALREADY_RELEASED and grant.fence is None:
+            # A secret alone (its proposer never heard where the grant went): a group's
+            # share may hold it.
+            outcome = self._release_in_groups(database, grant)
+        return outcome
+
+    def _release_in(self, quota: str, grant: Token) -> ReleaseOutcome:
+        key = lease_key(quota, grant.secret)
         if grant.shard is not None:
             with suppress(UnknownDatabase):  # no such shard: the quota was split since
-                if self._remove(shard_item(database, grant.shard), key, grant.fence):
-                    self._split.freed(database, grant.shard)
+                if self._remove(shard_item(quota, grant.shard), key, grant.fence):
+                    self._split.freed(quota, grant.shard)
                     return ReleaseOutcome.RELEASED
-        if self._remove(database, key, grant.fence):
+        if self._remove(quota, key, grant.fence):
             return ReleaseOutcome.RELEASED
-        if grant.shard is None and self._split.release_by_key(database, key, grant.fence):
+        if grant.shard is None and self._split.release_by_key(quota, key, grant.fence):
             return ReleaseOutcome.RELEASED
         return ReleaseOutcome.ALREADY_RELEASED
+
+    def _release_in_groups(self, database: str, grant: Token) -> ReleaseOutcome:
+        outcome = ReleaseOutcome.ALREADY_RELEASED
+        groups = self._read(database).groups
+        for rule in groups.rules if groups is not None else ():
+            with suppress(UnknownDatabase):
+                if self._release_in(reserved_quota(database, rule.group), grant) is (
+                    ReleaseOutcome.RELEASED
+                ):
+                    outcome = ReleaseOutcome.RELEASED
+            with suppress(UnknownDatabase):  # a borrowed lease's ticket, if it took one
+                self._release_in(cap_quota(database, rule.group), grant)
+        return outcome
 
     def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
         """Push a live lease's expiry to now + ttl; a renewal never shortens a lease. An
@@ -266,14 +412,40 @@ class LeaseStore(ABC):
         grant = parse_token(token)
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
-        key = lease_key(database, grant.secret)
+        if grant.group is None:
+            return self._renew_quota(database, grant, ttl_ms)
+        if grant.reserved:
+            renewed = self._renew_quota(reserved_quota(database, grant.group), grant, ttl_ms)
+            if isinstance(renewed, Renewed):
+                return replace(renewed, lease=replace(renewed.lease, group=grant.group))
+            return renewed
+        if grant.ticket is not None:
+            # The ticket first, and longer: the cap counts the lease while it lives.
+            ttl_ms = ttl_ms or self._read(database).quota.default_ttl_ms
+            capped = cap_quota(database, grant.group)
+            try:
+                ticket = self._renew_quota(capped, grant.ticket, ttl_ms + TICKET_SLACK_MS)
+            except UnknownDatabase:
+                ticket = LeaseLost(grant.secret[:0])
+            if isinstance(ticket, LeaseLost):
+                return LeaseLost(lease_id_of(database, grant))
+        renewed = self._renew_quota(database, grant, ttl_ms)
+        if isinstance(renewed, LeaseLost):
+            if grant.ticket is not None:
+                with suppress(ConnleaseError):
+                    self._release_in(cap_quota(database, grant.group), grant.ticket)
+            return renewed
+        return replace(renewed, lease=replace(renewed.lease, group=grant.group, borrowed=True))
+
+    def _renew_quota(self, quota: str, grant: Token, ttl_ms: int | None) -> RenewResult:
+        key = lease_key(quota, grant.secret)
         if grant.shard is not None:
             with suppress(UnknownDatabase):
-                renewed = self._renew_in(shard_item(database, grant.shard), key, grant, ttl_ms)
+                renewed = self._renew_in(shard_item(quota, grant.shard), key, grant, ttl_ms)
                 if isinstance(renewed, Renewed):
                     return replace(renewed, lease=in_shard(grant.shard, renewed.lease))
             return LeaseLost(shard_lease_id(grant.shard, key))
-        renewed = self._renew_in(database, key, grant, ttl_ms)
+        renewed = self._renew_in(quota, key, grant, ttl_ms)
         return renewed if isinstance(renewed, Renewed) else LeaseLost(key)
 
     def _renew_in(self, item: str, key: str, grant: Token, ttl_ms: int | None) -> RenewResult:
@@ -297,47 +469,189 @@ class LeaseStore(ABC):
     def status(self, database: str) -> QuotaStatus:
         check_database(database)
         root = self._read(database)
-        now_ms = self._clock.now_ms()
+        pool = self._status_of(root)
+        if root.groups is None or not root.groups.rules:
+            return pool
+        return self._with_groups(root.groups, pool)
+
+    def _status_of(self, root: QuotaState) -> QuotaStatus:
         if root.layout is None:
-            return root.status(now_ms)
+            return root.status(self._clock.now_ms())
         return self._split.status(root)
 
-    def set_quota(self, database: str, quota: Quota) -> QuotaStatus:
+    def _share_status(self, quota: str) -> QuotaStatus | None:
+        try:
+            return self._status_of(self._read(quota))
+        except UnknownDatabase:
+            return None
+
+    def _with_groups(self, groups: Groups, pool: QuotaStatus) -> QuotaStatus:
+        """The pool's status with every group's share added, and each lease named by its
+        group (a tag on a pool lease: borrowed)."""
+        now_ms = self._clock.now_ms()
+        leases = [_named(lease, groups) for lease in pool.leases]
+        in_use, expired = pool.in_use, pool.expired
+        views = []
+        for rule in groups.rules:
+            share = self._share_status(reserved_quota(pool.database, rule.group))
+            reserved_in_use = 0
+            if share is not None:
+                leases += [replace(lease, group=rule.group) for lease in share.leases]
+                in_use += share.in_use
+                expired += share.expired
+                reserved_in_use = share.in_use
+            borrowed = sum(
+                1 for lease in pool.leases if lease.tag == rule.tag and lease.is_live(now_ms)
+            )
+            reservation = rule.reservation
+            views.append(
+                GroupStatus(
+                    rule.group,
+                    reservation.reserved,
+                    reservation.borrow,
+                    reservation.max,
+                    reserved_in_use,
+                    borrowed,
+                    rule.retired,
+                )
+            )
+        limit = pool.limit + groups.reserved
+        return replace(
+            pool,
+            limit=limit,
+            in_use=in_use,
+            remaining=max(0, limit - in_use),
+            expired=expired,
+            leases=tuple(sorted(leases, key=lambda lease: lease.expires_at_ms)),
+            groups=GroupsView(pool.limit, pool.in_use, tuple(views)),
+        )
+
+    def set_quota(
+        self, database: str, quota: Quota, groups: Iterable[Reservation] | None = None
+    ) -> QuotaStatus:
         """Create or change a database's quota; live leases are kept as they are. A limit
         beyond one item's capacity splits the quota over shards (for good: lowering it again
-        keeps the shards, with smaller shares)."""
+        keeps the shards, with smaller shares).
+
+        `groups`: the reservations (domain.groups) that replace the quota's own; None keeps
+        them. All of it is checked before anything is written. Shares are lowered before
+        any is raised, so that at every moment they sum to no more than the larger of the
+        old and the new limit; leases held past a lowered share drain as they end."""
         check_database(database)
         if not isinstance(quota, Quota):
             raise TypeError(f"quota must be a Quota, got {type(quota).__name__}")
         check_limit(quota.limit)
+        try:
+            root: QuotaState | None = self._read(database)
+        except UnknownDatabase:
+            root = None
+        current = root.groups if root is not None else None
+        if groups is None:
+            planned = current.within(quota.limit) if current is not None else None
+        else:
+            planned = (current or Groups()).replaced(groups, quota.limit)
+        self._groups_seen.pop(database, None)
+        if planned is None:
+            self._set_limit(database, quota, root)
+        else:
+            self._set_groups(database, quota, root, planned)
+        return self.status(database)
+
+    def _set_groups(
+        self, database: str, quota: Quota, root: QuotaState | None, planned: Groups
+    ) -> None:
+        ttl_ms = quota.default_ttl_ms
+        pool_now = None if root is None else _limit_of(root)
+        pool_new = planned.pool_limit(quota.limit)
+        shares = {
+            reserved_quota(database, rule.group): rule.reservation.reserved
+            for rule in planned.rules
+        }
+        have = {share: self._limit_or_none(share) for share in shares}
+        if pool_now is None or pool_new < pool_now:
+            self._set_limit(database, Quota(pool_new, ttl_ms), root)
+        for share, target in shares.items():
+            if have[share] is None or target < (have[share] or 0):
+                # A new share starts empty and rises with the others.
+                self._set_limit(share, Quota(0 if have[share] is None else target, ttl_ms))
+        seen = root.groups.version if root is not None and root.groups is not None else 0
+        if not self._write_groups(database, planned, seen):
+            raise StoreUnavailable(
+                "set_quota", "another change of this quota's groups came first; try again", True
+            )
+        if pool_now is not None and pool_new >= pool_now:
+            self._set_limit(database, Quota(pool_new, ttl_ms))
+        for share, target in shares.items():
+            if target > 0 or have[share] is not None:
+                self._set_limit(share, Quota(target, ttl_ms))
+        for rule in planned.active:
+            cap = rule.reservation.borrow_cap
+            if cap is not None and cap > 0:
+                self._set_limit(cap_quota(database, rule.group), Quota(cap, ttl_ms))
+        self._forget_drained(database, planned)
+
+    def _forget_drained(self, database: str, planned: Groups) -> None:
+        """Retired groups whose shares hold nothing go, shares and all."""
+        gone = []
+        for rule in planned.rules:
+            if not rule.retired:
+                continue
+            shares = (reserved_quota(database, rule.group), cap_quota(database, rule.group))
+            statuses = [self._share_status(share) for share in shares]
+            if all(status is None or not status.leases for status in statuses):
+                for share in shares:
+                    self._delete_tree(share)
+                gone.append(rule.group)
+        if gone:
+            # A lost race leaves them listed as retired, and the next change tries again.
+            self._write_groups(database, planned.without(gone), planned.version)
+
+    def _limit_or_none(self, quota: str) -> int | None:
+        try:
+            return _limit_of(self._read(quota))
+        except UnknownDatabase:
+            return None
+
+    def _set_limit(self, database: str, quota: Quota, root: QuotaState | None = None) -> None:
+        """Set one quota's limit (the pool's or a group's share), over shards if it needs
+        them; a group's share may be set to 0."""
         per_shard = self._shard_capacity(database)
-        root: QuotaState | None
         if quota.limit <= per_shard:
             # One item holds it: written as one, unless the quota is split already.
             write = self._write_quota(database, quota)
             if write.applied:
-                return write.state.status(self._clock.now_ms())
+                return
             root = write.state
-        else:
+        elif root is None:
             try:
                 root = self._read(database)
             except UnknownDatabase:
                 root = None
         for _ in range(MAX_WRITE_ATTEMPTS):
             if self._split.reshare(database, quota.limit, quota.default_ttl_ms, root, per_shard):
-                return self.status(database)
+                return
             root = self._read(database)  # a lease was taken meanwhile: look again
         raise StoreUnavailable("set_quota", "the quota kept changing; try again", True)
 
     def delete_quota(self, database: str) -> bool:
-        """Remove a database's quota and its leases; False if there was none."""
+        """Remove a database's quota and its leases, its groups' shares with theirs; False
+        if there was none."""
         check_database(database)
         with suppress(UnknownDatabase):
-            layout = self._read(database).layout
+            groups = self._read(database).groups
+            for rule in groups.rules if groups is not None else ():
+                self._delete_tree(reserved_quota(database, rule.group))
+                self._delete_tree(cap_quota(database, rule.group))
+        self._groups_seen.pop(database, None)
+        return self._delete_tree(database)
+
+    def _delete_tree(self, quota: str) -> bool:
+        with suppress(UnknownDatabase):
+            layout = self._read(quota).layout
             for index in range(layout.shards if layout else 0):
-                self._delete_quota(shard_item(database, index))
-        self._split.forget(database)
-        return self._delete_quota(database)
+                self._delete_quota(shard_item(quota, index))
+        self._split.forget(quota)
+        return self._delete_quota(quota)
 
     # Hooks. Each is one atomic step against the store (one request for DynamoDB) and
     # raises UnknownDatabase, CorruptQuota or StoreUnavailable rather than anything of its own.
@@ -396,3 +710,19 @@ class LeaseStore(ABC):
 
     @abstractmethod
     def _delete_quota(self, database: str) -> bool: ...
+
+    @abstractmethod
+    def _write_groups(self, database: str, groups: Groups, seen: int) -> bool:
+        """Set the root item's groups, only if the version it holds is `seen` (0: none);
+        it touches nothing else. False if refused."""
+
+
+def _limit_of(root: QuotaState) -> int:
+    """A quota's limit as its root item says: its own, or its split layout's."""
+    return root.layout.limit if root.layout is not None else root.quota.limit
+
+
+def _named(lease: Lease, groups: Groups) -> Lease:
+    """A pool lease as status shows it: a tagged one is a group's, borrowed."""
+    rule = groups.by_tag(lease.tag) if lease.tag else None
+    return lease if rule is None else replace(lease, group=rule.group, borrowed=True)

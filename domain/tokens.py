@@ -7,6 +7,10 @@ what `status` and the logs show of a lease cannot be turned back into the power 
 or renew it. The fence is the grant's number, which no two grants of one quota item share:
 a token from an earlier grant of the same secret (a reused secret, an async retry) is not
 the current grant's and changes nothing. A split quota's token also names the shard.
+
+A group's lease says where it lives (domain.groups): `...~group~r` for one of the group's
+reserved leases, `...~group~F[.S]` for a borrowed lease counted by a ticket (the ticket's
+own fence and shard in the group's cap quota).
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ LABEL_CHARS = 3
 MAX_FENCE = 2**53  # exact in JSON numbers and in DynamoDB's
 
 _SECRET = re.compile(r"[A-Za-z0-9_-]+")
-_TOKEN = re.compile(r"([A-Za-z0-9_-]+)(?:\.(\d{1,16})(?:\.(\d{1,4}))?)?")
+_TOKEN = re.compile(
+    r"([A-Za-z0-9_-]+)(?:\.(\d{1,16})(?:\.(\d{1,4}))?)?"
+    r"(?:~([A-Za-z0-9_-]{1,64})~(?:(r)|(\d{1,16})(?:\.(\d{1,4}))?))?"
+)
 
 
 def new_secret() -> str:
@@ -69,6 +76,8 @@ def label(lease_id: str) -> str:
 
 def lease_id_of(database: str, grant: Token) -> str:
     """The id of the lease a token's grant holds (public: the key, and its shard)."""
+    if grant.group is not None and grant.reserved:
+        database = f"{database}~{grant.group}"  # domain.groups.reserved_quota
     key = lease_key(database, grant.secret)
     return key if grant.shard is None else f"{grant.shard}-{key}"
 
@@ -81,6 +90,9 @@ class Token:
     secret: str
     fence: int | None = None
     shard: int | None = None
+    group: str | None = None  # a group's lease: reserved, or borrowed with a ticket
+    reserved: bool = False
+    ticket: Token | None = None  # the borrowed lease's ticket in its group's cap quota
 
     def __str__(self) -> str:
         text = self.secret
@@ -88,11 +100,19 @@ class Token:
             text += f".{self.fence}"
             if self.shard is not None:
                 text += f".{self.shard}"
+        if self.group is not None and self.fence is not None:
+            if self.reserved:
+                text += f"~{self.group}~r"
+            elif self.ticket is not None and self.ticket.fence is not None:
+                text += f"~{self.group}~{self.ticket.fence}"
+                if self.ticket.shard is not None:
+                    text += f".{self.ticket.shard}"
         return text
 
     def __repr__(self) -> str:
         # Never the secret, nor any part of it, whatever logs this.
-        return f"Token(fence={self.fence}, shard={self.shard})"
+        where = "" if self.group is None else f", group={self.group!r}"
+        return f"Token(fence={self.fence}, shard={self.shard}{where})"
 
 
 def parse_token(token: object) -> Token:
@@ -103,9 +123,16 @@ def parse_token(token: object) -> Token:
     if found is None or not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
         # Never echoed: it may be someone's token.
         raise InvalidInput("token", "is not a grant token (the `token` of an acquire's answer)")
-    _, fence, shard = found.groups()
+    _, fence, shard, group, reserved, ticket_fence, ticket_shard = found.groups()
+    if group is not None and fence is None:
+        raise InvalidInput("token", "is not a grant token (the `token` of an acquire's answer)")
     return Token(
         secret,
         None if fence is None else int(fence),
         None if shard is None else int(shard),
+        group,
+        reserved is not None,
+        None
+        if ticket_fence is None
+        else Token(secret, int(ticket_fence), None if ticket_shard is None else int(ticket_shard)),
     )

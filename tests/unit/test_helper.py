@@ -25,8 +25,14 @@ DB = "orders-mysql"
 
 
 class Broken(InMemoryLeaseStore):
+    """A store whose reads fail with internals in the message, once its quota is set."""
+
+    broken = False
+
     def _read(self, database: str) -> Any:
-        raise RuntimeError("secret internals: password=hunter2")
+        if self.broken:
+            raise RuntimeError("secret internals: password=hunter2")
+        return super()._read(database)
 
 
 class Unreachable(InMemoryLeaseStore):
@@ -269,7 +275,9 @@ def test_an_unknown_database_is_a_structured_error(app: Helper, clock: FakeClock
 def test_an_unexpected_failure_answers_without_internals(
     clock: FakeClock, metrics: RecordingMetrics
 ) -> None:
-    app = make_app(clock, metrics, store=Broken(clock))
+    store = Broken(clock)
+    app = make_app(clock, metrics, store=store)
+    store.broken = True
 
     answer = call(app, clock, action="status", database=DB)
 

@@ -1,0 +1,274 @@
+"""Fair shares between functions: groups with reserved leases, borrowing and a cap
+(docs/design.md, "Groups").
+
+A quota may name groups (a group is one function or several; by default a caller's group
+is its function name). Each names how many leases are **reserved** for it, whether it may
+**borrow** from the unreserved pool once its reservation is in use, and an optional **max**
+on all it holds. The reservations sum to at most the limit; the rest is the pool.
+
+Every share is a quota of its own, so that every rule the store keeps for one quota (I1 per
+item, splitting over shards, reclaiming, fences) keeps each share too, and no new kind of
+write condition is needed:
+- the pool is the database's own quota (its item, or its shards), limit = limit - reserved;
+- a group's reservation is the quota `database~group`, whose limit is the reservation;
+- a capped group's borrowing is counted by tickets in the quota `database~group~max`,
+  limit = max - reserved: a borrowed lease first takes a ticket there, then the pool lease.
+The shares' limits sum to the quota's limit, so live leases never exceed it; a group's
+reserved leases are in an item only its own acquirers write to.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from .errors import InvalidInput
+from .model import MAX_LIMIT, check_int
+
+# Lambda function names: letters, digits, - and _, at most 64 characters.
+MAX_GROUP_LENGTH = 64
+# Each group's shares are read by `status` and written by `set_quota`; a handful is what
+# the sample's "hotspots" need, and it keeps both to a few requests.
+MAX_GROUPS = 16
+# Between a quota's name and a group's: never in a database's name (model._NAME) nor a group's.
+GROUP_MARK = "~"
+# A ticket outlives its borrowed lease by this much: it is written first, the lease a write
+# later, and the cap must count the lease for as long as it lives.
+TICKET_SLACK_MS = 1_000
+
+_GROUP = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_group(group: object, field_name: str = "group") -> str:
+    if not isinstance(group, str):
+        raise InvalidInput(field_name, f"must be a string, got {type(group).__name__}")
+    if not 1 <= len(group) <= MAX_GROUP_LENGTH or not _GROUP.fullmatch(group):
+        raise InvalidInput(
+            field_name,
+            f"{group[:MAX_GROUP_LENGTH]!r} is not a group name: 1-{MAX_GROUP_LENGTH} letters,"
+            " digits, - or _ (a Lambda function's name)",
+        )
+    return group
+
+
+def reserved_quota(database: str, group: str) -> str:
+    """The quota that holds a group's reserved leases."""
+    return f"{database}{GROUP_MARK}{group}"
+
+
+def cap_quota(database: str, group: str) -> str:
+    """The quota whose tickets count a capped group's borrowed leases."""
+    return f"{database}{GROUP_MARK}{group}{GROUP_MARK}max"
+
+
+def is_share(item: str) -> bool:
+    """A group's share (reserved or cap quota), whose limit may be 0."""
+    return GROUP_MARK in item
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What an operator asks for one group: `reserved` leases only it may take, whether it
+    may `borrow` from the pool past them, and `max`, a cap on all it holds (None: none)."""
+
+    group: str
+    reserved: int = 0
+    borrow: bool = True
+    max: int | None = None
+
+    def __post_init__(self) -> None:
+        check_group(self.group)
+        check_int(f"{self.group}.reserved", self.reserved, 0, MAX_LIMIT)
+        if not isinstance(self.borrow, bool):
+            raise InvalidInput(f"{self.group}.borrow", "must be true or false")
+        if self.max is not None:
+            check_int(f"{self.group}.max", self.max, 0, MAX_LIMIT)
+            if self.max < self.reserved:
+                raise InvalidInput(
+                    f"{self.group}.max",
+                    f"is {self.max}, below the group's reservation of {self.reserved}",
+                )
+
+    @property
+    def borrow_cap(self) -> int | None:
+        """How many pool leases the group may hold at once (None: as many as are free)."""
+        if not self.borrow:
+            return 0
+        return None if self.max is None else self.max - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRule:
+    """A reservation as stored: with the group's `tag`, the small number a pool entry
+    carries to say which group borrowed it (names would weigh on every write), and
+    `retired` for a group no longer reserved whose leases may still be live."""
+
+    reservation: Reservation
+    tag: int
+    retired: bool = False
+
+    @property
+    def group(self) -> str:
+        return self.reservation.group
+
+
+@dataclass(frozen=True, slots=True)
+class Groups:
+    """A quota's groups as its root item keeps them; `version` counts the changes, so that
+    two operators' changes cannot interleave."""
+
+    rules: tuple[GroupRule, ...] = ()
+    version: int = 0
+
+    def rule(self, group: str | None) -> GroupRule | None:
+        """The live rule of `group` (None: no such group, or retired; it takes the pool)."""
+        if group is None:
+            return None
+        found = next((rule for rule in self.rules if rule.group == group), None)
+        return None if found is None or found.retired else found
+
+    def by_tag(self, tag: int) -> GroupRule | None:
+        return next((rule for rule in self.rules if rule.tag == tag), None)
+
+    @property
+    def reserved(self) -> int:
+        return sum(rule.reservation.reserved for rule in self.rules if not rule.retired)
+
+    @property
+    def active(self) -> tuple[GroupRule, ...]:
+        return tuple(rule for rule in self.rules if not rule.retired)
+
+    def pool_limit(self, limit: int) -> int:
+        return limit - self.reserved
+
+    def replaced(self, reservations: Iterable[Reservation], limit: int) -> Groups:
+        """The groups after an operator names `reservations` (every group not named is
+        retired: its reservation and cap go, its leases drain); checked against `limit`."""
+        wanted: dict[str, Reservation] = {}
+        for reservation in reservations:
+            if not isinstance(reservation, Reservation):
+                raise TypeError(f"expected a Reservation, got {type(reservation).__name__}")
+            if reservation.group in wanted:
+                raise InvalidInput("groups", f"{reservation.group!r} is named twice")
+            wanted[reservation.group] = reservation
+        total = sum(reservation.reserved for reservation in wanted.values())
+        if total > limit:
+            raise InvalidInput(
+                "groups", f"reservations sum to {total}, above the quota's limit of {limit}"
+            )
+        rules: list[GroupRule] = []
+        next_tag = max((rule.tag for rule in self.rules), default=0) + 1
+        for rule in self.rules:
+            if rule.group in wanted:
+                rules.append(GroupRule(wanted.pop(rule.group), rule.tag))
+            else:
+                rules.append(replace(rule, reservation=Reservation(rule.group), retired=True))
+        for reservation in wanted.values():
+            rules.append(GroupRule(reservation, next_tag))
+            next_tag += 1
+        if sum(1 for rule in rules if not rule.retired) > MAX_GROUPS:
+            raise InvalidInput("groups", f"at most {MAX_GROUPS} groups per quota")
+        return Groups(tuple(rules), self.version + 1)
+
+    def within(self, limit: int) -> Groups:
+        """The same groups under a new limit, which must still hold their reservations."""
+        if self.reserved > limit:
+            raise InvalidInput(
+                "limit",
+                f"is {limit}, below the {self.reserved} leases reserved for groups:"
+                " lower or remove reservations first (or in the same change)",
+            )
+        return self
+
+    def without(self, groups: Iterable[str]) -> Groups:
+        """Retired groups whose shares hold nothing any more, forgotten."""
+        gone = set(groups)
+        kept = tuple(rule for rule in self.rules if not (rule.retired and rule.group in gone))
+        return Groups(kept, self.version)
+
+
+def parse_reservations(text: str) -> tuple[Reservation, ...]:
+    """Reservations as an operator writes them (the template's `Groups` parameter, the
+    command line): `api=10,batch=0:max=20:borrow`, each group `name=reserved` followed by
+    options `max=N`, `borrow` or `noborrow` (borrowing is on unless said otherwise)."""
+    if not isinstance(text, str):
+        raise InvalidInput("groups", f"must be a string, got {type(text).__name__}")
+    found: list[Reservation] = []
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        name, sep, rest = part.partition("=")
+        if not sep:
+            raise InvalidInput("groups", f"{part!r}: write group=reserved[:max=N][:noborrow]")
+        reserved, *options = rest.split(":")
+        settings: dict[str, object] = {"reserved": _number(name, "reserved", reserved)}
+        for option in options:
+            key, _, value = option.partition("=")
+            if option == "borrow":
+                settings["borrow"] = True
+            elif option == "noborrow":
+                settings["borrow"] = False
+            elif key == "max":
+                settings["max"] = _number(name, "max", value)
+            else:
+                raise InvalidInput("groups", f"{part!r}: unknown option {option!r}")
+        found.append(Reservation(check_group(name.strip(), "groups"), **settings))  # type: ignore[arg-type]
+    return tuple(found)
+
+
+def _number(group: str, what: str, text: str) -> int:
+    text = text.strip()
+    if not text.lstrip("-").isdigit():
+        raise InvalidInput(f"{group}.{what}", f"{text!r} is not a whole number")
+    return int(text)
+
+
+def format_reservations(reservations: Iterable[Reservation]) -> str:
+    """parse_reservations' inverse."""
+    parts = []
+    for reservation in reservations:
+        text = f"{reservation.group}={reservation.reserved}"
+        if reservation.max is not None:
+            text += f":max={reservation.max}"
+        if not reservation.borrow:
+            text += ":noborrow"
+        parts.append(text)
+    return ",".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """One group's use of its quota at one instant."""
+
+    group: str
+    reserved: int
+    borrow: bool
+    max: int | None
+    reserved_in_use: int
+    borrowed: int
+    retired: bool = False
+
+    @property
+    def remaining_reserved(self) -> int:
+        return max(0, self.reserved - self.reserved_in_use)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupsView:
+    """What `status` says of the groups: each group's use and the pool's."""
+
+    pool_limit: int
+    pool_in_use: int
+    groups: tuple[GroupStatus, ...] = field(default=())
+
+    def group(self, name: str) -> GroupStatus | None:
+        return next((status for status in self.groups if status.group == name), None)
+
+
+def tags_in_use(counts: Mapping[int, int], groups: Groups) -> dict[str, int]:
+    """Live pool leases per group name, from counts per tag."""
+    named: dict[str, int] = {}
+    for tag, count in counts.items():
+        rule = groups.by_tag(tag)
+        if rule is not None:
+            named[rule.group] = named.get(rule.group, 0) + count
+    return named

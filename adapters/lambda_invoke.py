@@ -33,6 +33,7 @@ from domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
+from domain.groups import check_group
 from domain.model import (
     check_database,
     check_holder,
@@ -74,6 +75,8 @@ class LambdaLeases:
         ttl_ms: int | None = None,
         secret: str | None = None,
         wait_ms: int = 0,
+        *,
+        group: str | None = None,
     ) -> AcquireResult:
         # Checked here as the store checks them, so that a bad argument is an InvalidInput
         # before any invoke, never a TypeError from encoding it (the helper still holds
@@ -83,6 +86,8 @@ class LambdaLeases:
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
         check_wait_ms(wait_ms)
+        if group is not None:
+            check_group(group)
         # The secret is proposed here, so that an invoke the SDK retries after losing its
         # answer finds the lease the first attempt took instead of taking a second one.
         request: dict[str, Any] = {
@@ -95,6 +100,8 @@ class LambdaLeases:
             request["ttl_ms"] = ttl_ms
         if wait_ms:
             request["wait_ms"] = wait_ms
+        if group is not None:
+            request["group"] = group
         try:
             answer = self._call(request, AcquireResponse)
         except (StoreUnavailable, HelperFailed):

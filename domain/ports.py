@@ -80,11 +80,16 @@ class Metric(StrEnum):
     LEASES_RELEASED = "LeasesReleased"
     LEASES_RECLAIMED = "LeasesReclaimed"
     ACQUIRE_WAIT_MS = "AcquireWaitMs"
+    # Per group (domain.groups), beside the database: what is left of its reservation after
+    # a reserved grant, and each lease it borrowed from the pool.
+    REMAINING_RESERVED = "RemainingReserved"
+    LEASES_BORROWED = "LeasesBorrowed"
 
 
 class MetricsSink(ABC):
     @abstractmethod
-    def record(self, metric: Metric, value: float, database: str) -> None: ...
+    def record(self, metric: Metric, value: float, database: str, group: str | None = None) -> None:
+        """Record one value for the database; with `group`, for that group of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,7 @@ class Leases(Protocol):
         holder: str = "",
         ttl_ms: int | None = None,
         secret: str | None = None,
+        *,
         group: str | None = None,
     ) -> AcquireResult: ...
 
@@ -192,6 +198,7 @@ class LeaseStore(ABC):
         holder: str = "",
         ttl_ms: int | None = None,
         secret: str | None = None,
+        *,
         group: str | None = None,
     ) -> AcquireResult:
         """Take a lease if one is free, reclaiming expired ones when the quota looks full.

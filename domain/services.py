@@ -28,6 +28,7 @@ def acquire_within(
     metrics: MetricsSink | None = None,
     secret: str | None = None,
     lease_until_ms: int | None = None,
+    group: str | None = None,
 ) -> Granted:
     """Take a lease, waiting with jittered backoff until `deadline`; else raise NoCapacity.
 
@@ -46,16 +47,16 @@ def acquire_within(
         if lease_until_ms is not None:
             ttl_ms = min(max(lease_until_ms - clock.now_ms(), MIN_TTL_MS), MAX_TTL_MS)
         try:
-            result = store.acquire(database, holder, ttl_ms, secret)
+            result = store.acquire(database, holder, ttl_ms, secret, group=group)
         except (StoreUnavailable, RequestInProgress) as error:
             wait_or_raise(error, deadline, clock, delays)
             continue
         now_ms = clock.now_ms()
         if isinstance(result, Granted):
-            record_acquire(metrics, database, result, now_ms - started_ms)
+            record_acquire(metrics, database, result, now_ms - started_ms, group)
             return result
         if deadline.remaining_ms(now_ms) == 0:
-            record_acquire(metrics, database, result, now_ms - started_ms)
+            record_acquire(metrics, database, result, now_ms - started_ms, group)
             raise NoCapacity(database, now_ms - started_ms, attempts, result)
         wait_ms = next(delays)
         if 0 < result.retry_after_ms < wait_ms:
@@ -108,12 +109,19 @@ def wait_or_raise(
 
 
 def record_acquire(
-    metrics: MetricsSink | None, database: str, result: AcquireResult, waited_ms: int
+    metrics: MetricsSink | None,
+    database: str,
+    result: AcquireResult,
+    waited_ms: int,
+    group: str | None = None,
 ) -> None:
-    """Metrics of one caller's acquire, granted or finally refused."""
+    """Metrics of one caller's acquire, granted or finally refused; with `group`, the
+    group's own too (its wait, refusals, what is left of its reservation, borrowing)."""
     if metrics is None:
         return
-    metrics.record(Metric.REMAINING_CONNECTIONS, result.remaining, database)
+    reserved = isinstance(result, Granted) and result.lease.group and not result.lease.borrowed
+    if not reserved:  # a reserved grant's remaining is its group's, not the database's
+        metrics.record(Metric.REMAINING_CONNECTIONS, result.remaining, database)
     if isinstance(result, Granted):
         metrics.record(Metric.LEASES_ACQUIRED, 1, database)
         metrics.record(Metric.ACQUIRE_WAIT_MS, waited_ms, database)
@@ -121,3 +129,13 @@ def record_acquire(
             metrics.record(Metric.LEASES_RECLAIMED, len(result.reclaimed), database)
     else:
         metrics.record(Metric.NO_CONNECTIONS_LEFT, 1, database)
+    if group is None:
+        return
+    if isinstance(result, Granted):
+        metrics.record(Metric.ACQUIRE_WAIT_MS, waited_ms, database, group)
+        if result.lease.borrowed:
+            metrics.record(Metric.LEASES_BORROWED, 1, database, group)
+        elif result.lease.group:
+            metrics.record(Metric.REMAINING_RESERVED, result.remaining, database, group)
+    else:
+        metrics.record(Metric.NO_CONNECTIONS_LEFT, 1, database, group)

@@ -228,8 +228,10 @@ class Tracker:
         holder: str = "",
         ttl_ms: int | None = None,
         secret: str | None = None,
+        *,
+        group: str | None = None,
     ) -> AcquireResult:
-        result = self.inner.acquire(database, holder, ttl_ms, secret)
+        result = self.inner.acquire(database, holder, ttl_ms, secret, group=group)
         if isinstance(result, Granted):
             with self.lock:
                 self.granted.add(result.lease.id)

@@ -19,6 +19,7 @@ does the calls).
 from __future__ import annotations
 
 import functools
+import os
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
+from domain.groups import check_group
 from domain.model import (
     MAX_HOLDER_LENGTH,
     MAX_WAIT_MS,
@@ -110,6 +112,20 @@ def direct_leases(
     )
 
 
+# Names the caller's group when it is not the function's own name.
+GROUP_ENV = "CONNLEASE_GROUP"
+
+
+def default_group() -> str | None:
+    """A caller's group when it names none (domain.groups): CONNLEASE_GROUP, else the
+    function's own name; None (the pool) outside Lambda."""
+    for name in (GROUP_ENV, "AWS_LAMBDA_FUNCTION_NAME"):
+        value = os.environ.get(name)
+        if value:
+            return check_group(value, name)
+    return None
+
+
 def holder_of(context: InvocationContext) -> str:
     """`function/request-id-prefix`, cut to fit: who holds a lease, for `status` (the
     request id's first 8 characters find the invocation in the logs)."""
@@ -157,8 +173,10 @@ class ConnectionLeases:
         rng: random.Random | None = None,
         metrics: MetricsSink | None = None,
         keep_warm: KeepWarm | None = None,
+        group: str | None = None,
     ) -> None:
         self.database = check_database(database)
+        self.group = default_group() if group is None else check_group(group)
         self.safety_margin_ms = check_wait_ms(safety_margin_ms, "safety_margin_ms")
         check_wait_ms(release_budget_ms, "release_budget_ms")
         if keep_warm is not None and not isinstance(keep_warm, KeepWarm):
@@ -173,6 +191,7 @@ class ConnectionLeases:
             rng=rng or random.Random(),
             release_budget_ms=release_budget_ms,
             metrics=metrics,
+            group=self.group,
         )
         self._warm = WarmClient(self._calls, keep_warm) if keep_warm else None
         self._last_wait_ms = 0

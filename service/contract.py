@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from domain.errors import InvalidInput
+from domain.groups import GroupStatus, GroupsView, check_group
 from domain.model import (
     MAX_TTL_MS,
     Lease,
@@ -40,6 +41,7 @@ GrantToken = Annotated[StrictStr, AfterValidator(_check_token)]
 # A renewal extends one grant: a secret alone (which a release may give) names none.
 FencedToken = Annotated[StrictStr, AfterValidator(_check_grant_token)]
 Holder = Annotated[StrictStr, AfterValidator(check_holder)]
+Group = Annotated[StrictStr, AfterValidator(check_group)]
 TtlMs = Annotated[StrictInt, AfterValidator(check_ttl_ms)]
 WaitMs = Annotated[StrictInt, AfterValidator(check_wait_ms)]
 
@@ -62,6 +64,9 @@ class AcquireRequest(_Message):
     holder: Holder = ""
     ttl_ms: TtlMs | None = None
     wait_ms: WaitMs = 0
+    # The caller's group (domain.groups): its reservation first, then the pool if it may
+    # borrow. None: the pool, as any caller the quota's groups do not name.
+    group: Group | None = None
 
 
 class ReleaseRequest(_Message):
@@ -109,6 +114,8 @@ class LeaseDoc(_Answer):
     holder: str
     expires_at_ms: int = Field(le=2**53)
     fence: int = Field(0, ge=0, le=MAX_FENCE)
+    group: str = ""
+    borrowed: bool = False
 
     @classmethod
     def of(cls, lease: Lease, *, labelled: bool = False) -> LeaseDoc:
@@ -117,10 +124,54 @@ class LeaseDoc(_Answer):
             holder=lease.holder,
             expires_at_ms=lease.expires_at_ms,
             fence=lease.fence,
+            group=lease.group,
+            borrowed=lease.borrowed,
         )
 
     def to_domain(self) -> Lease:
-        return Lease(self.id, self.holder, self.expires_at_ms, self.fence)
+        return Lease(
+            self.id,
+            self.holder,
+            self.expires_at_ms,
+            self.fence,
+            group=self.group,
+            borrowed=self.borrowed,
+        )
+
+
+class GroupDoc(_Answer):
+    """One group's use of the quota, as status shows it."""
+
+    group: str
+    reserved: int
+    borrow: bool
+    max: int | None = None
+    reserved_in_use: int
+    borrowed: int
+    retired: bool = False
+
+    @classmethod
+    def of(cls, status: GroupStatus) -> GroupDoc:
+        return cls(
+            group=status.group,
+            reserved=status.reserved,
+            borrow=status.borrow,
+            max=status.max,
+            reserved_in_use=status.reserved_in_use,
+            borrowed=status.borrowed,
+            retired=status.retired,
+        )
+
+    def to_domain(self) -> GroupStatus:
+        return GroupStatus(
+            self.group,
+            self.reserved,
+            self.borrow,
+            self.max,
+            self.reserved_in_use,
+            self.borrowed,
+            self.retired,
+        )
 
 
 class AcquireResponse(_Answer):
@@ -167,10 +218,18 @@ class StatusResponse(_Answer):
     remaining: int
     expired: int
     leases: list[LeaseDoc]
+    # With groups: the unreserved pool's limit and use, and each group's.
+    pool_limit: int | None = None
+    pool_in_use: int | None = None
+    groups: list[GroupDoc] | None = None
 
     @classmethod
     def of(cls, status: QuotaStatus) -> StatusResponse:
+        view = status.groups
         return cls(
+            pool_limit=None if view is None else view.pool_limit,
+            pool_in_use=None if view is None else view.pool_in_use,
+            groups=None if view is None else [GroupDoc.of(group) for group in view.groups],
             database=status.database,
             limit=status.limit,
             default_ttl_ms=status.default_ttl_ms,
@@ -189,6 +248,13 @@ class StatusResponse(_Answer):
             remaining=self.remaining,
             expired=self.expired,
             leases=tuple(lease.to_domain() for lease in self.leases),
+            groups=None
+            if self.groups is None
+            else GroupsView(
+                self.pool_limit or 0,
+                self.pool_in_use or 0,
+                tuple(group.to_domain() for group in self.groups),
+            ),
         )
 
 

@@ -194,8 +194,10 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
         context.get_remaining_time_in_millis() - app.settings.timeout_margin_ms,
     )
     if budget_ms <= 0:
-        result = app.store.acquire(request.database, request.holder, ttl_ms, request.secret)
-        record_acquire(app.metrics, request.database, result, 0)
+        result = app.store.acquire(
+            request.database, request.holder, ttl_ms, request.secret, group=request.group
+        )
+        record_acquire(app.metrics, request.database, result, 0, request.group)
     else:
         try:
             result = acquire_within(
@@ -209,6 +211,7 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
                 rng=app.rng,
                 metrics=app.metrics,
                 secret=request.secret,
+                group=request.group,
             )
         except NoCapacity as refused:
             if refused.last is None:

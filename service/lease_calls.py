@@ -33,6 +33,7 @@ class LeaseCalls:
     rng: random.Random
     release_budget_ms: int
     metrics: MetricsSink | None = None
+    group: str | None = None  # the caller's group (domain.groups); None: the pool
 
     def acquire(
         self,
@@ -54,6 +55,7 @@ class LeaseCalls:
             ttl_ms=ttl_ms,
             metrics=self.metrics,
             lease_until_ms=lease_until_ms,
+            group=self.group,
         )
 
     def renew(self, token: str, ttl_ms: int) -> RenewResult:

@@ -44,9 +44,15 @@ class FakeClock(Clock):
 class RecordingMetrics(MetricsSink):
     def __init__(self) -> None:
         self.values: dict[tuple[Metric, str], list[float]] = defaultdict(list)
+        self.by_group: dict[tuple[Metric, str, str], list[float]] = defaultdict(list)
 
-    def record(self, metric: Metric, value: float, database: str) -> None:
-        self.values[metric, database].append(value)
+    def record(
+        self, metric: Metric, value: float, database: str, group: str | None = None
+    ) -> None:
+        if group is None:
+            self.values[metric, database].append(value)
+        else:
+            self.by_group[metric, database, group].append(value)
 
 
 class InMemoryIdempotencyStore(BasePersistenceLayer):

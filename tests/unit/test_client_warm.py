@@ -468,8 +468,10 @@ class SaysNothingOfWaiters(InMemoryLeaseStore):
         holder: str = "",
         ttl_ms: int | None = None,
         secret: str | None = None,
+        *,
+        group: str | None = None,
     ) -> AcquireResult:
-        result = super().acquire(database, holder, ttl_ms, secret)
+        result = super().acquire(database, holder, ttl_ms, secret, group=group)
         return replace(result, others_waiting=None) if isinstance(result, Granted) else result
 
 

@@ -6,6 +6,8 @@ original sample made two per invocation).
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricResolution, MetricUnit, single_metric
 
@@ -39,6 +41,13 @@ class EmfMetricsSink(MetricsSink):
         self._metrics = metrics
         self._namespace = namespace
 
+    def _add_service(self, single: Any) -> None:
+        # The invocation's own line carries the service dimension; a line of its own
+        # must too, or it lands in a dimension set the dashboard does not search.
+        service = getattr(self._metrics, "service", None)
+        if service:
+            single.add_dimension("service", service)
+
     def record(self, metric: Metric, value: float, database: str, group: str | None = None) -> None:
         resolution = (
             MetricResolution.High if metric in HIGH_RESOLUTION else MetricResolution.Standard
@@ -52,6 +61,7 @@ class EmfMetricsSink(MetricsSink):
                 resolution=resolution,
                 namespace=self._namespace,
             ) as single:
+                self._add_service(single)
                 single.add_dimension(DIMENSION, database)
                 single.add_dimension(GROUP_DIMENSION, group)
             return
@@ -63,6 +73,7 @@ class EmfMetricsSink(MetricsSink):
                 resolution=resolution,
                 namespace=self._namespace,
             ) as single:
+                self._add_service(single)
                 single.add_dimension(DIMENSION, database)
             return
         if current is None:

@@ -154,9 +154,12 @@ class LambdaLeases:
             return LeaseLost(lease_key(database, grant.secret))
         return Renewed(answer.lease.to_domain(), answer.remaining, answer.others_waiting)
 
-    def status(self, database: str) -> QuotaStatus:
+    def status(self, database: str, group: str | None = None) -> QuotaStatus:
         check_database(database)
-        answer = self._call({"action": "status", "database": database}, StatusResponse)
+        request = {"action": "status", "database": database}
+        if group is not None:
+            request["group"] = check_group(group)
+        answer = self._call(request, StatusResponse)
         return answer.to_domain()
 
     def _call(self, request: dict[str, Any], answer_type: type[Answer]) -> Answer:

@@ -26,7 +26,7 @@ from .decisions import (
     RenewResult,
     plan_acquire,
 )
-from .errors import ConnleaseError, InvalidInput, StoreUnavailable, UnknownDatabase
+from .errors import ConnleaseError, CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
 from .groups import (
     TICKET_SLACK_MS,
     GroupRule,
@@ -473,13 +473,34 @@ class LeaseStore(ABC):
         remaining = write.state.remaining(now_ms - self._reclaim_grace_ms)
         return Renewed(lease, remaining, write.state.others_waiting(now_ms))
 
-    def status(self, database: str) -> QuotaStatus:
+    def status(self, database: str, group: str | None = None) -> QuotaStatus:
+        """The quota's use; with `group`, only that group's leases and use (an unknown
+        group is an InvalidInput that names the quota's groups)."""
         check_database(database)
+        if group is not None:
+            check_group(group)
         root = self._read(database)
         pool = self._status_of(root)
-        if root.groups is None or not root.groups.rules:
+        groups = root.groups if root.groups is not None and root.groups.rules else None
+        if group is not None and (groups is None or groups.rule(group) is None):
+            known = ", ".join(rule.group for rule in groups.active) if groups else ""
+            raise InvalidInput(
+                "group",
+                f"{group!r} is not one of this quota's groups ({known or 'it has none'})",
+            )
+        if groups is None:
             return pool
-        return self._with_groups(root.groups, pool)
+        status = self._with_groups(groups, pool)
+        if group is None or status.groups is None:
+            return status
+        return replace(
+            status,
+            leases=tuple(lease for lease in status.leases if lease.group == group),
+            groups=replace(
+                status.groups,
+                groups=tuple(view for view in status.groups.groups if view.group == group),
+            ),
+        )
 
     def _status_of(self, root: QuotaState) -> QuotaStatus:
         if root.layout is None:
@@ -552,6 +573,10 @@ class LeaseStore(ABC):
             root: QuotaState | None = self._read(database)
         except UnknownDatabase:
             root = None
+        except CorruptQuota:
+            if groups is not None:
+                raise  # groups are set on a sound item: set the quota alone first
+            root = None  # the write below repairs it
         current = root.groups if root is not None else None
         if groups is None:
             planned = current.within(quota.limit) if current is not None else None

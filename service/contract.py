@@ -91,8 +91,11 @@ class RenewRequest(_Message):
 
 
 class StatusRequest(_Message):
+    """The quota's use; with `group`, one group's only (its leases and its share)."""
+
     action: Literal["status"]
     database: Database
+    group: Group | None = None
 
 
 HelperAction = AcquireRequest | ReleaseRequest | RenewRequest | StatusRequest

@@ -182,7 +182,8 @@ def dispatch(
             )
             return document
         case StatusRequest():
-            return StatusResponse.of(app.store.status(request.database)).document()
+            status = app.store.status(request.database, request.group)
+            return StatusResponse.of(status).document()
 
 
 @tracer.capture_method(capture_response=False)

@@ -16,6 +16,11 @@ Properties (CloudFormation passes strings):
   SeedEmployees      "true"/"false", default true
   OtherConnections   connections that are not the functions', default 5: the connections
                      alarm's threshold is the limit plus these
+  Groups             the quota's groups (domain.groups), as parse_reservations reads them:
+                     "api=10,batch=0:max=20:noborrow"; "" for none (removes any there
+                     are); absent: the quota keeps the groups it has. The reservations
+                     are checked against the limit (LimitPercent's as computed) before
+                     anything is written: Employees, the application user or the quota
 
 With an application user configured (DB_APP_SECRET_ARN, or locally DB_APP_PASSWORD), Create
 and Update also create or update that user: its secret's password, only the privileges
@@ -39,6 +44,7 @@ from pydantic_core import PydanticCustomError
 from adapters.mysql import DatabaseError, ensure_app_user, seed_employees, server_variable
 from adapters.secrets import Credentials, SecretUnavailable
 from domain import ConnleaseError, InvalidInput, Quota
+from domain.groups import Groups, Reservation, format_reservations, parse_reservations
 from domain.model import MAX_LIMIT, MAX_TTL_MS, MIN_TTL_MS, check_database
 from service.bootstrap import Seeder, build_seeder
 from service.observability import powertools
@@ -80,6 +86,8 @@ class SeedProperties(BaseModel):
     # Connections that are not the functions' (RDS's own, an operator's session): the
     # connections alarm fires past the quota plus these (Data.ConnectionsAlarmThreshold).
     other_connections: int = Field(5, alias="OtherConnections", ge=0, le=1000)
+    # The template's Groups parameter: "" means no groups, None (absent) keeps the quota's.
+    groups: str | None = Field(None, alias="Groups")
 
     @field_validator("database")
     @classmethod
@@ -90,6 +98,20 @@ class SeedProperties(BaseModel):
             return check_database(value)
         except InvalidInput as error:
             raise PydanticCustomError("database", error.message) from error
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_are_reservations(cls, value: str | None) -> str | None:
+        """The syntax, the names, each group's numbers, no group named twice and at most
+        MAX_GROUPS; their sum against the limit once the limit is known (reservations)."""
+        if value is None:
+            return None
+        try:
+            Groups().replaced(parse_reservations(value), MAX_LIMIT)
+        except InvalidInput as error:
+            message = error.message if error.field == "groups" else str(error)
+            raise PydanticCustomError("groups", message) from error
+        return value
 
     @model_validator(mode="after")
     def _one_way_to_size_the_quota(self) -> SeedProperties:
@@ -104,6 +126,23 @@ class SeedProperties(BaseModel):
         if self.limit_percent is None or max_connections is None:
             raise SeedFailed("LimitPercent needs the server's max_connections")
         return max(1, max_connections * self.limit_percent // 100)
+
+    def reservations(
+        self, limit: int, max_connections: int | None
+    ) -> tuple[Reservation, ...] | None:
+        """The groups to set (None: keep the quota's), checked against `limit`, the quota's
+        limit as quota_limit computed it, so that set_quota will not refuse them."""
+        if self.groups is None:
+            return None
+        reservations = parse_reservations(self.groups)
+        try:
+            Groups().replaced(reservations, limit)
+        except InvalidInput as error:
+            sized = ""
+            if self.limit is None:
+                sized = f" (LimitPercent {self.limit_percent} of max_connections {max_connections})"
+            raise SeedFailed(f"invalid properties: Groups: {error.message}{sized}") from error
+        return reservations
 
     @classmethod
     def of(cls, properties: object) -> SeedProperties:
@@ -181,11 +220,12 @@ def on_delete(event: dict[str, Any], _context: Any) -> str | None:
 
 
 def put_seed(event: dict[str, Any]) -> str:
-    """Create and Update: seed Employees (idempotent), bring the application user's
-    MAX_USER_CONNECTIONS to the limit, then write the quota, which keeps any live leases.
-    The server's limit is set first, so a raised quota never grants a lease the server
-    would refuse; a lowered one may, between the two writes (the connector waits out a
-    brief 1226)."""
+    """Create and Update: size the quota and check its groups against it, seed Employees
+    (idempotent), bring the application user's MAX_USER_CONNECTIONS to the limit, then
+    write the quota, which keeps any live leases. Nothing is written when the properties
+    are wrong, LimitPercent's limit included. The server's limit is set first, so a raised
+    quota never grants a lease the server would refuse; a lowered one may, between the two
+    writes (the connector waits out a brief 1226)."""
     properties = SeedProperties.of(event.get("ResourceProperties"))
     app = composition()
     database = properties.database or app.settings.quota_database
@@ -198,11 +238,13 @@ def put_seed(event: dict[str, Any]) -> str:
     if needs_mysql or app_login is not None:
         try:
             with closing(app.connect()) as connection:
-                if properties.seed_employees:
-                    data["Employees"] = seed_employees(connection)
                 if properties.limit_percent is not None:
                     max_connections = server_variable(connection, "max_connections")
                     data["MaxConnections"] = max_connections
+                # Before anything is written: reservations above the limit fail the resource.
+                properties.reservations(properties.quota_limit(max_connections), max_connections)
+                if properties.seed_employees:
+                    data["Employees"] = seed_employees(connection)
                 if app_login is not None:
                     limit = properties.quota_limit(max_connections)
                     data |= keep_app_user(app_login, app.settings, connection, limit)
@@ -211,17 +253,21 @@ def put_seed(event: dict[str, Any]) -> str:
         except SecretUnavailable as error:
             raise SeedFailed(str(error)) from error
     limit = properties.quota_limit(max_connections)
+    groups = properties.reservations(limit, max_connections)
     ttl_ms = properties.default_lease_ttl_ms
     if ttl_ms is None:
         ttl_ms = app.settings.default_lease_ttl_ms
     try:
-        status = app.store.set_quota(database, Quota(limit=limit, default_ttl_ms=ttl_ms))
+        status = app.store.set_quota(database, Quota(limit=limit, default_ttl_ms=ttl_ms), groups)
     except ConnleaseError as error:
         raise SeedFailed(f"quota for {database!r} not set: {error}") from error
     data["Limit"] = status.limit
     data["ConnectionsAlarmThreshold"] = status.limit + properties.other_connections
     custom_resource().Data.update(data)
-    logger.info("seeded", extra={"data": data, "in_use": status.in_use})
+    extra: dict[str, Any] = {"data": data, "in_use": status.in_use}
+    if groups is not None:
+        extra["groups"] = format_reservations(groups)
+    logger.info("seeded", extra=extra)
     return physical_id(database)
 
 

@@ -66,3 +66,23 @@ def test_remaining_connections_of_a_second_database_is_a_one_second_count_too(
     document = emf_line(capsys)
     assert definitions(document)["RemainingConnections"] == ONE_SECOND_COUNT
     assert (document["database"], document["RemainingConnections"]) == (OTHER, [7.0])
+
+
+def test_a_groups_metric_goes_out_on_its_own_line_with_service_database_and_group(
+    metrics: Metrics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sink = EmfMetricsSink(metrics, NAMESPACE)
+
+    sink.record(Metric.ACQUIRE_WAIT_MS, 12, DB, "api")
+
+    document = emf_line(capsys)
+    (directive,) = document["_aws"]["CloudWatchMetrics"]
+    # The dashboard finds every group by searching this dimension set.
+    assert sorted(directive["Dimensions"][0]) == ["database", "group", "service"]
+    assert (document["database"], document["group"], document["AcquireWaitMs"]) == (
+        DB,
+        "api",
+        [12.0],
+    )
+    metrics.flush_metrics()
+    assert capsys.readouterr().out == ""  # nothing left on the invocation's own line

@@ -33,7 +33,8 @@ import service.helper as helper_service
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.emf import EmfMetricsSink
-from domain import ConnleaseError, DecorrelatedJitter, Granted, Leases
+from domain import ConnleaseError, DecorrelatedJitter, Granted, Leases, Quota
+from domain.groups import Reservation
 from local.context import LocalContext
 from local.dynamodb import RequestCounter, create_idempotency_table
 from reliability.common import Campaign, Figure, Lab, Stopwatch
@@ -65,6 +66,9 @@ NAME_CHARS = NAME_FIRST + "._:/@-"
 SECRET_CHARS = string.ascii_letters + string.digits + "_-"
 PRINTABLE = "".join(map(chr, range(32, 127)))
 MAX_NAME, MIN_SECRET, MAX_SECRET, MAX_HOLDER = 128, 16, 64, 32
+# A group: a Lambda function's name, 1-64 letters, digits, - and _ (README, "Groups"). The
+# quota the campaign uses names these two.
+GROUP_CHARS, MAX_GROUP, GROUPS = string.ascii_letters + string.digits + "-_", 64, ("api", "batch")
 # The documented limits, written out again on purpose: an oracle independent of the code
 # under test (domain.model), so a limit changed there by mistake fails this campaign.
 MIN_TTL_MS, MAX_TTL_MS = 100, 24 * 3600 * 1000
@@ -76,6 +80,7 @@ UNHANDLED = "unhandled "
 INVALID, UNKNOWN = "InvalidInput", "UnknownDatabase"
 HELPER_MAX_TTL_MS = HelperSettings.model_fields["max_lease_ttl_ms"].default
 UNKNOWN_KIND = "unknown database (well-formed)"
+UNKNOWN_GROUP_KIND = "status of an unknown group (well-formed)"
 
 
 class Spec(NamedTuple):
@@ -85,7 +90,7 @@ class Spec(NamedTuple):
     nullable: bool = False  # an explicit null (None) means "absent", so it is valid
 
 
-STRING_FIELDS = frozenset({"action", "database", "secret", "token", "holder"})
+STRING_FIELDS = frozenset({"action", "database", "secret", "token", "holder", "group"})
 # The helper's request fields per action (README, "The helper function").
 FIELDS: dict[str, dict[str, Spec]] = {
     "acquire": {
@@ -94,6 +99,7 @@ FIELDS: dict[str, dict[str, Spec]] = {
         "holder": Spec(required=False),
         "ttl_ms": Spec(required=False, nullable=True),
         "wait_ms": Spec(required=False),
+        "group": Spec(required=False, nullable=True),
     },
     "release": {"database": Spec(required=True), "token": Spec(required=True)},
     "renew": {
@@ -102,7 +108,7 @@ FIELDS: dict[str, dict[str, Spec]] = {
         "renewal": Spec(required=True),
         "ttl_ms": Spec(required=False, nullable=True),
     },
-    "status": {"database": Spec(required=True)},
+    "status": {"database": Spec(required=True), "group": Spec(required=False, nullable=True)},
 }
 # The client's arguments per call (client.py and the Leases port): strings and whole numbers.
 ARGUMENTS: dict[str, dict[str, Spec]] = {
@@ -111,6 +117,7 @@ ARGUMENTS: dict[str, dict[str, Spec]] = {
         "holder": Spec(required=False),
         "ttl_ms": Spec(required=False, nullable=True),
         "secret": Spec(required=False, nullable=True),
+        "group": Spec(required=False, nullable=True),
     },
     "release": {"database": Spec(required=True), "token": Spec(required=True)},
     "renew": {
@@ -118,9 +125,10 @@ ARGUMENTS: dict[str, dict[str, Spec]] = {
         "token": Spec(required=True),
         "ttl_ms": Spec(required=False, nullable=True),
     },
-    "status": {"database": Spec(required=True)},
+    "status": {"database": Spec(required=True), "group": Spec(required=False, nullable=True)},
     "connect": {
         "database": Spec(required=True),
+        "group": Spec(required=False, nullable=True),
         "wait_budget_ms": Spec(required=False, nullable=True),
         "ttl_ms": Spec(required=False, nullable=True),
         "safety_margin_ms": Spec(required=False),
@@ -136,6 +144,7 @@ ILL_FORMED_KIND = {
     "ttl_ms": "out of range",
     "wait_ms": "out of range",
     "renewal": "out of range",
+    "group": "ill-formed group",
 }
 
 # --- values --------------------------------------------------------------------------------
@@ -252,6 +261,11 @@ ill_formed: dict[str, SearchStrategy[Any]] = {
     "ttl_ms": st.integers(max_value=MIN_TTL_MS - 1) | st.integers(min_value=MAX_TTL_MS + 1),
     "wait_ms": st.integers(max_value=-1) | st.integers(min_value=MAX_WAIT_MS + 1),
     "renewal": st.integers(max_value=0),
+    "group": st.one_of(
+        st.just(""),
+        too_long(GROUP_CHARS, MAX_GROUP + 1, 3 * MAX_GROUP),
+        with_one_of(GROUP_CHARS, st.characters().filter(lambda c: c not in GROUP_CHARS), MAX_GROUP),
+    ),
 }
 
 
@@ -299,8 +313,10 @@ class Inputs:
             "renewal": st.integers(1, 1000),
             "wait_budget_ms": st.integers(0, 50),
             "safety_margin_ms": st.integers(0, 2000),
+            "group": st.sampled_from(GROUPS),
         }
         self.unknown_database = st.text(NAME_CHARS, max_size=MAX_NAME - 6).map("ghost-".__add__)
+        self.unknown_group = st.text(GROUP_CHARS, max_size=MAX_GROUP - 6).map("ghost-".__add__)
 
     def fields(self, draw: DrawFn, specs: dict[str, Spec]) -> dict[str, Any]:
         """Every required field and some optional ones, each well-formed."""
@@ -313,11 +329,18 @@ class Inputs:
 
     def events(self) -> SearchStrategy[HelperCase]:
         return weighted(
-            (15, malformed_event(self)), (2, not_an_object), (3, unknown_database_event(self))
+            (15, malformed_event(self)),
+            (2, not_an_object),
+            (3, unknown_database_event(self)),
+            (1, unknown_group_event(self)),
         )
 
     def calls(self) -> SearchStrategy[ClientCase]:
-        return weighted((17, malformed_call(self)), (3, unknown_database_call(self)))
+        return weighted(
+            (17, malformed_call(self)),
+            (3, unknown_database_call(self)),
+            (1, unknown_group_call(self)),
+        )
 
 
 def weighted(*choices: tuple[int, SearchStrategy[Any]]) -> SearchStrategy[Any]:
@@ -400,6 +423,13 @@ def unknown_database_event(draw: DrawFn, inputs: Inputs) -> HelperCase:
 
 
 @st.composite
+def unknown_group_event(draw: DrawFn, inputs: Inputs) -> HelperCase:
+    event = {"action": "status"} | inputs.fields(draw, FIELDS["status"])
+    event["group"] = draw(inputs.unknown_group)
+    return HelperCase(UNKNOWN_GROUP_KIND, event, INVALID)
+
+
+@st.composite
 def malformed_call(draw: DrawFn, inputs: Inputs) -> ClientCase:
     call = draw(st.sampled_from(list(ARGUMENTS)))
     specs = ARGUMENTS[call]
@@ -430,6 +460,15 @@ def unknown_database_call(draw: DrawFn, inputs: Inputs) -> ClientCase:
     arguments = inputs.fields(draw, ARGUMENTS[call])
     arguments["database"] = draw(inputs.unknown_database)
     return ClientCase(UNKNOWN_KIND, draw(st.sampled_from(SOURCES)), call, arguments, UNKNOWN)
+
+
+@st.composite
+def unknown_group_call(draw: DrawFn, inputs: Inputs) -> ClientCase:
+    arguments = inputs.fields(draw, ARGUMENTS["status"])
+    arguments["group"] = draw(inputs.unknown_group)
+    return ClientCase(
+        UNKNOWN_GROUP_KIND, draw(st.sampled_from(SOURCES)), "status", arguments, INVALID
+    )
 
 
 # Lists, strings, null, numbers, nested junk: anything but a JSON object.
@@ -523,6 +562,11 @@ class Rig:
     def __init__(self, lab: Lab, seed: int, wrap: Wrap | None) -> None:
         setup = lab.client()
         self.known = lab.new_database(limit=3, ttl_ms=60_000)
+        lab.store(setup).set_quota(
+            self.known,
+            Quota(3, 60_000),
+            [Reservation(GROUPS[0], 1), Reservation(GROUPS[1], 0, max=1)],
+        )
         held = lab.store(setup).acquire(self.known, "bad-input/held", ttl_ms=HELD_TTL_MS)
         if not isinstance(held, Granted):
             raise RuntimeError(f"the new quota {self.known} refused its first lease")
@@ -575,7 +619,11 @@ class Rig:
         connection_leases = ConnectionLeases(
             leases,
             arguments.pop("database"),
-            **{name: arguments.pop(name) for name in ["safety_margin_ms"] if name in arguments},
+            **{
+                name: arguments.pop(name)
+                for name in ["safety_margin_ms", "group"]
+                if name in arguments
+            },
         )
         context = LocalContext("bad-input-caller", timeout_s=2)
         with connection_leases.connect(object, context=context, **arguments):

@@ -31,7 +31,7 @@ $(INFRA_STAMP): Makefile
 infra-tools: $(INFRA_STAMP)  ## cfn-lint and checkov for the template checks
 
 infra: $(STAMP) $(INFRA_STAMP)  ## template checks: cfn-lint, checkov, bandit, template tests
-	$(PY) -m pytest tests/unit/test_template.py tests/integration/test_infra_checks.py
+	$(PY) -m pytest tests/unit/test_template*.py tests/integration/test_infra_checks.py
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check $(CODE)

@@ -24,7 +24,7 @@ from adapters.aws import unavailable
 from adapters.dynamodb_limits import WRITE_UNIT_BYTES, item_size
 from domain.decisions import Reclaim
 from domain.errors import CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
-from domain.groups import GroupRule, Groups, Reservation, is_share
+from domain.groups import GroupRule, Groups, Reservation
 from domain.model import (
     MAX_HOLDER_LENGTH,
     MAX_LIMIT,
@@ -38,7 +38,7 @@ from domain.model import (
     ShardLayout,
 )
 from domain.ports import Clock, LeaseStore, NewLease, Write
-from domain.shards import SHARD_MARK, shard_item
+from domain.shards import shard_item
 from domain.tokens import KEY_CHARS, new_secret
 
 if TYPE_CHECKING:
@@ -100,10 +100,6 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
         raise CorruptQuota(database, str(error)) from error
     layout = _layout(database, item)
     groups = _groups(database, item)
-    # Only a split quota's items, a group's share, or a pool all of whose limit is
-    # reserved, may hold a share of none.
-    if quota.limit == 0 and layout is None and groups is None and not _may_be_empty(database):
-        raise CorruptQuota(database, "limit is 0")
     leases = _map(database, item, "leases")
     holders = _map(database, item, "holders")
     # An older version's item has no fences: it reads (so that set_quota can upgrade it,
@@ -158,10 +154,6 @@ def _groups(database: str, item: Mapping[str, Any]) -> Groups | None:
     return Groups(
         tuple(sorted(rules, key=lambda rule: rule.tag)), _int(database, item, "groups_version")
     )
-
-
-def _may_be_empty(database: str) -> bool:
-    return SHARD_MARK in database or is_share(database)
 
 
 def groups_value(groups: Groups) -> AttributeValueTypeDef:

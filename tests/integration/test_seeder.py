@@ -670,3 +670,190 @@ def test_the_admin_login_comes_from_its_own_secret(
     assert response["Reason"].startswith("MySQL at root@127.0.0.1:3306/test failed: ")
     # The secret's password, not DB_PASSWORD (root's, empty, which would have worked).
     assert f"MySQL error {ACCESS_DENIED}" in response["Reason"]
+
+
+# ------------------------------------------------------------------ groups
+
+
+def reservations(store: DynamoDBLeaseStore, database: str) -> dict[str, tuple[int, bool, Any]]:
+    """The quota's live groups as status shows them: reserved, borrow, max."""
+    view = store.status(database).groups
+    if view is None:
+        return {}
+    return {g.group: (g.reserved, g.borrow, g.max) for g in view.groups if not g.retired}
+
+
+def test_a_create_with_groups_reserves_their_leases(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    properties = {"Database": database, "Limit": 12, "Groups": "api=4, batch=2:max=6:noborrow"}
+
+    response = send(catcher, "Create", properties)
+
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    assert response["Data"]["Limit"] == 12
+    assert reservations(store, database) == {"api": (4, True, None), "batch": (2, False, 6)}
+    status = store.status(database)
+    assert status.groups is not None
+    assert (status.limit, status.groups.pool_limit) == (12, 6)
+
+
+def test_an_update_changes_the_groups_and_keeps_live_leases(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    old = {"Database": database, "Limit": 10, "Groups": "api=4,batch=2"}
+    created = send(catcher, "Create", old)
+    held = store.acquire(database, "api/req-1", ttl_ms=60_000, group="api")
+    assert isinstance(held, Granted)
+
+    new = {"Database": database, "Limit": 10, "Groups": "api=2:max=5,etl=3:noborrow"}
+    updated = send(catcher, "Update", new, created["PhysicalResourceId"], old)
+
+    assert updated["Status"] == "SUCCESS", updated["Reason"]
+    assert reservations(store, database) == {"api": (2, True, 5), "etl": (3, False, None)}
+    status = store.status(database)
+    assert status.groups is not None
+    assert (status.limit, status.in_use, status.groups.pool_limit) == (10, 1, 5)
+    assert [lease.id for lease in status.leases] == [held.lease.id]
+
+
+def test_an_empty_groups_property_removes_the_reservations(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    old = {"Database": database, "Limit": 6, "Groups": "api=4"}
+    created = send(catcher, "Create", old)
+    assert reservations(store, database) == {"api": (4, True, None)}
+
+    # The template's default: a cleared Groups parameter.
+    new = {"Database": database, "Limit": 6, "Groups": ""}
+    updated = send(catcher, "Update", new, created["PhysicalResourceId"], old)
+
+    assert updated["Status"] == "SUCCESS", updated["Reason"]
+    assert reservations(store, database) == {}
+    status = store.status(database)
+    assert (status.limit, status.remaining) == (6, 6)
+    assert status.groups is None  # drained groups are forgotten, shares and all
+
+
+def test_without_a_groups_property_the_quota_keeps_its_groups(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    old = {"Database": database, "Limit": 6, "Groups": "api=4"}
+    created = send(catcher, "Create", old)
+
+    new = {"Database": database, "Limit": 8}
+    updated = send(catcher, "Update", new, created["PhysicalResourceId"], old)
+
+    assert updated["Status"] == "SUCCESS", updated["Reason"]
+    assert store.status(database).limit == 8
+    assert reservations(store, database) == {"api": (4, True, None)}
+
+
+@pytest.mark.parametrize(
+    ("groups", "reason"),
+    [
+        ("api", "'api': write group=reserved[:max=N][:noborrow]"),
+        ("api=ten", "api.reserved: 'ten' is not a whole number"),
+        ("api=1:often", "'api=1:often': unknown option 'often'"),
+        ("api=1,api=2", "'api' is named twice"),
+        ("has space=1", "'has space' is not a group name"),
+        ("api=5:max=2", "api.max: is 2, below the group's reservation of 5"),
+        (",".join(f"g{i}=0" for i in range(17)), "at most 16 groups per quota"),
+        ("api=2001", "api.reserved"),
+    ],
+    ids=[
+        "no reservation",
+        "not a number",
+        "unknown option",
+        "named twice",
+        "bad group name",
+        "max below reserved",
+        "too many groups",
+        "over the maximum",
+    ],
+)
+def test_groups_with_bad_syntax_fail_the_create_with_a_reason_and_write_nothing(
+    catcher: ResponseCatcher,
+    store: DynamoDBLeaseStore,
+    database: str,
+    app_user: str,
+    *,
+    groups: str,
+    reason: str,
+) -> None:
+    response = send(catcher, "Create", {"Database": database, "Limit": 20, "Groups": groups})
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"].startswith("invalid properties: Groups: ")
+    assert reason in response["Reason"]
+    assert len(response["Reason"]) <= 256
+    with pytest.raises(UnknownDatabase):
+        store.status(database)
+    assert user_limit(app_user) is None  # nor the application user
+
+
+def test_reservations_above_a_limit_percent_fail_the_create_and_write_nothing(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str, app_user: str
+) -> None:
+    server_max = max_connections()
+    limit = max(1, server_max * 10 // 100)
+    assert limit < 2000  # only the computed limit can refuse what follows
+    properties = {"Database": database, "LimitPercent": 10, "Groups": f"api={limit},etl=1"}
+
+    response = send(catcher, "Create", properties)
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"] == (
+        f"invalid properties: Groups: reservations sum to {limit + 1}, above the quota's"
+        f" limit of {limit} (LimitPercent 10 of max_connections {server_max})"
+    )
+    with pytest.raises(UnknownDatabase):
+        store.status(database)
+    assert user_limit(app_user) is None
+
+
+def test_reservations_within_a_limit_percent_are_set(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    limit = max(1, max_connections() * 10 // 100)
+    assert limit >= 3
+    properties = {"Database": database, "LimitPercent": 10, "Groups": f"api={limit - 2},etl=1"}
+
+    response = send(catcher, "Create", properties)
+
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    assert response["Data"]["Limit"] == limit
+    assert reservations(store, database) == {"api": (limit - 2, True, None), "etl": (1, True, None)}
+    status = store.status(database)
+    assert status.groups is not None
+    assert status.groups.pool_limit == 1
+
+
+def test_reservations_of_the_whole_limit_percent_are_set(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    limit = max(1, max_connections() * 10 // 100)
+    properties = {"Database": database, "LimitPercent": 10, "Groups": f"api={limit}"}
+
+    response = send(catcher, "Create", properties)
+
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    assert reservations(store, database) == {"api": (limit, True, None)}
+
+
+def test_an_update_with_reservations_above_its_limit_fails_and_keeps_the_quota(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    old = {"Database": database, "Limit": 8, "Groups": "api=4"}
+    created = send(catcher, "Create", old)
+
+    new = {"Database": database, "Limit": 5, "Groups": "api=4,etl=2"}
+    failed = send(catcher, "Update", new, created["PhysicalResourceId"], old)
+
+    assert failed["Status"] == "FAILED"
+    assert failed["PhysicalResourceId"] == created["PhysicalResourceId"]
+    assert failed["Reason"] == (
+        "invalid properties: Groups: reservations sum to 6, above the quota's limit of 5"
+    )
+    assert store.status(database).limit == 8
+    assert reservations(store, database) == {"api": (4, True, None)}

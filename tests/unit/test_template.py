@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from adapters.dynamodb import KEY_SCHEMA
-from adapters.emf import DIMENSION
+from adapters.emf import DIMENSION, GROUP_DIMENSION
 from domain import Metric
+from domain.groups import reserved_quota
 from domain.shards import shard_item
 from service.seeder import SeedProperties
 from service.settings import (
@@ -558,12 +559,16 @@ def test_the_lease_calls_of_the_helper_and_the_test_function_touch_only_their_da
     template: dict[str, Any], lease_mode: str
 ) -> None:
     # The quota item's key is the database, a split quota's shard items' <database>#<i>
-    # (domain.shards.shard_item); '#', '*' and '?' are not in a database's name.
+    # (domain.shards.shard_item), its groups' shares' <database>~<group>[~max] (with shards
+    # of their own); '#', '~', '*' and '?' are not in a database's name.
     stack = Stack(template, {"LeaseMode": lease_mode, "QuotaDatabase": "orders-mysql"})
     scoped = {
-        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["orders-mysql", "orders-mysql#*"]}
+        "ForAllValues:StringLike": {
+            "dynamodb:LeadingKeys": ["orders-mysql", "orders-mysql#*", "orders-mysql~*"]
+        }
     }
     assert shard_item("orders-mysql", 3) == "orders-mysql#3"
+    assert reserved_quota("orders-mysql", "api") == "orders-mysql~api"
     leases = arn(stack, "LeasesTable")
     callers = ["HelperFunction"] + (["TestFunction"] if lease_mode == "direct" else [])
     for name in callers:
@@ -775,8 +780,13 @@ def test_the_dashboard_is_json_and_graphs_every_lease_metric_per_database(stack:
     namespace = stack.parameter("MetricsNamespace")
     for metric in Metric:
         assert any(f'MetricName="{metric.value}"' in s for s in searches), metric
+    # Per database, or per group of a database (tests/unit/test_template_groups.py).
+    schemas = (
+        f"{{{namespace},{DIMENSION},service}}",
+        f"{{{namespace},{DIMENSION},{GROUP_DIMENSION},service}}",
+    )
     for search in searches:
-        assert f"{{{namespace},{DIMENSION},service}}" in search, search
+        assert any(schema in search for schema in schemas), search
     (sample_graph,) = (w for w in widgets if "RemainingConnections" in json.dumps(w))
     assert "NoConnectionsLeftError" in json.dumps(sample_graph)
 

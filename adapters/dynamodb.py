@@ -152,7 +152,11 @@ def _groups(database: str, item: Mapping[str, Any]) -> Groups | None:
     except (KeyError, TypeError, ValueError) as error:
         raise CorruptQuota(database, f"groups is malformed ({error!r})") from error
     return Groups(
-        tuple(sorted(rules, key=lambda rule: rule.tag)), _int(database, item, "groups_version")
+        tuple(sorted(rules, key=lambda rule: rule.tag)),
+        _int(database, item, "groups_version"),
+        int(item.get("groups_last_tag", {}).get("N", "0")),
+        int(item.get("groups_limit", {}).get("N", "0")),
+        item.get("groups_pending", {}).get("BOOL", False) is True,
     )
 
 
@@ -219,6 +223,9 @@ def quota_item(state: QuotaState) -> Item:
         item |= {
             "groups": groups_value(state.groups),
             "groups_version": {"N": str(state.groups.version)},
+            "groups_last_tag": {"N": str(state.groups.last_tag)},
+            "groups_limit": {"N": str(state.groups.limit)},
+            "groups_pending": {"BOOL": state.groups.pending},
         }
     if state.layout is not None:
         item |= {
@@ -600,13 +607,19 @@ class DynamoDBLeaseStore(LeaseStore):
         values: dict[str, AttributeValueTypeDef] = {
             ":groups": groups_value(groups),
             ":version": {"N": str(groups.version)},
+            ":last_tag": {"N": str(groups.last_tag)},
+            ":limit": {"N": str(groups.limit)},
+            ":pending": {"BOOL": groups.pending},
         }
         if seen:
             values[":seen"] = {"N": str(seen)}
         applied, _ = self._update(
             "set_quota",
             database,
-            UpdateExpression="SET #groups = :groups, groups_version = :version",
+            UpdateExpression=(
+                "SET #groups = :groups, groups_version = :version, groups_last_tag = :last_tag,"
+                " groups_limit = :limit, groups_pending = :pending"
+            ),
             ConditionExpression=condition,
             ExpressionAttributeNames={"#groups": "groups"},
             ExpressionAttributeValues=values,

@@ -120,6 +120,13 @@ class Groups:
 
     rules: tuple[GroupRule, ...] = ()
     version: int = 0
+    # The last tag given: never given again, so that a forgotten group's pool leases (a
+    # stale acquirer may still take one) are never counted as a later group's.
+    last_tag: int = 0
+    limit: int = 0  # the quota's limit: the pool's share is what the reservations leave
+    # Some share holds more than its share since a change: the others' limits are held
+    # down by that much until it drains (plan_limits); acquirers refused meanwhile settle.
+    pending: bool = False
 
     def rule(self, group: str | None) -> GroupRule | None:
         """The live rule of `group` (None: no such group, or retired; it takes the pool)."""
@@ -139,8 +146,10 @@ class Groups:
     def active(self) -> tuple[GroupRule, ...]:
         return tuple(rule for rule in self.rules if not rule.retired)
 
-    def pool_limit(self, limit: int) -> int:
-        return limit - self.reserved
+    @property
+    def pool_limit(self) -> int:
+        """The pool's share once every share is within its own."""
+        return self.limit - self.reserved
 
     def replaced(self, reservations: Iterable[Reservation], limit: int) -> Groups:
         """The groups after an operator names `reservations` (every group not named is
@@ -158,7 +167,7 @@ class Groups:
                 "groups", f"reservations sum to {total}, above the quota's limit of {limit}"
             )
         rules: list[GroupRule] = []
-        next_tag = max((rule.tag for rule in self.rules), default=0) + 1
+        next_tag = max([self.last_tag, *(rule.tag for rule in self.rules)]) + 1
         for rule in self.rules:
             if rule.group in wanted:
                 rules.append(GroupRule(wanted.pop(rule.group), rule.tag))
@@ -169,7 +178,7 @@ class Groups:
             next_tag += 1
         if sum(1 for rule in rules if not rule.retired) > MAX_GROUPS:
             raise InvalidInput("groups", f"at most {MAX_GROUPS} groups per quota")
-        return Groups(tuple(rules), self.version + 1)
+        return Groups(tuple(rules), self.version + 1, next_tag - 1, limit)
 
     def within(self, limit: int) -> Groups:
         """The same groups under a new limit, which must still hold their reservations."""
@@ -179,13 +188,35 @@ class Groups:
                 f"is {limit}, below the {self.reserved} leases reserved for groups:"
                 " lower or remove reservations first (or in the same change)",
             )
-        return self
+        return replace(self, version=self.version + 1, limit=limit)
 
     def without(self, groups: Iterable[str]) -> Groups:
         """Retired groups whose shares hold nothing any more, forgotten."""
         gone = set(groups)
         kept = tuple(rule for rule in self.rules if not (rule.retired and rule.group in gone))
-        return Groups(kept, self.version)
+        last_tag = max([self.last_tag, *(rule.tag for rule in self.rules)])
+        return replace(self, rules=kept, version=self.version + 1, last_tag=last_tag)
+
+
+def plan_limits(targets: Mapping[str, int], held: Mapping[str, int]) -> tuple[dict[str, int], bool]:
+    """The limits that keep live leases within the quota's limit while shares move: each
+    share's target (they sum to the limit), less, for those with room, what the shares held
+    past their targets hold over (the pool's room first: reservations are promises). A
+    share held past its target grants nothing until it drains; then the others rise (the
+    second value says some share is still past its target). Live leases then never pass
+    sum(max(limit, held)) = the limit: a share past its limit only shrinks.
+
+    `targets` in the order room is taken from (the pool first)."""
+    over = sum(max(0, held.get(name, 0) - target) for name, target in targets.items())
+    limits = dict(targets)
+    for name, target in targets.items():
+        if over == 0:
+            break
+        room = max(0, target - held.get(name, 0))
+        taken = min(room, over)
+        limits[name] = target - taken
+        over -= taken
+    return limits, any(held.get(name, 0) > target for name, target in targets.items())
 
 
 def parse_reservations(text: str) -> tuple[Reservation, ...]:

@@ -36,6 +36,7 @@ from .groups import (
     Reservation,
     cap_quota,
     check_group,
+    plan_limits,
     reserved_quota,
 )
 from .model import (
@@ -59,6 +60,9 @@ from .tokens import Token, check_secret, lease_id_of, lease_key, new_secret, par
 # How long a store trusts a quota's groups it read: a change of groups (who is reserved,
 # who may borrow) reaches its acquirers within this; a change of any share's limit at once.
 GROUPS_CACHE_MS = 5_000
+# A change of groups that left a share past its own holds the others down; an acquirer
+# refused meanwhile raises them as far as that share has drained, at most this often.
+SETTLE_EVERY_MS = 1_000
 # A conditional write loses only to another write that changed the item; a handful of
 # rounds settles any realistic race, and the caller's backoff covers the rest.
 MAX_WRITE_ATTEMPTS = 8
@@ -191,6 +195,7 @@ class LeaseStore(ABC):
         )
         # By database: its groups, its default TTL, and when they were read.
         self._groups_seen: dict[str, tuple[Groups, int, int]] = {}
+        self._settled_at_ms: dict[str, int] = {}
 
     def acquire(
         self,
@@ -222,13 +227,27 @@ class LeaseStore(ABC):
             check_group(group)
         proposed = secret is not None
         secret = self._secrets() if secret is None else check_secret(secret)
-        rule = None if group is None else self._groups_of(database).rule(group)
-        if rule is None:
-            wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
-            return with_token(self._acquire_in(database, wanted, proposed), secret)
-        return self._acquire_group(
-            database, rule, holder=holder, ttl_ms=ttl_ms, secret=secret, proposed=proposed
-        )
+        for settling in (False, True):
+            rule = None if group is None else self._groups_of(database).rule(group)
+            if rule is None:
+                wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
+                result = with_token(self._acquire_in(database, wanted, proposed), secret)
+            else:
+                result = self._acquire_group(
+                    database, rule, holder=holder, ttl_ms=ttl_ms, secret=secret, proposed=proposed
+                )
+            # Refused while a change of groups holds shares down: settle it, and try again.
+            if settling or isinstance(result, Granted) or not self._pending(database):
+                break
+            if not self._settle(database):
+                break
+        return result
+
+    def _pending(self, database: str) -> bool:
+        """Whether a change of the quota's groups is pending, as this store last saw the
+        root (no read of its own: a quota without groups pays nothing for this)."""
+        seen = self._groups_seen.get(database)
+        return seen is not None and seen[0].pending
 
     def _acquire_in(self, quota: str, wanted: NewLease, proposed: bool) -> AcquireResult:
         """Take `wanted` in one quota: the database's own (the pool) or a group's share."""
@@ -352,6 +371,12 @@ class LeaseStore(ABC):
                     "is another holder's, or its last grant ended unreleased and is not yet"
                     " reclaimed: use a new secret",
                 )
+            if write.state.groups is not None:  # a root with groups: what it says is news
+                self._groups_seen[item] = (
+                    write.state.groups,
+                    write.state.quota.default_ttl_ms,
+                    now_ms,
+                )
             # A lease is reclaimed only a skew margin after its expiry (docs/design.md).
             next_step = plan_acquire(write.state, now_ms - self._reclaim_grace_ms)
             if isinstance(next_step, Rejected):
@@ -374,7 +399,11 @@ class LeaseStore(ABC):
         check_database(database)
         grant = parse_token(token)
         if grant.group is not None and grant.reserved:
-            return self._release_in(reserved_quota(database, grant.group), grant)
+            try:
+                return self._release_in(reserved_quota(database, grant.group), grant)
+            except UnknownDatabase:
+                self._read(database)  # the database's quota exists: the group was forgotten
+                return ReleaseOutcome.ALREADY_RELEASED
         outcome = self._release_in(database, grant)
         if grant.group is not None and grant.ticket is not None:
             # After the lease: the cap counts it for as long as it lives.
@@ -422,19 +451,11 @@ class LeaseStore(ABC):
         if grant.group is None:
             return self._renew_quota(database, grant, ttl_ms)
         if grant.reserved:
-            renewed = self._renew_quota(reserved_quota(database, grant.group), grant, ttl_ms)
-            if isinstance(renewed, Renewed):
-                return replace(renewed, lease=replace(renewed.lease, group=grant.group))
-            return renewed
+            return self._renew_reserved(database, grant, ttl_ms)
         if grant.ticket is not None:
             # The ticket first, and longer: the cap counts the lease while it lives.
             ttl_ms = ttl_ms or self._read(database).quota.default_ttl_ms
-            capped = cap_quota(database, grant.group)
-            try:
-                ticket = self._renew_quota(capped, grant.ticket, ttl_ms + TICKET_SLACK_MS)
-            except UnknownDatabase:
-                ticket = LeaseLost(grant.secret[:0])
-            if isinstance(ticket, LeaseLost):
+            if not self._ticket_renewed(database, grant.group, grant.ticket, ttl_ms):
                 return LeaseLost(lease_id_of(database, grant))
         renewed = self._renew_quota(database, grant, ttl_ms)
         if isinstance(renewed, LeaseLost):
@@ -443,6 +464,26 @@ class LeaseStore(ABC):
                     self._release_in(cap_quota(database, grant.group), grant.ticket)
             return renewed
         return replace(renewed, lease=replace(renewed.lease, group=grant.group, borrowed=True))
+
+    def _ticket_renewed(self, database: str, group: str, ticket: Token, ttl_ms: int) -> bool:
+        try:
+            renewed = self._renew_quota(
+                cap_quota(database, group), ticket, ttl_ms + TICKET_SLACK_MS
+            )
+        except UnknownDatabase:  # the group's cap is gone, and its tickets with it
+            return False
+        return isinstance(renewed, Renewed)
+
+    def _renew_reserved(self, database: str, grant: Token, ttl_ms: int | None) -> RenewResult:
+        assert grant.group is not None
+        try:
+            renewed = self._renew_quota(reserved_quota(database, grant.group), grant, ttl_ms)
+        except UnknownDatabase:
+            self._read(database)  # the database's quota exists: the group was forgotten
+            return LeaseLost(lease_id_of(database, grant))
+        if isinstance(renewed, Renewed):
+            return replace(renewed, lease=replace(renewed.lease, group=grant.group))
+        return renewed
 
     def _renew_quota(self, quota: str, grant: Token, ttl_ms: int | None) -> RenewResult:
         key = lease_key(quota, grant.secret)
@@ -543,7 +584,7 @@ class LeaseStore(ABC):
                     rule.retired,
                 )
             )
-        limit = pool.limit + groups.reserved
+        limit = groups.limit or pool.limit + groups.reserved
         return replace(
             pool,
             limit=limit,
@@ -582,6 +623,8 @@ class LeaseStore(ABC):
             planned = current.within(quota.limit) if current is not None else None
         else:
             planned = (current or Groups()).replaced(groups, quota.limit)
+        if planned is not None and not planned.rules and not (current and current.rules):
+            planned = None  # no groups before or after: a plain quota
         self._groups_seen.pop(database, None)
         if planned is None:
             self._set_limit(database, quota, root)
@@ -593,34 +636,68 @@ class LeaseStore(ABC):
         self, database: str, quota: Quota, root: QuotaState | None, planned: Groups
     ) -> None:
         ttl_ms = quota.default_ttl_ms
-        pool_now = None if root is None else _limit_of(root)
-        pool_new = planned.pool_limit(quota.limit)
-        shares = {
-            reserved_quota(database, rule.group): rule.reservation.reserved
-            for rule in planned.rules
-        }
-        have = {share: self._limit_or_none(share) for share in shares}
-        if pool_now is None or pool_new < pool_now:
-            self._set_limit(database, Quota(pool_new, ttl_ms), root)
-        for share, target in shares.items():
-            if have[share] is None or target < (have[share] or 0):
-                # A new share starts empty and rises with the others.
-                self._set_limit(share, Quota(0 if have[share] is None else target, ttl_ms))
         seen = root.groups.version if root is not None and root.groups is not None else 0
-        if not self._write_groups(database, planned, seen):
-            raise StoreUnavailable(
-                "set_quota", "another change of this quota's groups came first; try again", True
-            )
-        if pool_now is not None and pool_new >= pool_now:
-            self._set_limit(database, Quota(pool_new, ttl_ms))
-        for share, target in shares.items():
-            if target > 0 or have[share] is not None:
-                self._set_limit(share, Quota(target, ttl_ms))
+        # New shares (and a new quota's pool) start empty and rise with the others.
+        for share in [database] if root is None else []:
+            self._set_limit(share, Quota(0, ttl_ms))
+        for rule in planned.rules:
+            share = reserved_quota(database, rule.group)
+            if self._limit_or_none(share) is None:
+                self._set_limit(share, Quota(0, ttl_ms))
+        self._apply_limits(database, planned, ttl_ms, seen)
         for rule in planned.active:
             cap = rule.reservation.borrow_cap
             if cap is not None and cap > 0:
                 self._set_limit(cap_quota(database, rule.group), Quota(cap, ttl_ms))
         self._forget_drained(database, planned)
+
+    def _apply_limits(
+        self, database: str, groups: Groups, ttl_ms: int, seen: int, *, settling: bool = False
+    ) -> bool:
+        """Give the pool and every group's share the limits plan_limits allows for what
+        they hold now: lowered first, then the groups written (pending, if a share is still
+        past its own), then raised, so that the limits never sum past the larger of the
+        old and the new. False if another change of the groups came first."""
+        targets = {database: groups.pool_limit} | {
+            reserved_quota(database, rule.group): rule.reservation.reserved for rule in groups.rules
+        }
+        current, held = {}, {}
+        at_ms = self._clock.now_ms() - self._reclaim_grace_ms  # live within the skew margin
+        for share in targets:
+            state = self._read(share)
+            current[share] = _limit_of(state)
+            leases = self._status_of(state).leases
+            held[share] = sum(1 for lease in leases if lease.is_live(at_ms))
+        limits, pending = plan_limits(targets, held)
+        for share, limit in limits.items():
+            if limit < current[share]:
+                self._set_limit(share, Quota(limit, ttl_ms))
+        if not self._write_groups(database, replace(groups, pending=pending), seen):
+            return False
+        for share, limit in limits.items():
+            # Equal too when set: the default TTL may have changed.
+            if limit > current[share] or (limit == current[share] and not settling):
+                self._set_limit(share, Quota(limit, ttl_ms))
+        self._groups_seen.pop(database, None)
+        return True
+
+    def _settle(self, database: str) -> bool:
+        """Raise the shares that a change held down, as far as the shares held past their
+        own have drained; at most once a second per store. True if anything was done."""
+        now_ms = self._clock.now_ms()
+        if now_ms - self._settled_at_ms.get(database, -SETTLE_EVERY_MS) < SETTLE_EVERY_MS:
+            return False
+        self._settled_at_ms[database] = now_ms
+        root = self._read(database)
+        groups = root.groups
+        if groups is None or not groups.pending:
+            self._groups_seen.pop(database, None)
+            return False
+        # A change meanwhile wins (the version); this one's lowered limits are safe.
+        settled = replace(groups, version=groups.version + 1)
+        return self._apply_limits(
+            database, settled, root.quota.default_ttl_ms, groups.version, settling=True
+        )
 
     def _forget_drained(self, database: str, planned: Groups) -> None:
         """Retired groups whose shares hold nothing go, shares and all."""
@@ -630,7 +707,13 @@ class LeaseStore(ABC):
                 continue
             shares = (reserved_quota(database, rule.group), cap_quota(database, rule.group))
             statuses = [self._share_status(share) for share in shares]
-            if all(status is None or not status.leases for status in statuses):
+            # Expired entries do not hold a share: nobody acquires in a retired share to
+            # reclaim them, and a token of one finds its share gone, as released.
+            in_use_at_ms = self._clock.now_ms() - self._reclaim_grace_ms
+            if all(
+                status is None or not any(lease.is_live(in_use_at_ms) for lease in status.leases)
+                for status in statuses
+            ):
                 for share in shares:
                     self._delete_tree(share)
                 gone.append(rule.group)

@@ -190,7 +190,7 @@ def _raw_item(**overrides: Any) -> dict[str, Any]:
 MALFORMED = {
     "limit missing": _raw_item(limit=None),
     "limit a string": _raw_item(limit={"S": "two"}),
-    "limit zero": _raw_item(limit={"N": "0"}),
+    "limit negative": _raw_item(limit={"N": "-1"}),
     "limit a fraction": _raw_item(limit={"N": "2.5"}),
     "ttl missing": _raw_item(ttl_ms=None),
     "leases missing": _raw_item(leases=None),

@@ -24,7 +24,7 @@ from adapters.aws import unavailable
 from adapters.dynamodb_limits import WRITE_UNIT_BYTES, item_size
 from domain.decisions import Reclaim
 from domain.errors import CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
-from domain.groups import GroupRule, Groups, Reservation
+from domain.groups import LENT_TAG, GroupRule, Groups, Reservation
 from domain.model import (
     MAX_HOLDER_LENGTH,
     MAX_LIMIT,
@@ -141,11 +141,13 @@ def _groups(database: str, item: Mapping[str, Any]) -> Groups | None:
         for name, raw in _map(database, item, "groups").items():
             fields = raw.get("M", {}) if isinstance(raw, dict) else {}
             limit = fields.get("m", {}).get("N")
+            lend = fields.get("l", {}).get("N")
             reservation = Reservation(
                 name,
                 int(fields["r"]["N"]),
                 fields.get("b", {}).get("BOOL", True),
                 None if limit is None else int(limit),
+                None if lend is None else int(lend),
             )
             retired = fields.get("x", {}).get("BOOL", False)
             rules.append(GroupRule(reservation, int(fields["t"]["N"]), retired))
@@ -172,6 +174,8 @@ def groups_value(groups: Groups) -> AttributeValueTypeDef:
         }
         if rule.reservation.max is not None:
             fields["m"] = {"N": str(rule.reservation.max)}
+        if rule.reservation.lend_ms is not None:
+            fields["l"] = {"N": str(rule.reservation.lend_ms)}
         rules[rule.group] = {"M": fields}
     return {"M": rules}
 
@@ -476,7 +480,12 @@ class DynamoDBLeaseStore(LeaseStore):
             ":now": {"N": str(now_ms)},
             ":expires": {"N": str(expires_at_ms)},
         }
-        condition = f"{_WELL_FORMED} AND leases.#id > :now AND leases.#id < :expires"
+        # A lent lease (its holder entry starts with the lent tag) is never renewed.
+        condition = (
+            f"{_WELL_FORMED} AND leases.#id > :now AND leases.#id < :expires"
+            " AND NOT begins_with(holders.#id, :lent)"
+        )
+        values[":lent"] = {"S": tagged_holder(LENT_TAG, "")}
         if fence is not None:
             condition += " AND fences.#id = :fence"
             values[":fence"] = {"N": str(fence)}

@@ -28,6 +28,7 @@ from .decisions import (
 )
 from .errors import ConnleaseError, CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
 from .groups import (
+    LENT_TAG,
     TICKET_SLACK_MS,
     GroupRule,
     Groups,
@@ -63,6 +64,8 @@ GROUPS_CACHE_MS = 5_000
 # A change of groups that left a share past its own holds the others down; an acquirer
 # refused meanwhile raises them as far as that share has drained, at most this often.
 SETTLE_EVERY_MS = 1_000
+# Groups a refused caller asks for a lent lease, at most (each a refused write when full).
+LEND_TRIES = 2
 # A conditional write loses only to another write that changed the item; a handful of
 # rounds settles any realistic race, and the caller's backoff covers the rest.
 MAX_WRITE_ATTEMPTS = 8
@@ -196,6 +199,7 @@ class LeaseStore(ABC):
         # By database: its groups, its default TTL, and when they were read.
         self._groups_seen: dict[str, tuple[Groups, int, int]] = {}
         self._settled_at_ms: dict[str, int] = {}
+        self._rng = rng or random.Random()
 
     def acquire(
         self,
@@ -232,6 +236,16 @@ class LeaseStore(ABC):
             if rule is None:
                 wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
                 result = with_token(self._acquire_in(database, wanted, proposed), secret)
+                if isinstance(result, Rejected) and group is not None:
+                    lent = self._lend(
+                        database,
+                        group,
+                        holder=holder,
+                        ttl_ms=ttl_ms,
+                        secret=secret,
+                        proposed=proposed,
+                    )
+                    result = lent or result
             else:
                 result = self._acquire_group(
                     database, rule, holder=holder, ttl_ms=ttl_ms, secret=secret, proposed=proposed
@@ -249,15 +263,48 @@ class LeaseStore(ABC):
         seen = self._groups_seen.get(database)
         return seen is not None and seen[0].pending
 
-    def _acquire_in(self, quota: str, wanted: NewLease, proposed: bool) -> AcquireResult:
-        """Take `wanted` in one quota: the database's own (the pool) or a group's share."""
+    def _acquire_in(
+        self, quota: str, wanted: NewLease, proposed: bool, *, note: bool = True
+    ) -> AcquireResult:
+        """Take `wanted` in one quota: the database's own (the pool) or a group's share.
+        `note`: a refusal notes that someone waits (warm holders then give back)."""
         layout = self._split.known_layout(quota)
         if layout is None:
-            taken = self._take_on(quota, wanted, proposed=proposed)
+            taken = self._take_on(quota, wanted, proposed=proposed, note=note)
             if not isinstance(taken, ShardLayout):
                 return taken
             layout = self._split.remember(quota, taken)
-        return self._split.take(quota, layout, wanted, proposed)
+        return self._split.take(quota, layout, wanted, proposed, note=note)
+
+    def _lend(
+        self,
+        database: str,
+        borrower: str | None,
+        *,
+        holder: str,
+        ttl_ms: int | None,
+        secret: str,
+        proposed: bool,
+    ) -> AcquireResult | None:
+        """A lease lent from a group's idle reservation to a caller the pool refused: for
+        no longer than the group lends (its `lend_ms`), never renewed, so that the group
+        gets it back within that. A share with a free lease has no acquirer of its own
+        waiting (it would have taken it); a refusal here notes no waiter, so the group's
+        warm holders keep theirs."""
+        groups = self._groups_of(database)
+        ttl_ms = ttl_ms if ttl_ms is not None else self._default_ttl_ms(database)
+        lenders = list(groups.lenders(ttl_ms, borrower))
+        self._rng.shuffle(lenders)
+        for rule in lenders[:LEND_TRIES]:
+            share = reserved_quota(database, rule.group)
+            wanted = NewLease(lease_key(share, secret), holder, ttl_ms, tag=LENT_TAG)
+            taken = self._acquire_in(share, wanted, proposed, note=False)
+            if isinstance(taken, Granted):
+                lease = replace(taken.lease, group=rule.group, borrowed=True)
+                return with_token(
+                    replace(taken, lease=lease), secret, group=rule.group, reserved=True
+                )
+        return None
 
     def _acquire_group(
         self,
@@ -301,6 +348,15 @@ class LeaseStore(ABC):
                     self._release_in(capped, ticket)
             raise
         if not isinstance(taken, Granted):
+            # A capped group is lent nothing: its max counts tickets, and a lent lease
+            # lives in its lender's share, which no ticket of the borrower's would follow.
+            lent = None
+            if ticket is None:
+                lent = self._lend(
+                    database, group, holder=holder, ttl_ms=ttl_ms, secret=secret, proposed=proposed
+                )
+            if isinstance(lent, Granted):
+                return lent
             if ticket is not None:
                 # No lease after all: the ticket goes back (or ends at its TTL).
                 with suppress(ConnleaseError):
@@ -482,7 +538,8 @@ class LeaseStore(ABC):
             self._read(database)  # the database's quota exists: the group was forgotten
             return LeaseLost(lease_id_of(database, grant))
         if isinstance(renewed, Renewed):
-            return replace(renewed, lease=replace(renewed.lease, group=grant.group))
+            lent = renewed.lease.tag == LENT_TAG
+            return replace(renewed, lease=replace(renewed.lease, group=grant.group, borrowed=lent))
         return renewed
 
     def _renew_quota(self, quota: str, grant: Token, ttl_ms: int | None) -> RenewResult:
@@ -563,12 +620,18 @@ class LeaseStore(ABC):
         views = []
         for rule in groups.rules:
             share = self._share_status(reserved_quota(pool.database, rule.group))
-            reserved_in_use = 0
+            reserved_in_use = lent = 0
             if share is not None:
-                leases += [replace(lease, group=rule.group) for lease in share.leases]
+                leases += [
+                    replace(lease, group=rule.group, borrowed=lease.tag == LENT_TAG)
+                    for lease in share.leases
+                ]
                 in_use += share.in_use
                 expired += share.expired
                 reserved_in_use = share.in_use
+                lent = sum(
+                    1 for lease in share.leases if lease.tag == LENT_TAG and lease.is_live(now_ms)
+                )
             borrowed = sum(
                 1 for lease in pool.leases if lease.tag == rule.tag and lease.is_live(now_ms)
             )
@@ -582,6 +645,8 @@ class LeaseStore(ABC):
                     reserved_in_use,
                     borrowed,
                     rule.retired,
+                    lent,
+                    reservation.lend_ms,
                 )
             )
         limit = groups.limit or pool.limit + groups.reserved

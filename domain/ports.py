@@ -263,18 +263,15 @@ class LeaseStore(ABC):
         seen = self._groups_seen.get(database)
         return seen is not None and seen[0].pending
 
-    def _acquire_in(
-        self, quota: str, wanted: NewLease, proposed: bool, *, note: bool = True
-    ) -> AcquireResult:
-        """Take `wanted` in one quota: the database's own (the pool) or a group's share.
-        `note`: a refusal notes that someone waits (warm holders then give back)."""
+    def _acquire_in(self, quota: str, wanted: NewLease, proposed: bool) -> AcquireResult:
+        """Take `wanted` in one quota: the database's own (the pool) or a group's share."""
         layout = self._split.known_layout(quota)
         if layout is None:
-            taken = self._take_on(quota, wanted, proposed=proposed, note=note)
+            taken = self._take_on(quota, wanted, proposed=proposed)
             if not isinstance(taken, ShardLayout):
                 return taken
             layout = self._split.remember(quota, taken)
-        return self._split.take(quota, layout, wanted, proposed, note=note)
+        return self._split.take(quota, layout, wanted, proposed)
 
     def _lend(
         self,
@@ -288,17 +285,27 @@ class LeaseStore(ABC):
     ) -> AcquireResult | None:
         """A lease lent from a group's idle reservation to a caller the pool refused: for
         no longer than the group lends (its `lend_ms`), never renewed, so that the group
-        gets it back within that. A share with a free lease has no acquirer of its own
-        waiting (it would have taken it); a refusal here notes no waiter, so the group's
-        warm holders keep theirs."""
+        gets it back within that. Nothing is lent from a share whose own acquirers noted
+        lately that they wait (it is read first): once the owner wants its leases, no new
+        one goes out, and those lent end within the bound. A refusal here notes no waiter,
+        so that the group's warm holders keep theirs. Shares split over shards (their
+        notes are per shard) lend nothing."""
         groups = self._groups_of(database)
         ttl_ms = ttl_ms if ttl_ms is not None else self._default_ttl_ms(database)
         lenders = list(groups.lenders(ttl_ms, borrower))
         self._rng.shuffle(lenders)
         for rule in lenders[:LEND_TRIES]:
             share = reserved_quota(database, rule.group)
+            state = self._read(share)
+            now_ms = self._clock.now_ms()
+            if (
+                state.layout is not None
+                or state.others_waiting(now_ms)
+                or not state.remaining(now_ms - self._reclaim_grace_ms)
+            ):
+                continue
             wanted = NewLease(lease_key(share, secret), holder, ttl_ms, tag=LENT_TAG)
-            taken = self._acquire_in(share, wanted, proposed, note=False)
+            taken = self._take_on(share, wanted, proposed=proposed, note=False)
             if isinstance(taken, Granted):
                 lease = replace(taken.lease, group=rule.group, borrowed=True)
                 return with_token(
@@ -322,6 +329,14 @@ class LeaseStore(ABC):
             share = reserved_quota(database, group)
             wanted = NewLease(lease_key(share, secret), holder, ttl_ms)
             taken = self._acquire_in(share, wanted, proposed)
+            if (
+                not isinstance(taken, Granted)
+                and self._pending(database)
+                and self._settle(database)
+            ):
+                # Its share held down by a change: settled first, or it would borrow from the
+                # pool that others are entitled to while its own reservation idles.
+                taken = self._acquire_in(share, wanted, proposed)
             if isinstance(taken, Granted):
                 lease = replace(taken.lease, group=group)
                 return with_token(replace(taken, lease=lease), secret, group=group, reserved=True)
@@ -465,11 +480,10 @@ class LeaseStore(ABC):
             # After the lease: the cap counts it for as long as it lives.
             with suppress(UnknownDatabase):  # the group's cap is gone, and its tickets
                 self._release_in(cap_quota(database, grant.group), grant.ticket)
-        if outcome is ReleaseOutcome.ALREADY_RELEASED and grant.fence is None:
-            # A secret alone (its proposer never heard where the grant went): a group's
-            # share may hold it.
-            outcome = self._release_in_groups(database, grant)
-        return outcome
+        # A secret alone (its proposer never heard where the grant went): a group's share
+        # may hold it, or a group's cap its ticket.
+        in_groups = grant.fence is None and self._release_in_groups(database, grant)
+        return ReleaseOutcome.RELEASED if in_groups is ReleaseOutcome.RELEASED else outcome
 
     def _release_in(self, quota: str, grant: Token) -> ReleaseOutcome:
         key = lease_key(quota, grant.secret)
@@ -709,20 +723,25 @@ class LeaseStore(ABC):
             share = reserved_quota(database, rule.group)
             if self._limit_or_none(share) is None:
                 self._set_limit(share, Quota(0, ttl_ms))
-        self._apply_limits(database, planned, ttl_ms, seen)
+        written = self._apply_limits(database, planned, ttl_ms, seen)
+        if written is None:
+            # What this change lowered stays lowered (safe); the other change stands.
+            raise StoreUnavailable(
+                "set_quota", "another change of this quota's groups came first; try again", True
+            )
         for rule in planned.active:
             cap = rule.reservation.borrow_cap
             if cap is not None and cap > 0:
                 self._set_limit(cap_quota(database, rule.group), Quota(cap, ttl_ms))
-        self._forget_drained(database, planned)
+        self._forget_drained(database, written)
 
     def _apply_limits(
         self, database: str, groups: Groups, ttl_ms: int, seen: int, *, settling: bool = False
-    ) -> bool:
+    ) -> Groups | None:
         """Give the pool and every group's share the limits plan_limits allows for what
         they hold now: lowered first, then the groups written (pending, if a share is still
         past its own), then raised, so that the limits never sum past the larger of the
-        old and the new. False if another change of the groups came first."""
+        old and the new. The groups written; None if another change of them came first."""
         targets = {database: groups.pool_limit} | {
             reserved_quota(database, rule.group): rule.reservation.reserved for rule in groups.rules
         }
@@ -737,14 +756,15 @@ class LeaseStore(ABC):
         for share, limit in limits.items():
             if limit < current[share]:
                 self._set_limit(share, Quota(limit, ttl_ms))
-        if not self._write_groups(database, replace(groups, pending=pending), seen):
-            return False
+        written = replace(groups, pending=pending)
+        if not self._write_groups(database, written, seen):
+            return None
         for share, limit in limits.items():
             # Equal too when set: the default TTL may have changed.
             if limit > current[share] or (limit == current[share] and not settling):
                 self._set_limit(share, Quota(limit, ttl_ms))
         self._groups_seen.pop(database, None)
-        return True
+        return written
 
     def _settle(self, database: str) -> bool:
         """Raise the shares that a change held down, as far as the shares held past their
@@ -760,8 +780,11 @@ class LeaseStore(ABC):
             return False
         # A change meanwhile wins (the version); this one's lowered limits are safe.
         settled = replace(groups, version=groups.version + 1)
-        return self._apply_limits(
-            database, settled, root.quota.default_ttl_ms, groups.version, settling=True
+        return (
+            self._apply_limits(
+                database, settled, root.quota.default_ttl_ms, groups.version, settling=True
+            )
+            is not None
         )
 
     def _forget_drained(self, database: str, planned: Groups) -> None:

@@ -91,7 +91,6 @@ class SplitQuotas:
         proposed: bool,
         *,
         rebalanced: bool = False,
-        note: bool = True,
     ) -> AcquireResult:
         """Take a lease in one of a split quota's shards: straight in one (random, or for a
         proposed id always the same) unless this store found the quota full lately; then,
@@ -122,10 +121,10 @@ class SplitQuotas:
         if layout.rebalance and not rebalanced:
             fresh = self._rebalance(database)
             if fresh is not None:
-                return self.take(database, fresh, wanted, proposed, rebalanced=True, note=note)
+                return self.take(database, fresh, wanted, proposed, rebalanced=True)
         # The quota is full: every shard read hears that someone waits, so that warm holders
         # in any of them give back (each note at most every 250 ms, as on one item).
-        for index, state in states.items() if note else ():
+        for index, state in states.items():
             if state.wanted_note_stale(now_ms):
                 with suppress(ConnleaseError):
                     self._store._note_wanted(shard_item(database, index), now_ms)

@@ -347,7 +347,10 @@ class LeaseStore(ABC):
         ticket: Token | None = None
         capped = cap_quota(database, group)
         if cap is not None:
-            ticket_ttl = (ttl_ms or self._default_ttl_ms(database)) + TICKET_SLACK_MS
+            # The lease gets the TTL the ticket is sized from, not the pool item's default
+            # at the time of the write, which an operator may have raised since it was read.
+            ttl_ms = ttl_ms if ttl_ms is not None else self._default_ttl_ms(database)
+            ticket_ttl = ttl_ms + TICKET_SLACK_MS
             held = self._acquire_in(
                 capped, NewLease(lease_key(capped, secret), holder, ticket_ttl), proposed
             )

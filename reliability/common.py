@@ -3,11 +3,12 @@ checker that samples the quota and the server while a campaign runs, and the fig
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
@@ -19,6 +20,7 @@ from domain import (
     AcquireResult,
     ConnleaseError,
     Granted,
+    Lease,
     Leases,
     LeaseStore,
     Quota,
@@ -26,6 +28,7 @@ from domain import (
     RenewResult,
     StoreUnavailable,
 )
+from domain.groups import Reservation
 from domain.tokens import lease_key, parse_token
 from local.dynamodb import EmbeddedDynamoDB
 from local.watch import ConnectionWatcher, Poller
@@ -90,9 +93,10 @@ class Lab:
     def store(self, client: DynamoDBClient | None = None) -> DynamoDBLeaseStore:
         return DynamoDBLeaseStore(client or self.client(), self.table, SystemClock())
 
-    def new_database(self, limit: int, ttl_ms: int) -> str:
+    def new_database(self, limit: int, ttl_ms: int, groups: Sequence[Reservation] = ()) -> str:
         """A quota of its own for one campaign, so campaigns never see each other's leases;
-        split over shards in a split lab (every store follows the layout it finds)."""
+        split over shards in a split lab (every store follows the layout it finds); with
+        `groups`, their reservations (domain.groups), each share split the same way."""
         database = f"rel-{uuid.uuid4().hex[:8]}"
         store = self.store()
         if self.shards_of is not None:
@@ -100,7 +104,7 @@ class Lab:
             store = DynamoDBLeaseStore(
                 self.client(), self.table, SystemClock(), shard_capacity=lambda _db: shards_of
             )
-        store.set_quota(database, Quota(limit, ttl_ms))
+        store.set_quota(database, Quota(limit, ttl_ms), groups or None)
         return database
 
     @property
@@ -315,3 +319,295 @@ def run_concurrently(count: int, concurrency: int, invoke: Callable[[int], None]
         thread.start()
     for thread in threads:
         thread.join()
+
+
+# Groups (domain.groups): the layout the crash and duplicate campaigns also run in, its
+# holders spread over the quota's groups, and the books and checks that go with it.
+
+NO_GROUP = ""  # a caller that names no group: it takes the pool's leases
+POOL_STEP = "pool, no group"
+
+
+def group_label(group: str) -> str:
+    return group or "(no group)"
+
+
+def pick_group(rng: random.Random, callers: Sequence[tuple[str, float]]) -> str:
+    """A caller's group, drawn by weight (NO_GROUP: none)."""
+    return rng.choices([group for group, _ in callers], [weight for _, weight in callers])[0]
+
+
+def describe_groups(limit: int, reservations: Sequence[Reservation]) -> str:
+    """The layout in words, for a campaign's description."""
+    parts = []
+    for reservation in reservations:
+        text = f"`{reservation.group}` {reservation.reserved} reserved"
+        if not reservation.borrow:
+            text += ", no borrowing"
+        elif reservation.max is not None:
+            text += f", borrowing up to a max of {reservation.max}"
+        else:
+            text += ", borrowing"
+        parts.append(text)
+    pool = limit - sum(reservation.reserved for reservation in reservations)
+    return f"a quota of {limit} with groups ({'; '.join(parts)}) and a pool of {pool}"
+
+
+@dataclass
+class GroupGrants:
+    """Which group each grant was asked for, and what it got. A lease not borrowed comes
+    from the reserved share of the group it names: that must be the asked group. A borrowed
+    one counts against its group's max: it must name the asking group too, and only a group
+    that may borrow borrows. A caller of no group (or one the quota does not name) takes
+    the pool's own leases."""
+
+    reservations: tuple[Reservation, ...]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    asked: dict[str, str] = field(default_factory=dict)  # lease id -> the group asked
+    kinds: Counter[tuple[str, str]] = field(default_factory=Counter)  # (asked, kind)
+    probes: int = 0  # grants to probes (probe_groups)
+    wrong_group: int = 0
+    borrowed_without_leave: int = 0
+
+    def reservation(self, group: str) -> Reservation | None:
+        return next((r for r in self.reservations if r.group == group), None)
+
+    def record(self, group: str | None, result: AcquireResult, *, probe: bool = False) -> None:
+        """Book a grant asked for `group`; a probe's is checked alike but not counted in
+        `kinds`, which count the holders' grants."""
+        if not isinstance(result, Granted):
+            return
+        asked = group or NO_GROUP
+        lease = result.lease
+        reservation = self.reservation(asked)
+        kind = "borrowed" if lease.borrowed else "reserved" if lease.group else "pool"
+        with self.lock:
+            self.asked[lease.id] = asked
+            if probe:
+                self.probes += 1
+            else:
+                self.kinds[asked, kind] += 1
+            if lease.group != (asked if reservation is not None else NO_GROUP):
+                self.wrong_group += 1
+            if lease.borrowed and (reservation is None or not reservation.borrow):
+                self.borrowed_without_leave += 1
+
+    def figures(self) -> list[Figure]:
+        return [
+            Figure.exactly(
+                "grants whose lease is not the asked group's (lease.group)", self.wrong_group, 0
+            ),
+            Figure.exactly(
+                "borrowed leases granted to a caller whose group may not borrow",
+                self.borrowed_without_leave,
+                0,
+            ),
+        ]
+
+
+@dataclass
+class GroupTracker(Tracker):
+    """A Tracker that also books, in `grants`, the group each grant was asked for."""
+
+    grants: GroupGrants = field(default_factory=lambda: GroupGrants(()))
+
+    def acquire(
+        self,
+        database: str,
+        holder: str = "",
+        ttl_ms: int | None = None,
+        secret: str | None = None,
+        *,
+        group: str | None = None,
+    ) -> AcquireResult:
+        result = super().acquire(database, holder, ttl_ms, secret, group=group)
+        self.grants.record(group, result)
+        return result
+
+
+def expected_usable(limit: int, reservations: Sequence[Reservation]) -> dict[str, int]:
+    """What probe_groups takes, step by step, in a quota that holds no lease: each group's
+    reservation, then each capped group's borrowing up to its max, then the rest of the
+    pool by callers of no group."""
+    steps = {f"{r.group} reserved": r.reserved for r in reservations if r.reserved}
+    for reservation in reservations:
+        if reservation.borrow_cap:
+            steps[f"{reservation.group} borrowed"] = reservation.borrow_cap
+    steps[POOL_STEP] = limit - sum(steps.values())
+    return steps
+
+
+def step_label(step: str) -> str:
+    """A probe step (common.expected_usable) as a figure names it."""
+    if step == POOL_STEP:
+        return "pool leases usable by callers of no group"
+    group, _, kind = step.partition(" ")
+    if kind == "reserved":
+        return f"`{group}` reserved leases usable"
+    return f"`{group}` leases borrowed up to its max usable"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a probe took at once: the leases of each step that were what the step asks
+    for (its group's reserved ones, its borrowed ones, the pool's), and all it took."""
+
+    steps: dict[str, int]
+    taken: int
+
+    def whole(self, limit: int, reservations: Sequence[Reservation]) -> bool:
+        return self.taken == limit and self.steps == expected_usable(limit, reservations)
+
+
+def probe_groups(
+    store: LeaseStore,
+    database: str,
+    limit: int,
+    reservations: Sequence[Reservation],
+    grants: GroupGrants,
+    *,
+    stop_short: bool = False,
+) -> Probe:
+    """How many leases a probe can take at once right now, step by step (expected_usable),
+    each given back at once after; every grant is booked in `grants`. `stop_short`: stop
+    at the first step that falls short (the quota is not whole; a quick answer)."""
+    tokens: list[str] = []
+    steps: Counter[str] = Counter()
+
+    def take(group: str | None, step: str, wanted: int, fits: Callable[[Lease], bool]) -> None:
+        for _ in range(wanted):
+            result = store.acquire(database, "probe", 60_000, group=group)
+            grants.record(group, result, probe=True)
+            if not isinstance(result, Granted):
+                return
+            tokens.append(result.token)
+            steps[step] += fits(result.lease)
+
+    try:
+        for step, wanted in expected_usable(limit, reservations).items():
+            group, _, kind = step.partition(" ")
+            if step == POOL_STEP:
+                take(None, step, limit, lambda lease: not lease.group)
+            elif kind == "reserved":
+                take(group, step, wanted, lambda lease: not lease.borrowed)
+            else:
+                take(group, step, wanted, lambda lease: lease.borrowed)
+            if stop_short and steps[step] < wanted:
+                break
+    finally:
+        for token in tokens:
+            store.release(database, token)
+    return Probe({step: steps[step] for step in expected_usable(limit, reservations)}, len(tokens))
+
+
+class GroupsChecker(Checker):
+    """A Checker that also reads, in each sample, every group's use: reserved leases in use
+    never above the reservation, a capped group's reserved and borrowed never above its
+    max, a group that may not borrow never borrowing, the pool never above its limit. It
+    notes each lease's group as the store shows it, and at the end holds it to the group
+    its grant was asked for (`grants`)."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        database: str,
+        mysql: MySqlEndpoint,
+        grants: GroupGrants,
+        interval_s: float = 0.05,
+    ) -> None:
+        self.grants = grants
+        self.reservations = grants.reservations
+        self.most_reserved: Counter[str] = Counter()
+        self.most_borrowed: Counter[str] = Counter()
+        self.most_total: Counter[str] = Counter()
+        self.most_pool = 0
+        self.pool_limit = 0
+        self.without_groups = 0
+        # lease id -> (its group as status showed it, borrowed)
+        self.seen: dict[str, tuple[str, bool]] = {}
+        super().__init__(store, database, mysql, interval_s)
+
+    def sample(self) -> None:
+        try:
+            status = self._store.status(self._database)
+        except ConnleaseError:
+            self.read_errors += 1
+            return
+        self.max_live = max(self.max_live, status.in_use)
+        self.samples += 1
+        view = status.groups
+        if view is None:
+            self.without_groups += 1
+            return
+        self.pool_limit = view.pool_limit
+        self.most_pool = max(self.most_pool, view.pool_in_use)
+        for group in view.groups:
+            name = group.group
+            self.most_reserved[name] = max(self.most_reserved[name], group.reserved_in_use)
+            self.most_borrowed[name] = max(self.most_borrowed[name], group.borrowed)
+            total = group.reserved_in_use + group.borrowed
+            self.most_total[name] = max(self.most_total[name], total)
+        now_ms = round(time.time() * 1000)
+        for lease in status.leases:
+            if lease.is_live(now_ms):
+                self.seen[lease.id] = (lease.group, lease.borrowed)
+
+    @property
+    def wrong_holders(self) -> int:
+        """Live leases seen in a group (reserved or borrowed) other than their grant's."""
+        with self.grants.lock:
+            asked = dict(self.grants.asked)
+        return sum(
+            1
+            for lease_id, (group, _) in self.seen.items()
+            if lease_id in asked
+            and group != (asked[lease_id] if self.grants.reservation(asked[lease_id]) else "")
+        )
+
+    @property
+    def unaccounted(self) -> int:
+        with self.grants.lock:
+            return sum(1 for lease_id in self.seen if lease_id not in self.grants.asked)
+
+    def figures(self) -> list[Figure]:
+        figures = [
+            *super().figures(),
+            Figure.exactly("checker samples without the quota's groups", self.without_groups, 0),
+            Figure.at_most("most pool leases in use (checker)", self.most_pool, self.pool_limit),
+        ]
+        for reservation in self.reservations:
+            group = reservation.group
+            if reservation.reserved:
+                figures.append(
+                    Figure.at_most(
+                        f"most `{group}` reserved leases in use (checker)",
+                        self.most_reserved[group],
+                        reservation.reserved,
+                    )
+                )
+            if not reservation.borrow:
+                figures.append(
+                    Figure.exactly(
+                        f"most `{group}` borrowed leases (checker; it may not borrow)",
+                        self.most_borrowed[group],
+                        0,
+                    )
+                )
+            elif reservation.max is not None:
+                figures.append(
+                    Figure.at_most(
+                        f"most `{group}` leases in use, reserved and borrowed (checker)",
+                        self.most_total[group],
+                        reservation.max,
+                    )
+                )
+            else:
+                figures.append(
+                    Figure(f"most `{group}` borrowed leases (checker)", self.most_borrowed[group])
+                )
+        figures += [
+            Figure("live leases the checker saw, with their group", len(self.seen)),
+            Figure.exactly("  of which held by a caller of another group", self.wrong_holders, 0),
+            Figure("  of which no grant accounts for (yet)", self.unaccounted),
+        ]
+        return figures

@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 import pymysql
 
@@ -25,16 +26,29 @@ from domain import (
     NoCapacity,
     acquire_within,
 )
+from domain.groups import TICKET_SLACK_MS, Reservation
 from domain.model import SKEW_MARGIN_MS
 from reliability.common import (
+    NO_GROUP,
+    POOL_STEP,
     Campaign,
     Checker,
     Figure,
+    GroupGrants,
+    GroupsChecker,
+    GroupTracker,
     Lab,
     Outcomes,
+    Probe,
     Stopwatch,
     Tracker,
+    describe_groups,
+    expected_usable,
+    group_label,
+    pick_group,
+    probe_groups,
     run_concurrently,
+    step_label,
 )
 from service.client import ConnectionLeases
 
@@ -53,9 +67,38 @@ class Plan:
     ttl_ms: int = 1_000  # the holders' invocation timeout: a lease ends with its invocation
     wait_budget_ms: int = 10_000
     seed: int = 0
+    # The groups layout (domain.groups): the quota's reservations, and each holder's group
+    # drawn from `callers` by weight (NO_GROUP: none, the pool). Empty: no groups.
+    groups: tuple[Reservation, ...] = ()
+    callers: tuple[tuple[str, float], ...] = ()
 
 
 SHORT = Plan(invocations=400, concurrency=12, limit=10)
+
+# `api` reserves two and borrows at will, `batch` reserves none and borrows up to its max,
+# `report` keeps to its one reserved lease; a third of the holders name no group. A
+# crashed holder of a capped group keeps a ticket of its cap TICKET_SLACK_MS past its lease.
+GROUP_CALLERS = (("api", 0.3), ("batch", 0.25), ("report", 0.05), (NO_GROUP, 0.4))
+GROUPS = Plan(
+    invocations=1_500,
+    groups=(
+        Reservation("api", 2),
+        Reservation("batch", 0, max=6),
+        Reservation("report", 1, borrow=False),
+    ),
+    callers=GROUP_CALLERS,
+)
+GROUPS_SHORT = replace(
+    GROUPS,
+    invocations=300,
+    concurrency=12,
+    limit=10,
+    groups=(
+        Reservation("api", 2),
+        Reservation("batch", 0, max=4),
+        Reservation("report", 1, borrow=False),
+    ),
+)
 
 
 @dataclass
@@ -223,6 +266,8 @@ def run_sample_counter(lab: Lab, plan: Plan) -> dict[str, object]:
 
 
 def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
+    if plan.groups:
+        return run_groups(lab, plan)
     watch = Stopwatch()
     figures, connlease_row = run_connlease(lab, plan)
     sample_row = run_sample_counter(lab, plan)
@@ -238,6 +283,203 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
         "The original sample's counter runs the same scenario (fail-fast, as it was).",
         figures,
         [connlease_row, sample_row],
+    )
+    campaign.seconds = watch.seconds
+    return campaign
+
+
+def final_wave(plan: Plan) -> list[str]:
+    """A full quota's worth of holders of the groups layout, by group: each group's
+    reservation, each capped group's borrowing up to its max, the rest of no group."""
+    wave: list[str] = []
+    for step, count in expected_usable(plan.limit, plan.groups).items():
+        wave += [NO_GROUP if step == POOL_STEP else step.partition(" ")[0]] * count
+    return wave
+
+
+def ms_until_groups_whole(
+    store: LeaseStore, database: str, plan: Plan, grants: GroupGrants, since: float
+) -> float:
+    """ms_until_whole for the groups layout: until no lease is live and a probe takes every
+    group's share at once (probe_groups). A capped group's ticket outlives its lease by
+    TICKET_SLACK_MS, so it gives up that much later too."""
+    give_up_s = (3 * plan.ttl_ms + TICKET_SLACK_MS + SKEW_MARGIN_MS) / 1000
+    while True:
+        looked_at = time.monotonic()
+        if store.status(database).in_use == 0 and probe_groups(
+            store, database, plan.limit, plan.groups, grants, stop_short=True
+        ).whole(plan.limit, plan.groups):
+            return round((looked_at - since) * 1000)
+        if looked_at - since > give_up_s:
+            return float("inf")
+        time.sleep(0.01)
+
+
+def group_rows(
+    plan: Plan,
+    grants: GroupGrants,
+    checker: GroupsChecker,
+    by_group: Counter[tuple[str, str]],
+) -> list[dict[str, object]]:
+    """A row per group (and one for callers of no group): its holders, what they got, and
+    the most the checker saw it hold."""
+    rows: list[dict[str, object]] = []
+    for group in [*(reservation.group for reservation in plan.groups), NO_GROUP]:
+        reservation = grants.reservation(group)
+        rows.append(
+            {
+                "group": group_label(group),
+                "reserved": reservation.reserved if reservation else "-",
+                "max": "-" if reservation is None or reservation.max is None else reservation.max,
+                "holders": by_group[group, "holders"],
+                "crashed": by_group[group, "crashed"],
+                "refused": by_group[group, "refused"],
+                "reserved grants": grants.kinds[group, "reserved"],
+                "borrowed grants": grants.kinds[group, "borrowed"],
+                "pool grants": grants.kinds[group, "pool"],
+                "most reserved in use (checker)": checker.most_reserved[group]
+                if reservation
+                else "-",
+                "most held, reserved and borrowed (checker)": checker.most_total[group]
+                if reservation
+                else "-",
+            }
+        )
+    return rows
+
+
+@dataclass
+class GroupHolders:
+    """What the groups layout's holders did: outcomes, and per (group, kind) counts."""
+
+    outcomes: Outcomes = field(default_factory=Outcomes)
+    by_group: Counter[tuple[str, str]] = field(default_factory=Counter)
+    crashes: Crashes = field(default_factory=Crashes)
+
+    def add(self, group: str, kind: str) -> None:
+        with self.outcomes.lock:
+            self.by_group[group, "holders"] += 1
+            self.by_group[group, kind] += 1
+
+
+def run_group_holders(lab: Lab, plan: Plan, database: str, tracker: Tracker) -> GroupHolders:
+    """The invocations, each in a group drawn by weight, then a final wave of a full
+    quota's worth (final_wave) that dies at once."""
+    connector = MySqlConnector(lab.mysql, None)
+    books = GroupHolders()
+    backoff = DecorrelatedJitter(base_ms=20, cap_ms=500)
+    clock = SystemClock()
+
+    def crash(n: int, rng: random.Random, group: str, kind: str) -> str:
+        acquire_within(
+            tracker,
+            database,
+            deadline=Deadline(clock.now_ms() + plan.wait_budget_ms),
+            clock=clock,
+            backoff=backoff,
+            rng=rng,
+            holder=f"crashes/{n}",
+            ttl_ms=plan.ttl_ms,
+            group=group or None,
+        )
+        try:
+            query(connector, QUERY)
+        finally:
+            tracker.dropped()
+            books.crashes.one()
+        books.outcomes.add(kind)
+        return "crashed"
+
+    def hold(n: int, rng: random.Random, group: str, final: bool) -> str:
+        if final:
+            return crash(n, rng, group, "final wave: died holding it")
+        if rng.random() < plan.crash_share:
+            return crash(n, rng, group, "crashed holding its lease")
+        leases = ConnectionLeases(tracker, database, backoff=backoff, rng=rng, group=group or None)
+        with (
+            leases.connect(
+                connector, wait_budget_ms=plan.wait_budget_ms, ttl_ms=plan.ttl_ms
+            ) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(QUERY)
+            cursor.fetchall()
+        books.outcomes.add("ran its query, gave the lease back")
+        return "ran its query"
+
+    def invoke(n: int, final_group: str | None = None) -> None:
+        rng = random.Random(plan.seed * 1_000_003 + n)
+        group = pick_group(rng, plan.callers) if final_group is None else final_group
+        try:
+            kind = hold(n, rng, group, final_group is not None)
+        except NoCapacity:
+            kind = "refused"
+            books.outcomes.add("NoCapacity")
+        except DatabaseError as error:
+            kind = "other"
+            books.outcomes.add(f"MySQL error {error.code}")
+        except pymysql.err.MySQLError as error:
+            kind = "other"
+            books.outcomes.add(f"query cut at its lease's end (MySQL error {error.args[0]})")
+        books.add(group, kind)
+
+    wave = final_wave(plan)
+    run_concurrently(plan.invocations, plan.concurrency, invoke)
+    run_concurrently(len(wave), len(wave), lambda n: invoke(plan.invocations + n, wave[n]))
+    return books
+
+
+def run_groups(lab: Lab, plan: Plan) -> Campaign:
+    """The campaign in the groups layout: holders spread over the quota's groups, each
+    group's share and the pool held to their limits all along (a GroupsChecker), and every
+    share whole again once the crashed holders' leases (and tickets) are reclaimed."""
+    watch = Stopwatch()
+    database = lab.new_database(plan.limit, plan.ttl_ms, plan.groups)
+    grants = GroupGrants(plan.groups)
+    tracker = GroupTracker(lab.store(), grants=grants)
+    checker = GroupsChecker(lab.store(), database, lab.mysql, grants)
+    with checker.watching():
+        books = run_group_holders(lab, plan, database, tracker)
+        recovered_ms = ms_until_groups_whole(
+            lab.store(), database, plan, grants, books.crashes.last_at
+        )
+    time.sleep((plan.ttl_ms + TICKET_SLACK_MS + SKEW_MARGIN_MS) / 1000)
+    probe: Probe = probe_groups(lab.store(), database, plan.limit, plan.groups, grants)
+    expected = expected_usable(plan.limit, plan.groups)
+    figures = [
+        Figure("invocations", sum(books.outcomes.counts.values())),
+        *(Figure(f"  {kind}", n) for kind, n in sorted(books.outcomes.counts.items())),
+        Figure.exactly("permits leaked after the TTL", plan.limit - probe.taken, 0),
+        *(
+            Figure.exactly(f"  {step_label(step)} after the TTL", probe.steps[step], wanted)
+            for step, wanted in expected.items()
+        ),
+        Figure.at_most(
+            "ms from the last of a full quota's holders dying until every share was usable",
+            recovered_ms,
+            plan.ttl_ms + TICKET_SLACK_MS + SKEW_MARGIN_MS + SLACK_MS,
+        ),
+        Figure("crashed holders' leases reclaimed by later acquires", tracker.reclaimed),
+        Figure.at_most("most leases held at once (in-process)", tracker.most_held, plan.limit),
+        *grants.figures(),
+        *checker.figures(),
+    ]
+    campaign = Campaign(
+        "Crashes, groups",
+        f"{plan.invocations} invocations, {plan.concurrency} at a time, on "
+        f"{describe_groups(plan.limit, plan.groups)}; each holder's group is drawn (seeded: "
+        + ", ".join(f"{group_label(g)} {w:.0%}" for g, w in plan.callers)
+        + f"). Each takes a lease (TTL {plan.ttl_ms} ms), connects to MariaDB, runs "
+        f"`{QUERY}` and disconnects; {plan.crash_share:.0%} of them die before giving the "
+        "lease back. A capped group's borrowed lease holds a ticket of its cap "
+        f"{TICKET_SLACK_MS} ms longer than the lease. Last, a full quota's worth of holders "
+        "die at once (each group its reservation, a capped group its max, the rest of no "
+        "group); every 10 ms a consistent read looks for no live lease, and a probe then "
+        "takes every share at once: each group's reserved leases, a capped group's borrowing "
+        "up to its max, and the rest of the pool. A checker reads every group's use all "
+        "along, and each lease it sees is held to the group its grant was asked for.",
+        figures,
+        group_rows(plan, grants, checker, books.by_group),
     )
     campaign.seconds = watch.seconds
     return campaign

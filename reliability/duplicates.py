@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from adapters.clock import SystemClock
 from adapters.mysql import MySqlConnector
@@ -29,9 +29,26 @@ from domain import (
     ReleaseOutcome,
     acquire_within,
 )
+from domain.groups import Reservation
 from domain.model import SKEW_MARGIN_MS
 from local.watch import ConnectionWatcher
-from reliability.common import Campaign, Checker, Figure, Lab, Stopwatch, run_concurrently
+from reliability.common import (
+    NO_GROUP,
+    Campaign,
+    Checker,
+    Figure,
+    GroupGrants,
+    GroupsChecker,
+    Lab,
+    Stopwatch,
+    describe_groups,
+    expected_usable,
+    group_label,
+    pick_group,
+    probe_groups,
+    run_concurrently,
+    step_label,
+)
 
 QUERY = "SELECT SLEEP(0.02)"
 
@@ -46,9 +63,29 @@ class Plan:
     late_ttl_ms: int = 150
     wait_budget_ms: int = 20_000
     seed: int = 0
+    # The groups layout (domain.groups): the quota's reservations, and each holder's group
+    # drawn from `callers` by weight (NO_GROUP: none, the pool). Empty: no groups.
+    groups: tuple[Reservation, ...] = ()
+    callers: tuple[tuple[str, float], ...] = ()
 
 
 SHORT = Plan(holders=200)
+
+# `api` reserves two and borrows at will, `batch` reserves none and borrows up to its max,
+# `report` keeps to its one reserved lease; the pool keeps three. Late holders' slots are
+# reclaimed in their own share: a reserved one by their group, a borrowed one in the pool.
+GROUPS = Plan(
+    holders=600,
+    concurrency=10,
+    limit=6,
+    groups=(
+        Reservation("api", 2),
+        Reservation("batch", 0, max=2),
+        Reservation("report", 1, borrow=False),
+    ),
+    callers=(("api", 0.35), ("batch", 0.3), ("report", 0.1), (NO_GROUP, 0.25)),
+)
+GROUPS_SHORT = replace(GROUPS, holders=200)
 
 
 @dataclass
@@ -63,6 +100,7 @@ class Books:
     late_freed_something: int = 0
     gone_before_release: int = 0
     concurrent_rounds: int = 0
+    by_group: Counter[tuple[str, str]] = field(default_factory=Counter)  # (group, what)
 
     def hold(self, delta: int) -> None:
         with self.lock:
@@ -94,11 +132,17 @@ def send_copies(give_back: Callable[[], object], copies: int, at_once: bool) -> 
 
 
 def present(store: LeaseStore, database: str, lease: Lease) -> bool:
-    return store.status(database).leases.count(lease) > 0
+    """The lease's entry is still there (a group's shown under its group, by status)."""
+    return any(entry.id == lease.id for entry in store.status(database).leases)
 
 
-def run_connlease(lab: Lab, plan: Plan, books: Books) -> Checker:
-    database = lab.new_database(plan.limit, plan.ttl_ms)
+def run_connlease(
+    lab: Lab, plan: Plan, books: Books, grants: GroupGrants | None = None
+) -> tuple[Checker, str]:
+    """The holders on connlease; with plan.groups, on a quota with those groups, each
+    holder in a group drawn from plan.callers (booked in `grants`). Returns the checker
+    that watched and the quota's database."""
+    database = lab.new_database(plan.limit, plan.ttl_ms, plan.groups)
     store = lab.store()
     connector = MySqlConnector(lab.mysql, None)
     clock = SystemClock()
@@ -109,6 +153,7 @@ def run_connlease(lab: Lab, plan: Plan, books: Books) -> Checker:
         late = rng.random() < plan.late_share
         copies = rng.choice((2, 3))
         at_once = rng.random() < 0.5
+        group = pick_group(rng, plan.callers) if plan.callers else NO_GROUP
         grant = acquire_within(
             store,
             database,
@@ -118,7 +163,10 @@ def run_connlease(lab: Lab, plan: Plan, books: Books) -> Checker:
             rng=rng,
             holder=f"dup/{n}",
             ttl_ms=plan.late_ttl_ms if late else plan.ttl_ms,
+            group=group or None,
         )
+        if grants is not None:
+            grants.record(group or None, grant)
         lease = grant.lease
         books.hold(+1)
         query(connector, QUERY)
@@ -145,11 +193,20 @@ def run_connlease(lab: Lab, plan: Plan, books: Books) -> Checker:
             books.freed_per_lease[lease.id] += freed
             if reclaimed and freed:
                 books.late_freed_something += 1
+            books.by_group[group, "holders"] += 1
+            books.by_group[group, "late"] += late
+            books.by_group[group, "late after a reclaim"] += reclaimed
+            books.by_group[group, "sent"] += copies
+            books.by_group[group, "over-releases"] += max(0, freed - 1)
 
-    checker = Checker(store, database, lab.mysql)
+    checker = (
+        Checker(store, database, lab.mysql)
+        if grants is None
+        else GroupsChecker(store, database, lab.mysql, grants)
+    )
     with checker.watching():
         run_concurrently(plan.holders, plan.concurrency, invoke)
-    return checker
+    return checker, database
 
 
 def run_sample_counter(lab: Lab, plan: Plan, books: Books) -> int:
@@ -184,10 +241,30 @@ def run_sample_counter(lab: Lab, plan: Plan, books: Books) -> int:
     return watcher.peak_above_baseline
 
 
+def give_back_figures(books: Books) -> list[Figure]:
+    return [
+        Figure("give-backs sent", books.sent),
+        *(Figure(f"  answered {answer}", n) for answer, n in sorted(books.answers.items())),
+        Figure("rounds sent at once from threads", books.concurrent_rounds),
+        Figure("holders whose late copies came after a reclaim", books.late_after_reclaim),
+        Figure.exactly("over-releases (a lease freed more than once)", books.over_releases, 0),
+        Figure.exactly(
+            "give-backs after a reclaim that freed anything", books.late_freed_something, 0
+        ),
+        Figure.exactly(
+            "live leases of other holders found freed before their own give-back",
+            books.gone_before_release,
+            0,
+        ),
+    ]
+
+
 def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
+    if plan.groups:
+        return run_groups(lab, plan)
     watch = Stopwatch()
     books = Books()
-    checker = run_connlease(lab, plan, books)
+    checker, _ = run_connlease(lab, plan, books)
     sample = Books()
     sample_peak = run_sample_counter(lab, plan, sample)
     late = round(plan.holders * plan.late_share)
@@ -202,19 +279,7 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
         "sample's counter runs the same holders.",
     )
     campaign.figures += [
-        Figure("give-backs sent", books.sent),
-        *(Figure(f"  answered {answer}", n) for answer, n in sorted(books.answers.items())),
-        Figure("rounds sent at once from threads", books.concurrent_rounds),
-        Figure("holders whose late copies came after a reclaim", books.late_after_reclaim),
-        Figure.exactly("over-releases (a lease freed more than once)", books.over_releases, 0),
-        Figure.exactly(
-            "give-backs after a reclaim that freed anything", books.late_freed_something, 0
-        ),
-        Figure.exactly(
-            "live leases of other holders found freed before their own give-back",
-            books.gone_before_release,
-            0,
-        ),
+        *give_back_figures(books),
         Figure.at_most("most leases held at once (in-process)", books.most_held, plan.limit),
         *checker.figures(),
     ]
@@ -236,5 +301,72 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
             "peak Threads_connected above baseline": sample_peak,
         },
     ]
+    campaign.seconds = watch.seconds
+    return campaign
+
+
+def run_groups(lab: Lab, plan: Plan) -> Campaign:
+    """The campaign in the groups layout: holders spread over the quota's groups; no
+    give-back frees anything twice, nor another group's lease or ticket (a GroupsChecker
+    holds every share to its limit all along), and once every holder has given its lease
+    back, every share is whole again at once."""
+    watch = Stopwatch()
+    books = Books()
+    grants = GroupGrants(plan.groups)
+    checker, database = run_connlease(lab, plan, books, grants)
+    assert isinstance(checker, GroupsChecker)
+    store = lab.store()
+    left_live = store.status(database).in_use
+    probe = probe_groups(store, database, plan.limit, plan.groups, grants)
+    late = round(plan.holders * plan.late_share)
+    campaign = Campaign(
+        "Duplicate and racing releases, groups",
+        f"{plan.holders} holders, {plan.concurrency} at a time, on "
+        f"{describe_groups(plan.limit, plan.groups)}; each holder's group is drawn (seeded: "
+        + ", ".join(f"{group_label(g)} {w:.0%}" for g, w in plan.callers)
+        + f"). Each takes a lease, connects to MariaDB, runs `{QUERY}`, disconnects and "
+        "sends its give-back 2 or 3 times (seeded), half of them from threads released "
+        f"together. About {late} of them stall past their lease's end ({plan.late_ttl_ms} "
+        f"ms TTL) and the {SKEW_MARGIN_MS} ms skew margin after it, and send their copies "
+        "only once another holder has reclaimed the slot (a reserved lease's in its group's "
+        "share, a borrowed or pool lease's in the pool). A borrowed lease of a capped group "
+        "gives back its cap's ticket too. A checker reads every group's use all along; at "
+        "the end no lease may be live, and a probe takes every share at once: each group's "
+        "reserved leases, a capped group's borrowing up to its max, the rest of the pool.",
+    )
+    campaign.figures += [
+        *give_back_figures(books),
+        Figure.exactly("live leases left once every holder gave its lease back", left_live, 0),
+        Figure.exactly(
+            "leases a probe took at once after every give-back", probe.taken, plan.limit
+        ),
+        *(
+            Figure.exactly(f"  {step_label(step)}", probe.steps[step], wanted)
+            for step, wanted in expected_usable(plan.limit, plan.groups).items()
+        ),
+        Figure.at_most("most leases held at once (in-process)", books.most_held, plan.limit),
+        *grants.figures(),
+        *checker.figures(),
+    ]
+    for group in [*(reservation.group for reservation in plan.groups), NO_GROUP]:
+        reservation = grants.reservation(group)
+        campaign.table.append(
+            {
+                "group": group_label(group),
+                "reserved": reservation.reserved if reservation else "-",
+                "max": "-" if reservation is None or reservation.max is None else reservation.max,
+                "holders": books.by_group[group, "holders"],
+                "reserved grants": grants.kinds[group, "reserved"],
+                "borrowed grants": grants.kinds[group, "borrowed"],
+                "pool grants": grants.kinds[group, "pool"],
+                "give-backs sent": books.by_group[group, "sent"],
+                "late": books.by_group[group, "late"],
+                "late after a reclaim": books.by_group[group, "late after a reclaim"],
+                "over-releases": books.by_group[group, "over-releases"],
+                "most held, reserved and borrowed (checker)": checker.most_total[group]
+                if reservation
+                else "-",
+            }
+        )
     campaign.seconds = watch.seconds
     return campaign

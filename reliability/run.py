@@ -29,7 +29,9 @@ def runners(short: bool, store_rates: FaultRates) -> list[Runner]:
     if short:
         return [
             lambda lab: crashes.run(lab, crashes.SHORT),
+            lambda lab: crashes.run(lab, crashes.GROUPS_SHORT),
             lambda lab: duplicates.run(lab, duplicates.SHORT),
+            lambda lab: duplicates.run(lab, duplicates.GROUPS_SHORT),
             lambda lab: store_faults.run(lab, store_plan),
             lambda lab: db_faults.run(lab, **db_faults.SHORT),
             lambda lab: bad_input.run(lab, **bad_input.SHORT),
@@ -37,7 +39,9 @@ def runners(short: bool, store_rates: FaultRates) -> list[Runner]:
         ]
     return [
         crashes.run,
+        lambda lab: crashes.run(lab, crashes.GROUPS),
         duplicates.run,
+        lambda lab: duplicates.run(lab, duplicates.GROUPS),
         lambda lab: store_faults.run(lab, store_plan),
         db_faults.run,
         bad_input.run,

@@ -46,9 +46,7 @@ class RecordingMetrics(MetricsSink):
         self.values: dict[tuple[Metric, str], list[float]] = defaultdict(list)
         self.by_group: dict[tuple[Metric, str, str], list[float]] = defaultdict(list)
 
-    def record(
-        self, metric: Metric, value: float, database: str, group: str | None = None
-    ) -> None:
+    def record(self, metric: Metric, value: float, database: str, group: str | None = None) -> None:
         if group is None:
             self.values[metric, database].append(value)
         else:

@@ -1,6 +1,8 @@
 """Short versions of the reliability campaigns (`make reliability` runs them in full),
 held to the same targets. The original sample's counter runs beside connlease in the
-crash and duplicate campaigns: its figures show that each scenario does what it claims."""
+crash and duplicate campaigns: its figures show that each scenario does what it claims.
+Both also run in a groups layout (domain.groups), connlease alone: holders spread over a
+quota's groups, each group's share held to its own limits."""
 
 from __future__ import annotations
 
@@ -67,6 +69,47 @@ def test_duplicate_and_late_releases_free_nothing_twice_where_the_counter_over_a
     connlease_row, sample_row = campaign.table
     assert connlease_row["over-releases"] == 0
     assert sample_row["over-releases"] > 0
+
+
+def test_crashed_holders_in_groups_leak_no_share_and_keep_every_group_within_its_own(
+    here: Lab,
+) -> None:
+    campaign = crashes.run(here, crashes.GROUPS_SHORT)
+
+    # Held to targets: no share leaked past the TTL (each group's reservation, the capped
+    # group's borrowing, the pool), no group above its reservation or max, no lease in
+    # another group's share, the limit never passed.
+    assert_targets_met(campaign)
+    rows = {row["group"]: row for row in campaign.table}
+    for row in rows.values():
+        assert row["crashed"] > 0, f"no holder of {row['group']} crashed"
+    assert rows["api"]["reserved grants"] > 0
+    assert rows["api"]["borrowed grants"] > 0
+    assert rows["batch"]["borrowed grants"] > 0
+    assert rows["(no group)"]["pool grants"] > 0
+    assert count(campaign, "crashed holders' leases reclaimed by later acquires") > 0
+    # The shares were full at times: their limits were met, not merely never approached.
+    assert rows["api"]["most reserved in use (checker)"] == 2
+    assert rows["batch"]["most held, reserved and borrowed (checker)"] == 4
+    assert count(campaign, "live leases the checker saw, with their group") > 0
+
+
+def test_duplicate_and_late_releases_in_groups_free_nothing_twice_nor_another_groups_share(
+    here: Lab,
+) -> None:
+    campaign = duplicates.run(here, duplicates.GROUPS_SHORT)
+
+    # Held to targets: no over-release, no late copy freeing anything, every share whole
+    # at once after the last give-back, each group within its own all along.
+    assert_targets_met(campaign)
+    assert count(campaign, "rounds sent at once from threads") > 0
+    rows = {row["group"]: row for row in campaign.table}
+    # Late copies came after a reclaim in a group's reserved share, in the pool of a
+    # capped group's borrowed lease (its ticket given back too), and in the pool's own.
+    for group in ("api", "batch", "(no group)"):
+        assert rows[group]["late after a reclaim"] > 0, f"no late {group} copy after a reclaim"
+    assert rows["batch"]["borrowed grants"] > 0
+    assert all(row["over-releases"] == 0 for row in rows.values())
 
 
 def test_store_faults_never_over_grant_lose_a_release_or_reach_a_caller_untyped(

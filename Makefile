@@ -64,7 +64,7 @@ bench: $(STAMP)  ## benchmarks side by side (about 9 min); writes docs/benchmark
 bench-quick: $(STAMP)  ## a shorter run of every benchmark (about 1 min)
 	$(PY) -m benchmarks.run --quick
 
-reliability: $(STAMP)  ## every reliability campaign in full, both layouts, with and without groups (about 30 min here); writes docs/reliability.md
+reliability: $(STAMP)  ## every reliability campaign in full, both layouts, with and without groups (about 22 min here); writes docs/reliability.md
 	$(PY) -m reliability.run $(ARGS)
 
 # `sam build` (infra/template.yaml, BuildMethod: makefile, CodeUri: the repository root) runs

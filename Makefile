@@ -58,10 +58,10 @@ example: $(STAMP)  ## examples/orders, a function written as README says, on the
 	$(PY) -m local.run handler.handler --code-dir examples/orders --name orders --event '{"hold_s": 0.2}' \
 		--invocations 20 --concurrency 8 --quota 3 $(ARGS)
 
-bench: $(STAMP)  ## benchmarks side by side (about 9 min); writes docs/benchmarks.md
+bench: $(STAMP)  ## benchmarks side by side (about 12 min); writes docs/benchmarks.md
 	$(PY) -m benchmarks.run
 
-bench-quick: $(STAMP)  ## a shorter run of every benchmark (about 1 min)
+bench-quick: $(STAMP)  ## a shorter run of every benchmark (about 3 min)
 	$(PY) -m benchmarks.run --quick
 
 reliability: $(STAMP)  ## every reliability campaign in full, both layouts, with and without groups (about 22 min here); writes docs/reliability.md

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks import cost, scale, skew
+from benchmarks import cost, hotspot, lending, scale, skew
 from benchmarks.burst import Row, max_connections, run_burst, run_level
 from benchmarks.coldstart import ColdStart, measure
 from benchmarks.strategies import (
@@ -56,6 +56,8 @@ class Plan:
     scale_limits: tuple[int, ...]
     contention_s: float
     ceiling_s: float
+    hotspot_s: float  # each of the hotspot's two runs
+    lending_s: float  # each of the lending benchmark's three runs
 
 
 FULL = Plan(
@@ -67,6 +69,8 @@ FULL = Plan(
     scale_limits=(10, 100, 1_000, 2_000),
     contention_s=5.0,
     ceiling_s=8.0,
+    hotspot_s=10.0,
+    lending_s=8.0,
 )
 QUICK = Plan(
     [10, 60, 240],
@@ -77,6 +81,8 @@ QUICK = Plan(
     scale_limits=(10, 100, 1_000),
     contention_s=2.0,
     ceiling_s=3.0,
+    hotspot_s=3.0,
+    lending_s=4.0,
 )
 
 
@@ -296,6 +302,8 @@ def report(
     cold: ColdStart,
     scaled: scale.ScaleRun,
     skewed: skew.SkewRun,
+    hot: hotspot.HotspotRun,
+    lent: list[lending.LendingRun],
     host: str,
     chart: Path,
 ) -> str:
@@ -385,6 +393,8 @@ def report(
     at_ceiling = next(item for item in items if item.limit == scaled.ceiling_limit)
     lines += ["", *scaled.lines(at_ceiling.wcu_full)]
     lines += skewed.lines()
+    lines += hot.lines()
+    lines += lending.lines(lent)
     lines += [
         "## Cold start",
         "",
@@ -581,6 +591,12 @@ def main(argv: list[str] | None = None) -> int:
     scaled = scale.run(plan.scale_limits, plan.contention_s, plan.ceiling_s)
     # The skew margin: a few seconds on the real clock, no MySQL (benchmarks/skew.py).
     skewed = skew.run(cycles=1 if args.quick else 2)
+    # Groups: an API and a batch on one quota, without and with groups; no MySQL
+    # (benchmarks/hotspot.py).
+    hot = hotspot.run(plan.hotspot_s)
+    # Lending idle reservations: the owner's wait to get a lent lease back
+    # (benchmarks/lending.py).
+    lent = lending.run(plan.lending_s)
     with EmbeddedDynamoDB() as dynamodb, max_connections(mysql, MAX_CONNECTIONS):
         watcher = ConnectionWatcher(mysql)
         with watcher.watching():
@@ -597,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
             cold=cold,
             scaled=scaled,
             skewed=skewed,
+            hot=hot,
+            lent=lent,
             host=host,
             chart=chart,
         )

@@ -403,9 +403,28 @@ def parse_query_time(text: str) -> QueryTime:
     return (float(low), float(high)) if high else float(low)
 
 
+SCENARIOS = ("default", "hotspot")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # `--scenario hotspot` hands the rest of the line to its own parser (local.hotspot).
+    picker = argparse.ArgumentParser(add_help=False)
+    picker.add_argument("--scenario", choices=SCENARIOS, default="default")
+    picked, rest = picker.parse_known_args(argv)
+    if picked.scenario == "hotspot":
+        from local import hotspot  # noqa: PLC0415 - only that scenario needs it
+
+        return hotspot.main(rest)
     defaults = DemoOptions()
     parser = argparse.ArgumentParser(prog="make demo ARGS=...", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="default",
+        help="default: this demo; hotspot: an API and a batch function on one database, "
+        'without and with groups (make demo ARGS="--scenario hotspot --help")',
+    )
     parser.add_argument("--iterations", "-n", type=int, default=defaults.iterations)
     parser.add_argument("--concurrency", "-c", type=int, default=defaults.concurrency)
     parser.add_argument("--quota", "-q", type=int, default=defaults.quota)

@@ -224,21 +224,25 @@ class Groups:
 
 def plan_limits(targets: Mapping[str, int], held: Mapping[str, int]) -> tuple[dict[str, int], bool]:
     """The limits that keep live leases within the quota's limit while shares move: each
-    share's target (they sum to the limit), less, for those with room, what the shares held
-    past their targets hold over (the pool's room first: reservations are promises). A
-    share held past its target grants nothing until it drains; then the others rise (the
-    second value says some share is still past its target). Live leases then never pass
-    sum(max(limit, held)) = the limit: a share past its limit only shrinks.
+    share's target (they sum to the limit), less what the shares held past their targets
+    hold over, taken from the others' room first (the pool's first: reservations are
+    promises), then, if the quota holds more than its limit (a lowered limit), from what
+    they hold too. A share past its limit grants nothing until it drains; then the others
+    rise (the second value says some share is still past its target). Live leases then
+    never pass the larger of the limit and what was held: a share past its limit only
+    shrinks, and the limits of the others sum to the limit less the excess.
 
     `targets` in the order room is taken from (the pool first)."""
     over = sum(max(0, held.get(name, 0) - target) for name, target in targets.items())
     limits = dict(targets)
-    for name, target in targets.items():
-        if over == 0:
-            break
-        room = max(0, target - held.get(name, 0))
-        taken = min(room, over)
-        limits[name] = target - taken
+    under = [name for name, target in targets.items() if held.get(name, 0) <= target]
+    for name in under:  # their free room first
+        taken = min(targets[name] - held.get(name, 0), over)
+        limits[name] -= taken
+        over -= taken
+    for name in under:  # then what they hold: they grant nothing until the quota drains
+        taken = min(limits[name], over)
+        limits[name] -= taken
         over -= taken
     return limits, any(held.get(name, 0) > target for name, target in targets.items())
 

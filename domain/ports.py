@@ -257,6 +257,13 @@ class LeaseStore(ABC):
                 break
         return result
 
+    def _saw_root(self, state: QuotaState) -> None:
+        """A root item with groups, read or written for any reason: what it says of them
+        is news (a plain caller on a split pool may touch the root only that way)."""
+        if state.groups is not None:
+            ttl_ms = state.quota.default_ttl_ms
+            self._groups_seen[state.database] = (state.groups, ttl_ms, self._clock.now_ms())
+
     def _pending(self, database: str) -> bool:
         """Whether a change of the quota's groups is pending, as this store last saw the
         root (no read of its own: a quota without groups pays nothing for this)."""
@@ -445,12 +452,7 @@ class LeaseStore(ABC):
                     "is another holder's, or its last grant ended unreleased and is not yet"
                     " reclaimed: use a new secret",
                 )
-            if write.state.groups is not None:  # a root with groups: what it says is news
-                self._groups_seen[item] = (
-                    write.state.groups,
-                    write.state.quota.default_ttl_ms,
-                    now_ms,
-                )
+            self._saw_root(write.state)
             # A lease is reclaimed only a skew margin after its expiry (docs/design.md).
             next_step = plan_acquire(write.state, now_ms - self._reclaim_grace_ms)
             if isinstance(next_step, Rejected):
@@ -595,6 +597,7 @@ class LeaseStore(ABC):
         if group is not None:
             check_group(group)
         root = self._read(database)
+        self._saw_root(root)
         pool = self._status_of(root)
         groups = root.groups if root.groups is not None and root.groups.rules else None
         if group is not None and (groups is None or groups.rule(group) is None):
@@ -701,12 +704,16 @@ class LeaseStore(ABC):
                 raise  # groups are set on a sound item: set the quota alone first
             root = None  # the write below repairs it
         current = root.groups if root is not None else None
-        if groups is None:
-            planned = current.within(quota.limit) if current is not None else None
+        if groups is not None:
+            groups = tuple(groups)
+        planned: Groups | None
+        if current is None and not groups:
+            planned = None  # no groups before or after: a plain quota
+        elif groups is None:
+            assert current is not None
+            planned = current.within(quota.limit)
         else:
             planned = (current or Groups()).replaced(groups, quota.limit)
-        if planned is not None and not planned.rules and not (current and current.rules):
-            planned = None  # no groups before or after: a plain quota
         self._groups_seen.pop(database, None)
         if planned is None:
             self._set_limit(database, quota, root)

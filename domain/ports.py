@@ -524,7 +524,12 @@ class LeaseStore(ABC):
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
         if grant.group is None:
-            return self._renew_quota(database, grant, ttl_ms)
+            renewed = self._renew_quota(database, grant, ttl_ms)
+            seen = self._groups_seen.get(database)
+            if isinstance(renewed, Renewed) and renewed.lease.tag and seen is not None:
+                # A group's uncapped borrowed lease: its token names no group, its tag does.
+                return replace(renewed, lease=_named(renewed.lease, seen[0]))
+            return renewed
         if grant.reserved:
             return self._renew_reserved(database, grant, ttl_ms)
         if grant.ticket is not None:

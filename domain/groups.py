@@ -198,6 +198,10 @@ class Groups:
             else:
                 rules.append(replace(rule, reservation=Reservation(rule.group), retired=True))
         for reservation in wanted.values():
+            if next_tag >= LENT_TAG:  # tags are never given twice, and this one marks lent
+                raise InvalidInput(
+                    "groups", "this quota has named every group it can: delete and recreate it"
+                )
             rules.append(GroupRule(reservation, next_tag))
             next_tag += 1
         if sum(1 for rule in rules if not rule.retired) > MAX_GROUPS:
@@ -281,7 +285,7 @@ def parse_reservations(text: str) -> tuple[Reservation, ...]:
 
 def _number(group: str, what: str, text: str) -> int:
     text = text.strip()
-    if not text.lstrip("-").isdigit():
+    if not re.fullmatch(r"-?[0-9]{1,12}", text):
         raise InvalidInput(f"{group}.{what}", f"{text!r} is not a whole number")
     return int(text)
 

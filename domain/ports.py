@@ -42,6 +42,7 @@ from .groups import (
 )
 from .model import (
     MAX_LIMIT,
+    MIN_TTL_MS,
     SKEW_MARGIN_MS,
     Lease,
     Quota,
@@ -247,9 +248,21 @@ class LeaseStore(ABC):
                     )
                     result = lent or result
             else:
-                result = self._acquire_group(
-                    database, rule, holder=holder, ttl_ms=ttl_ms, secret=secret, proposed=proposed
-                )
+                try:
+                    result = self._acquire_group(
+                        database,
+                        rule,
+                        holder=holder,
+                        ttl_ms=ttl_ms,
+                        secret=secret,
+                        proposed=proposed,
+                    )
+                except UnknownDatabase as gone:
+                    if gone.database == database:
+                        raise
+                    # A share forgotten since this store read the groups: read them again.
+                    self._groups_seen.pop(database, None)
+                    continue
             # Refused while a change of groups holds shares down: settle it, and try again.
             if settling or isinstance(result, Granted) or not self._pending(database):
                 break
@@ -330,9 +343,9 @@ class LeaseStore(ABC):
         secret: str,
         proposed: bool,
     ) -> AcquireResult:
-        group, reservation = rule.group, rule.reservation
+        group = rule.group
         refusals: list[Rejected] = []
-        if reservation.reserved:
+        if rule.reservation.reserved:
             share = reserved_quota(database, group)
             wanted = NewLease(lease_key(share, secret), holder, ttl_ms)
             taken = self._acquire_in(share, wanted, proposed)
@@ -348,47 +361,91 @@ class LeaseStore(ABC):
                 lease = replace(taken.lease, group=group)
                 return with_token(replace(taken, lease=lease), secret, group=group, reserved=True)
             refusals.append(taken)
-        cap = reservation.borrow_cap
+        cap = rule.reservation.borrow_cap
         if cap == 0:
             return _refused(database, refusals)
-        ticket: Token | None = None
-        capped = cap_quota(database, group)
         if cap is not None:
-            # The lease gets the TTL the ticket is sized from, not the pool item's default
-            # at the time of the write, which an operator may have raised since it was read.
-            ttl_ms = ttl_ms if ttl_ms is not None else self._default_ttl_ms(database)
-            ticket_ttl = ttl_ms + TICKET_SLACK_MS
-            held = self._acquire_in(
-                capped, NewLease(lease_key(capped, secret), holder, ticket_ttl), proposed
+            return self._borrow_capped(
+                database,
+                rule,
+                refusals,
+                holder=holder,
+                ttl_ms=ttl_ms,
+                secret=secret,
+                proposed=proposed,
             )
-            if not isinstance(held, Granted):
-                return _refused(database, [*refusals, held])
-            ticket = _token_of(held, secret)
+        wanted = NewLease(lease_key(database, secret), holder, ttl_ms, tag=rule.tag)
+        taken = self._acquire_in(database, wanted, proposed)
+        if isinstance(taken, Granted):
+            lease = replace(taken.lease, group=group, borrowed=True)
+            return with_token(replace(taken, lease=lease), secret, group=group)
+        lent = self._lend(
+            database, group, holder=holder, ttl_ms=ttl_ms, secret=secret, proposed=proposed
+        )
+        return lent if lent is not None else _refused(database, [*refusals, taken])
+
+    def _borrow_capped(
+        self,
+        database: str,
+        rule: GroupRule,
+        refusals: list[Rejected],
+        *,
+        holder: str,
+        ttl_ms: int | None,
+        secret: str,
+        proposed: bool,
+    ) -> AcquireResult:
+        """A pool lease for a capped group: a ticket in its cap first, then the lease. It is
+        lent nothing: a lent lease lives in its lender's share, which no ticket follows."""
+        group, capped = rule.group, cap_quota(database, rule.group)
+        # The lease gets the TTL the ticket is sized from, not the pool item's default at
+        # the time of the write, which an operator may have raised since it was read.
+        ttl_ms = ttl_ms if ttl_ms is not None else self._default_ttl_ms(database)
+        held = self._acquire_in(
+            capped,
+            NewLease(lease_key(capped, secret), holder, ttl_ms + TICKET_SLACK_MS),
+            proposed,
+        )
+        if not isinstance(held, Granted):
+            return _refused(database, [*refusals, held])
+        ticket = _token_of(held, secret)
         wanted = NewLease(lease_key(database, secret), holder, ttl_ms, tag=rule.tag)
         try:
             taken = self._acquire_in(database, wanted, proposed)
         except ConnleaseError:
-            if ticket is not None and not proposed:
+            if not proposed:
                 with suppress(ConnleaseError):
                     self._release_in(capped, ticket)
             raise
-        if not isinstance(taken, Granted):
-            # A capped group is lent nothing: its max counts tickets, and a lent lease
-            # lives in its lender's share, which no ticket of the borrower's would follow.
-            lent = None
-            if ticket is None:
-                lent = self._lend(
-                    database, group, holder=holder, ttl_ms=ttl_ms, secret=secret, proposed=proposed
-                )
-            if isinstance(lent, Granted):
-                return lent
-            if ticket is not None:
-                # No lease after all: the ticket goes back (or ends at its TTL).
-                with suppress(ConnleaseError):
-                    self._release_in(capped, ticket)
-            return _refused(database, [*refusals, taken])
+        covered = isinstance(taken, Granted) and self._ticket_covers(
+            database, group, ticket, held.lease.expires_at_ms, taken.lease.expires_at_ms
+        )
+        if not isinstance(taken, Granted) or not covered:
+            # No lease after all, or one its ticket could not be made to outlive: neither
+            # is kept (or each ends at its TTL).
+            with suppress(ConnleaseError):
+                if isinstance(taken, Granted):
+                    self._release_in(database, _token_of(taken, secret))
+                self._release_in(capped, ticket)
+            refusal = taken if isinstance(taken, Rejected) else Rejected(database, 0, 0, 0)
+            return _refused(database, [*refusals, refusal])
         lease = replace(taken.lease, group=group, borrowed=True)
         return with_token(replace(taken, lease=lease), secret, group=group, ticket=ticket)
+
+    def _ticket_covers(
+        self, database: str, group: str, ticket: Token, ticket_until_ms: int, lease_until_ms: int
+    ) -> bool:
+        """Whether the ticket outlives the lease by the slack, extended if it must be (the
+        lease's write came late: a retry, a throttle, a split pool's search)."""
+        needed_ms = lease_until_ms + TICKET_SLACK_MS
+        if ticket_until_ms >= needed_ms:
+            return True
+        ttl_ms = max(MIN_TTL_MS, needed_ms - self._clock.now_ms())
+        try:
+            renewed = self._renew_quota(cap_quota(database, group), ticket, ttl_ms)
+        except UnknownDatabase:
+            return False
+        return isinstance(renewed, Renewed) and renewed.lease.expires_at_ms >= needed_ms
 
     def _groups_of(self, database: str) -> Groups:
         """The quota's groups as this store last read them (at most GROUPS_CACHE_MS ago):
@@ -524,35 +581,59 @@ class LeaseStore(ABC):
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
         if grant.group is None:
-            renewed = self._renew_quota(database, grant, ttl_ms)
-            seen = self._groups_seen.get(database)
-            if isinstance(renewed, Renewed) and renewed.lease.tag and seen is not None:
-                # A group's uncapped borrowed lease: its token names no group, its tag does.
-                return replace(renewed, lease=_named(renewed.lease, seen[0]))
-            return renewed
+            return self._renew_untracked(database, grant, ttl_ms)
         if grant.reserved:
             return self._renew_reserved(database, grant, ttl_ms)
+        ticket_until_ms = None
         if grant.ticket is not None:
             # The ticket first, and longer: the cap counts the lease while it lives.
             ttl_ms = ttl_ms or self._read(database).quota.default_ttl_ms
-            if not self._ticket_renewed(database, grant.group, grant.ticket, ttl_ms):
+            ticket_until_ms = self._ticket_renewed(database, grant.group, grant.ticket, ttl_ms)
+            if ticket_until_ms is None:
                 return LeaseLost(lease_id_of(database, grant))
         renewed = self._renew_quota(database, grant, ttl_ms)
+        if grant.ticket is not None and (
+            isinstance(renewed, LeaseLost)
+            or not self._ticket_covers(
+                database,
+                grant.group,
+                grant.ticket,
+                ticket_until_ms or 0,
+                renewed.lease.expires_at_ms,
+            )
+        ):
+            with suppress(ConnleaseError):
+                if isinstance(renewed, Renewed):  # it would outlive its ticket: it ends now
+                    self._release_in(database, grant)
+                self._release_in(cap_quota(database, grant.group), grant.ticket)
+            return LeaseLost(lease_id_of(database, grant))
         if isinstance(renewed, LeaseLost):
-            if grant.ticket is not None:
-                with suppress(ConnleaseError):
-                    self._release_in(cap_quota(database, grant.group), grant.ticket)
             return renewed
         return replace(renewed, lease=replace(renewed.lease, group=grant.group, borrowed=True))
 
-    def _ticket_renewed(self, database: str, group: str, ticket: Token, ttl_ms: int) -> bool:
+    def _renew_untracked(self, database: str, grant: Token, ttl_ms: int | None) -> RenewResult:
+        """A pool lease whose token names no group: a plain one, or a group's borrowed lease
+        taken without a ticket. One of a group that is capped now (or may not borrow) is not
+        renewed but given back, so that leases taken before its cap drain."""
+        renewed = self._renew_quota(database, grant, ttl_ms)
+        if not isinstance(renewed, Renewed) or not renewed.lease.tag:
+            return renewed
+        rule = self._groups_of(database).by_tag(renewed.lease.tag)
+        if rule is not None and not rule.retired and rule.reservation.borrow_cap is not None:
+            with suppress(ConnleaseError):
+                self._release_in(database, grant)
+            return LeaseLost(renewed.lease.id)
+        return replace(renewed, lease=_named(renewed.lease, self._groups_of(database)))
+
+    def _ticket_renewed(self, database: str, group: str, ticket: Token, ttl_ms: int) -> int | None:
+        """The renewed ticket's expiry; None if it is lost."""
         try:
             renewed = self._renew_quota(
                 cap_quota(database, group), ticket, ttl_ms + TICKET_SLACK_MS
             )
         except UnknownDatabase:  # the group's cap is gone, and its tickets with it
-            return False
-        return isinstance(renewed, Renewed)
+            return None
+        return renewed.lease.expires_at_ms if isinstance(renewed, Renewed) else None
 
     def _renew_reserved(self, database: str, grant: Token, ttl_ms: int | None) -> RenewResult:
         assert grant.group is not None
@@ -760,12 +841,17 @@ class LeaseStore(ABC):
         targets = {database: groups.pool_limit} | {
             reserved_quota(database, rule.group): rule.reservation.reserved for rule in groups.rules
         }
-        current, held = {}, {}
+        current = {share: _limit_of(self._read(share)) for share in targets}
+        # Every share down to its target first: what it holds can then only shrink or stay
+        # within that while the rest is counted and planned.
+        for share, target in targets.items():
+            if target < current[share]:
+                self._set_limit(share, Quota(target, ttl_ms))
+                current[share] = target
+        held = {}
         at_ms = self._clock.now_ms() - self._reclaim_grace_ms  # live within the skew margin
         for share in targets:
-            state = self._read(share)
-            current[share] = _limit_of(state)
-            leases = self._status_of(state).leases
+            leases = self._status_of(self._read(share)).leases
             held[share] = sum(1 for lease in leases if lease.is_live(at_ms))
         limits, pending = plan_limits(targets, held)
         for share, limit in limits.items():

@@ -6,8 +6,6 @@ original sample made two per invocation).
 
 from __future__ import annotations
 
-from typing import Any
-
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricResolution, MetricUnit, single_metric
 
@@ -41,43 +39,41 @@ class EmfMetricsSink(MetricsSink):
         self._metrics = metrics
         self._namespace = namespace
 
-    def _add_service(self, single: Any) -> None:
-        # The invocation's own line carries the service dimension; a line of its own
-        # must too, or it lands in a dimension set the dashboard does not search.
-        service = getattr(self._metrics, "service", None)
-        if service:
-            single.add_dimension("service", service)
-
     def record(self, metric: Metric, value: float, database: str, group: str | None = None) -> None:
         resolution = (
             MetricResolution.High if metric in HIGH_RESOLUTION else MetricResolution.Standard
         )
         current = self._metrics.dimension_set.get(DIMENSION)
-        if group is not None:
-            with single_metric(
-                name=metric.value,
-                unit=UNITS[metric],
-                value=value,
-                resolution=resolution,
-                namespace=self._namespace,
-            ) as single:
-                self._add_service(single)
-                single.add_dimension(DIMENSION, database)
-                single.add_dimension(GROUP_DIMENSION, group)
-            return
-        if current not in (None, database):
-            with single_metric(
-                name=metric.value,
-                unit=UNITS[metric],
-                value=value,
-                resolution=resolution,
-                namespace=self._namespace,
-            ) as single:
-                self._add_service(single)
-                single.add_dimension(DIMENSION, database)
+        if group is not None or current not in (None, database):
+            dimensions = {DIMENSION: database}
+            if group is not None:
+                dimensions[GROUP_DIMENSION] = group
+            self._line_of_its_own(metric, value, resolution, dimensions)
             return
         if current is None:
             self._metrics.add_dimension(DIMENSION, database)
         self._metrics.add_metric(
             name=metric.value, unit=UNITS[metric], value=value, resolution=resolution
         )
+
+    def _line_of_its_own(
+        self,
+        metric: Metric,
+        value: float,
+        resolution: MetricResolution,
+        dimensions: dict[str, str],
+    ) -> None:
+        with single_metric(
+            name=metric.value,
+            unit=UNITS[metric],
+            value=value,
+            resolution=resolution,
+            namespace=self._namespace,
+        ) as single:
+            # The invocation's own line carries the service dimension; a line of its own
+            # must too, or it lands in a dimension set the dashboard does not search.
+            service = getattr(self._metrics, "service", None)
+            if service:
+                single.add_dimension("service", service)
+            for name, dimension in dimensions.items():
+                single.add_dimension(name, dimension)

@@ -67,11 +67,6 @@ def cap_quota(database: str, group: str) -> str:
     return f"{database}{GROUP_MARK}{group}{GROUP_MARK}max"
 
 
-def is_share(item: str) -> bool:
-    """A group's share (reserved or cap quota), whose limit may be 0."""
-    return GROUP_MARK in item
-
-
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """What an operator asks for one group: `reserved` leases only it may take, whether it
@@ -334,13 +329,3 @@ class GroupsView:
 
     def group(self, name: str) -> GroupStatus | None:
         return next((status for status in self.groups if status.group == name), None)
-
-
-def tags_in_use(counts: Mapping[int, int], groups: Groups) -> dict[str, int]:
-    """Live pool leases per group name, from counts per tag."""
-    named: dict[str, int] = {}
-    for tag, count in counts.items():
-        rule = groups.by_tag(tag)
-        if rule is not None:
-            named[rule.group] = named.get(rule.group, 0) + count
-    return named

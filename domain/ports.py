@@ -618,12 +618,13 @@ class LeaseStore(ABC):
         renewed = self._renew_quota(database, grant, ttl_ms)
         if not isinstance(renewed, Renewed) or not renewed.lease.tag:
             return renewed
-        rule = self._groups_of(database).by_tag(renewed.lease.tag)
+        groups = self._groups_of(database)
+        rule = groups.by_tag(renewed.lease.tag)
         if rule is not None and not rule.retired and rule.reservation.borrow_cap is not None:
             with suppress(ConnleaseError):
                 self._release_in(database, grant)
             return LeaseLost(renewed.lease.id)
-        return replace(renewed, lease=_named(renewed.lease, self._groups_of(database)))
+        return replace(renewed, lease=_named(renewed.lease, groups))
 
     def _ticket_renewed(self, database: str, group: str, ticket: Token, ttl_ms: int) -> int | None:
         """The renewed ticket's expiry; None if it is lost."""

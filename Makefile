@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 # Every Python tree ruff and mypy check.
-CODE := domain adapters service local examples tests benchmarks reliability
+CODE := domain adapters service local cli examples tests benchmarks reliability
 
 .PHONY: dev lint format unit integration test demo example bench bench-quick reliability infra-tools infra clean \
 	build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction

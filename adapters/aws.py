@@ -14,12 +14,14 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     HTTPClientError,
+    NoRegionError,
+    ProfileNotFound,
 )
 from botocore.exceptions import (
     ConnectionError as SdkConnectionError,
 )
 
-from domain.errors import StoreUnavailable
+from domain.errors import ConnleaseError, StoreUnavailable
 
 # Lease calls sit on the caller's critical path: fail over quickly rather than hang on
 # botocore's defaults (60 s to connect and 60 s to read).
@@ -141,3 +143,63 @@ def unavailable(operation: str, error: ClientError | BotoCoreError) -> StoreUnav
         return StoreUnavailable(operation, f"{code}: {info.get('Message', '')}", retryable)
     retryable = isinstance(error, SdkConnectionError | HTTPClientError)
     return StoreUnavailable(operation, str(error), retryable)
+
+
+class AwsSetupError(ConnleaseError):
+    """The AWS configuration cannot make a client: an unknown profile, no region, no
+    credentials. The message says what to pass or set."""
+
+
+# An operator waits at a terminal: a call that hangs is worse than one that fails.
+OPERATOR_CONFIG = Config(
+    connect_timeout=3,
+    read_timeout=10,
+    retries={"mode": "standard", "max_attempts": 3},
+)
+
+
+class AwsAccess:
+    """Clients as an operator's shell would make them: the named profile or the standard
+    environment variables and files, the region given or configured, and one endpoint for
+    every service when one is given (the local stack serves them all at one address)."""
+
+    def __init__(
+        self,
+        profile: str | None = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        *,
+        fallback_credentials: tuple[str, str] | None = None,
+    ) -> None:
+        """`fallback_credentials`: the key pair to sign with when none is configured (the
+        local stack accepts any)."""
+        self.endpoint_url = endpoint_url
+        self._session = botocore.session.Session(profile=profile)
+        self._region = region
+        self._fallback = fallback_credentials
+        self._lock = threading.Lock()
+
+    @property
+    def region(self) -> str | None:
+        return self._region or self._session.get_config_variable("region")
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            try:
+                key_id = secret = None
+                if self._fallback is not None and self._session.get_credentials() is None:
+                    key_id, secret = self._fallback
+                return self._session.create_client(
+                    service,
+                    region_name=self._region,
+                    endpoint_url=self.endpoint_url,
+                    config=OPERATOR_CONFIG,
+                    aws_access_key_id=key_id,
+                    aws_secret_access_key=secret,
+                )
+            except ProfileNotFound as error:
+                raise AwsSetupError(f"{error}: pass --profile with a configured one") from error
+            except NoRegionError as error:
+                raise AwsSetupError("no AWS region: pass --region or set AWS_REGION") from error
+            except BotoCoreError as error:
+                raise AwsSetupError(str(error)) from error

@@ -109,16 +109,16 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
     for lease_id, value in leases.items():
         if set(value) != {"N"} or not value["N"].isdigit():
             raise CorruptQuota(database, f"lease {lease_id!r} has expiry {value!r}, not epoch ms")
-        holder = holders.get(lease_id, {}).get("S", "")
-        tag, tab, named = holder.partition(TAG_SEPARATOR)
+        tag, holder, granted_s = _holder_entry(holders.get(lease_id, {}).get("S", ""))
         fence = fences.get(lease_id, {}).get("N", "0")
         parsed.append(
             Lease(
                 lease_id,
-                named if tab else holder,
+                holder,
                 int(value["N"]),
                 int(fence),
-                tag=int(tag) if tab and tag.isdigit() else 0,
+                tag=tag,
+                granted_at_ms=granted_s * 1000,
             )
         )
     return QuotaState(
@@ -212,9 +212,8 @@ def quota_item(state: QuotaState) -> Item:
         "leases": {"M": {lease.id: {"N": str(lease.expires_at_ms)} for lease in state.leases}},
         "holders": {
             "M": {
-                lease.id: {"S": tagged_holder(lease.tag, lease.holder)}
+                lease.id: {"S": holder_entry(lease.tag, lease.holder, lease.granted_at_ms)}
                 for lease in state.leases
-                if lease.holder or lease.tag
             }
         },
         "fences": {"M": {lease.id: {"N": str(lease.fence)} for lease in state.leases}},
@@ -240,16 +239,34 @@ def quota_item(state: QuotaState) -> Item:
     return item
 
 
-def tagged_holder(tag: int, holder: str) -> str:
-    return f"{tag}{TAG_SEPARATOR}{holder}" if tag else holder
+def holder_entry(tag: int, holder: str, granted_at_ms: int) -> str:
+    """A lease's entry in `holders`: its group's tag (0: none), its holder and when it was
+    granted (epoch seconds: operators ask how long a lease has been held), tab-separated
+    (a holder is printable ASCII, never a tab). The tag comes first: a renewal's condition
+    tells a lent lease by the entry's beginning."""
+    return f"{tag}{TAG_SEPARATOR}{holder}{TAG_SEPARATOR}{granted_at_ms // 1000}"
+
+
+def _holder_entry(entry: str) -> tuple[int, str, int]:
+    """(tag, holder, granted at in epoch seconds) of a `holders` entry; an older version's
+    entry is the holder alone, or the tag and the holder (granted at 0: not known)."""
+    parts = entry.split(TAG_SEPARATOR)
+    if len(parts) == 1:
+        return 0, entry, 0
+    tag = int(parts[0]) if parts[0].isdigit() else 0
+    granted_s = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+    return tag, parts[1], granted_s
 
 
 TAG_SEPARATOR = "\t"
 # The longest entry a lease adds to an item: its key (8 characters) with its expiry (13
-# digits: 8 bytes), the longest holder with a group's tag (up to 4 digits and a tab), and
-# its fence (up to 10^12 grants: 7 bytes), each in its map with a byte of overhead.
+# digits: 8 bytes), its holder entry (a group's tag of up to 4 digits, the longest holder
+# and a grant time of 10 digits, with two tabs), and its fence (up to 10^12 grants: 7
+# bytes), each in its map with a byte of overhead.
 _SHARD_ENTRY_BYTES = (
-    (KEY_CHARS + 8 + 1) + (KEY_CHARS + 5 + MAX_HOLDER_LENGTH + 1) + (KEY_CHARS + 7 + 1)
+    (KEY_CHARS + 8 + 1)
+    + (KEY_CHARS + 4 + MAX_HOLDER_LENGTH + 10 + 2 + 1)
+    + (KEY_CHARS + 7 + 1)
 )
 _LONGEST_FENCE = 10**12
 
@@ -369,9 +386,8 @@ class DynamoDBLeaseStore(LeaseStore):
         else:
             sets.append("leases.#id = :now + :ttl")
             values[":ttl"] = {"N": str(lease.ttl_ms)}
-        if lease.holder or lease.tag:
-            sets.append("holders.#id = :holder")
-            values[":holder"] = {"S": tagged_holder(lease.tag, lease.holder)}
+        sets.append("holders.#id = :holder")
+        values[":holder"] = {"S": holder_entry(lease.tag, lease.holder, now_ms)}
         return sets, names, values
 
     def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
@@ -485,7 +501,7 @@ class DynamoDBLeaseStore(LeaseStore):
             f"{_WELL_FORMED} AND leases.#id > :now AND leases.#id < :expires"
             " AND NOT begins_with(holders.#id, :lent)"
         )
-        values[":lent"] = {"S": tagged_holder(LENT_TAG, "")}
+        values[":lent"] = {"S": f"{LENT_TAG}{TAG_SEPARATOR}"}
         if fence is not None:
             condition += " AND fences.#id = :fence"
             values[":fence"] = {"N": str(fence)}
@@ -644,6 +660,23 @@ class DynamoDBLeaseStore(LeaseStore):
         except (ClientError, BotoCoreError) as error:
             _unavailable("delete_quota", error)
         return "Attributes" in response
+
+    def _quota_keys(self) -> list[str]:
+        """A Scan of the keys alone (billed by the size of the items it reads, as any scan
+        is): for an operator's listing, never on a lease's path."""
+        keys = []
+        try:
+            pages = self._client.get_paginator("scan").paginate(
+                TableName=self._table,
+                ProjectionExpression="pk",
+                FilterExpression="sk = :quota",
+                ExpressionAttributeValues={":quota": {"S": QUOTA_SORT_KEY}},
+            )
+            for page in pages:
+                keys += [item["pk"]["S"] for item in page.get("Items", [])]
+        except (ClientError, BotoCoreError) as error:
+            _unavailable("list databases", error)
+        return keys
 
 
 def _unavailable(operation: str, error: ClientError | BotoCoreError) -> NoReturn:

@@ -20,9 +20,11 @@ UNITS = {
     Metric.ACQUIRE_WAIT_MS: MetricUnit.Milliseconds,
     Metric.REMAINING_RESERVED: MetricUnit.Count,
     Metric.LEASES_BORROWED: MetricUnit.Count,
+    Metric.LEASES_FORCE_RELEASED: MetricUnit.Count,
 }
-# Remaining connections is the gauge operators watch during a burst: one-second points.
-HIGH_RESOLUTION = {Metric.REMAINING_CONNECTIONS}
+# What operators watch during a burst, a second at a time (`connlease watch` reads the
+# refusals per second): one-second points, at the same price per metric.
+HIGH_RESOLUTION = {Metric.REMAINING_CONNECTIONS, Metric.NO_CONNECTIONS_LEFT}
 DIMENSION = "database"
 GROUP_DIMENSION = "group"
 

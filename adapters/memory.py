@@ -128,7 +128,7 @@ class InMemoryLeaseStore(LeaseStore):
         ttl_ms = self._quotas[database].default_ttl_ms if lease.ttl_ms is None else lease.ttl_ms
         fence = self._fences[database] = self._fences.get(database, 0) + 1
         self._leases[database][lease.id] = Lease(
-            lease.id, lease.holder, now_ms + ttl_ms, fence, tag=lease.tag
+            lease.id, lease.holder, now_ms + ttl_ms, fence, tag=lease.tag, granted_at_ms=now_ms
         )
 
     def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
@@ -241,6 +241,10 @@ class InMemoryLeaseStore(LeaseStore):
             self._claims.pop(database, None)
             self._fences.pop(database, None)
             return self._quotas.pop(database, None) is not None
+
+    def _quota_keys(self) -> list[str]:
+        with self._request("scan", read=True):
+            return list(self._quotas)
 
 
 def _fenced_as(lease: Lease, fence: int | None) -> bool:

@@ -50,6 +50,12 @@ def check_database(database: object) -> str:
     )
 
 
+def is_database_name(key: str) -> bool:
+    """Whether an item's key is a database's own: a shard's (`#`) or a group's (`~`) has a
+    character no database name may."""
+    return len(key) <= MAX_NAME_LENGTH and _NAME.fullmatch(key) is not None
+
+
 def check_lease_id(lease_id: object) -> str:
     return _check_token(
         "lease_id", lease_id, _LEASE_ID, MAX_LEASE_ID_LENGTH, "letters, digits, _ and -"
@@ -138,6 +144,8 @@ class Lease:
     tag: int = 0
     group: str = ""
     borrowed: bool = False
+    # When it was granted (epoch ms, to the second in DynamoDB; 0: an entry from before).
+    granted_at_ms: int = 0
 
     def is_live(self, now_ms: int) -> bool:
         return self.expires_at_ms > now_ms

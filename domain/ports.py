@@ -51,13 +51,14 @@ from .model import (
     ShardLayout,
     check_database,
     check_holder,
+    is_database_name,
     check_limit,
     check_ttl_ms,
     check_wait_ms,
 )
 from .shards import parse_shard_lease_id, shard_item, shard_lease_id
 from .split_quota import SplitQuotas, in_shard
-from .tokens import Token, check_secret, lease_id_of, lease_key, new_secret, parse_token
+from .tokens import Token, check_secret, label, lease_id_of, lease_key, new_secret, parse_token
 
 # How long a store trusts a quota's groups it read: a change of groups (who is reserved,
 # who may borrow) reaches its acquirers within this; a change of any share's limit at once.
@@ -92,6 +93,8 @@ class Metric(StrEnum):
     # a reserved grant, and each lease it borrowed from the pool.
     REMAINING_RESERVED = "RemainingReserved"
     LEASES_BORROWED = "LeasesBorrowed"
+    # An operator's force-release (connlease release): each lease removed without its token.
+    LEASES_FORCE_RELEASED = "LeasesForceReleased"
 
 
 class MetricsSink(ABC):
@@ -707,6 +710,51 @@ class LeaseStore(ABC):
             ),
         )
 
+    def databases(self) -> tuple[str, ...]:
+        """Every database with a quota, sorted (a full scan of the store: for operators,
+        never on a lease's path)."""
+        return tuple(sorted(key for key in self._quota_keys() if is_database_name(key)))
+
+    def force_release(
+        self, database: str, *, holder: str | None = None, lease: str | None = None
+    ) -> tuple[Lease, ...]:
+        """An operator's release, without the holder's token: every lease of `holder`, or
+        the one lease whose id or label (domain.tokens.label) is `lease`. Each is removed
+        only as the grant it is now (its fence), so a lease granted anew meanwhile stays.
+        The leases removed; a lease that ends meanwhile is left out. A label that names
+        several leases is an InvalidInput, and nothing is removed."""
+        check_database(database)
+        if (holder is None) == (lease is None):
+            raise InvalidInput("holder", "give a holder or a lease, one of the two")
+        if holder is not None:
+            check_holder(holder)
+        leases = self.status(database).leases
+        if holder is not None:
+            chosen = [found for found in leases if found.holder == holder]
+        else:
+            assert lease is not None
+            chosen = [found for found in leases if found.id == lease] or [
+                found for found in leases if label(found.id) == lease
+            ]
+            if len(chosen) > 1:
+                raise InvalidInput(
+                    "lease", f"{lease!r} names {len(chosen)} leases; give its holder instead"
+                )
+        removed = []
+        for found in chosen:
+            # A group's reserved or lent lease lives in the group's share; the rest in the pool.
+            in_share = found.group and (not found.borrowed or found.tag == LENT_TAG)
+            quota = reserved_quota(database, found.group) if in_share else database
+            shard = parse_shard_lease_id(found.id)
+            with suppress(UnknownDatabase):  # its share or shard went: so did the lease
+                if shard is None:
+                    if self._remove(quota, found.id, found.fence):
+                        removed.append(found)
+                elif self._remove(shard_item(quota, shard[0]), shard[1], found.fence):
+                    self._split.freed(quota, shard[0])
+                    removed.append(found)
+        return tuple(removed)
+
     def _status_of(self, root: QuotaState) -> QuotaStatus:
         if root.layout is None:
             return root.status(self._clock.now_ms())
@@ -1015,6 +1063,10 @@ class LeaseStore(ABC):
 
     @abstractmethod
     def _delete_quota(self, database: str) -> bool: ...
+
+    @abstractmethod
+    def _quota_keys(self) -> Iterable[str]:
+        """The key of every item: databases', shards' and groups' alike."""
 
     @abstractmethod
     def _write_groups(self, database: str, groups: Groups, seen: int) -> bool:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from botocore.config import Config
 
-from adapters.aws import INVOKE_CONFIG, SDK_CONFIG, sdk_client
+from adapters.aws import INVOKE_CONFIG, SDK_CONFIG, AwsAccess, sdk_client
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.emf import EmfMetricsSink
@@ -233,3 +233,48 @@ def build_harness(settings: HarnessSettings) -> Harness:
         max_pool_connections=settings.max_concurrency,
     )
     return Harness(settings, lambda_client(config))
+
+
+@dataclass(frozen=True)
+class Console:
+    """Everything the operator's command line (cli/) works with."""
+
+    aws: AwsAccess
+    store: LeaseStore
+    clock: Clock
+    metrics: MetricsSink  # PutMetricData: the command line writes no EMF log
+    leases_table: str
+    outputs: dict[str, str]  # the stack's, when one was named
+
+
+CONSOLE_SERVICE = "connlease-cli"
+
+
+def build_console(
+    aws: AwsAccess, leases_table: str, outputs: dict[str, str], namespace: str
+) -> Console:
+    from adapters.cloudwatch import CloudWatchMetricsSink  # noqa: PLC0415
+
+    clock = SystemClock()
+    return Console(
+        aws=aws,
+        store=DynamoDBLeaseStore(aws.client("dynamodb"), leases_table, clock),
+        clock=clock,
+        metrics=CloudWatchMetricsSink(aws.client("cloudwatch"), namespace, CONSOLE_SERVICE),
+        leases_table=leases_table,
+        outputs=outputs,
+    )
+
+
+def operator_mysql(
+    aws: AwsAccess, endpoint: MySqlEndpoint, secret_id: str | None, tls: bool
+) -> MySqlConnector:
+    """An operator's MySQL connection: the login in `secret_id` (read with the operator's
+    own AWS access) when given, else the endpoint's user and password."""
+    from adapters.mysql import MySqlConnector, tls_context  # noqa: PLC0415
+    from adapters.secrets import SecretCredentials  # noqa: PLC0415
+
+    credentials = None
+    if secret_id:
+        credentials = SecretCredentials(aws.client("secretsmanager"), secret_id)
+    return MySqlConnector(endpoint, tls_context() if tls else None, credentials)

@@ -119,6 +119,7 @@ class LeaseDoc(_Answer):
     fence: int = Field(0, ge=0, le=MAX_FENCE)
     group: str = ""
     borrowed: bool = False
+    granted_at_ms: int = Field(0, ge=0, le=2**53)  # 0: not known (an entry from before)
 
     @classmethod
     def of(cls, lease: Lease, *, labelled: bool = False) -> LeaseDoc:
@@ -129,6 +130,7 @@ class LeaseDoc(_Answer):
             fence=lease.fence,
             group=lease.group,
             borrowed=lease.borrowed,
+            granted_at_ms=lease.granted_at_ms,
         )
 
     def to_domain(self) -> Lease:
@@ -139,6 +141,7 @@ class LeaseDoc(_Answer):
             self.fence,
             group=self.group,
             borrowed=self.borrowed,
+            granted_at_ms=self.granted_at_ms,
         )
 
 

@@ -50,16 +50,15 @@ def test_an_attribute_value_is_sized_as_dynamodb_documents(
     assert value_size(value) == size
 
 
-def test_a_quota_item_with_one_lease_is_126_bytes_as_worked_out_by_hand() -> None:
-    state = QuotaState(
-        "orders-mysql",
-        Quota(limit=100, default_ttl_ms=60_000),
-        (Lease("4Q0RdejA", "orders-fn/8f14e45f", 1_795_746_289_236, fence=1),),
-        fence=1,
+def test_a_quota_item_with_one_lease_is_139_bytes_as_worked_out_by_hand() -> None:
+    lease = Lease(
+        "4Q0RdejA", "orders-fn/8f14e45f", 1_795_746_289_236, fence=1, granted_at_ms=1_795_746_229_236
     )
-    # pk 2+12, sk 2+5, limit 5+2, ttl_ms 6+2, leases 6+3+(8+8+1), holders 7+3+(8+18+1),
-    # fences 6+3+(8+2+1) (the lease's fence, 1: one digit, 1 byte plus 1), fence 5+2
-    assert item_size(quota_item(state)) == 14 + 7 + 7 + 8 + 26 + 37 + 20 + 7 == 126
+    state = QuotaState("orders-mysql", Quota(limit=100, default_ttl_ms=60_000), (lease,), fence=1)
+    # pk 2+12, sk 2+5, limit 5+2, ttl_ms 6+2, leases 6+3+(8+8+1), holders 7+3+(8+31+1)
+    # (tag 0, tab, the holder, tab, 10 digits of seconds), fences 6+3+(8+2+1) (the lease's
+    # fence, 1: one digit, 1 byte plus 1), fence 5+2
+    assert item_size(quota_item(state)) == 14 + 7 + 7 + 8 + 26 + 50 + 20 + 7 == 139
 
 
 def test_writes_are_billed_per_started_kilobyte_of_the_larger_image() -> None:

@@ -1,0 +1,261 @@
+"""What every command shares: the Typer app, where to act (profile, region, endpoint,
+stack or table), one-line errors with the exit codes scripts rely on, and output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import click
+import typer
+from rich.console import Console as Terminal
+from typer.core import TyperGroup
+
+from adapters.aws import AwsAccess, AwsSetupError
+from adapters.cloudformation import StackNotUsable, stack_outputs
+from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint
+from adapters.secrets import SecretUnavailable
+from domain import ConnleaseError, InvalidInput, UnknownDatabase
+from service.bootstrap import Console, build_console, operator_mysql
+
+# Exit codes: 0 done, 1 refused or not found (or a service failed), 2 bad usage.
+REFUSED = 1
+BAD_USAGE = 2
+
+# `--local`: the local stack as `make local` serves it (every service at one address).
+LOCAL_ENDPOINT_URL = "http://127.0.0.1:4566"
+LOCAL_REGION = "us-east-1"
+LOCAL_TABLE = "connlease-leases"
+LOCAL_CREDENTIALS = ("local", "local")
+NAMESPACE = "connlease"  # the template's POWERTOOLS_METRICS_NAMESPACE
+
+out = Terminal(highlight=False)
+err = Terminal(stderr=True, highlight=False)
+
+
+class CliError(Exception):
+    """A one-line answer and an exit code: what every failure of a command becomes."""
+
+    def __init__(self, message: str, code: int = REFUSED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class OneLineErrors(TyperGroup):
+    """Click's usage errors as one line (`connlease: error: ...`) and exit 2, not a
+    boxed usage screen: scripts read the exit code, people the line."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as error:
+            click.echo(error.format_message(), err=True)
+            sys.exit(BAD_USAGE)
+        except click.ClickException as error:
+            click.echo(f"connlease: error: {error.format_message()}", err=True)
+            sys.exit(error.exit_code)
+        except click.exceptions.Abort:
+            click.echo("connlease: stopped", err=True)
+            sys.exit(REFUSED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    name="connlease",
+    cls=OneLineErrors,
+    help="Operate connlease quotas: leases of MySQL connections for Lambda functions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def answering(command: Callable[P, R]) -> Callable[P, R]:
+    """Every failure of a command as one line on stderr and its exit code."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except CliError as error:
+            fail(str(error), error.code)
+        except InvalidInput as error:
+            fail(str(error), BAD_USAGE)
+        except AwsSetupError as error:
+            fail(str(error), BAD_USAGE)
+        except UnknownDatabase as error:
+            fail(f"no quota for database {error.database!r} (connlease status lists them)")
+        except StackNotUsable as error:
+            fail(str(error))
+        except (SecretUnavailable, DatabaseError) as error:
+            fail(f"MySQL: {error}")
+        except ConnleaseError as error:
+            fail(str(error))
+
+    return run
+
+
+def fail(message: str, code: int = REFUSED) -> NoReturn:
+    err.print(f"connlease: error: {message}", markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def confirm(question: str, refused: str) -> None:
+    """Ask at the terminal; no answer (no terminal, end of input) is a no."""
+    try:
+        agreed = typer.confirm(question, default=False)
+    except click.exceptions.Abort:
+        agreed = False
+    if not agreed:
+        raise CliError(f"{refused} (--yes skips the question)", REFUSED)
+
+
+def print_json(document: object) -> None:
+    """JSON for scripts: plain stdout, no colour, no wrapping."""
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+# Where to act: the same options on every command, after it or before its arguments.
+Profile = Annotated[
+    str | None,
+    typer.Option(help="AWS profile (default: AWS_PROFILE, then the default profile)."),
+]
+Region = Annotated[
+    str | None, typer.Option(help="AWS region (default: AWS_REGION, then the profile's).")
+]
+EndpointUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint-url",
+        envvar="AWS_ENDPOINT_URL",
+        help="One endpoint for every AWS service (a local stack's).",
+    ),
+]
+Local = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help=f"The local stack (`make local`): {LOCAL_ENDPOINT_URL}, table {LOCAL_TABLE}.",
+    ),
+]
+Stack = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CONNLEASE_STACK",
+        help="A deployed connlease stack: its outputs name the tables and MySQL.",
+    ),
+]
+Table = Annotated[
+    str | None,
+    typer.Option(envvar="LEASES_TABLE_NAME", help="The leases table, by name."),
+]
+Json = Annotated[bool, typer.Option("--json", help="JSON on stdout, for scripts.")]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a command acts, as its options say."""
+
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    local: bool = False
+    stack: str | None = None
+    table: str | None = None
+
+    def console(self) -> Console:
+        endpoint = self.endpoint_url or (LOCAL_ENDPOINT_URL if self.local else None)
+        aws = AwsAccess(
+            self.profile,
+            self.region or (LOCAL_REGION if self.local else None),
+            endpoint,
+            fallback_credentials=LOCAL_CREDENTIALS if self.local else None,
+        )
+        outputs = stack_outputs(aws.client("cloudformation"), self.stack) if self.stack else {}
+        table = (
+            self.table or outputs.get("LeasesTableName") or (LOCAL_TABLE if self.local else None)
+        )
+        if table is None:
+            raise CliError(
+                "say where the leases are: --stack NAME, --table NAME (or LEASES_TABLE_NAME),"
+                " or --local",
+                BAD_USAGE,
+            )
+        return build_console(aws, table, outputs, NAMESPACE)
+
+
+# MySQL, for `set --percent` and `reconcile`: the options, else the functions' own DB_*
+# variables, else the stack's outputs (its endpoint, and the secret RDS keeps).
+MysqlHost = Annotated[
+    str | None, typer.Option("--mysql-host", envvar="DB_HOST", help="MySQL host.")
+]
+MysqlPort = Annotated[
+    int | None, typer.Option("--mysql-port", envvar="DB_PORT", help="MySQL port (3306).")
+]
+MysqlUser = Annotated[
+    str | None,
+    typer.Option("--mysql-user", envvar="DB_USER", help="MySQL user, without a secret (root)."),
+]
+MysqlPassword = Annotated[
+    str | None,
+    typer.Option(
+        "--mysql-password",
+        envvar="DB_PASSWORD",
+        help="MySQL password, without a secret (better: DB_PASSWORD).",
+        show_default=False,
+    ),
+]
+MysqlSecret = Annotated[
+    str | None,
+    typer.Option(
+        "--mysql-secret",
+        envvar="DB_SECRET_ARN",
+        help="A Secrets Manager secret with username and password (as RDS writes it).",
+    ),
+]
+MysqlDatabase = Annotated[
+    str | None, typer.Option("--mysql-database", envvar="DB_NAME", help="Schema (test).")
+]
+MysqlTls = Annotated[
+    bool, typer.Option("--mysql-tls/--no-mysql-tls", envvar="DB_TLS", help="Connect over TLS.")
+]
+
+
+@dataclass(frozen=True)
+class MysqlOptions:
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    secret: str | None = None
+    database: str | None = None
+    tls: bool = False
+
+    def connector(self, console: Console) -> MySqlConnector:
+        """A connector as these options, or else the stack's outputs, say."""
+        outputs = console.outputs
+        host = self.host or outputs.get("DatabaseEndpoint")
+        if not host:
+            raise CliError("say where MySQL is: --mysql-host (or DB_HOST), or --stack", BAD_USAGE)
+        port = self.port or int(outputs.get("DatabasePort", "3306"))
+        if not 1 <= port <= 65535:
+            raise CliError(f"--mysql-port {port} is not a port (1-65535)", BAD_USAGE)
+        endpoint = MySqlEndpoint(
+            host=host,
+            port=port,
+            user=self.user or "root",
+            password=self.password or "",
+            database=self.database or "test",
+            connect_timeout_s=5,
+        )
+        secret = self.secret or (None if self.user else outputs.get("DatabaseSecretArn"))
+        return operator_mysql(console.aws, endpoint, secret, self.tls or bool(outputs))

@@ -1,0 +1,101 @@
+"""`connlease release`: an operator's force-release of a stuck lease, without its token.
+
+It is an operator's act, and is seen as one: a WARNING log line (who, what, whose) on
+stderr, and the LeasesForceReleased metric (dimensions service=connlease-cli, database)
+that the dashboard graphs beside the reclaimed leases."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import replace
+from typing import Annotated
+
+import typer
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cli.app import (
+    BAD_USAGE,
+    CliError,
+    EndpointUrl,
+    Local,
+    Profile,
+    Region,
+    Stack,
+    Table,
+    Where,
+    answering,
+    app,
+    confirm,
+    err,
+    out,
+)
+from cli.render import lease_doc, leases_table
+from domain import ConnleaseError
+from domain.ports import Metric
+from domain.tokens import label
+from service.bootstrap import CONSOLE_SERVICE, Console
+
+logger = Logger(service=CONSOLE_SERVICE, logger_handler=logging.StreamHandler(sys.stderr))
+
+
+@app.command()
+@answering
+def release(
+    database: Annotated[str, typer.Argument(help="The quota's database.")],
+    holder: Annotated[str | None, typer.Option(help="Release every lease of this holder.")] = None,
+    lease: Annotated[
+        str | None, typer.Option(help="Release the lease with this label (connlease leases).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+    profile: Profile = None,
+    region: Region = None,
+    endpoint_url: EndpointUrl = None,
+    local: Local = False,
+    stack: Stack = None,
+    table: Table = None,
+) -> None:
+    """Force-release a holder's leases, or one lease, without their token; logged and
+    counted (LeasesForceReleased). Its holder's next renewal finds the lease lost."""
+    if (holder is None) == (lease is None):
+        raise CliError("give --holder or --lease, one of the two", BAD_USAGE)
+    console = Where(profile, region, endpoint_url, local, stack, table).console()
+    status = console.store.status(database)
+    chosen = [
+        found
+        for found in status.leases
+        if found.holder == holder or (lease is not None and lease in (found.id, label(found.id)))
+    ]
+    if not chosen:
+        what = f"holder {holder!r}" if holder is not None else f"lease {lease!r}"
+        raise CliError(f"no lease of {what} in quota {database!r} (connlease leases lists them)")
+    if lease is not None and len(chosen) > 1:
+        raise CliError(f"{lease!r} names {len(chosen)} leases: give --holder instead", BAD_USAGE)
+    out.print(leases_table(replace(status, leases=tuple(chosen)), console.clock.now_ms()))
+    if not yes:
+        confirm(f"Force-release {len(chosen)} lease(s)?", "not released")
+    removed = console.store.force_release(database, holder=holder, lease=lease)
+    now_ms = console.clock.now_ms()
+    operator = _operator(console)
+    for found in removed:
+        logger.warning(
+            "operator force-release",
+            extra={"database": database, "operator": operator, **lease_doc(found, now_ms)},
+        )
+    if removed:
+        try:
+            console.metrics.record(Metric.LEASES_FORCE_RELEASED, len(removed), database)
+        except ConnleaseError as error:
+            err.print(f"connlease: warning: the metric was not written: {error}", markup=False)
+    if not removed:
+        raise CliError("released nothing: the lease ended or was released meanwhile")
+    out.print(f"released {len(removed)} lease(s) of {database}")
+
+
+def _operator(console: Console) -> str:
+    """Who acts, for the log line: the caller's ARN, as CloudTrail names it."""
+    try:
+        return str(console.aws.client("sts").get_caller_identity()["Arn"])
+    except (ClientError, BotoCoreError, ConnleaseError, KeyError):
+        return "unknown"

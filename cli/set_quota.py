@@ -1,0 +1,193 @@
+"""`connlease set`: change a quota (its limit, default TTL and groups) in place, without a
+redeploy; live leases are kept, and a quota lowered below them drains as they end."""
+
+from __future__ import annotations
+
+import re
+from contextlib import closing
+from typing import Annotated
+
+import typer
+
+from adapters.mysql import MySqlConnector, server_variable
+from cli.app import (
+    BAD_USAGE,
+    CliError,
+    EndpointUrl,
+    Json,
+    Local,
+    MysqlDatabase,
+    MysqlHost,
+    MysqlOptions,
+    MysqlPassword,
+    MysqlPort,
+    MysqlSecret,
+    MysqlTls,
+    MysqlUser,
+    Profile,
+    Region,
+    Stack,
+    Table,
+    Where,
+    answering,
+    app,
+    confirm,
+    out,
+    print_json,
+)
+from cli.render import groups_table, span, status_doc, status_table
+from domain import InvalidInput, Quota, QuotaStatus, UnknownDatabase
+from domain.groups import Groups, Reservation, format_reservations, parse_reservations
+from domain.model import MAX_LIMIT, check_limit, check_ttl_ms
+
+# A new quota's default lease TTL, as the template's DefaultLeaseTtlMs.
+NEW_QUOTA_TTL_MS = 60_000
+_DURATION = re.compile(r"(\d{1,9})(ms|s|m|h)?")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1}
+
+
+def parse_duration_ms(text: str, option: str) -> int:
+    """`900`, `900ms`, `30s`, `5m`, `1h`: milliseconds."""
+    found = _DURATION.fullmatch(text.strip())
+    if found is None:
+        raise CliError(f"{option} {text!r}: write milliseconds or 30s, 5m, 1h", BAD_USAGE)
+    return check_ttl_ms(int(found.group(1)) * _UNIT_MS[found.group(2)], option.lstrip("-"))
+
+
+@app.command("set")
+@answering
+def set_quota(
+    database: Annotated[str, typer.Argument(help="The quota's database (created if new).")],
+    limit: Annotated[int | None, typer.Option(help="Leases allowed at once.")] = None,
+    percent: Annotated[
+        int | None,
+        typer.Option(help="Limit as this percent of MySQL's max_connections (1-100)."),
+    ] = None,
+    ttl: Annotated[
+        str | None, typer.Option(help="Default lease TTL: milliseconds, or 30s, 5m, 1h.")
+    ] = None,
+    reserve: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A group's reservation, GROUP=N[:max=M][:borrow|:noborrow][:lend=MS];"
+            " once per group. The groups given replace the quota's.",
+        ),
+    ] = None,
+    no_groups: Annotated[bool, typer.Option(help="Remove every group's reservation.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before changing.")] = False,
+    as_json: Json = False,
+    profile: Profile = None,
+    region: Region = None,
+    endpoint_url: EndpointUrl = None,
+    local: Local = False,
+    stack: Stack = None,
+    table: Table = None,
+    mysql_host: MysqlHost = None,
+    mysql_port: MysqlPort = None,
+    mysql_user: MysqlUser = None,
+    mysql_password: MysqlPassword = None,
+    mysql_secret: MysqlSecret = None,
+    mysql_database: MysqlDatabase = None,
+    mysql_tls: MysqlTls = False,
+) -> None:
+    """Set a quota's limit (--limit N, or --percent P of MySQL's max_connections), its
+    default TTL and its groups; asks first unless --yes."""
+    # Everything the command line alone can check, before any call.
+    if (limit is None) == (percent is None):
+        raise CliError("give one of --limit N or --percent P", BAD_USAGE)
+    if limit is not None:
+        check_limit(limit)
+    if percent is not None and not 1 <= percent <= 100:
+        raise CliError(f"--percent {percent}: must be between 1 and 100", BAD_USAGE)
+    ttl_ms = None if ttl is None else parse_duration_ms(ttl, "--ttl")
+    groups = _groups(reserve, no_groups)
+    console = Where(profile, region, endpoint_url, local, stack, table).console()
+    if percent is not None:
+        mysql = MysqlOptions(
+            mysql_host,
+            mysql_port,
+            mysql_user,
+            mysql_password,
+            mysql_secret,
+            mysql_database,
+            mysql_tls,
+        )
+        limit = _percent_of_max_connections(mysql.connector(console), percent)
+    assert limit is not None
+    try:
+        before: QuotaStatus | None = console.store.status(database)
+    except UnknownDatabase:
+        before = None
+    quota = Quota(limit, ttl_ms or (before.default_ttl_ms if before else NEW_QUOTA_TTL_MS))
+    if groups:
+        Groups().replaced(groups, limit)  # above the limit: said now, nothing written
+    elif groups is None and before is not None and before.groups is not None:
+        reserved = sum(view.reserved for view in before.groups.groups if not view.retired)
+        if reserved > limit:
+            raise InvalidInput(
+                "limit",
+                f"is {limit}, below the {reserved} leases reserved for groups:"
+                " lower them too (--reserve) or remove them (--no-groups)",
+            )
+    for line in _plan(database, before, quota, groups):
+        out.print(line)
+    if not yes:
+        confirm("Apply?", "not changed")
+    after = console.store.set_quota(database, quota, groups)
+    if as_json:
+        print_json(status_doc(after, console.clock.now_ms()))
+        return
+    out.print(status_table([after], console.clock.now_ms()))
+    shown = groups_table(after)
+    if shown is not None:
+        out.print(shown)
+
+
+def _groups(reserve: list[str] | None, no_groups: bool) -> tuple[Reservation, ...] | None:
+    """The groups to set: None keeps the quota's, () removes them."""
+    if reserve and no_groups:
+        raise CliError("give --reserve or --no-groups, not both", BAD_USAGE)
+    if no_groups:
+        return ()
+    if not reserve:
+        return None
+    groups = parse_reservations(",".join(reserve))
+    Groups().replaced(groups, MAX_LIMIT)  # names, numbers, duplicates; the limit later
+    return groups
+
+
+def _percent_of_max_connections(connect: MySqlConnector, percent: int) -> int:
+    with closing(connect()) as connection:
+        max_connections = server_variable(connection, "max_connections")
+    limit = max(1, max_connections * percent // 100)
+    out.print(
+        f"MySQL {connect.describe()}: max_connections {max_connections};"
+        f" {percent}% of it is a limit of {limit}"
+    )
+    return limit
+
+
+def _plan(
+    database: str,
+    before: QuotaStatus | None,
+    quota: Quota,
+    groups: tuple[Reservation, ...] | None,
+) -> list[str]:
+    """What the change does, said before it is made."""
+    if before is None:
+        lines = [f"{database}: a new quota of {quota.limit}, leases {span(quota.default_ttl_ms)}"]
+    else:
+        lines = [
+            f"{database}: limit {before.limit} -> {quota.limit},"
+            f" default TTL {span(before.default_ttl_ms)} -> {span(quota.default_ttl_ms)};"
+            f" {before.in_use} in use now"
+        ]
+        if before.in_use > quota.limit:
+            lines.append(
+                f"  the quota will drain: {before.in_use} leases are held and the new limit is"
+                f" {quota.limit}; none is taken away, and no new lease is granted until fewer"
+                f" than {quota.limit} are held"
+            )
+    if groups is not None:
+        lines.append(f"  groups: {format_reservations(groups) or 'none'}")
+    return lines

@@ -4,6 +4,7 @@ try) from one that will not pass by itself."""
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import cache
 from typing import Any
@@ -175,7 +176,8 @@ class AwsAccess:
         local stack accepts any)."""
         self.endpoint_url = endpoint_url
         self._session = botocore.session.Session(profile=profile)
-        self._region = region
+        # AWS_REGION as well as botocore's AWS_DEFAULT_REGION: Lambda and the newer SDKs set it.
+        self._region = region or os.environ.get("AWS_REGION") or None
         self._fallback = fallback_credentials
         self._lock = threading.Lock()
 

@@ -281,6 +281,61 @@ def user_connections(connection: pymysql.connections.Connection[Any], user: str)
         raise DatabaseError.of(error) from error
 
 
+# Rows of the process list that hold no connection slot of their user: one still logging
+# in (user_connections says why), one being killed, and the server's own threads (the
+# event scheduler's).
+_NOT_A_CONNECTION = "COMMAND NOT IN ('Connect', 'Killed', 'Daemon')"
+
+
+@dataclass(frozen=True)
+class ServerConnection:
+    """One connection in the server's process list."""
+
+    id: int
+    user: str
+    host: str
+    command: str  # Sleep for an idle one, Query while it runs a statement
+    seconds: int  # in its current command: for an idle one, since its last statement
+
+
+def connections_by_user(connection: pymysql.connections.Connection[Any]) -> dict[str, int]:
+    """Every user's connections, most first, as user_connections counts them; the
+    querying connection is left out, so an operator's count shows only the others. Only
+    an account with PROCESS sees other users' connections."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT USER, COUNT(*) FROM information_schema.PROCESSLIST"
+                f" WHERE {_NOT_A_CONNECTION} AND ID <> CONNECTION_ID()"
+                " GROUP BY USER ORDER BY COUNT(*) DESC, USER"
+            )
+            return {str(user): int(count) for user, count in cursor.fetchall()}
+    except pymysql.err.MySQLError as error:
+        raise DatabaseError.of(error) from error
+
+
+def connections_of(
+    connection: pymysql.connections.Connection[Any], user: str
+) -> list[ServerConnection]:
+    """`user`'s connections, the longest in their current command first; the querying
+    connection is left out."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT ID, USER, HOST, COMMAND, TIME FROM information_schema.PROCESSLIST"
+                f" WHERE USER = %s AND {_NOT_A_CONNECTION} AND ID <> CONNECTION_ID()"
+                " ORDER BY TIME DESC, ID",
+                (user,),
+            )
+            rows = cursor.fetchall()
+    except pymysql.err.MySQLError as error:
+        raise DatabaseError.of(error) from error
+    return [
+        ServerConnection(int(id_), str(user_), str(host or ""), str(command), int(seconds or 0))
+        for id_, user_, host, command, seconds in rows
+    ]
+
+
 def grant_target(database: str) -> str:
     """`database`.* for GRANT: a quoted identifier, with `_` and `%` escaped, since GRANT
     reads them as wildcards in a database name (`my_db` would also match `myXdb`)."""

@@ -311,6 +311,10 @@ class LocalLambda(LoopbackService):
         path = self._functions[function].log_path
         return path.read_text().splitlines() if path.exists() else []
 
+    def log_files(self) -> list[Path]:
+        """Each function's log file, written once its first environment starts."""
+        return [function.log_path for function in self._functions.values()]
+
     def busy(self, function: str) -> int:
         """Environments of the function running an invocation right now."""
         return self._functions[function].busy

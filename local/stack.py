@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Self
 from adapters.dynamodb import create_table
 from adapters.mysql import MySqlEndpoint
 from local.dynamodb import EmbeddedDynamoDB, create_idempotency_table
+from local.emf_relay import EmfRelay, cloudwatch_client
 from local.lambda_endpoint import FunctionSpec, LocalLambda
 
 if TYPE_CHECKING:
@@ -135,6 +136,10 @@ class LocalStack:
     tables: Tables = field(default_factory=Tables)
     log_dir: Path | None = None
     dynamodb: EmbeddedDynamoDB = field(default_factory=EmbeddedDynamoDB)
+    # The functions' EMF lines as metrics in the embedded CloudWatch (local.emf_relay).
+    # Off unless asked: its PutMetricData calls queue with DynamoDB's requests behind the
+    # server's one lock, which load runs and benchmarks would measure.
+    relay_metrics: bool = False
     _exit: ExitStack = field(default_factory=ExitStack)
     lambdas: LocalLambda | None = None
 
@@ -154,6 +159,8 @@ class LocalStack:
                     environment={"AWS_ENDPOINT_URL_DYNAMODB": url},
                 )
             )
+            if self.relay_metrics:
+                started.enter_context(EmfRelay(cloudwatch_client(url), self.lambdas.log_files))
             self._exit = started.pop_all()
         return self
 

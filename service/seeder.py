@@ -21,6 +21,8 @@ Properties (CloudFormation passes strings):
                      are); absent: the quota keeps the groups it has. The reservations
                      are checked against the limit (LimitPercent's as computed) before
                      anything is written: Employees, the application user or the quota
+  InstanceClass      the database's instance class, recorded in Data: a new one makes
+                     CloudFormation send an Update, which recomputes LimitPercent
 
 With an application user configured (DB_APP_SECRET_ARN, or locally DB_APP_PASSWORD), Create
 and Update also create or update that user: its secret's password, only the privileges
@@ -88,6 +90,9 @@ class SeedProperties(BaseModel):
     other_connections: int = Field(5, alias="OtherConnections", ge=0, le=1000)
     # The template's Groups parameter: "" means no groups, None (absent) keeps the quota's.
     groups: str | None = Field(None, alias="Groups")
+    # The database's instance class, only recorded: its change is what makes CloudFormation
+    # send an Update, so that LimitPercent follows the new class's max_connections.
+    instance_class: str | None = Field(None, alias="InstanceClass")
 
     @field_validator("database")
     @classmethod
@@ -232,6 +237,8 @@ def put_seed(event: dict[str, Any]) -> str:
     logger.append_keys(database=database)
     tracer.put_annotation("database", database)
     data: dict[str, Any] = {"Database": database}
+    if properties.instance_class is not None:
+        data["InstanceClass"] = properties.instance_class
     max_connections: int | None = None
     app_login = app.app_login
     needs_mysql = properties.seed_employees or properties.limit_percent is not None

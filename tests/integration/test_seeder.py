@@ -133,6 +133,11 @@ def max_connections() -> int:
         return server_variable(connection, "max_connections")
 
 
+def set_max_connections(n: int) -> None:
+    with closing(MySqlConnector(MYSQL, None)()) as connection, connection.cursor() as cursor:
+        cursor.execute("SET GLOBAL max_connections = %s", (n,))
+
+
 def test_create_with_a_limit_writes_the_quota_and_seeds_ten_employees(
     catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
 ) -> None:
@@ -212,6 +217,37 @@ def test_an_update_that_changes_the_limit_keeps_live_leases(
     ) == (8, 14)
     status = store.status(database)
     assert (status.limit, status.in_use, status.remaining) == (9, 1, 8)
+    assert [lease.id for lease in status.leases] == [held.lease.id]
+
+
+def test_an_update_for_a_new_instance_class_takes_limit_percent_of_its_max_connections(
+    catcher: ResponseCatcher, store: DynamoDBLeaseStore, database: str
+) -> None:
+    old = {"Database": database, "LimitPercent": 10, "InstanceClass": "db.t4g.micro"}
+    created = send(catcher, "Create", old)
+    held = store.acquire(database, "orders-fn/req-1", ttl_ms=60_000)
+    assert isinstance(held, Granted)
+    before = max_connections()
+    # The new class's memory, as RDS sees it: a higher max_connections (raised, so that no
+    # other test's connection is refused meanwhile), put back whatever happens.
+    bigger = before + 50
+    try:
+        set_max_connections(bigger)
+        new = old | {"InstanceClass": "db.r6g.large"}
+        updated = send(catcher, "Update", new, created["PhysicalResourceId"], old)
+    finally:
+        set_max_connections(before)
+
+    assert created["Status"] == "SUCCESS", created["Reason"]
+    assert created["Data"]["InstanceClass"] == "db.t4g.micro"
+    assert created["Data"]["Limit"] == before * 10 // 100
+    assert updated["Status"] == "SUCCESS", updated["Reason"]
+    assert updated["PhysicalResourceId"] == created["PhysicalResourceId"]
+    assert updated["Data"]["InstanceClass"] == "db.r6g.large"
+    assert updated["Data"]["MaxConnections"] == bigger
+    assert updated["Data"]["Limit"] == bigger * 10 // 100 != before * 10 // 100
+    status = store.status(database)
+    assert (status.limit, status.in_use) == (bigger * 10 // 100, 1)
     assert [lease.id for lease in status.leases] == [held.lease.id]
 
 

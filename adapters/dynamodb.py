@@ -264,9 +264,7 @@ TAG_SEPARATOR = "\t"
 # and a grant time of 10 digits, with two tabs), and its fence (up to 10^12 grants: 7
 # bytes), each in its map with a byte of overhead.
 _SHARD_ENTRY_BYTES = (
-    (KEY_CHARS + 8 + 1)
-    + (KEY_CHARS + 4 + MAX_HOLDER_LENGTH + 10 + 2 + 1)
-    + (KEY_CHARS + 7 + 1)
+    (KEY_CHARS + 8 + 1) + (KEY_CHARS + 4 + MAX_HOLDER_LENGTH + 10 + 2 + 1) + (KEY_CHARS + 7 + 1)
 )
 _LONGEST_FENCE = 10**12
 

@@ -51,10 +51,10 @@ from .model import (
     ShardLayout,
     check_database,
     check_holder,
-    is_database_name,
     check_limit,
     check_ttl_ms,
     check_wait_ms,
+    is_database_name,
 )
 from .shards import parse_shard_lease_id, shard_item, shard_lease_id
 from .split_quota import SplitQuotas, in_shard

@@ -52,7 +52,11 @@ def test_an_attribute_value_is_sized_as_dynamodb_documents(
 
 def test_a_quota_item_with_one_lease_is_139_bytes_as_worked_out_by_hand() -> None:
     lease = Lease(
-        "4Q0RdejA", "orders-fn/8f14e45f", 1_795_746_289_236, fence=1, granted_at_ms=1_795_746_229_236
+        "4Q0RdejA",
+        "orders-fn/8f14e45f",
+        1_795_746_289_236,
+        fence=1,
+        granted_at_ms=1_795_746_229_236,
     )
     state = QuotaState("orders-mysql", Quota(limit=100, default_ttl_ms=60_000), (lease,), fence=1)
     # pk 2+12, sk 2+5, limit 5+2, ttl_ms 6+2, leases 6+3+(8+8+1), holders 7+3+(8+31+1)

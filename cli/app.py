@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
-import click
 import typer
 from rich.console import Console as Terminal
 from typer.core import TyperGroup
@@ -33,8 +33,14 @@ LOCAL_TABLE = "connlease-leases"
 LOCAL_CREDENTIALS = ("local", "local")
 NAMESPACE = "connlease"  # the template's POWERTOOLS_METRICS_NAMESPACE
 
-out = Terminal(highlight=False)
-err = Terminal(stderr=True, highlight=False)
+# Names come from callers (a holder is any printable ASCII): never read as markup or emoji.
+out = Terminal(highlight=False, markup=False, emoji=False)
+err = Terminal(stderr=True, highlight=False, markup=False, emoji=False)
+if not sys.stdout.isatty():
+    # A pipe or a log file is not 80 columns wide: names an operator copies (a holder for
+    # `release --holder`) must not be cut short.
+    columns = os.environ.get("COLUMNS", "")
+    out.width = int(columns) if columns.isdigit() else 200
 
 
 class CliError(Exception):
@@ -46,23 +52,28 @@ class CliError(Exception):
 
 
 class OneLineErrors(TyperGroup):
-    """Click's usage errors as one line (`connlease: error: ...`) and exit 2, not a
-    boxed usage screen: scripts read the exit code, people the line."""
+    """Usage errors as one line (`connlease: error: ...`) and exit 2, not a boxed usage
+    screen: scripts read the exit code, people the line. (Typer carries its own Click
+    since 0.29; its errors are TyperExceptions with Click's exit codes.)"""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as error:
-            click.echo(error.format_message(), err=True)
-            sys.exit(BAD_USAGE)
-        except click.ClickException as error:
-            click.echo(f"connlease: error: {error.format_message()}", err=True)
-            sys.exit(error.exit_code)
-        except click.exceptions.Abort:
-            click.echo("connlease: stopped", err=True)
+        except typer.TyperException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # the help, as asked for
+                typer.echo(error.format_message(), err=True)
+            else:
+                typer.echo(f"connlease: error: {_one_line(error.format_message())}", err=True)
+            sys.exit(getattr(error, "exit_code", BAD_USAGE))
+        except typer.Abort:
+            typer.echo("connlease: stopped", err=True)
             sys.exit(REFUSED)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 app = typer.Typer(
@@ -113,7 +124,7 @@ def confirm(question: str, refused: str) -> None:
     """Ask at the terminal; no answer (no terminal, end of input) is a no."""
     try:
         agreed = typer.confirm(question, default=False)
-    except click.exceptions.Abort:
+    except typer.Abort:  # end of input: no answer
         agreed = False
     if not agreed:
         raise CliError(f"{refused} (--yes skips the question)", REFUSED)
@@ -246,7 +257,7 @@ class MysqlOptions:
         host = self.host or outputs.get("DatabaseEndpoint")
         if not host:
             raise CliError("say where MySQL is: --mysql-host (or DB_HOST), or --stack", BAD_USAGE)
-        port = self.port or int(outputs.get("DatabasePort", "3306"))
+        port = self.port if self.port is not None else int(outputs.get("DatabasePort", "3306"))
         if not 1 <= port <= 65535:
             raise CliError(f"--mysql-port {port} is not a port (1-65535)", BAD_USAGE)
         endpoint = MySqlEndpoint(

@@ -164,7 +164,7 @@ def reconcile(
         database=database,
         limit=after.limit,
         live_leases=len(live),
-        expired_leases=after.expired,
+        expired_leases=sum(1 for lease in after.leases if lease.id not in live),
         app_user=user,
         connections=by_user.get(user, 0),
         oldest=tuple(oldest),

@@ -37,7 +37,18 @@ from domain.ports import Metric
 from domain.tokens import label
 from service.bootstrap import CONSOLE_SERVICE, Console
 
-logger = Logger(service=CONSOLE_SERVICE, logger_handler=logging.StreamHandler(sys.stderr))
+
+class _Stderr(logging.Handler):
+    """Lines to whatever sys.stderr is when one is written (a test runner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # logging's own contract: report, never raise
+            self.handleError(record)
+
+
+logger = Logger(service=CONSOLE_SERVICE, logger_handler=_Stderr())
 
 
 @app.command()
@@ -68,8 +79,8 @@ def release(
         if found.holder == holder or (lease is not None and lease in (found.id, label(found.id)))
     ]
     if not chosen:
-        what = f"holder {holder!r}" if holder is not None else f"lease {lease!r}"
-        raise CliError(f"no lease of {what} in quota {database!r} (connlease leases lists them)")
+        what = f"no lease of holder {holder!r}" if holder is not None else f"no lease {lease!r}"
+        raise CliError(f"{what} in quota {database!r} (connlease leases lists them)")
     if lease is not None and len(chosen) > 1:
         raise CliError(f"{lease!r} names {len(chosen)} leases: give --holder instead", BAD_USAGE)
     out.print(leases_table(replace(status, leases=tuple(chosen)), console.clock.now_ms()))

@@ -8,6 +8,7 @@ from contextlib import closing
 from typing import Annotated
 
 import typer
+from rich.console import Console as Terminal
 
 from adapters.mysql import MySqlConnector, server_variable
 from cli.app import (
@@ -32,11 +33,12 @@ from cli.app import (
     answering,
     app,
     confirm,
+    err,
     out,
     print_json,
 )
 from cli.render import groups_table, span, status_doc, status_table
-from domain import InvalidInput, Quota, QuotaStatus, UnknownDatabase
+from domain import CorruptQuota, InvalidInput, LeaseStore, Quota, QuotaStatus, UnknownDatabase
 from domain.groups import Groups, Reservation, format_reservations, parse_reservations
 from domain.model import MAX_LIMIT, check_limit, check_ttl_ms
 
@@ -112,12 +114,11 @@ def set_quota(
             mysql_database,
             mysql_tls,
         )
-        limit = _percent_of_max_connections(mysql.connector(console), percent)
+        limit = _percent_of_max_connections(
+            mysql.connector(console), percent, err if as_json else out
+        )
     assert limit is not None
-    try:
-        before: QuotaStatus | None = console.store.status(database)
-    except UnknownDatabase:
-        before = None
+    before = _current(console.store, database)
     quota = Quota(limit, ttl_ms or (before.default_ttl_ms if before else NEW_QUOTA_TTL_MS))
     if groups:
         Groups().replaced(groups, limit)  # above the limit: said now, nothing written
@@ -129,8 +130,9 @@ def set_quota(
                 f"is {limit}, below the {reserved} leases reserved for groups:"
                 " lower them too (--reserve) or remove them (--no-groups)",
             )
+    say = err if as_json else out  # stdout is the JSON document's alone
     for line in _plan(database, before, quota, groups):
-        out.print(line)
+        say.print(line)
     if not yes:
         confirm("Apply?", "not changed")
     after = console.store.set_quota(database, quota, groups)
@@ -141,6 +143,17 @@ def set_quota(
     shown = groups_table(after)
     if shown is not None:
         out.print(shown)
+
+
+def _current(store: LeaseStore, database: str) -> QuotaStatus | None:
+    """The quota as it is; None for a new one, or one whose item set_quota will rewrite."""
+    try:
+        return store.status(database)
+    except UnknownDatabase:
+        return None
+    except CorruptQuota as error:
+        out.print(f"{database}: its quota item is unreadable ({error.problem}); set rewrites it")
+        return None
 
 
 def _groups(reserve: list[str] | None, no_groups: bool) -> tuple[Reservation, ...] | None:
@@ -156,11 +169,11 @@ def _groups(reserve: list[str] | None, no_groups: bool) -> tuple[Reservation, ..
     return groups
 
 
-def _percent_of_max_connections(connect: MySqlConnector, percent: int) -> int:
+def _percent_of_max_connections(connect: MySqlConnector, percent: int, say: Terminal) -> int:
     with closing(connect()) as connection:
         max_connections = server_variable(connection, "max_connections")
     limit = max(1, max_connections * percent // 100)
-    out.print(
+    say.print(
         f"MySQL {connect.describe()}: max_connections {max_connections};"
         f" {percent}% of it is a limit of {limit}"
     )

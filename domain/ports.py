@@ -744,16 +744,42 @@ class LeaseStore(ABC):
         for found in chosen:
             # A group's reserved or lent lease lives in the group's share; the rest in the pool.
             in_share = found.group and (not found.borrowed or found.tag == LENT_TAG)
-            quota = reserved_quota(database, found.group) if in_share else database
-            shard = parse_shard_lease_id(found.id)
-            with suppress(UnknownDatabase):  # its share or shard went: so did the lease
-                if shard is None:
-                    if self._remove(quota, found.id, found.fence):
-                        removed.append(found)
-                elif self._remove(shard_item(quota, shard[0]), shard[1], found.fence):
-                    self._split.freed(quota, shard[0])
-                    removed.append(found)
+            if self._remove_lease(
+                reserved_quota(database, found.group) if in_share else database, found
+            ):
+                removed.append(found)
+                if found.group and not in_share:
+                    self._remove_ticket(database, found)
         return tuple(removed)
+
+    def _remove_lease(self, quota: str, lease: Lease) -> bool:
+        shard = parse_shard_lease_id(lease.id)
+        with suppress(UnknownDatabase):  # its share or shard went: so did the lease
+            if shard is None:
+                return self._remove(quota, lease.id, lease.fence)
+            if self._remove(shard_item(quota, shard[0]), shard[1], lease.fence):
+                self._split.freed(quota, shard[0])
+                return True
+        return False
+
+    def _remove_ticket(self, database: str, lease: Lease) -> None:
+        """A force-released borrowed lease's ticket, so that its group's max counts it no
+        more. Its key is its holder's secret's, which the store never learns: it is told
+        by its holder and its expiry, which follows the lease's by TICKET_SLACK_MS (the
+        ticket is written, and renewed, just before the lease)."""
+        cap = self._share_status(cap_quota(database, lease.group))
+        if cap is None:  # not a capped group
+            return
+        now_ms = self._clock.now_ms()
+        tickets = [
+            ticket
+            for ticket in cap.leases
+            if ticket.holder == lease.holder and ticket.is_live(now_ms)
+        ]
+        target_ms = lease.expires_at_ms + TICKET_SLACK_MS
+        ticket = min(tickets, key=lambda t: abs(t.expires_at_ms - target_ms), default=None)
+        if ticket is not None:
+            self._remove_lease(cap_quota(database, lease.group), ticket)
 
     def _status_of(self, root: QuotaState) -> QuotaStatus:
         if root.layout is None:

@@ -90,6 +90,13 @@ def root() -> Iterator[pymysql.connections.Connection[Any]]:
         yield connection
 
 
+def connection_id(connection: pymysql.connections.Connection[Any]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        (found,) = cursor.fetchone() or (0,)
+        return int(found)
+
+
 class AppUser:
     """A throwaway application user and the connections opened as it."""
 
@@ -106,7 +113,7 @@ class AppUser:
         )
         opened = [MySqlConnector(endpoint, None)() for _ in range(n)]
         self.open += opened
-        return [connection.thread_id() for connection in opened]
+        return [connection_id(connection) for connection in opened]
 
     def close(self) -> None:
         for connection in self.open:
@@ -302,7 +309,7 @@ def test_the_process_list_leaves_out_the_querying_connection(
     listed = connections_of(root, app_user.name)
     assert sorted(found.id for found in listed) == sorted(ids)
     assert {found.user for found in listed} == {app_user.name}
-    assert root.thread_id() not in {found.id for found in connections_of(root, "root")}
+    assert connection_id(root) not in {found.id for found in connections_of(root, "root")}
 
 
 def test_a_stack_names_the_app_user_through_its_secret() -> None:

@@ -1,0 +1,325 @@
+"""An operator's force-release (`LeaseStore.force_release`), the listing of databases and
+the grant time a lease carries, on both stores: on one item and on a quota split over
+shards, for plain leases and a group's reserved, borrowed and lent ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from adapters.dynamodb import entries_per_shard
+from domain import (
+    Granted,
+    InvalidInput,
+    Lease,
+    LeaseLost,
+    Quota,
+    QuotaStatus,
+    Rejected,
+    Renewed,
+)
+from domain.groups import GROUP_MARK, Reservation
+from domain.shards import SHARD_MARK, parse_shard_lease_id
+from domain.tokens import label, lease_key
+from tests.conftest import StoreUnderTest
+
+pytestmark = pytest.mark.integration
+
+DB = "orders-mysql"
+TTL = 30_000
+STUCK = "orders-api/8f14e45f"
+OTHER = "orders-batch/c9f0f895"
+
+
+@pytest.fixture(params=["one-item", "split"])
+def limit(request: pytest.FixtureRequest) -> int:
+    """A limit that fits one item, or one beyond an item's capacity: a split quota."""
+    return 6 if request.param == "one-item" else 2 * entries_per_shard(DB) + 3
+
+
+def take(under_test: StoreUnderTest, holder: str, count: int = 1) -> list[Granted]:
+    granted = []
+    for _ in range(count):
+        result = under_test.store.acquire(DB, holder)
+        assert isinstance(result, Granted), result
+        granted.append(result)
+    return granted
+
+
+def ids(leases: Iterable[Lease]) -> list[str]:
+    return sorted(lease.id for lease in leases)
+
+
+def live_ids(status: QuotaStatus, now_ms: int) -> list[str]:
+    return sorted(lease.id for lease in status.leases if lease.is_live(now_ms))
+
+
+def test_force_release_by_holder_removes_exactly_that_holders_leases(
+    under_test: StoreUnderTest, limit: int
+) -> None:
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=limit, default_ttl_ms=TTL))
+    stuck = take(under_test, STUCK, 3)
+    others = take(under_test, OTHER, 2)
+    if limit > entries_per_shard(DB):
+        assert all(parse_shard_lease_id(g.lease.id) is not None for g in stuck + others)
+
+    removed = store.force_release(DB, holder=STUCK)
+
+    assert ids(removed) == ids(g.lease for g in stuck)
+    assert all(lease.holder == STUCK for lease in removed)
+    status = store.status(DB)
+    assert live_ids(status, under_test.clock.now_ms()) == ids(g.lease for g in others)
+    assert status.in_use == 2
+    assert status.remaining == limit - 2
+    for grant in stuck:
+        assert isinstance(store.renew(DB, grant.token), LeaseLost)
+    for grant in others:
+        assert isinstance(store.renew(DB, grant.token), Renewed)
+    # What was freed is grantable again: exactly the limit is held once more, no more.
+    take(under_test, OTHER, limit - 2)
+    assert isinstance(store.acquire(DB, OTHER), Rejected)
+    # Nothing left of that holder: a second force-release removes nothing.
+    assert store.force_release(DB, holder=STUCK) == ()
+
+
+def test_force_release_by_label_or_id_removes_that_one_lease(
+    under_test: StoreUnderTest, limit: int
+) -> None:
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=limit, default_ttl_ms=TTL))
+    first, target, last = take(under_test, STUCK, 3)
+
+    removed = store.force_release(DB, lease=label(target.lease.id))
+
+    assert ids(removed) == [target.lease.id]
+    now_ms = under_test.clock.now_ms()
+    assert live_ids(store.status(DB), now_ms) == ids([first.lease, last.lease])
+    assert isinstance(store.renew(DB, target.token), LeaseLost)
+
+    # Its full id names it too.
+    assert ids(store.force_release(DB, lease=first.lease.id)) == [first.lease.id]
+    assert live_ids(store.status(DB), now_ms) == [last.lease.id]
+    assert isinstance(store.renew(DB, last.token), Renewed)
+    # A label no lease has removes nothing.
+    assert store.force_release(DB, lease=label(target.lease.id)) == ()
+
+
+def colliding_secrets() -> tuple[str, str]:
+    """Two secrets whose leases in DB share a label (18 bits: a birthday search)."""
+    seen: dict[str, str] = {}
+    index = 0
+    while True:
+        secret = f"ambiguous-secret-{index:08d}"
+        found = label(lease_key(DB, secret))
+        if found in seen:
+            return seen[found], secret
+        seen[found] = secret
+        index += 1
+
+
+def test_a_label_that_names_two_leases_is_invalid_and_removes_nothing(
+    under_test: StoreUnderTest,
+) -> None:
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=6, default_ttl_ms=TTL))
+    one, two = colliding_secrets()
+    granted = [
+        store.acquire(DB, STUCK, secret=one),
+        store.acquire(DB, OTHER, secret=two),
+    ]
+    assert all(isinstance(grant, Granted) for grant in granted)
+    shared = label(lease_key(DB, one))
+    before, requests = under_test.dump(), under_test.requests()
+
+    with pytest.raises(InvalidInput, match="names 2 leases"):
+        store.force_release(DB, lease=shared)
+
+    assert under_test.dump() == before
+    assert under_test.requests() == requests
+    for grant in granted:
+        assert isinstance(grant, Granted)
+        assert isinstance(store.renew(DB, grant.token), Renewed)
+
+
+def test_force_release_with_neither_or_both_holder_and_lease_is_invalid(
+    under_test: StoreUnderTest,
+) -> None:
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=3, default_ttl_ms=TTL))
+    (grant,) = take(under_test, STUCK)
+    before = under_test.dump()
+
+    with pytest.raises(InvalidInput):
+        store.force_release(DB)
+    with pytest.raises(InvalidInput):
+        store.force_release(DB, holder=STUCK, lease=label(grant.lease.id))
+
+    assert under_test.dump() == before
+
+
+def test_a_groups_reserved_and_borrowed_leases_are_removable(
+    under_test: StoreUnderTest, limit: int
+) -> None:
+    store = under_test.store
+    store.set_quota(
+        DB,
+        Quota(limit=limit, default_ttl_ms=TTL),
+        [Reservation("api", 2), Reservation("batch", 0)],
+    )
+    reserved = store.acquire(DB, "api-1", group="api")
+    borrowed = store.acquire(DB, "batch-1", group="batch")
+    (plain,) = take(under_test, OTHER)
+    assert isinstance(reserved, Granted)
+    assert isinstance(borrowed, Granted)
+    assert (reserved.lease.group, reserved.lease.borrowed) == ("api", False)
+    assert (borrowed.lease.group, borrowed.lease.borrowed) == ("batch", True)
+
+    removed = store.force_release(DB, holder="api-1")
+
+    assert [(lease.id, lease.group) for lease in removed] == [(reserved.lease.id, "api")]
+    status = store.status(DB)
+    assert status.groups is not None
+    api = next(view for view in status.groups.groups if view.group == "api")
+    assert api.reserved_in_use == 0
+    assert isinstance(store.renew(DB, reserved.token), LeaseLost)
+
+    removed = store.force_release(DB, lease=label(borrowed.lease.id))
+
+    assert [(lease.id, lease.group, lease.borrowed) for lease in removed] == [
+        (borrowed.lease.id, "batch", True)
+    ]
+    status = store.status(DB)
+    assert status.groups is not None
+    batch = next(view for view in status.groups.groups if view.group == "batch")
+    assert batch.borrowed == 0
+    assert live_ids(status, under_test.clock.now_ms()) == [plain.lease.id]
+    assert isinstance(store.renew(DB, borrowed.token), LeaseLost)
+    assert isinstance(store.renew(DB, plain.token), Renewed)
+    # The group's reservation is whole again.
+    again = [store.acquire(DB, "api-2", group="api") for _ in range(2)]
+    assert all(isinstance(grant, Granted) and not grant.lease.borrowed for grant in again)
+
+
+def test_a_lent_lease_is_removable_and_its_group_gets_it_back(
+    under_test: StoreUnderTest,
+) -> None:
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=3, default_ttl_ms=TTL), [Reservation("api", 1, lend_ms=10_000)])
+    take(under_test, OTHER, 2)  # the pool is full
+    lent = store.acquire(DB, "borrower-1", ttl_ms=5_000, group="elsewhere")
+    assert isinstance(lent, Granted)
+    assert (lent.lease.group, lent.lease.borrowed) == ("api", True)
+
+    removed = store.force_release(DB, holder="borrower-1")
+
+    assert ids(removed) == [lent.lease.id]
+    assert isinstance(store.renew(DB, lent.token), LeaseLost)
+    owner = store.acquire(DB, "api-1", group="api")
+    assert isinstance(owner, Granted)
+    assert (owner.lease.group, owner.lease.borrowed) == ("api", False)
+
+
+def test_a_capped_groups_force_released_borrowed_lease_frees_its_place_under_the_max(
+    under_test: StoreUnderTest,
+) -> None:
+    """The point of force-releasing a stuck lease is the place it frees: for a group at its
+    max, that place is the borrowed lease's ticket as much as the pool lease."""
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=5, default_ttl_ms=TTL), [Reservation("batch", 0, max=1)])
+    stuck = store.acquire(DB, "batch-1", group="batch")
+    assert isinstance(stuck, Granted)
+    assert isinstance(store.acquire(DB, "batch-2", group="batch"), Rejected)  # at its max
+
+    assert ids(store.force_release(DB, holder="batch-1")) == [stuck.lease.id]
+
+    status = store.status(DB)
+    assert status.groups is not None
+    assert [view.borrowed for view in status.groups.groups] == [0]
+    again = store.acquire(DB, "batch-2", group="batch")
+    assert isinstance(again, Granted), (
+        "the group is held at its max by the force-released lease's ticket"
+    )
+
+
+@pytest.mark.parametrize("by", ["holder", "label"])
+def test_a_lease_granted_anew_meanwhile_is_not_removed(
+    under_test: StoreUnderTest, limit: int, by: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator saw one grant; its holder gave it back and took the same id again (a
+    proposed secret) before the removal: the new grant (a new fence) stays."""
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=limit, default_ttl_ms=TTL))
+    secret = "re-granted-secret-0001"
+    first = store.acquire(DB, STUCK, secret=secret)
+    assert isinstance(first, Granted)
+    seen = store.status(DB)  # what the operator's force-release reads first
+    store.release(DB, first.token)
+    again = store.acquire(DB, STUCK, secret=secret)
+    assert isinstance(again, Granted)
+    assert (again.lease.id, again.lease.fence) != (first.lease.id, first.lease.fence)
+    before = under_test.dump()
+
+    monkeypatch.setattr(store, "status", lambda database, group=None: seen)
+    if by == "holder":
+        removed = store.force_release(DB, holder=STUCK)
+    else:
+        removed = store.force_release(DB, lease=label(first.lease.id))
+    monkeypatch.undo()
+
+    assert removed == ()
+    assert under_test.dump() == before
+    assert live_ids(store.status(DB), under_test.clock.now_ms()) == [again.lease.id]
+    assert isinstance(store.renew(DB, again.token), Renewed)
+
+
+def test_databases_lists_quotas_roots_only(under_test: StoreUnderTest) -> None:
+    store = under_test.store
+    assert store.databases() == ()
+    store.set_quota(DB, Quota(limit=2 * entries_per_shard(DB) + 3, default_ttl_ms=TTL))
+    take(under_test, STUCK, 3)
+    store.set_quota(
+        "billing",
+        Quota(limit=6, default_ttl_ms=TTL),
+        [Reservation("api", 2), Reservation("batch", 0, max=3)],
+    )
+    assert isinstance(store.acquire("billing", "api-1", group="api"), Granted)
+    assert isinstance(store.acquire("billing", "batch-1", group="batch"), Granted)
+    store.set_quota("analytics.db:3306/reports@eu", Quota(limit=1, default_ttl_ms=TTL))
+
+    dumped = str(under_test.dump())
+    assert SHARD_MARK in dumped  # shard items exist: the quota is split
+    assert f"billing{GROUP_MARK}api" in dumped  # and a group's share has its own
+    assert f"billing{GROUP_MARK}batch{GROUP_MARK}max" in dumped
+    assert store.databases() == ("analytics.db:3306/reports@eu", "billing", DB)
+
+
+@pytest.mark.parametrize("kind", ["plain", "reserved", "borrowed"])
+def test_granted_at_is_set_on_a_grant_and_kept_across_a_renewal(
+    under_test: StoreUnderTest, limit: int, kind: str
+) -> None:
+    store, clock = under_test.store, under_test.clock
+    store.set_quota(
+        DB, Quota(limit=limit, default_ttl_ms=TTL), [Reservation("api", 1), Reservation("batch")]
+    )
+    group = {"plain": None, "reserved": "api", "borrowed": "batch"}[kind]
+    clock.advance(1_234)  # not on a whole second: DynamoDB keeps the second
+    granted_at = clock.now_ms()
+
+    grant = store.acquire(DB, STUCK, group=group)
+
+    assert isinstance(grant, Granted)
+    assert granted_at - 1_000 < grant.lease.granted_at_ms <= granted_at
+    (listed,) = store.status(DB).leases
+    assert listed.granted_at_ms == grant.lease.granted_at_ms
+
+    clock.advance(20_000)
+    renewed = store.renew(DB, grant.token)
+
+    assert isinstance(renewed, Renewed)
+    assert renewed.lease.expires_at_ms == clock.now_ms() + TTL
+    assert renewed.lease.granted_at_ms == grant.lease.granted_at_ms
+    (listed,) = store.status(DB).leases
+    assert listed.granted_at_ms == grant.lease.granted_at_ms
+    assert listed.expires_at_ms == renewed.lease.expires_at_ms

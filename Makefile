@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 # Every Python tree ruff and mypy check.
 CODE := domain adapters service local cli examples tests benchmarks reliability
 
-.PHONY: dev lint format unit integration test demo example bench bench-quick reliability infra-tools infra clean \
+.PHONY: dev lint format unit integration test demo local example bench bench-quick reliability infra-tools infra clean \
 	build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction
 
 $(STAMP): pyproject.toml
@@ -53,6 +53,9 @@ test: lint $(INFRA_STAMP)  ## everything CI runs
 
 demo: $(STAMP)  ## the sample's load demo on the local stack; flags: make demo ARGS="-n 500 -c 40"
 	$(PY) -m local.demo $(ARGS)
+
+local: $(STAMP)  ## a standing local stack on 127.0.0.1:4566 under load, until Ctrl-C: connlease watch demo-mysql --local; flags: ARGS="--limit 3 --no-load"
+	$(PY) -m local.serve $(ARGS)
 
 example: $(STAMP)  ## examples/orders, a function written as README says, on the local stack; flags: ARGS="--mode direct"
 	$(PY) -m local.run handler.handler --code-dir examples/orders --name orders --event '{"hold_s": 0.2}' \

@@ -73,11 +73,13 @@ class MetricReader:
                 Dimensions=[{"Name": DIMENSION, "Value": database}],
             ).get("Metrics", [])
             # A group's lines count its refusals too: the database's own lines have them.
-            series = [
-                found
+            # Each series once, however often the listing names it.
+            unique = {
+                _series_key(found): found
                 for found in listed
                 if not any(d["Name"] == GROUP_DIMENSION for d in found.get("Dimensions", []))
-            ]
+            }
+            series = list(unique.values())
             sums: Counter[int] = Counter()
             for first in range(0, len(series), MAX_QUERIES):
                 queries = [
@@ -99,6 +101,11 @@ class MetricReader:
         except (ClientError, BotoCoreError) as error:
             raise unavailable("read metrics", error) from error
         return dict(sums)
+
+
+def _series_key(metric: Any) -> tuple[Any, ...]:
+    dimensions = sorted((d["Name"], d["Value"]) for d in metric.get("Dimensions", []))
+    return (metric.get("MetricName"), tuple(dimensions))
 
 
 def _utc(at: datetime) -> datetime:

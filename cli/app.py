@@ -4,6 +4,7 @@ stack or table), one-line errors with the exit codes scripts rely on, and output
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
@@ -270,3 +271,63 @@ class MysqlOptions:
         )
         secret = self.secret or (None if self.user else outputs.get("DatabaseSecretArn"))
         return operator_mysql(console.aws, endpoint, secret, self.tls or bool(outputs))
+
+
+# The options that say where to act, and how to reach MySQL: every command that takes a
+# `where: Where` (or `mysql: MysqlOptions`) parameter gets them instead, under these names.
+WHERE_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "profile": (Profile, None),
+    "region": (Region, None),
+    "endpoint_url": (EndpointUrl, None),
+    "local": (Local, False),
+    "stack": (Stack, None),
+    "table": (Table, None),
+}
+MYSQL_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "mysql_host": (MysqlHost, None),
+    "mysql_port": (MysqlPort, None),
+    "mysql_user": (MysqlUser, None),
+    "mysql_password": (MysqlPassword, None),
+    "mysql_secret": (MysqlSecret, None),
+    "mysql_database": (MysqlDatabase, None),
+    "mysql_tls": (MysqlTls, False),
+}
+
+
+def acting(command: Callable[..., R]) -> Callable[..., R]:
+    """The shared options where to act, given to the command as `where`."""
+    return _grouped("where", WHERE_OPTIONS, lambda values: Where(**values), command)
+
+
+def on_mysql(command: Callable[..., R]) -> Callable[..., R]:
+    """The shared MySQL options, given to the command as `mysql`."""
+    return _grouped(
+        "mysql",
+        MYSQL_OPTIONS,
+        lambda values: MysqlOptions(**{name[len("mysql_") :]: v for name, v in values.items()}),
+        command,
+    )
+
+
+def _grouped(
+    parameter: str,
+    options: dict[str, tuple[Any, Any]],
+    build: Callable[[dict[str, Any]], object],
+    command: Callable[..., R],
+) -> Callable[..., R]:
+    """`command` with its `parameter` replaced, in the signature Typer reads, by `options`;
+    called with the object `build` makes of their values."""
+    signature = inspect.signature(command, eval_str=True)
+    kept = [found for found in signature.parameters.values() if found.name != parameter]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, (kind, default) in options.items()
+    ]
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> R:
+        values = {name: kwargs.pop(name) for name in options}
+        return command(*args, **kwargs, **{parameter: build(values)})
+
+    run.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    return run

@@ -22,24 +22,13 @@ from cli.app import (
     BAD_USAGE,
     REFUSED,
     CliError,
-    EndpointUrl,
     Json,
-    Local,
-    MysqlDatabase,
-    MysqlHost,
     MysqlOptions,
-    MysqlPassword,
-    MysqlPort,
-    MysqlSecret,
-    MysqlTls,
-    MysqlUser,
-    Profile,
-    Region,
-    Stack,
-    Table,
     Where,
+    acting,
     answering,
     app,
+    on_mysql,
     out,
     print_json,
 )
@@ -98,6 +87,8 @@ class Reconciliation:
 
 @app.command()
 @answering
+@acting
+@on_mysql
 def reconcile(
     database: Annotated[str, typer.Argument(help="The quota's database.")],
     app_user: Annotated[
@@ -110,19 +101,9 @@ def reconcile(
         ),
     ] = None,
     as_json: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    endpoint_url: EndpointUrl = None,
-    local: Local = False,
-    stack: Stack = None,
-    table: Table = None,
-    mysql_host: MysqlHost = None,
-    mysql_port: MysqlPort = None,
-    mysql_user: MysqlUser = None,
-    mysql_password: MysqlPassword = None,
-    mysql_secret: MysqlSecret = None,
-    mysql_database: MysqlDatabase = None,
-    mysql_tls: MysqlTls = False,
+    *,
+    where: Where,
+    mysql: MysqlOptions,
 ) -> None:
     """The quota's live leases beside MySQL's count of the application user's connections
     (information_schema.PROCESSLIST), the drift, every user's connections, and the
@@ -131,20 +112,12 @@ def reconcile(
 
     Exit status: 0 when no connection is unexplained (connections <= live leases), 1 when
     some are (for a cron job's alert) or on an error, 2 on bad usage."""
-    console = Where(profile, region, endpoint_url, local, stack, table).console()
+    console = where.console()
     before = console.store.status(database)  # an unknown quota: said before MySQL is asked
     before_ms = console.clock.now_ms()
     user = app_user or _stack_app_user(console)
-    mysql = MysqlOptions(
-        mysql_host,
-        mysql_port,
-        mysql_user,
-        mysql_password,
-        mysql_secret,
-        mysql_database,
-        mysql_tls,
-    ).connector(console)
-    with closing(mysql()) as connection:
+    connect = mysql.connector(console)
+    with closing(connect()) as connection:
         by_user = connections_by_user(connection)
         if user is None:
             if DEFAULT_APP_USER not in by_user:
@@ -169,7 +142,7 @@ def reconcile(
         connections=by_user.get(user, 0),
         oldest=tuple(oldest),
         by_user=by_user,
-        mysql=mysql.describe(),
+        mysql=connect.describe(),
     )
     if as_json:
         print_json(found.document())

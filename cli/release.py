@@ -18,13 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cli.app import (
     BAD_USAGE,
     CliError,
-    EndpointUrl,
-    Local,
-    Profile,
-    Region,
-    Stack,
-    Table,
     Where,
+    acting,
     answering,
     app,
     confirm,
@@ -53,6 +48,7 @@ logger = Logger(service=CONSOLE_SERVICE, logger_handler=_Stderr())
 
 @app.command()
 @answering
+@acting
 def release(
     database: Annotated[str, typer.Argument(help="The quota's database.")],
     holder: Annotated[str | None, typer.Option(help="Release every lease of this holder.")] = None,
@@ -60,18 +56,14 @@ def release(
         str | None, typer.Option(help="Release the lease with this label (connlease leases).")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
-    profile: Profile = None,
-    region: Region = None,
-    endpoint_url: EndpointUrl = None,
-    local: Local = False,
-    stack: Stack = None,
-    table: Table = None,
+    *,
+    where: Where,
 ) -> None:
     """Force-release a holder's leases, or one lease, without their token; logged and
     counted (LeasesForceReleased). Its holder's next renewal finds the lease lost."""
     if (holder is None) == (lease is None):
         raise CliError("give --holder or --lease, one of the two", BAD_USAGE)
-    console = Where(profile, region, endpoint_url, local, stack, table).console()
+    console = where.console()
     status = console.store.status(database)
     chosen = [
         found

@@ -14,26 +14,15 @@ from adapters.mysql import MySqlConnector, server_variable
 from cli.app import (
     BAD_USAGE,
     CliError,
-    EndpointUrl,
     Json,
-    Local,
-    MysqlDatabase,
-    MysqlHost,
     MysqlOptions,
-    MysqlPassword,
-    MysqlPort,
-    MysqlSecret,
-    MysqlTls,
-    MysqlUser,
-    Profile,
-    Region,
-    Stack,
-    Table,
     Where,
+    acting,
     answering,
     app,
     confirm,
     err,
+    on_mysql,
     out,
     print_json,
 )
@@ -58,39 +47,35 @@ def parse_duration_ms(text: str, option: str) -> int:
 
 @app.command("set")
 @answering
+@acting
+@on_mysql
 def set_quota(
     database: Annotated[str, typer.Argument(help="The quota's database (created if new).")],
-    limit: Annotated[int | None, typer.Option(help="Leases allowed at once.")] = None,
+    limit: Annotated[int | None, typer.Option(metavar="N", help="Leases allowed at once.")] = None,
     percent: Annotated[
         int | None,
-        typer.Option(help="Limit as this percent of MySQL's max_connections (1-100)."),
+        typer.Option(metavar="P", help="Limit as this percent of MySQL's max_connections (1-100)."),
     ] = None,
     ttl: Annotated[
-        str | None, typer.Option(help="Default lease TTL: milliseconds, or 30s, 5m, 1h.")
+        str | None,
+        typer.Option(metavar="DURATION", help="Default lease TTL: milliseconds, or 30s, 5m, 1h."),
     ] = None,
     reserve: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="GROUP=N[:OPTIONS]",
             help="A group's reservation, GROUP=N[:max=M][:borrow|:noborrow][:lend=MS];"
             " once per group. The groups given replace the quota's.",
         ),
     ] = None,
-    no_groups: Annotated[bool, typer.Option(help="Remove every group's reservation.")] = False,
+    no_groups: Annotated[
+        bool, typer.Option("--no-groups", help="Remove every group's reservation.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before changing.")] = False,
     as_json: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    endpoint_url: EndpointUrl = None,
-    local: Local = False,
-    stack: Stack = None,
-    table: Table = None,
-    mysql_host: MysqlHost = None,
-    mysql_port: MysqlPort = None,
-    mysql_user: MysqlUser = None,
-    mysql_password: MysqlPassword = None,
-    mysql_secret: MysqlSecret = None,
-    mysql_database: MysqlDatabase = None,
-    mysql_tls: MysqlTls = False,
+    *,
+    where: Where,
+    mysql: MysqlOptions,
 ) -> None:
     """Set a quota's limit (--limit N, or --percent P of MySQL's max_connections), its
     default TTL and its groups; asks first unless --yes."""
@@ -103,17 +88,8 @@ def set_quota(
         raise CliError(f"--percent {percent}: must be between 1 and 100", BAD_USAGE)
     ttl_ms = None if ttl is None else parse_duration_ms(ttl, "--ttl")
     groups = _groups(reserve, no_groups)
-    console = Where(profile, region, endpoint_url, local, stack, table).console()
+    console = where.console()
     if percent is not None:
-        mysql = MysqlOptions(
-            mysql_host,
-            mysql_port,
-            mysql_user,
-            mysql_password,
-            mysql_secret,
-            mysql_database,
-            mysql_tls,
-        )
         limit = _percent_of_max_connections(
             mysql.connector(console), percent, err if as_json else out
         )

@@ -8,14 +8,9 @@ from typing import Annotated
 import typer
 
 from cli.app import (
-    EndpointUrl,
     Json,
-    Local,
-    Profile,
-    Region,
-    Stack,
-    Table,
     Where,
+    acting,
     answering,
     app,
     out,
@@ -26,20 +21,17 @@ from cli.render import groups_table, lease_doc, leases_table, status_doc, status
 
 @app.command()
 @answering
+@acting
 def status(
     database: Annotated[
         str | None, typer.Argument(help="A quota's database; every one when left out.")
     ] = None,
     as_json: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    endpoint_url: EndpointUrl = None,
-    local: Local = False,
-    stack: Stack = None,
-    table: Table = None,
+    *,
+    where: Where,
 ) -> None:
     """Limit, in use, remaining, expired, each group's share and the oldest lease."""
-    console = Where(profile, region, endpoint_url, local, stack, table).console()
+    console = where.console()
     store = console.store
     names = [database] if database is not None else list(store.databases())
     statuses = [store.status(name) for name in names]
@@ -60,18 +52,15 @@ def status(
 
 @app.command()
 @answering
+@acting
 def leases(
     database: Annotated[str, typer.Argument(help="The quota's database.")],
     as_json: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    endpoint_url: EndpointUrl = None,
-    local: Local = False,
-    stack: Stack = None,
-    table: Table = None,
+    *,
+    where: Where,
 ) -> None:
     """Who holds what, since when and until when (never a token a caller could use)."""
-    console = Where(profile, region, endpoint_url, local, stack, table).console()
+    console = where.console()
     found = console.store.status(database)
     now_ms = console.clock.now_ms()
     if as_json:

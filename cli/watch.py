@@ -1,5 +1,5 @@
 """`connlease watch`: one quota live until Ctrl-C: its status table, and the last minute
-of leases in use and acquires refused, a second a character.
+(--history) of leases in use and acquires refused, a second a character.
 
 What it costs: every refresh is one status read (a strongly consistent read of the quota's
 item, and of each shard of a split quota: 1 RCU per 4 KB each) and, unless --no-metrics,
@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
 from rich.console import Group, RenderableType
@@ -27,13 +27,8 @@ from cli.app import (
     BAD_USAGE,
     NAMESPACE,
     CliError,
-    EndpointUrl,
-    Local,
-    Profile,
-    Region,
-    Stack,
-    Table,
     Where,
+    acting,
     answering,
     app,
     out,
@@ -201,17 +196,12 @@ class Screen:
         parts.append(self._history(now_s, width))
         if self.read_problem:
             parts.append(Text(f"last read failed: {self.read_problem}", style="red"))
-        cost = (
-            f"reads: {self.items_per_read} item{'s' if self.items_per_read != 1 else ''} per "
-            f"refresh (strongly consistent)"
-        )
-        if self.metrics and self.refused_problem is None:
-            cost += " + CloudWatch ListMetrics and GetMetricData"
+        items = f"{self.items_per_read} item{'s' if self.items_per_read != 1 else ''}"
+        cost = f"reads: {items} per refresh (consistent)"
+        if self.metrics and not self.refused_stopped:
+            cost += " + CloudWatch ListMetrics, GetMetricData"
         parts.append(
-            Text(
-                f"{cost}; read in {self.read_ms:.0f} ms at {when(self.updated_ms)} UTC",
-                style="dim",
-            )
+            Text(f"{cost}; {self.read_ms:.0f} ms at {when(self.updated_ms)} UTC", style="dim")
         )
         return Group(*parts)
 
@@ -219,14 +209,14 @@ class Screen:
         columns = max(10, min(self.in_use.seconds, width - ROW_OVERHEAD))
         grid = RichTable.grid(padding=(0, 2))
         grid.add_column(no_wrap=True)
-        grid.add_column(no_wrap=True)
-        grid.add_column(no_wrap=True)
+        grid.add_column()
+        grid.add_column()
         limit = self.status.limit
         used = squeeze(self.in_use.series(now_s), columns)
         current = self.in_use.current(now_s)
         grid.add_row(
             "in use",
-            Text(sparkline(used, limit), style="green"),
+            Text(sparkline(used, limit), style="green", no_wrap=True),
             f"{figure(current)} now, peak {figure(self.in_use.peak(now_s))} of {limit}",
         )
         grid.add_row("", Text(axis(self.in_use.seconds, len(used)), style="dim"), "")
@@ -236,13 +226,14 @@ class Screen:
             again = "not read again" if self.refused_stopped else "trying again"
             grid.add_row("refused/s", f"not available ({self.refused_problem})", again)
         else:
+            # No "now": CloudWatch has a second's refusals some time after it.
             refused = squeeze(self.refused.series(now_s), columns)
             peak = self.refused.peak(now_s) or 0
             grid.add_row(
                 "refused/s",
-                Text(sparkline(refused, peak), style="red"),
-                f"{figure(self.refused.current(now_s))} now, peak {figure(peak)}, "
-                f"{figure(self.refused.total(now_s))} in {span(self.refused.seconds * 1000)}",
+                Text(sparkline(refused, peak), style="red", no_wrap=True),
+                f"peak {figure(peak)}/s, {figure(self.refused.total(now_s))} in "
+                f"{span(self.refused.seconds * 1000)}",
             )
             grid.add_row("", Text(axis(self.refused.seconds, len(refused)), style="dim"), "")
         return grid
@@ -253,7 +244,7 @@ class Screen:
             f"reads; in use {self.status.in_use} of {self.status.limit} at the end, "
             f"peak {self.peak_in_use}"
         )
-        if self.metrics and self.refused_problem is None:
+        if self.metrics and not self.refused_stopped:
             refused = self.refused.total(now_ms // 1000)
             said += f"; {figure(refused)} refused in the last {span(self.refused.seconds * 1000)}"
         return said
@@ -261,6 +252,7 @@ class Screen:
 
 @app.command()
 @answering
+@acting
 def watch(
     database: Annotated[str, typer.Argument(help="The quota's database.")],
     interval: Annotated[
@@ -276,12 +268,8 @@ def watch(
         bool,
         typer.Option(help="Read the refusals per second from CloudWatch (NoConnectionsLeftError)."),
     ] = True,
-    profile: Profile = None,
-    region: Region = None,
-    endpoint_url: EndpointUrl = None,
-    local: Local = False,
-    stack: Stack = None,
-    table: Table = None,
+    *,
+    where: Where,
 ) -> None:
     """A live view of one quota until Ctrl-C: status, and leases in use and acquires
     refused a second at a time."""
@@ -295,7 +283,7 @@ def watch(
         raise CliError(
             f"--history {history}: from {MIN_HISTORY_S} to {MAX_HISTORY_S} seconds", BAD_USAGE
         )
-    console = Where(profile, region, endpoint_url, local, stack, table).console()
+    console = where.console()
     # A store of its own, so that what its reads cost can be counted.
     client = console.aws.client("dynamodb")
     counted = ItemsRead(client)
@@ -358,7 +346,15 @@ def refresh(screen: Screen, store: LeaseStore, counted: ItemsRead, clock: Clock)
     screen.in_use.add(screen.updated_ms / 1000, status.in_use)
 
 
-def refresh_refused(screen: Screen, reader: MetricReader | None, now_ms: int) -> None:
+class PerSecond(Protocol):
+    """A metric's sum per second (adapters.cloudwatch.MetricReader)."""
+
+    def per_second(
+        self, metric: Metric, database: str, start: datetime, end: datetime
+    ) -> dict[int, float]: ...
+
+
+def refresh_refused(screen: Screen, reader: PerSecond | None, now_ms: int) -> None:
     """The refusals per second over the whole window: points CloudWatch gets late (EMF
     arrives seconds after it was logged) fill in on a later refresh. A failure that will
     not pass by itself (access denied) stops the reading; another is shown and retried."""

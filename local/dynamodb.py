@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import moto.cloudwatch.models as moto_cloudwatch
 from botocore.config import Config
+from moto.cloudwatch.models import Dimension
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -95,6 +97,23 @@ class RequestCounter:
 
     def reset(self) -> None:
         self.sent.clear()
+
+
+def _pairs(dimensions: list[Dimension]) -> set[tuple[str | None, str | None]]:
+    return {(dimension.name, dimension.value) for dimension in dimensions}
+
+
+def _same_dimensions(metric_dimensions: list[Dimension], dimensions: list[Dimension]) -> bool:
+    same_size = len(metric_dimensions) == len(dimensions)
+    return same_size and _pairs(metric_dimensions) == _pairs(dimensions)
+
+
+# moto 5 compares each dimension of a metric with every other one, so a metric of two or
+# more dimensions is never "the same" as one already listed: ListMetrics names it once per
+# data point, and a reader that queries each metric it lists (adapters.cloudwatch) counts
+# every point as often. CloudWatch lists a metric once, and so does every embedded server
+# here.
+moto_cloudwatch.are_dimensions_same = _same_dimensions
 
 
 def local_client(endpoint_url: str, config: Config) -> DynamoDBClient:

@@ -23,7 +23,7 @@ from typing import Any, Self
 import boto3
 import moto.cloudwatch.models as moto_cloudwatch
 from botocore.exceptions import BotoCoreError, ClientError
-from moto.cloudwatch.models import Dimension
+from moto.core.models import DEFAULT_ACCOUNT_ID
 
 from local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRET_KEY
 
@@ -33,21 +33,20 @@ MAX_VALUES_PER_DATUM = 150
 EMF_KEY = "_aws"
 
 
-def _same_dimensions(metric_dimensions: list[Dimension], dimensions: list[Dimension]) -> bool:
-    def pairs(dimensions: list[Dimension]) -> set[tuple[str | None, str | None]]:
-        return {(dimension.name, dimension.value) for dimension in dimensions}
+def forget_metrics(before: datetime, region: str = LOCAL_REGION) -> int:
+    """Drop the embedded CloudWatch's points stamped before `before`; how many. moto keeps
+    every point and scans them all on each read, so a stack that stands for hours would
+    read slower and slower (and hold up DynamoDB, which waits behind each read)."""
+    data = moto_cloudwatch.cloudwatch_backends[DEFAULT_ACCOUNT_ID][region].metric_data
+    seen = len(data)
+    kept = [datum for datum in data[:seen] if _utc(datum.timestamp) >= before]
+    # One slice assignment: points a request appended meanwhile, past `seen`, stay.
+    data[:seen] = kept
+    return seen - len(kept)
 
-    return len(metric_dimensions) == len(dimensions) and pairs(metric_dimensions) == pairs(
-        dimensions
-    )
 
-
-# moto 5 compares each dimension of a metric with every other one, so a metric of two or
-# more dimensions is never "the same" as one already listed: ListMetrics names it once per
-# data point, and a reader that queries each metric it lists (adapters.cloudwatch) counts
-# every point as often. CloudWatch lists a metric once; so does the embedded server with
-# this module imported (the local stack imports it).
-moto_cloudwatch.are_dimensions_same = _same_dimensions
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def cloudwatch_client(endpoint_url: str) -> Any:

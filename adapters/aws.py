@@ -170,15 +170,15 @@ class AwsAccess:
         region: str | None = None,
         endpoint_url: str | None = None,
         *,
-        fallback_credentials: tuple[str, str] | None = None,
+        local_credentials: tuple[str, str] | None = None,
     ) -> None:
-        """`fallback_credentials`: the key pair to sign with when none is configured (the
-        local stack accepts any)."""
+        """`local_credentials`: the key pair to sign with, whatever is configured (a local
+        stack accepts any)."""
         self.endpoint_url = endpoint_url
         self._session = botocore.session.Session(profile=profile)
         # AWS_REGION as well as botocore's AWS_DEFAULT_REGION: Lambda and the newer SDKs set it.
         self._region = region or os.environ.get("AWS_REGION") or None
-        self._fallback = fallback_credentials
+        self._keys = local_credentials
         self._lock = threading.Lock()
 
     @property
@@ -188,9 +188,7 @@ class AwsAccess:
     def client(self, service: str) -> Any:
         with self._lock:
             try:
-                key_id = secret = None
-                if self._fallback is not None and self._session.get_credentials() is None:
-                    key_id, secret = self._fallback
+                key_id, secret = self._keys or (None, None)
                 return self._session.create_client(
                     service,
                     region_name=self._region,

@@ -67,11 +67,17 @@ class MetricReader:
         as CloudWatch has them: a metric written through EMF logs arrives some seconds
         late, and only one written at high resolution has points a second apart."""
         try:
-            listed = self._client.list_metrics(
-                Namespace=self._namespace,
-                MetricName=metric.value,
-                Dimensions=[{"Name": DIMENSION, "Value": database}],
-            ).get("Metrics", [])
+            # Every page of both: a busy namespace lists more than a page of series, and a
+            # long window at one second holds more points than one answer carries.
+            listed = [
+                found
+                for page in self._client.get_paginator("list_metrics").paginate(
+                    Namespace=self._namespace,
+                    MetricName=metric.value,
+                    Dimensions=[{"Name": DIMENSION, "Value": database}],
+                )
+                for found in page.get("Metrics", [])
+            ]
             # A group's lines count its refusals too: the database's own lines have them.
             # Each series once, however often the listing names it.
             unique = {
@@ -90,14 +96,15 @@ class MetricReader:
                     }
                     for index, found in enumerate(series[first : first + MAX_QUERIES])
                 ]
-                answer = self._client.get_metric_data(
+                pages = self._client.get_paginator("get_metric_data").paginate(
                     MetricDataQueries=queries, StartTime=start, EndTime=end
                 )
-                for result in answer.get("MetricDataResults", []):
-                    for at, value in zip(
-                        result.get("Timestamps", []), result.get("Values", []), strict=False
-                    ):
-                        sums[int(_utc(at).timestamp())] += value
+                for page in pages:
+                    for result in page.get("MetricDataResults", []):
+                        for at, value in zip(
+                            result.get("Timestamps", []), result.get("Values", []), strict=False
+                        ):
+                            sums[int(_utc(at).timestamp())] += value
         except (ClientError, BotoCoreError) as error:
             raise unavailable("read metrics", error) from error
         return dict(sums)

@@ -283,8 +283,8 @@ def user_connections(connection: pymysql.connections.Connection[Any], user: str)
 
 # Rows of the process list that hold no connection slot of their user: one still logging
 # in (user_connections says why), one being killed, and the server's own threads (the
-# event scheduler's).
-_NOT_A_CONNECTION = "COMMAND NOT IN ('Connect', 'Killed', 'Daemon')"
+# event scheduler's): COMMAND NOT IN ('Connect', 'Killed', 'Daemon'), written out in each
+# statement below (SQL built from pieces is what bandit, rightly, looks for).
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,7 @@ def connections_by_user(connection: pymysql.connections.Connection[Any]) -> dict
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT USER, COUNT(*) FROM information_schema.PROCESSLIST"
-                f" WHERE {_NOT_A_CONNECTION} AND ID <> CONNECTION_ID()"
+                " WHERE COMMAND NOT IN ('Connect', 'Killed', 'Daemon') AND ID <> CONNECTION_ID()"
                 " GROUP BY USER ORDER BY COUNT(*) DESC, USER"
             )
             return {str(user): int(count) for user, count in cursor.fetchall()}
@@ -323,7 +323,8 @@ def connections_of(
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT ID, USER, HOST, COMMAND, TIME FROM information_schema.PROCESSLIST"
-                f" WHERE USER = %s AND {_NOT_A_CONNECTION} AND ID <> CONNECTION_ID()"
+                " WHERE USER = %s AND COMMAND NOT IN ('Connect', 'Killed', 'Daemon')"
+                " AND ID <> CONNECTION_ID()"
                 " ORDER BY TIME DESC, ID",
                 (user,),
             )

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
@@ -32,6 +33,8 @@ LOCAL_ENDPOINT_URL = "http://127.0.0.1:4566"
 LOCAL_REGION = "us-east-1"
 LOCAL_TABLE = "connlease-leases"
 LOCAL_CREDENTIALS = ("local", "local")
+# Where infra/README.md has the RDS certificate authorities fetched (for the functions' layer).
+RDS_CA_BUNDLE = "layer/rds-global-bundle.pem"
 NAMESPACE = "connlease"  # the template's POWERTOOLS_METRICS_NAMESPACE
 
 # Names come from callers (a holder is any printable ASCII): never read as markup or emoji.
@@ -123,10 +126,12 @@ def fail(message: str, code: int = REFUSED) -> NoReturn:
 
 def confirm(question: str, refused: str) -> None:
     """Ask at the terminal; no answer (no terminal, end of input) is a no."""
-    try:
-        agreed = typer.confirm(question, default=False)
+    try:  # on stderr: stdout may be a JSON document's
+        agreed = typer.confirm(question, default=False, err=True)
     except typer.Abort:  # end of input: no answer
         agreed = False
+    if not sys.stdin.isatty():  # an answer piped in is not echoed: end the question's line
+        typer.echo("", err=True)
     if not agreed:
         raise CliError(f"{refused} (--yes skips the question)", REFUSED)
 
@@ -190,7 +195,9 @@ class Where:
             self.profile,
             self.region or (LOCAL_REGION if self.local else None),
             endpoint,
-            fallback_credentials=LOCAL_CREDENTIALS if self.local else None,
+            # The local stack's own keys, unless a profile is named: configured credentials
+            # (an SSO session, a role to assume) would be refreshed against AWS for nothing.
+            local_credentials=LOCAL_CREDENTIALS if self.local and not self.profile else None,
         )
         outputs = stack_outputs(aws.client("cloudformation"), self.stack) if self.stack else {}
         table = (
@@ -238,7 +245,21 @@ MysqlDatabase = Annotated[
     str | None, typer.Option("--mysql-database", envvar="DB_NAME", help="Schema (test).")
 ]
 MysqlTls = Annotated[
-    bool, typer.Option("--mysql-tls/--no-mysql-tls", envvar="DB_TLS", help="Connect over TLS.")
+    bool | None,
+    typer.Option(
+        "--mysql-tls/--no-mysql-tls",
+        envvar="DB_TLS",
+        help="Connect over TLS (default: with --stack, whose MySQL requires it).",
+    ),
+]
+MysqlCaBundle = Annotated[
+    str | None,
+    typer.Option(
+        "--mysql-ca-bundle",
+        envvar="DB_CA_BUNDLE",
+        help="CA certificates to verify MySQL's with: RDS's are not in the system's store"
+        f" (default: {RDS_CA_BUNDLE} when it exists, as infra/README.md fetches it).",
+    ),
 ]
 
 
@@ -250,7 +271,8 @@ class MysqlOptions:
     password: str | None = None
     secret: str | None = None
     database: str | None = None
-    tls: bool = False
+    tls: bool | None = None
+    ca_bundle: str | None = None
 
     def connector(self, console: Console) -> MySqlConnector:
         """A connector as these options, or else the stack's outputs, say."""
@@ -270,7 +292,9 @@ class MysqlOptions:
             connect_timeout_s=5,
         )
         secret = self.secret or (None if self.user else outputs.get("DatabaseSecretArn"))
-        return operator_mysql(console.aws, endpoint, secret, self.tls or bool(outputs))
+        tls = self.tls if self.tls is not None else bool(outputs)
+        ca_bundle = self.ca_bundle or (RDS_CA_BUNDLE if Path(RDS_CA_BUNDLE).is_file() else None)
+        return operator_mysql(console.aws, endpoint, secret, tls, ca_bundle)
 
 
 # The options that say where to act, and how to reach MySQL: every command that takes a
@@ -290,7 +314,8 @@ MYSQL_OPTIONS: dict[str, tuple[Any, Any]] = {
     "mysql_password": (MysqlPassword, None),
     "mysql_secret": (MysqlSecret, None),
     "mysql_database": (MysqlDatabase, None),
-    "mysql_tls": (MysqlTls, False),
+    "mysql_tls": (MysqlTls, None),
+    "mysql_ca_bundle": (MysqlCaBundle, None),
 }
 
 

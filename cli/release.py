@@ -29,7 +29,6 @@ from cli.app import (
 from cli.render import lease_doc, leases_table
 from domain import ConnleaseError
 from domain.ports import Metric
-from domain.tokens import label
 from service.bootstrap import CONSOLE_SERVICE, Console
 
 
@@ -53,7 +52,11 @@ def release(
     database: Annotated[str, typer.Argument(help="The quota's database.")],
     holder: Annotated[str | None, typer.Option(help="Release every lease of this holder.")] = None,
     lease: Annotated[
-        str | None, typer.Option(help="Release the lease with this label (connlease leases).")
+        str | None,
+        typer.Option(
+            help="Release the lease with this label (connlease leases); --lease=-Ab for a"
+            " label that starts with -."
+        ),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
     *,
@@ -65,35 +68,42 @@ def release(
         raise CliError("give --holder or --lease, one of the two", BAD_USAGE)
     console = where.console()
     status = console.store.status(database)
-    chosen = [
-        found
-        for found in status.leases
-        if found.holder == holder or (lease is not None and lease in (found.id, label(found.id)))
-    ]
+    chosen = status.named(holder=holder, lease=lease)
     if not chosen:
         what = f"no lease of holder {holder!r}" if holder is not None else f"no lease {lease!r}"
         raise CliError(f"{what} in quota {database!r} (connlease leases lists them)")
-    if lease is not None and len(chosen) > 1:
-        raise CliError(f"{lease!r} names {len(chosen)} leases: give --holder instead", BAD_USAGE)
-    out.print(leases_table(replace(status, leases=tuple(chosen)), console.clock.now_ms()))
+    out.print(leases_table(replace(status, leases=chosen), console.clock.now_ms()))
     if not yes:
         confirm(f"Force-release {len(chosen)} lease(s)?", "not released")
-    removed = console.store.force_release(database, holder=holder, lease=lease)
-    now_ms = console.clock.now_ms()
     operator = _operator(console)
-    for found in removed:
-        logger.warning(
-            "operator force-release",
-            extra={"database": database, "operator": operator, **lease_doc(found, now_ms)},
-        )
-    if removed:
-        try:
-            console.metrics.record(Metric.LEASES_FORCE_RELEASED, len(removed), database)
-        except ConnleaseError as error:
-            err.print(f"connlease: warning: the metric was not written: {error}", markup=False)
+    removed = 0
+    try:
+        # Only the leases shown and confirmed, one at a time: each is logged as soon as it
+        # is gone, so a failure part way leaves no release unrecorded.
+        for found in chosen:
+            if console.store.force_release(database, [found]):
+                removed += 1
+                logger.warning(
+                    "operator force-release",
+                    extra={
+                        "database": database,
+                        "operator": operator,
+                        **lease_doc(found, console.clock.now_ms()),
+                    },
+                )
+    finally:
+        if removed:
+            _count(console, database, removed)
     if not removed:
         raise CliError("released nothing: the lease ended or was released meanwhile")
-    out.print(f"released {len(removed)} lease(s) of {database}")
+    out.print(f"released {removed} lease(s) of {database}")
+
+
+def _count(console: Console, database: str, removed: int) -> None:
+    try:
+        console.metrics.record(Metric.LEASES_FORCE_RELEASED, removed, database)
+    except ConnleaseError as error:
+        err.print(f"connlease: warning: the metric was not written: {error}")
 
 
 def _operator(console: Console) -> str:

@@ -94,7 +94,7 @@ def set_quota(
             mysql.connector(console), percent, err if as_json else out
         )
     assert limit is not None
-    before = _current(console.store, database)
+    before = _current(console.store, database, err if as_json else out)
     quota = Quota(limit, ttl_ms or (before.default_ttl_ms if before else NEW_QUOTA_TTL_MS))
     if groups:
         Groups().replaced(groups, limit)  # above the limit: said now, nothing written
@@ -121,14 +121,14 @@ def set_quota(
         out.print(shown)
 
 
-def _current(store: LeaseStore, database: str) -> QuotaStatus | None:
+def _current(store: LeaseStore, database: str, say: Terminal) -> QuotaStatus | None:
     """The quota as it is; None for a new one, or one whose item set_quota will rewrite."""
     try:
         return store.status(database)
     except UnknownDatabase:
         return None
     except CorruptQuota as error:
-        out.print(f"{database}: its quota item is unreadable ({error.problem}); set rewrites it")
+        say.print(f"{database}: its quota item is unreadable ({error.problem}); set rewrites it")
         return None
 
 

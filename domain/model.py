@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import InvalidInput
+from .tokens import label
 
 if TYPE_CHECKING:
     from .groups import Groups, GroupsView
@@ -224,3 +225,18 @@ class QuotaStatus:
     expired: int  # expired entries not yet reclaimed; they free up on the next full acquire
     leases: tuple[Lease, ...]
     groups: GroupsView | None = None  # each group's use, if the quota has groups
+
+    def named(self, *, holder: str | None = None, lease: str | None = None) -> tuple[Lease, ...]:
+        """The leases an operator names: every lease of `holder`, or the one whose id or
+        label (domain.tokens.label, what status shows) is `lease`. A label that names
+        several is an InvalidInput."""
+        if (holder is None) == (lease is None):
+            raise InvalidInput("holder", "give a holder or a lease, one of the two")
+        if holder is not None:
+            return tuple(found for found in self.leases if found.holder == check_holder(holder))
+        chosen = tuple(found for found in self.leases if found.id == lease) or tuple(
+            found for found in self.leases if label(found.id) == lease
+        )
+        if len(chosen) > 1:
+            raise InvalidInput("lease", f"{lease!r} names {len(chosen)} leases: give the holder")
+        return chosen

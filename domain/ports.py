@@ -58,7 +58,7 @@ from .model import (
 )
 from .shards import parse_shard_lease_id, shard_item, shard_lease_id
 from .split_quota import SplitQuotas, in_shard
-from .tokens import Token, check_secret, label, lease_id_of, lease_key, new_secret, parse_token
+from .tokens import Token, check_secret, lease_id_of, lease_key, new_secret, parse_token
 
 # How long a store trusts a quota's groups it read: a change of groups (who is reserved,
 # who may borrow) reaches its acquirers within this; a change of any share's limit at once.
@@ -715,71 +715,56 @@ class LeaseStore(ABC):
         never on a lease's path)."""
         return tuple(sorted(key for key in self._quota_keys() if is_database_name(key)))
 
-    def force_release(
-        self, database: str, *, holder: str | None = None, lease: str | None = None
-    ) -> tuple[Lease, ...]:
-        """An operator's release, without the holder's token: every lease of `holder`, or
-        the one lease whose id or label (domain.tokens.label) is `lease`. Each is removed
-        only as the grant it is now (its fence), so a lease granted anew meanwhile stays.
-        The leases removed; a lease that ends meanwhile is left out. A label that names
-        several leases is an InvalidInput, and nothing is removed."""
+    def force_release(self, database: str, leases: Iterable[Lease]) -> tuple[Lease, ...]:
+        """An operator's release, without the holders' tokens, of leases as status showed
+        them (QuotaStatus.named picks them): each is removed only as the grant it was
+        then (its fence), so a lease granted anew meanwhile stays. The leases removed; one
+        that ended meanwhile is left out.
+
+        A capped group's borrowed lease also holds a ticket in the group's cap, whose key
+        comes from its holder's secret, which the store never learns: once a holder has
+        no borrowed lease of the group left, its tickets there are orphans, and go too.
+        Otherwise a ticket ends at its holder's next renewal (the lease is lost) or at its
+        expiry, a second after the lease's."""
         check_database(database)
-        if (holder is None) == (lease is None):
-            raise InvalidInput("holder", "give a holder or a lease, one of the two")
-        if holder is not None:
-            check_holder(holder)
-        leases = self.status(database).leases
-        if holder is not None:
-            chosen = [found for found in leases if found.holder == holder]
-        else:
-            assert lease is not None
-            chosen = [found for found in leases if found.id == lease] or [
-                found for found in leases if label(found.id) == lease
-            ]
-            if len(chosen) > 1:
-                raise InvalidInput(
-                    "lease", f"{lease!r} names {len(chosen)} leases; give its holder instead"
-                )
         removed = []
-        for found in chosen:
+        for lease in leases:
             # A group's reserved or lent lease lives in the group's share; the rest in the pool.
-            in_share = found.group and (not found.borrowed or found.tag == LENT_TAG)
-            if self._remove_lease(
-                reserved_quota(database, found.group) if in_share else database, found
-            ):
-                removed.append(found)
-                if found.group and not in_share:
-                    self._remove_ticket(database, found)
+            in_share = bool(lease.group) and (not lease.borrowed or lease.tag == LENT_TAG)
+            quota = reserved_quota(database, lease.group) if in_share else database
+            if self._remove_lease(quota, lease):
+                removed.append(lease)
+        borrowers = {(lease.group, lease.holder) for lease in removed if lease.borrowed}
+        if any(holder for _, holder in borrowers):
+            self._remove_orphan_tickets(database, borrowers)
         return tuple(removed)
 
     def _remove_lease(self, quota: str, lease: Lease) -> bool:
+        # An entry from before fences has none: removed whatever it is.
+        fence = lease.fence or None
         shard = parse_shard_lease_id(lease.id)
         with suppress(UnknownDatabase):  # its share or shard went: so did the lease
             if shard is None:
-                return self._remove(quota, lease.id, lease.fence)
-            if self._remove(shard_item(quota, shard[0]), shard[1], lease.fence):
+                return self._remove(quota, lease.id, fence)
+            if self._remove(shard_item(quota, shard[0]), shard[1], fence):
                 self._split.freed(quota, shard[0])
                 return True
         return False
 
-    def _remove_ticket(self, database: str, lease: Lease) -> None:
-        """A force-released borrowed lease's ticket, so that its group's max counts it no
-        more. Its key is its holder's secret's, which the store never learns: it is told
-        by its holder and its expiry, which follows the lease's by TICKET_SLACK_MS (the
-        ticket is written, and renewed, just before the lease)."""
-        cap = self._share_status(cap_quota(database, lease.group))
-        if cap is None:  # not a capped group
-            return
+    def _remove_orphan_tickets(self, database: str, borrowers: set[tuple[str, str]]) -> None:
+        """The tickets of holders (by name; an empty one names nobody) that hold no
+        borrowed lease of the group any more."""
+        still = {
+            (lease.group, lease.holder)
+            for lease in self.status(database).leases
+            if lease.borrowed and lease.tag != LENT_TAG
+        }
         now_ms = self._clock.now_ms()
-        tickets = [
-            ticket
-            for ticket in cap.leases
-            if ticket.holder == lease.holder and ticket.is_live(now_ms)
-        ]
-        target_ms = lease.expires_at_ms + TICKET_SLACK_MS
-        ticket = min(tickets, key=lambda t: abs(t.expires_at_ms - target_ms), default=None)
-        if ticket is not None:
-            self._remove_lease(cap_quota(database, lease.group), ticket)
+        for group, holder in borrowers - still:
+            cap = self._share_status(cap_quota(database, group)) if holder else None
+            for ticket in cap.leases if cap is not None else ():
+                if ticket.holder == holder and ticket.is_live(now_ms):
+                    self._remove_lease(cap_quota(database, group), ticket)
 
     def _status_of(self, root: QuotaState) -> QuotaStatus:
         if root.layout is None:

@@ -68,12 +68,17 @@ def metric_data(line: str) -> list[tuple[str, dict[str, Any]]]:
     if not line.startswith("{") or f'"{EMF_KEY}"' not in line:
         return []
     try:
-        document = json.loads(line)
-        meta = document[EMF_KEY]
-        timestamp = datetime.fromtimestamp(meta["Timestamp"] / 1000, UTC)
-        directives = meta["CloudWatchMetrics"]
-    except (ValueError, KeyError, TypeError):
+        return _entries(json.loads(line))
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+        # Malformed (a directive not a map, a timestamp out of range): CloudWatch Logs
+        # drops such a line too, and the relay must keep going.
         return []
+
+
+def _entries(document: Any) -> list[tuple[str, dict[str, Any]]]:
+    meta = document[EMF_KEY]
+    timestamp = datetime.fromtimestamp(meta["Timestamp"] / 1000, UTC)
+    directives = meta["CloudWatchMetrics"]
     entries: list[tuple[str, dict[str, Any]]] = []
     for directive in directives:
         namespace = directive.get("Namespace")

@@ -267,14 +267,19 @@ def build_console(
 
 
 def operator_mysql(
-    aws: AwsAccess, endpoint: MySqlEndpoint, secret_id: str | None, tls: bool
+    aws: AwsAccess,
+    endpoint: MySqlEndpoint,
+    secret_id: str | None,
+    tls: bool,
+    ca_bundle: str | None = None,
 ) -> MySqlConnector:
     """An operator's MySQL connection: the login in `secret_id` (read with the operator's
-    own AWS access) when given, else the endpoint's user and password."""
+    own AWS access) when given, else the endpoint's user and password; over TLS verified
+    with `ca_bundle` (RDS's authorities) or the system's store."""
     from adapters.mysql import MySqlConnector, tls_context  # noqa: PLC0415
     from adapters.secrets import SecretCredentials  # noqa: PLC0415
 
     credentials = None
     if secret_id:
         credentials = SecretCredentials(aws.client("secretsmanager"), secret_id)
-    return MySqlConnector(endpoint, tls_context() if tls else None, credentials)
+    return MySqlConnector(endpoint, tls_context(ca_bundle) if tls else None, credentials)

@@ -142,6 +142,14 @@ def one_error_line(result: Result) -> str:
     return lines[0]
 
 
+def answered_then_refused(result: Result, question: str) -> str:
+    """The question, then one error line, on stderr (stdout is the command's output)."""
+    asked, refused = result.stderr.splitlines()
+    assert asked.startswith(question), result.stderr
+    assert refused.startswith("connlease: error: "), result.stderr
+    return refused
+
+
 def max_connections() -> int:
     root = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
     with closing(root), root.cursor() as cursor:
@@ -447,7 +455,7 @@ def test_set_asks_first_and_changes_nothing_without_a_yes(
 
     assert result.exit_code == 1, result.output
     assert "limit 5 -> 9" in result.stdout
-    assert "not changed" in one_error_line(result)
+    assert "not changed" in answered_then_refused(result, "Apply? [y/N]")
     assert cli.items() == before
 
 
@@ -457,7 +465,7 @@ def test_set_applies_when_the_answer_is_yes(cli: Cli, store: DynamoDBLeaseStore,
     result = cli.run("set", db, "--limit", "9", input="y\n")
 
     assert result.exit_code == 0, result.output
-    assert "Apply?" in result.stdout
+    assert "Apply?" in result.stderr
     assert store.status(db).limit == 9
 
 
@@ -648,7 +656,7 @@ def test_release_asks_first_and_removes_nothing_without_a_yes(
     result = cli.run("release", db, "--holder", "stuck-fn/1", input="n\n")
 
     assert result.exit_code == 1, result.output
-    assert "not released" in one_error_line(result)
+    assert "not released" in answered_then_refused(result, "Force-release")
     assert cli.items() == before
 
     agreed = cli.run("release", db, "--holder", "stuck-fn/1", input="y\n")

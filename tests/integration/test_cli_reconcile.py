@@ -318,7 +318,7 @@ def test_a_stack_names_the_app_user_through_its_secret() -> None:
         secret = json.dumps({"username": "orders_app", "password": "pw"})
         arn = secrets.create_secret(Name="app-user", SecretString=secret)["ARN"]
         console = build_console(
-            AwsAccess(region=REGION, fallback_credentials=("local", "local")),
+            AwsAccess(region=REGION, local_credentials=("local", "local")),
             "leases",
             {"AppUserSecretArn": arn},
             NAMESPACE,

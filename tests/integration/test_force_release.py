@@ -14,6 +14,7 @@ from domain import (
     InvalidInput,
     Lease,
     LeaseLost,
+    LeaseStore,
     Quota,
     QuotaStatus,
     Rejected,
@@ -30,6 +31,12 @@ DB = "orders-mysql"
 TTL = 30_000
 STUCK = "orders-api/8f14e45f"
 OTHER = "orders-batch/c9f0f895"
+
+
+def force(store: LeaseStore, database: str, **named: str) -> tuple[Lease, ...]:
+    """An operator's force-release as the command line makes it: the leases status names,
+    then exactly those."""
+    return store.force_release(database, store.status(database).named(**named))
 
 
 @pytest.fixture(params=["one-item", "split"])
@@ -65,7 +72,7 @@ def test_force_release_by_holder_removes_exactly_that_holders_leases(
     if limit > entries_per_shard(DB):
         assert all(parse_shard_lease_id(g.lease.id) is not None for g in stuck + others)
 
-    removed = store.force_release(DB, holder=STUCK)
+    removed = force(store, DB, holder=STUCK)
 
     assert ids(removed) == ids(g.lease for g in stuck)
     assert all(lease.holder == STUCK for lease in removed)
@@ -81,7 +88,7 @@ def test_force_release_by_holder_removes_exactly_that_holders_leases(
     take(under_test, OTHER, limit - 2)
     assert isinstance(store.acquire(DB, OTHER), Rejected)
     # Nothing left of that holder: a second force-release removes nothing.
-    assert store.force_release(DB, holder=STUCK) == ()
+    assert force(store, DB, holder=STUCK) == ()
 
 
 def test_force_release_by_label_or_id_removes_that_one_lease(
@@ -91,7 +98,7 @@ def test_force_release_by_label_or_id_removes_that_one_lease(
     store.set_quota(DB, Quota(limit=limit, default_ttl_ms=TTL))
     first, target, last = take(under_test, STUCK, 3)
 
-    removed = store.force_release(DB, lease=label(target.lease.id))
+    removed = force(store, DB, lease=label(target.lease.id))
 
     assert ids(removed) == [target.lease.id]
     now_ms = under_test.clock.now_ms()
@@ -99,11 +106,11 @@ def test_force_release_by_label_or_id_removes_that_one_lease(
     assert isinstance(store.renew(DB, target.token), LeaseLost)
 
     # Its full id names it too.
-    assert ids(store.force_release(DB, lease=first.lease.id)) == [first.lease.id]
+    assert ids(force(store, DB, lease=first.lease.id)) == [first.lease.id]
     assert live_ids(store.status(DB), now_ms) == [last.lease.id]
     assert isinstance(store.renew(DB, last.token), Renewed)
     # A label no lease has removes nothing.
-    assert store.force_release(DB, lease=label(target.lease.id)) == ()
+    assert force(store, DB, lease=label(target.lease.id)) == ()
 
 
 def colliding_secrets() -> tuple[str, str]:
@@ -134,7 +141,7 @@ def test_a_label_that_names_two_leases_is_invalid_and_removes_nothing(
     before, requests = under_test.dump(), under_test.requests()
 
     with pytest.raises(InvalidInput, match="names 2 leases"):
-        store.force_release(DB, lease=shared)
+        force(store, DB, lease=shared)
 
     assert under_test.dump() == before
     assert under_test.requests() == requests
@@ -152,9 +159,9 @@ def test_force_release_with_neither_or_both_holder_and_lease_is_invalid(
     before = under_test.dump()
 
     with pytest.raises(InvalidInput):
-        store.force_release(DB)
+        force(store, DB)
     with pytest.raises(InvalidInput):
-        store.force_release(DB, holder=STUCK, lease=label(grant.lease.id))
+        force(store, DB, holder=STUCK, lease=label(grant.lease.id))
 
     assert under_test.dump() == before
 
@@ -176,7 +183,7 @@ def test_a_groups_reserved_and_borrowed_leases_are_removable(
     assert (reserved.lease.group, reserved.lease.borrowed) == ("api", False)
     assert (borrowed.lease.group, borrowed.lease.borrowed) == ("batch", True)
 
-    removed = store.force_release(DB, holder="api-1")
+    removed = force(store, DB, holder="api-1")
 
     assert [(lease.id, lease.group) for lease in removed] == [(reserved.lease.id, "api")]
     status = store.status(DB)
@@ -185,7 +192,7 @@ def test_a_groups_reserved_and_borrowed_leases_are_removable(
     assert api.reserved_in_use == 0
     assert isinstance(store.renew(DB, reserved.token), LeaseLost)
 
-    removed = store.force_release(DB, lease=label(borrowed.lease.id))
+    removed = force(store, DB, lease=label(borrowed.lease.id))
 
     assert [(lease.id, lease.group, lease.borrowed) for lease in removed] == [
         (borrowed.lease.id, "batch", True)
@@ -212,7 +219,7 @@ def test_a_lent_lease_is_removable_and_its_group_gets_it_back(
     assert isinstance(lent, Granted)
     assert (lent.lease.group, lent.lease.borrowed) == ("api", True)
 
-    removed = store.force_release(DB, holder="borrower-1")
+    removed = force(store, DB, holder="borrower-1")
 
     assert ids(removed) == [lent.lease.id]
     assert isinstance(store.renew(DB, lent.token), LeaseLost)
@@ -232,7 +239,7 @@ def test_a_capped_groups_force_released_borrowed_lease_frees_its_place_under_the
     assert isinstance(stuck, Granted)
     assert isinstance(store.acquire(DB, "batch-2", group="batch"), Rejected)  # at its max
 
-    assert ids(store.force_release(DB, holder="batch-1")) == [stuck.lease.id]
+    assert ids(force(store, DB, holder="batch-1")) == [stuck.lease.id]
 
     status = store.status(DB)
     assert status.groups is not None
@@ -241,6 +248,38 @@ def test_a_capped_groups_force_released_borrowed_lease_frees_its_place_under_the
     assert isinstance(again, Granted), (
         "the group is held at its max by the force-released lease's ticket"
     )
+
+
+def test_force_releasing_an_untracked_borrowed_lease_leaves_a_ticketed_one_of_its_holder(
+    under_test: StoreUnderTest,
+) -> None:
+    """A lease borrowed before its group was capped has no ticket: releasing it must not
+    take the ticket of the holder's other, ticketed lease, which would then be lost."""
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=6, default_ttl_ms=TTL), [Reservation("batch", 0)])
+    untracked = store.acquire(DB, "batch-1", group="batch")
+    assert isinstance(untracked, Granted)
+    store.set_quota(DB, Quota(limit=6, default_ttl_ms=TTL), [Reservation("batch", 0, max=3)])
+    ticketed = store.acquire(DB, "batch-1", group="batch")
+    assert isinstance(ticketed, Granted)
+
+    assert ids(force(store, DB, lease=label(untracked.lease.id))) == [untracked.lease.id]
+
+    assert isinstance(store.renew(DB, ticketed.token), Renewed)
+
+
+def test_an_operator_releases_only_the_leases_it_saw(under_test: StoreUnderTest) -> None:
+    """Leases the holder took after the operator looked are not among those confirmed."""
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=4, default_ttl_ms=TTL))
+    (seen,) = take(under_test, STUCK)
+    confirmed = store.status(DB).named(holder=STUCK)
+    later = take(under_test, STUCK, 2)
+
+    assert ids(store.force_release(DB, confirmed)) == [seen.lease.id]
+
+    for grant in later:
+        assert isinstance(store.renew(DB, grant.token), Renewed)
 
 
 @pytest.mark.parametrize("by", ["holder", "label"])
@@ -263,9 +302,9 @@ def test_a_lease_granted_anew_meanwhile_is_not_removed(
 
     monkeypatch.setattr(store, "status", lambda database, group=None: seen)
     if by == "holder":
-        removed = store.force_release(DB, holder=STUCK)
+        removed = force(store, DB, holder=STUCK)
     else:
-        removed = store.force_release(DB, lease=label(first.lease.id))
+        removed = force(store, DB, lease=label(first.lease.id))
     monkeypatch.undo()
 
     assert removed == ()

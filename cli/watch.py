@@ -21,11 +21,8 @@ from rich.live import Live
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from adapters.cloudwatch import MetricReader
-from adapters.dynamodb import DynamoDBLeaseStore
 from cli.app import (
     BAD_USAGE,
-    NAMESPACE,
     CliError,
     Where,
     acting,
@@ -284,11 +281,9 @@ def watch(
             f"--history {history}: from {MIN_HISTORY_S} to {MAX_HISTORY_S} seconds", BAD_USAGE
         )
     console = where.console()
-    # A store of its own, so that what its reads cost can be counted.
-    client = console.aws.client("dynamodb")
-    counted = ItemsRead(client)
-    store = DynamoDBLeaseStore(client, console.leases_table, console.clock)
-    reader = MetricReader(console.aws.client("cloudwatch"), NAMESPACE) if metrics else None
+    counted = ItemsRead(console.dynamodb)  # what each refresh reads, and so costs
+    store = console.store
+    reader = console.metric_reader if metrics else None
     # The first read before the live view: an unknown database is one line and exit 1.
     started = time.monotonic()
     status = store.status(database)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_lambda import LambdaClient
 
+    from adapters.cloudwatch import MetricReader
     from adapters.mysql import MySqlConnector, MySqlEndpoint
     from adapters.secrets import Credentials
     from service.client import ConnectionLeases
@@ -241,8 +242,10 @@ class Console:
 
     aws: AwsAccess
     store: LeaseStore
+    dynamodb: DynamoDBClient  # the store's (watch counts what its reads return)
     clock: Clock
     metrics: MetricsSink  # PutMetricData: the command line writes no EMF log
+    metric_reader: MetricReader  # what the functions' EMF lines became, second by second
     leases_table: str
     outputs: dict[str, str]  # the stack's, when one was named
 
@@ -253,14 +256,18 @@ CONSOLE_SERVICE = "connlease-cli"
 def build_console(
     aws: AwsAccess, leases_table: str, outputs: dict[str, str], namespace: str
 ) -> Console:
-    from adapters.cloudwatch import CloudWatchMetricsSink  # noqa: PLC0415
+    from adapters.cloudwatch import CloudWatchMetricsSink, MetricReader  # noqa: PLC0415
 
     clock = SystemClock()
+    dynamodb = aws.client("dynamodb")
+    cloudwatch = aws.client("cloudwatch")
     return Console(
         aws=aws,
-        store=DynamoDBLeaseStore(aws.client("dynamodb"), leases_table, clock),
+        store=DynamoDBLeaseStore(dynamodb, leases_table, clock),
+        dynamodb=dynamodb,
         clock=clock,
-        metrics=CloudWatchMetricsSink(aws.client("cloudwatch"), namespace, CONSOLE_SERVICE),
+        metrics=CloudWatchMetricsSink(cloudwatch, namespace, CONSOLE_SERVICE),
+        metric_reader=MetricReader(cloudwatch, namespace),
         leases_table=leases_table,
         outputs=outputs,
     )

@@ -77,8 +77,9 @@ class Load:
         self._lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
         self._started = time.monotonic()
+        # Daemons: a call in flight when the stack stops must not keep the process alive.
         self._callers = [
-            threading.Thread(target=self._call, args=(index,), name=f"caller-{index}")
+            threading.Thread(target=self._call, args=(index,), name=f"caller-{index}", daemon=True)
             for index in range(options.callers)
         ]
 
@@ -86,10 +87,14 @@ class Load:
         for caller in self._callers:
             caller.start()
 
-    def stop(self) -> None:
+    def stop(self, within_s: float = 3.0) -> None:
+        """Stop calling. A call in flight may last as long as the test function's timeout
+        (30 s): it is not waited for past `within_s`, and ends with the stack, whose
+        environments stop under it."""
         self._stop.set()
+        deadline = time.monotonic() + within_s
         for caller in self._callers:
-            caller.join(timeout=30)
+            caller.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _call(self, index: int) -> None:
         rng = random.Random()

@@ -181,10 +181,6 @@ class AwsAccess:
         self._keys = local_credentials
         self._lock = threading.Lock()
 
-    @property
-    def region(self) -> str | None:
-        return self._region or self._session.get_config_variable("region")
-
     def client(self, service: str) -> Any:
         with self._lock:
             try:

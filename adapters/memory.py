@@ -128,7 +128,12 @@ class InMemoryLeaseStore(LeaseStore):
         ttl_ms = self._quotas[database].default_ttl_ms if lease.ttl_ms is None else lease.ttl_ms
         fence = self._fences[database] = self._fences.get(database, 0) + 1
         self._leases[database][lease.id] = Lease(
-            lease.id, lease.holder, now_ms + ttl_ms, fence, tag=lease.tag, granted_at_ms=now_ms
+            lease.id,
+            lease.holder,
+            now_ms + ttl_ms,
+            fence,
+            tag=lease.tag,
+            granted_at_ms=now_ms // 1000 * 1000,  # to the second, as DynamoDB keeps it
         )
 
     def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:

@@ -267,18 +267,8 @@ def user_connections(connection: pymysql.connections.Connection[Any], user: str)
     connection. A row still logging in (`Connect`) is not counted: the server decides at
     the end of the login whether MAX_USER_CONNECTIONS admits it, and lists it meanwhile
     (seen here while the only admitted connection still ran a statement: the newcomer was
-    then refused, 1226). Nor is one being killed."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
-                " WHERE USER = %s AND COMMAND NOT IN ('Connect', 'Killed')",
-                (user,),
-            )
-            (count,) = cursor.fetchone() or (0,)
-            return int(count)
-    except pymysql.err.MySQLError as error:
-        raise DatabaseError.of(error) from error
+    then refused, 1226). Nor is one being killed, nor the querying connection itself."""
+    return len(connections_of(connection, user))
 
 
 # Rows of the process list that hold no connection slot of their user: one still logging

@@ -103,9 +103,7 @@ def answering(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except CliError as error:
             fail(str(error), error.code)
-        except InvalidInput as error:
-            fail(str(error), BAD_USAGE)
-        except AwsSetupError as error:
+        except (InvalidInput, AwsSetupError) as error:
             fail(str(error), BAD_USAGE)
         except UnknownDatabase as error:
             fail(f"no quota for database {error.database!r} (connlease status lists them)")
@@ -283,13 +281,13 @@ class MysqlOptions:
         port = self.port if self.port is not None else int(outputs.get("DatabasePort", "3306"))
         if not 1 <= port <= 65535:
             raise CliError(f"--mysql-port {port} is not a port (1-65535)", BAD_USAGE)
+        # What is not given, MySqlEndpoint's own defaults (the local MariaDB's) fill in.
         endpoint = MySqlEndpoint(
             host=host,
             port=port,
-            user=self.user or "root",
-            password=self.password or "",
-            database=self.database or "test",
-            connect_timeout_s=5,
+            user=self.user or MySqlEndpoint.user,
+            password=self.password or MySqlEndpoint.password,
+            database=self.database or MySqlEndpoint.database,
         )
         secret = self.secret or (None if self.user else outputs.get("DatabaseSecretArn"))
         tls = self.tls if self.tls is not None else bool(outputs)

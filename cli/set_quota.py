@@ -27,9 +27,15 @@ from cli.app import (
     print_json,
 )
 from cli.render import groups_table, span, status_doc, status_table
-from domain import CorruptQuota, InvalidInput, LeaseStore, Quota, QuotaStatus, UnknownDatabase
-from domain.groups import Groups, Reservation, format_reservations, parse_reservations
-from domain.model import MAX_LIMIT, check_limit, check_ttl_ms
+from domain import CorruptQuota, LeaseStore, Quota, QuotaStatus, UnknownDatabase
+from domain.groups import (
+    Groups,
+    Reservation,
+    check_reserved_within,
+    format_reservations,
+    parse_reservations,
+)
+from domain.model import MAX_LIMIT, check_limit, check_ttl_ms, limit_of_percent
 
 # A new quota's default lease TTL, as the template's DefaultLeaseTtlMs.
 NEW_QUOTA_TTL_MS = 60_000
@@ -99,13 +105,7 @@ def set_quota(
     if groups:
         Groups().replaced(groups, limit)  # above the limit: said now, nothing written
     elif groups is None and before is not None and before.groups is not None:
-        reserved = sum(view.reserved for view in before.groups.groups if not view.retired)
-        if reserved > limit:
-            raise InvalidInput(
-                "limit",
-                f"is {limit}, below the {reserved} leases reserved for groups:"
-                " lower them too (--reserve) or remove them (--no-groups)",
-            )
+        check_reserved_within(before.groups.reserved, limit)  # kept groups must still fit
     say = err if as_json else out  # stdout is the JSON document's alone
     for line in _plan(database, before, quota, groups):
         say.print(line)
@@ -148,7 +148,7 @@ def _groups(reserve: list[str] | None, no_groups: bool) -> tuple[Reservation, ..
 def _percent_of_max_connections(connect: MySqlConnector, percent: int, say: Terminal) -> int:
     with closing(connect()) as connection:
         max_connections = server_variable(connection, "max_connections")
-    limit = max(1, max_connections * percent // 100)
+    limit = limit_of_percent(max_connections, percent)
     say.print(
         f"MySQL {connect.describe()}: max_connections {max_connections};"
         f" {percent}% of it is a limit of {limit}"

@@ -39,6 +39,9 @@ MIN_INTERVAL_S = 0.5
 DEFAULT_INTERVAL_S = 2.0
 DEFAULT_HISTORY_S = 60
 MIN_HISTORY_S, MAX_HISTORY_S = 10, 3600
+# How late a second's refusals may reach CloudWatch (EMF is extracted from the logs): a
+# refresh reads this much again, the window's older seconds stay as first read.
+LATE_S = 120
 # What a sparkline row leaves for its label and figures.
 ROW_OVERHEAD = 44
 
@@ -171,6 +174,7 @@ class Screen:
     metrics: bool = True
     refused_problem: str | None = None  # why refusals are not shown
     refused_stopped: bool = False  # a failure that will not pass: no more reads
+    refused_read: bool = False  # the whole window read once: later reads take its end
     read_problem: str | None = None  # the last status read's failure
     items_per_read: int = 0
     read_ms: float = 0.0
@@ -350,13 +354,16 @@ class PerSecond(Protocol):
 
 
 def refresh_refused(screen: Screen, reader: PerSecond | None, now_ms: int) -> None:
-    """The refusals per second over the whole window: points CloudWatch gets late (EMF
-    arrives seconds after it was logged) fill in on a later refresh. A failure that will
-    not pass by itself (access denied) stops the reading; another is shown and retried."""
+    """The refusals per second: the whole window first, then its last LATE_S seconds, into
+    which points CloudWatch gets late (EMF arrives seconds after it was logged) still
+    fall. A failure that will not pass by itself (access denied) stops the reading;
+    another is shown and retried."""
     if reader is None or screen.refused_stopped:
         return
     end_s = now_ms // 1000 + 1
-    start_s = end_s - screen.refused.seconds
+    start_s = end_s - (
+        min(LATE_S, screen.refused.seconds) if screen.refused_read else screen.refused.seconds
+    )
     try:
         counts = reader.per_second(
             Metric.NO_CONNECTIONS_LEFT,
@@ -369,4 +376,5 @@ def refresh_refused(screen: Screen, reader: PerSecond | None, now_ms: int) -> No
         screen.refused_stopped = isinstance(error, StoreUnavailable) and not error.retryable
         return
     screen.refused_problem = None
+    screen.refused_read = True
     screen.refused.cover(start_s, end_s, counts)

@@ -205,12 +205,7 @@ class Groups:
 
     def within(self, limit: int) -> Groups:
         """The same groups under a new limit, which must still hold their reservations."""
-        if self.reserved > limit:
-            raise InvalidInput(
-                "limit",
-                f"is {limit}, below the {self.reserved} leases reserved for groups:"
-                " lower or remove reservations first (or in the same change)",
-            )
+        check_reserved_within(self.reserved, limit)
         return replace(self, version=self.version + 1, limit=limit)
 
     def without(self, groups: Iterable[str]) -> Groups:
@@ -219,6 +214,16 @@ class Groups:
         kept = tuple(rule for rule in self.rules if not (rule.retired and rule.group in gone))
         last_tag = max([self.last_tag, *(rule.tag for rule in self.rules)])
         return replace(self, rules=kept, version=self.version + 1, last_tag=last_tag)
+
+
+def check_reserved_within(reserved: int, limit: int) -> None:
+    """A limit that the groups' reservations, kept as they are, would not fit."""
+    if reserved > limit:
+        raise InvalidInput(
+            "limit",
+            f"is {limit}, below the {reserved} leases reserved for groups:"
+            " lower or remove reservations first (or in the same change)",
+        )
 
 
 def plan_limits(targets: Mapping[str, int], held: Mapping[str, int]) -> tuple[dict[str, int], bool]:
@@ -326,6 +331,11 @@ class GroupsView:
     pool_limit: int
     pool_in_use: int
     groups: tuple[GroupStatus, ...] = field(default=())
+
+    @property
+    def reserved(self) -> int:
+        """Leases reserved for groups (Groups.reserved, as status shows them)."""
+        return sum(status.reserved for status in self.groups if not status.retired)
 
     def group(self, name: str) -> GroupStatus | None:
         return next((status for status in self.groups if status.group == name), None)

@@ -51,6 +51,12 @@ def check_database(database: object) -> str:
     )
 
 
+def limit_of_percent(max_connections: int, percent: int) -> int:
+    """A limit of `percent` of the server's max_connections, at least 1: the seeder's
+    LimitPercent and `connlease set --percent` size a quota alike."""
+    return max(1, max_connections * percent // 100)
+
+
 def is_database_name(key: str) -> bool:
     """Whether an item's key is a database's own: a shard's (`#`) or a group's (`~`) has a
     character no database name may."""
@@ -233,7 +239,8 @@ class QuotaStatus:
         if (holder is None) == (lease is None):
             raise InvalidInput("holder", "give a holder or a lease, one of the two")
         if holder is not None:
-            return tuple(found for found in self.leases if found.holder == check_holder(holder))
+            check_holder(holder)
+            return tuple(found for found in self.leases if found.holder == holder)
         chosen = tuple(found for found in self.leases if found.id == lease) or tuple(
             found for found in self.leases if label(found.id) == lease
         )

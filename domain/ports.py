@@ -552,11 +552,8 @@ class LeaseStore(ABC):
 
     def _release_in(self, quota: str, grant: Token) -> ReleaseOutcome:
         key = lease_key(quota, grant.secret)
-        if grant.shard is not None:
-            with suppress(UnknownDatabase):  # no such shard: the quota was split since
-                if self._remove(shard_item(quota, grant.shard), key, grant.fence):
-                    self._split.freed(quota, grant.shard)
-                    return ReleaseOutcome.RELEASED
+        if grant.shard is not None and self._remove_in_shard(quota, grant.shard, key, grant.fence):
+            return ReleaseOutcome.RELEASED
         if self._remove(quota, key, grant.fence):
             return ReleaseOutcome.RELEASED
         if grant.shard is None and self._split.release_by_key(quota, key, grant.fence):
@@ -743,11 +740,18 @@ class LeaseStore(ABC):
         # An entry from before fences has none: removed whatever it is.
         fence = lease.fence or None
         shard = parse_shard_lease_id(lease.id)
-        with suppress(UnknownDatabase):  # its share or shard went: so did the lease
-            if shard is None:
-                return self._remove(quota, lease.id, fence)
-            if self._remove(shard_item(quota, shard[0]), shard[1], fence):
-                self._split.freed(quota, shard[0])
+        if shard is not None:
+            return self._remove_in_shard(quota, shard[0], shard[1], fence)
+        with suppress(UnknownDatabase):  # its share went: so did the lease
+            return self._remove(quota, lease.id, fence)
+        return False
+
+    def _remove_in_shard(self, quota: str, shard: int, key: str, fence: int | None) -> bool:
+        """Remove a split quota's entry from its shard; False if it was not there (or the
+        shard is gone: the quota was split anew since)."""
+        with suppress(UnknownDatabase):
+            if self._remove(shard_item(quota, shard), key, fence):
+                self._split.freed(quota, shard)
                 return True
         return False
 

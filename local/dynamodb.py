@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import moto.cloudwatch.models as moto_cloudwatch
@@ -118,8 +118,15 @@ moto_cloudwatch.are_dimensions_same = _same_dimensions
 
 def local_client(endpoint_url: str, config: Config) -> DynamoDBClient:
     """A DynamoDB client for a loopback endpoint, with the local stack's credentials."""
-    return boto3.client(
-        "dynamodb",
+    return cast("DynamoDBClient", local_service_client("dynamodb", endpoint_url, config))
+
+
+def local_service_client(service: str, endpoint_url: str, config: Config | None = None) -> Any:
+    """A client of any service the embedded server answers for (CloudWatch beside
+    DynamoDB), with the local stack's credentials."""
+    make: Callable[..., Any] = boto3.client  # the stubs' overloads want a literal service
+    return make(
+        service,
         endpoint_url=endpoint_url,
         region_name=LOCAL_REGION,
         config=config,

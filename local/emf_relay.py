@@ -17,15 +17,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import boto3
 import moto.cloudwatch.models as moto_cloudwatch
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.core.models import DEFAULT_ACCOUNT_ID
 
-from local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRET_KEY
+from local.dynamodb import LOCAL_REGION, local_service_client
+from local.watch import Poller
 
 # PutMetricData takes up to 1,000 metrics a call; a metric up to 150 values (EMF 100).
 MAX_DATA_PER_CALL = 1000
@@ -51,13 +50,7 @@ def _utc(at: datetime) -> datetime:
 
 def cloudwatch_client(endpoint_url: str) -> Any:
     """CloudWatch at the embedded server's address (moto serves it beside DynamoDB)."""
-    return boto3.client(
-        "cloudwatch",
-        endpoint_url=endpoint_url,
-        region_name=LOCAL_REGION,
-        aws_access_key_id=LOCAL_ACCESS_KEY,
-        aws_secret_access_key=LOCAL_SECRET_KEY,
-    )
+    return local_service_client("cloudwatch", endpoint_url)
 
 
 def metric_data(line: str) -> list[tuple[str, dict[str, Any]]]:
@@ -134,35 +127,26 @@ def publish(client: Any, lines: Iterable[str]) -> int:
     return sent
 
 
-class EmfRelay:
-    """Follows log files from where they end when it starts (or from their first byte,
-    for a file that appears later) and publishes their EMF lines every `interval_s`, on a
-    thread of its own; a last pass on stop relays what was printed before it."""
+class EmfRelay(Poller):
+    """Follows log files from where they end when it is made (or from their first byte,
+    for a file that appears later) and publishes their EMF lines every `interval_s` while
+    `watching()`; a last pass when it stops relays what was printed before."""
 
     def __init__(
         self, client: Any, files: Callable[[], Iterable[Path]], interval_s: float = 0.5
     ) -> None:
+        super().__init__(interval_s, "emf-relay")
         self._client = client
         self._files = files
-        self._interval_s = interval_s
-        self._offsets: dict[Path, int] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._offsets = {path: path.stat().st_size if path.exists() else 0 for path in files()}
         self._lock = threading.Lock()
         self.sent = 0
         self.failed = 0  # entries a PutMetricData refused or never delivered
 
-    def start(self) -> None:
-        for path in self._files():
-            self._offsets[path] = path.stat().st_size if path.exists() else 0
-        self._thread = threading.Thread(target=self._run, name="emf-relay", daemon=True)
-        self._thread.start()
+    def sample(self) -> None:
+        self.relay_once()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+    def stopped(self) -> None:
         self.relay_once()
 
     def relay_once(self) -> int:
@@ -192,19 +176,3 @@ class EmfRelay:
         complete = chunk[: chunk.rfind(b"\n") + 1]
         self._offsets[path] = offset + len(complete)
         return complete.decode("utf-8", errors="replace").splitlines()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.relay_once()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -160,7 +160,8 @@ class LocalStack:
                 )
             )
             if self.relay_metrics:
-                started.enter_context(EmfRelay(cloudwatch_client(url), self.lambdas.log_files))
+                relay = EmfRelay(cloudwatch_client(url), self.lambdas.log_files)
+                started.enter_context(relay.watching())
             self._exit = started.pop_all()
         return self
 

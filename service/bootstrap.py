@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from botocore.config import Config
 
@@ -124,15 +124,20 @@ def mysql_endpoint(settings: DatabaseSettings) -> MySqlEndpoint:
     )
 
 
-def db_credentials(secret_arn: str | None, user: str, password: str) -> Credentials:
+def db_credentials(
+    secret_arn: str | None, user: str, password: str, secrets_client: Any = None
+) -> Credentials:
     """The login in the secret when one is set: read on the first connect (a cold start
-    makes no call) and kept, and read again when MySQL refuses it; else the one given."""
+    makes no call) and kept, and read again when MySQL refuses it; else the one given.
+    `secrets_client`: a Secrets Manager client of the caller's (the operator's); by
+    default the function's own, made on first use."""
     from adapters.aws import LazyClient  # noqa: PLC0415
     from adapters.secrets import FixedCredentials, Login, SecretCredentials  # noqa: PLC0415
 
     if not secret_arn:
         return FixedCredentials(Login(user, password))
-    return SecretCredentials(LazyClient("secretsmanager", SDK_CONFIG), secret_arn)
+    client = secrets_client or LazyClient("secretsmanager", SDK_CONFIG)
+    return SecretCredentials(client, secret_arn)
 
 
 def mysql_connector(settings: DatabaseSettings, secret_arn: str | None) -> MySqlConnector:
@@ -284,9 +289,7 @@ def operator_mysql(
     own AWS access) when given, else the endpoint's user and password; over TLS verified
     with `ca_bundle` (RDS's authorities) or the system's store."""
     from adapters.mysql import MySqlConnector, tls_context  # noqa: PLC0415
-    from adapters.secrets import SecretCredentials  # noqa: PLC0415
 
-    credentials = None
-    if secret_id:
-        credentials = SecretCredentials(aws.client("secretsmanager"), secret_id)
+    secrets = aws.client("secretsmanager") if secret_id else None
+    credentials = db_credentials(secret_id, endpoint.user, endpoint.password, secrets)
     return MySqlConnector(endpoint, tls_context(ca_bundle) if tls else None, credentials)

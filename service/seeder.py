@@ -47,7 +47,7 @@ from adapters.mysql import DatabaseError, ensure_app_user, seed_employees, serve
 from adapters.secrets import Credentials, SecretUnavailable
 from domain import ConnleaseError, InvalidInput, Quota
 from domain.groups import Groups, Reservation, format_reservations, parse_reservations
-from domain.model import MAX_LIMIT, MAX_TTL_MS, MIN_TTL_MS, check_database
+from domain.model import MAX_LIMIT, MAX_TTL_MS, MIN_TTL_MS, check_database, limit_of_percent
 from service.bootstrap import Seeder, build_seeder
 from service.observability import powertools
 from service.settings import SeederSettings
@@ -130,7 +130,7 @@ class SeedProperties(BaseModel):
             return self.limit
         if self.limit_percent is None or max_connections is None:
             raise SeedFailed("LimitPercent needs the server's max_connections")
-        return max(1, max_connections * self.limit_percent // 100)
+        return limit_of_percent(max_connections, self.limit_percent)
 
     def reservations(
         self, limit: int, max_connections: int | None

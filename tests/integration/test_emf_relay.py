@@ -118,7 +118,7 @@ def test_the_relay_follows_log_files_from_where_they_ended_when_it_started(
 ) -> None:
     log, later = tmp_path / "helper.log", tmp_path / "test.log"
     log.write_text(refusals_line(database, 7) + "\n")  # printed before: not relayed
-    with EmfRelay(cloudwatch, lambda: [log, later], interval_s=0.1) as relay:
+    with EmfRelay(cloudwatch, lambda: [log, later], interval_s=0.1).watching() as relay:
         whole, half = refusals_line(database, 2), refusals_line(database, 1)
         with log.open("a") as out:
             out.write(f"START RequestId: 2\n{whole}\n{half[:40]}")

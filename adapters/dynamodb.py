@@ -1,15 +1,18 @@
 """The lease store on DynamoDB: one item per database, one conditional write per step.
 
-Item layout (DESIGN.md section 4): `pk` = database (or a shard's `database#i`), `sk` =
-"quota", `limit`, `ttl_ms` (default lease TTL), `leases` (map of lease id -> expiry in
-epoch ms), `holders` (map of lease id -> holder, only for leases that named one), `fences`
-(map of lease id -> its grant's fence) and `fence` (the item's last fence). Taking a lease
-is one UpdateItem, giving it back is one UpdateItem.
+Item layout (docs/design.md, "Storage"): `pk` = the item's key (a database's own, a
+shard's `db#i`, a group's share `db~g`), `sk` = "quota", `limit`, `ttl_ms` (default lease
+TTL), `leases` (map of lease id -> expiry in epoch ms), `holders` (map of lease id ->
+`tag<TAB>holder<TAB>granted-at`), `fences` (map of lease id -> its grant's fence), `fence`
+(the item's last fence) and `epoch` (the version of the change that last set its limit).
 
-A quota with groups (domain.groups) keeps them in its root item: `groups` (map of group
--> {t: tag, r: reserved, b: borrow, m: max, x: retired}) and `groups_version`. A group's
-pool lease carries its group's tag in its holder entry, `tag<TAB>holder` (a holder is
-printable ASCII, so never holds a tab): no map an older item lacks.
+A quota's root item (the database's own) also says what the quota is: `total` (its
+limit), `shards` (how many shard items the pool has), `groups` (map of group -> {t: tag,
+r: reserved, b: borrow, m: max, x: retired, s: share shards, c: cap shards, k: capped}),
+`last_tag`, `pending` and `settled_at` (domain.item.QuotaConfig).
+
+Each `domain.item` write is one UpdateItem whose condition says what the write's `allows`
+says (the contract tests run both stores): this module translates, and decides nothing.
 """
 
 from __future__ import annotations
@@ -22,9 +25,23 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws import unavailable
 from adapters.dynamodb_limits import WRITE_UNIT_BYTES, item_size
-from domain.decisions import Reclaim
-from domain.errors import CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
-from domain.groups import LENT_TAG, GroupRule, Groups, Reservation
+from domain.errors import CorruptQuota, InvalidInput, StoreUnavailable
+from domain.groups import GroupRule, Groups, Reservation
+from domain.item import (
+    Accept,
+    Clear,
+    Commit,
+    Extend,
+    Grant,
+    ItemWrite,
+    NoteWanted,
+    QuotaConfig,
+    QuotaState,
+    Remove,
+    Seal,
+    SetLimit,
+)
+from domain.lease_store import LeaseStore
 from domain.model import (
     MAX_HOLDER_LENGTH,
     MAX_LIMIT,
@@ -34,15 +51,14 @@ from domain.model import (
     WANTED_WINDOW_MS,
     Lease,
     Quota,
-    QuotaState,
-    ShardLayout,
+    is_database_name,
 )
-from domain.ports import Clock, LeaseStore, NewLease, Write
+from domain.ports import Clock, ItemStore, Written
 from domain.shards import shard_item
 from domain.tokens import KEY_CHARS, new_secret
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
@@ -92,23 +108,21 @@ def wait_until_active(client: DynamoDBClient, table_name: str, *, delay_s: int =
     )
 
 
-def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
+def parse_item(key: str, item: Mapping[str, Any]) -> QuotaState:
     """Read a quota item into the domain's snapshot, or say what is wrong with it."""
     try:
-        quota = Quota(_int(database, item, "limit"), _int(database, item, "ttl_ms"))
+        quota = Quota(_int(key, item, "limit"), _int(key, item, "ttl_ms"))
     except InvalidInput as error:
-        raise CorruptQuota(database, str(error)) from error
-    layout = _layout(database, item)
-    groups = _groups(database, item)
-    leases = _map(database, item, "leases")
-    holders = _map(database, item, "holders")
-    # An older version's item has no fences: it reads (so that set_quota can upgrade it,
-    # split or not), but no lease is granted or renewed in it until then (_fenced).
-    fences = _map(database, item, "fences") if "fences" in item else {}
+        raise CorruptQuota(key, str(error)) from error
+    leases = _map(key, item, "leases")
+    holders = _map(key, item, "holders")
+    # An older version's item has no fences: it reads (so that set_quota can upgrade it),
+    # but no lease is granted or renewed in it until then.
+    fences = _map(key, item, "fences") if "fences" in item else {}
     parsed = []
     for lease_id, value in leases.items():
         if set(value) != {"N"} or not value["N"].isdigit():
-            raise CorruptQuota(database, f"lease {lease_id!r} has expiry {value!r}, not epoch ms")
+            raise CorruptQuota(key, f"lease {lease_id!r} has expiry {value!r}, not epoch ms")
         tag, holder, granted_s = _holder_entry(holders.get(lease_id, {}).get("S", ""))
         fence = fences.get(lease_id, {}).get("N", "0")
         parsed.append(
@@ -122,14 +136,30 @@ def parse_item(database: str, item: Mapping[str, Any]) -> QuotaState:
             )
         )
     return QuotaState(
-        database,
+        key,
         quota,
         tuple(parsed),
         _wanted_at_ms(item),
-        layout,
         int(item.get("fence", {}).get("N", "0")),
         fenced="fences" in item,
-        groups=groups,
+        epoch=_optional_int(key, item, "epoch"),
+        config=_config(key, item, quota) if is_database_name(key) else None,
+    )
+
+
+def _config(database: str, item: Mapping[str, Any], own: Quota) -> QuotaConfig:
+    """What a root item says of its quota. An older version's root said it otherwise: a
+    plain item's limit is the quota's; a split one kept `total`; groups kept their own
+    version, last tag and pending flag (read, and dropped by the next change)."""
+    limit = _optional_int(database, item, "total", own.limit)
+    pending = item.get("pending", item.get("groups_pending", {})).get("BOOL", False) is True
+    return QuotaConfig(
+        limit,
+        own.default_ttl_ms,
+        _optional_int(database, item, "shards"),
+        _groups(database, item),
+        pending,
+        _optional_int(database, item, "settled_at"),
     )
 
 
@@ -141,25 +171,28 @@ def _groups(database: str, item: Mapping[str, Any]) -> Groups | None:
         for name, raw in _map(database, item, "groups").items():
             fields = raw.get("M", {}) if isinstance(raw, dict) else {}
             limit = fields.get("m", {}).get("N")
-            lend = fields.get("l", {}).get("N")
+            # A retired version's `l` (lending) is ignored: its lent leases just expire.
             reservation = Reservation(
                 name,
                 int(fields["r"]["N"]),
                 fields.get("b", {}).get("BOOL", True),
                 None if limit is None else int(limit),
-                None if lend is None else int(lend),
             )
-            retired = fields.get("x", {}).get("BOOL", False)
-            rules.append(GroupRule(reservation, int(fields["t"]["N"]), retired))
-    except (KeyError, TypeError, ValueError) as error:
+            rules.append(
+                GroupRule(
+                    reservation,
+                    int(fields["t"]["N"]),
+                    fields.get("x", {}).get("BOOL", False),
+                    int(fields.get("s", {}).get("N", "0")),
+                    int(fields.get("c", {}).get("N", "0")),
+                    # An older version's capped group had its cap's item: it is still there.
+                    fields.get("k", {}).get("BOOL", limit is not None),
+                )
+            )
+    except (KeyError, TypeError, ValueError, InvalidInput) as error:
         raise CorruptQuota(database, f"groups is malformed ({error!r})") from error
-    return Groups(
-        tuple(sorted(rules, key=lambda rule: rule.tag)),
-        _int(database, item, "groups_version"),
-        int(item.get("groups_last_tag", {}).get("N", "0")),
-        int(item.get("groups_limit", {}).get("N", "0")),
-        item.get("groups_pending", {}).get("BOOL", False) is True,
-    )
+    last_tag = item.get("last_tag", item.get("groups_last_tag", {})).get("N", "0")
+    return Groups(tuple(sorted(rules, key=lambda rule: rule.tag)), int(last_tag))
 
 
 def groups_value(groups: Groups) -> AttributeValueTypeDef:
@@ -171,39 +204,42 @@ def groups_value(groups: Groups) -> AttributeValueTypeDef:
             "r": {"N": str(rule.reservation.reserved)},
             "b": {"BOOL": rule.reservation.borrow},
             "x": {"BOOL": rule.retired},
+            "s": {"N": str(rule.share_shards)},
+            "c": {"N": str(rule.cap_shards)},
+            "k": {"BOOL": rule.capped},
         }
         if rule.reservation.max is not None:
             fields["m"] = {"N": str(rule.reservation.max)}
-        if rule.reservation.lend_ms is not None:
-            fields["l"] = {"N": str(rule.reservation.lend_ms)}
         rules[rule.group] = {"M": fields}
     return {"M": rules}
 
 
-def _fenced(state: QuotaState) -> QuotaState:
-    """The state a grant or a renewal was refused on; one refused for want of a fences map
-    is an older version's item, and says how to upgrade it."""
-    if not state.fenced:
-        raise CorruptQuota(
-            state.database, "it has no fences (an older version's item): set its quota again"
-        )
-    return state
-
-
-def _layout(database: str, item: Mapping[str, Any]) -> ShardLayout | None:
-    """A split quota's root names its shards; any other item does not."""
-    if "shards" not in item:
-        return None
-    return ShardLayout(
-        _int(database, item, "total"),
-        _int(database, item, "shards"),
-        rebalance=item.get("rebalance") == {"BOOL": True},
-    )
+def _config_values(config: QuotaConfig) -> tuple[list[str], list[str], dict[str, Any]]:
+    """The SET and REMOVE clauses, and their values, that make a root item say `config`."""
+    sets = ["#total = :total", "shards = :shards", "pending = :pending", "settled_at = :settled"]
+    values: dict[str, Any] = {
+        ":total": {"N": str(config.limit)},
+        ":shards": {"N": str(config.shards)},
+        ":pending": {"BOOL": config.pending},
+        ":settled": {"N": str(config.settled_at_ms)},
+    }
+    # An older version's attributes go with the first change that reads them.
+    removes = ["groups_version", "groups_last_tag", "groups_limit", "groups_pending"]
+    removes += ["rebalance", "claim_until"]
+    if config.groups is not None:
+        sets += ["#groups = :groups", "last_tag = :last_tag"]
+        values |= {
+            ":groups": groups_value(config.groups),
+            ":last_tag": {"N": str(config.groups.last_tag)},
+        }
+    else:
+        removes += ["#groups", "last_tag"]
+    return sets, removes, values
 
 
 def quota_item(state: QuotaState) -> Item:
     """The item that holds `state`, as this store writes it: parse_item's inverse (the
-    in-memory store sizes its writes by it)."""
+    local capacity model sizes the in-memory store's items by it)."""
     item: Item = {
         "pk": {"S": state.database},
         "sk": {"S": QUOTA_SORT_KEY},
@@ -220,22 +256,15 @@ def quota_item(state: QuotaState) -> Item:
     }
     if state.fence:
         item["fence"] = {"N": str(state.fence)}
+    if state.epoch:
+        item["epoch"] = {"N": str(state.epoch)}
     if state.wanted_at_ms:
         item["wanted_at"] = {"N": str(state.wanted_at_ms)}
-    if state.groups is not None:
-        item |= {
-            "groups": groups_value(state.groups),
-            "groups_version": {"N": str(state.groups.version)},
-            "groups_last_tag": {"N": str(state.groups.last_tag)},
-            "groups_limit": {"N": str(state.groups.limit)},
-            "groups_pending": {"BOOL": state.groups.pending},
-        }
-    if state.layout is not None:
-        item |= {
-            "total": {"N": str(state.layout.limit)},
-            "shards": {"N": str(state.layout.shards)},
-            "rebalance": {"BOOL": state.layout.rebalance},
-        }
+    if state.config is not None:
+        sets, _, values = _config_values(state.config)
+        for clause in sets:
+            name, value = (part.strip() for part in clause.split("="))
+            item[{"#total": "total", "#groups": "groups"}.get(name, name)] = values[value]
     return item
 
 
@@ -300,6 +329,10 @@ def _int(database: str, item: Mapping[str, Any], name: str) -> int:
     return int(raw["N"])
 
 
+def _optional_int(database: str, item: Mapping[str, Any], name: str, default: int = 0) -> int:
+    return _int(database, item, name) if name in item else default
+
+
 def _map(database: str, item: Mapping[str, Any], name: str) -> dict[str, Any]:
     raw = item.get(name)
     if not isinstance(raw, dict) or set(raw) != {"M"}:
@@ -307,7 +340,113 @@ def _map(database: str, item: Mapping[str, Any], name: str) -> dict[str, Any]:
     return dict(raw["M"])
 
 
+class DynamoDBItems(ItemStore):
+    """Quota items in a DynamoDB table: a read is a consistent GetItem, a write one
+    conditional UpdateItem (the item it refused on comes back with the refusal)."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str, clock: Clock) -> None:
+        self.client = client
+        self.table = table_name
+        self._clock = clock  # paces the retries of a batch read's unprocessed keys
+
+    def _key(self, key: str) -> dict[str, AttributeValueTypeDef]:
+        return {"pk": {"S": key}, "sk": {"S": QUOTA_SORT_KEY}}
+
+    def read(self, key: str) -> QuotaState | None:
+        try:
+            response = self.client.get_item(
+                TableName=self.table, Key=self._key(key), ConsistentRead=True
+            )
+        except (ClientError, BotoCoreError) as error:
+            _unavailable("status", error)
+        item = response.get("Item")
+        return None if item is None else parse_item(key, item)
+
+    def read_many(self, keys: Sequence[str]) -> dict[str, QuotaState]:
+        found: dict[str, QuotaState] = {}
+        for start in range(0, len(keys), BATCH_GET_LIMIT):
+            batch = [self._key(key) for key in keys[start : start + BATCH_GET_LIMIT]]
+            for item in self._batch_get(batch):
+                key = item["pk"]["S"]
+                found[key] = parse_item(key, item)
+        return found
+
+    def _batch_get(self, keys: list[dict[str, AttributeValueTypeDef]]) -> list[Item]:
+        """One BatchGetItem, with what DynamoDB leaves unprocessed (a throttled partition)
+        asked for again after a short pause, a few times."""
+        items: list[Item] = []
+        for attempt in range(BATCH_GET_ROUNDS):
+            try:
+                response = self.client.batch_get_item(
+                    RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
+                )
+            except (ClientError, BotoCoreError) as error:
+                _unavailable("read shards", error)
+            items += response.get("Responses", {}).get(self.table, [])
+            left = response.get("UnprocessedKeys", {}).get(self.table)
+            keys = list(left["Keys"]) if left and "Keys" in left else []
+            if not keys:
+                return items
+            self._clock.sleep_ms(20 * 2**attempt)
+        raise StoreUnavailable("read shards", "keys left unprocessed (throttled)", True)
+
+    def write(self, key: str, write: ItemWrite) -> Written:
+        operation, request = _request(write)
+        request.setdefault("ReturnValuesOnConditionCheckFailure", "ALL_OLD")
+        try:
+            response = self.client.update_item(
+                TableName=self.table, Key=self._key(key), ReturnValues="ALL_NEW", **request
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                _unavailable(operation, error)
+            seen = cast("Item | None", error.response.get("Item"))
+            if seen is None:
+                # Real DynamoDB returns the item with the refusal; where an endpoint does
+                # not, a consistent read stands in.
+                return Written(False, self.read(key))
+            return Written(False, parse_item(key, seen))
+        except BotoCoreError as error:
+            _unavailable(operation, error)
+        try:
+            return Written(True, parse_item(key, response.get("Attributes", {})))
+        except CorruptQuota:
+            # A lease entry was malformed (the item-level checks passed): undo our grant so
+            # the failed call leaves the table as it found it.
+            if isinstance(write, Grant):
+                self.write(key, Remove(write.lease.id, None))
+            raise
+
+    def delete(self, key: str) -> bool:
+        try:
+            response = self.client.delete_item(
+                TableName=self.table, Key=self._key(key), ReturnValues="ALL_OLD"
+            )
+        except (ClientError, BotoCoreError) as error:
+            _unavailable("delete_quota", error)
+        return "Attributes" in response
+
+    def all_keys(self) -> list[str]:
+        """A Scan of the keys alone (billed by the size of the items it reads, as any scan
+        is): for an operator's listing, never on a lease's path."""
+        keys = []
+        try:
+            pages = self.client.get_paginator("scan").paginate(
+                TableName=self.table,
+                ProjectionExpression="pk",
+                FilterExpression="sk = :quota",
+                ExpressionAttributeValues={":quota": {"S": QUOTA_SORT_KEY}},
+            )
+            for page in pages:
+                keys += [item["pk"]["S"] for item in page.get("Items", [])]
+        except (ClientError, BotoCoreError) as error:
+            _unavailable("list databases", error)
+        return keys
+
+
 class DynamoDBLeaseStore(LeaseStore):
+    """A LeaseStore over a DynamoDB table."""
+
     def __init__(
         self,
         client: DynamoDBClient,
@@ -321,360 +460,196 @@ class DynamoDBLeaseStore(LeaseStore):
     ) -> None:
         """`shard_capacity`: leases per shard item; by default what fits 1 KB (tests pass
         fewer, to split small quotas)."""
+        self.dynamodb = DynamoDBItems(client, table_name, clock)
         super().__init__(
+            self.dynamodb,
             clock,
             secrets,
             shard_capacity=shard_capacity,
             rng=rng,
             reclaim_grace_ms=reclaim_grace_ms,
         )
-        self._client = client
-        self._table = table_name
 
-    def _key(self, database: str) -> dict[str, AttributeValueTypeDef]:
-        return {"pk": {"S": database}, "sk": {"S": QUOTA_SORT_KEY}}
 
-    def _update(self, operation: str, database: str, **request: Any) -> tuple[bool, Item | None]:
-        """One conditional UpdateItem: (applied, the item after it, or before a refusal)."""
-        request.setdefault("ReturnValuesOnConditionCheckFailure", "ALL_OLD")
-        try:
-            response = self._client.update_item(
-                TableName=self._table, Key=self._key(database), **request
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False, cast("Item | None", error.response.get("Item"))
-            _unavailable(operation, error)
-        except BotoCoreError as error:
-            _unavailable(operation, error)
-        return True, response.get("Attributes")
+Request = dict[str, Any]
 
-    def _get(self, database: str, operation: str) -> Item:
-        try:
-            response = self._client.get_item(
-                TableName=self._table, Key=self._key(database), ConsistentRead=True
-            )
-        except (ClientError, BotoCoreError) as error:
-            _unavailable(operation, error)
-        item = response.get("Item")
-        if item is None:
-            raise UnknownDatabase(database)
-        return item
+# The maps every quota item has; a change adds any that is missing (an older item's), but
+# will not overwrite a mistyped one (the leases it held could be live).
+_MAPS_TYPED = (
+    "(attribute_not_exists(leases) OR attribute_type(leases, :M))"
+    " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
+    " AND (attribute_not_exists(fences) OR attribute_type(fences, :M))"
+)
 
-    def _seen(self, database: str, item: Item | None, operation: str) -> Item:
-        """The item a refused write saw. Real DynamoDB returns it with the refusal; other
-        endpoints may not, and then a consistent read stands in."""
-        return item if item is not None else self._get(database, operation)
 
-    def _grant_values(
-        self, lease: NewLease, now_ms: int
-    ) -> tuple[list[str], dict[str, str], dict[str, AttributeValueTypeDef]]:
-        names = {"#id": lease.id, "#fence": "fence"}
-        values: dict[str, AttributeValueTypeDef] = {
-            ":now": {"N": str(now_ms)},
-            ":zero": {"N": "0"},
-            ":one": {"N": "1"},
-        }
-        # Both right-hand sides read the item before the write: the grant's fence is the
-        # item's new last one.
-        next_fence = "if_not_exists(#fence, :zero) + :one"
-        sets = [f"fences.#id = {next_fence}", f"#fence = {next_fence}"]
-        if lease.ttl_ms is None:
-            sets.append("leases.#id = #ttl + :now")  # the quota's default, read by DynamoDB
-        else:
-            sets.append("leases.#id = :now + :ttl")
-            values[":ttl"] = {"N": str(lease.ttl_ms)}
-        sets.append("holders.#id = :holder")
-        values[":holder"] = {"S": holder_entry(lease.tag, lease.holder, now_ms)}
-        return sets, names, values
-
-    def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
-        sets, names, values = self._grant_values(lease, now_ms)
-        applied, item = self._update(
-            "acquire",
-            database,
-            UpdateExpression="SET " + ", ".join(sets),
-            ConditionExpression=(
-                f"{_WELL_FORMED} AND size(leases) < #limit AND attribute_not_exists(leases.#id)"
-            ),
-            ExpressionAttributeNames=_NAMES | names,
-            ExpressionAttributeValues=_TYPE_VALUES | values,
-            ReturnValues="ALL_NEW",
+def _request(write: ItemWrite) -> tuple[str, Request]:
+    """The UpdateItem that applies `write`: its condition is domain.item's `allows`."""
+    if isinstance(write, Grant):
+        return "acquire", _grant(write)
+    if isinstance(write, Clear):
+        names, victims, removes, guards = _victims(write.victims)
+        return "acquire", _update(
+            "REMOVE " + ", ".join(removes),
+            " AND ".join(["attribute_exists(pk)", *guards]),
+            names,
+            victims,
         )
-        return self._outcome(database, lease, applied, item, "acquire")
-
-    def _reclaim(self, database: str, plan: Reclaim, lease: NewLease | None, now_ms: int) -> Write:
-        names: dict[str, str] = {}
-        values: dict[str, AttributeValueTypeDef] = {}
-        removes, guards = [], [_WELL_FORMED]
-        for n, victim in enumerate(plan.victims):
-            names[f"#v{n}"] = victim.id
-            values[f":v{n}"] = {"N": str(victim.expires_at_ms)}
-            removes += [f"leases.#v{n}", f"holders.#v{n}", f"fences.#v{n}"]
-            guards.append(f"leases.#v{n} = :v{n}")
-        update = "REMOVE " + ", ".join(removes)
-        max_size = plan.max_size_before()
-        if max_size is not None:
-            guards.append("#limit >= :limit AND size(leases) <= :max_size")
-            values |= {":limit": {"N": str(plan.limit)}, ":max_size": {"N": str(max_size)}}
-        if lease is not None:
-            sets, lease_names, lease_values = self._grant_values(lease, now_ms)
-            update += " SET " + ", ".join(sets)
-            guards.append("attribute_not_exists(leases.#id)")
-            names |= lease_names
-            values |= lease_values
-        applied, item = self._update(
-            "acquire",
-            database,
-            UpdateExpression=update,
-            ConditionExpression=" AND ".join(guards),
-            ExpressionAttributeNames=_NAMES | names,
-            ExpressionAttributeValues=_TYPE_VALUES | values,
-            ReturnValues="ALL_NEW",
-        )
-        return self._outcome(database, lease, applied, item, "acquire")
-
-    def _outcome(
-        self, database: str, lease: NewLease | None, applied: bool, item: Item | None, op: str
-    ) -> Write:
-        if not applied:
-            return Write(False, _fenced(parse_item(database, self._seen(database, item, op))))
-        try:
-            return Write(True, parse_item(database, item or {}))
-        except CorruptQuota:
-            # A lease entry was malformed (the item-level checks passed): undo our grant so
-            # the failed call leaves the table as it found it.
-            if lease is not None:
-                self._remove(database, lease.id, None)
-            raise
-
-    def _remove(self, database: str, lease_id: str, fence: int | None) -> bool:
+    if isinstance(write, Remove):
         condition = "attribute_exists(leases.#id)"
-        values: dict[str, AttributeValueTypeDef] = {}
-        if fence is not None:
+        values: dict[str, Any] = {}
+        if write.fence is not None:
             condition += " AND fences.#id = :fence"
-            values[":fence"] = {"N": str(fence)}
-        applied, item = self._update(
-            "release",
-            database,
-            UpdateExpression="REMOVE leases.#id, holders.#id, fences.#id",
-            ConditionExpression=condition,
-            ExpressionAttributeNames={"#id": lease_id},
-            **({"ExpressionAttributeValues": values} if values else {}),
+            values[":fence"] = {"N": str(write.fence)}
+        return "release", _update(
+            "REMOVE leases.#id, holders.#id, fences.#id", condition, {"#id": write.lease_id}, values
         )
-        if not applied:
-            parse_item(database, self._seen(database, item, "release"))
-        return applied
-
-    def _note_wanted(self, database: str, now_ms: int) -> None:
+    if isinstance(write, Extend):
+        condition = f"{_WELL_FORMED} AND leases.#id > :now AND leases.#id < :expires"
+        values = _TYPE_VALUES | {
+            ":now": {"N": str(write.now_ms)},
+            ":expires": {"N": str(write.expires_at_ms)},
+        }
+        if write.fence is not None:
+            condition += " AND fences.#id = :fence"
+            values[":fence"] = {"N": str(write.fence)}
+        return "renew", _update(
+            "SET leases.#id = :expires", condition, _NAMES | {"#id": write.lease_id}, values
+        )
+    if isinstance(write, NoteWanted):
         # Only over a note that is stale, far ahead (a bad clock) or malformed: waiters who
         # saw the same stale note write it once between them, and a fresh note stays.
-        self._update(
-            "note_wanted",
-            database,
-            UpdateExpression="SET wanted_at = :now",
-            ConditionExpression=(
-                "attribute_exists(pk) AND (attribute_not_exists(wanted_at)"
-                " OR NOT attribute_type(wanted_at, :N)"
-                " OR NOT (wanted_at BETWEEN :fresh AND :ahead))"
-            ),
-            ExpressionAttributeValues={
+        return "note_wanted", _update(
+            "SET wanted_at = :now",
+            "attribute_exists(pk) AND (attribute_not_exists(wanted_at)"
+            " OR NOT attribute_type(wanted_at, :N)"
+            " OR NOT (wanted_at BETWEEN :fresh AND :ahead))",
+            {},
+            {
                 ":N": {"S": "N"},
-                ":now": {"N": str(now_ms)},
-                ":fresh": {"N": str(now_ms - WANTED_REFRESH_MS + 1)},
-                ":ahead": {"N": str(now_ms + WANTED_WINDOW_MS)},
+                ":now": {"N": str(write.now_ms)},
+                ":fresh": {"N": str(write.now_ms - WANTED_REFRESH_MS + 1)},
+                ":ahead": {"N": str(write.now_ms + WANTED_WINDOW_MS)},
             },
-            ReturnValuesOnConditionCheckFailure="NONE",
         )
+    return "set_quota", _change(write)
 
-    def _extend(
-        self, database: str, lease_id: str, fence: int | None, expires_at_ms: int, now_ms: int
-    ) -> Write:
-        values: dict[str, AttributeValueTypeDef] = {
-            ":now": {"N": str(now_ms)},
-            ":expires": {"N": str(expires_at_ms)},
-        }
-        # A lent lease (its holder entry starts with the lent tag) is never renewed.
-        condition = (
-            f"{_WELL_FORMED} AND leases.#id > :now AND leases.#id < :expires"
-            " AND NOT begins_with(holders.#id, :lent)"
+
+def _change(write: Seal | SetLimit | Accept | Commit) -> Request:
+    if isinstance(write, SetLimit):
+        return _update(
+            "SET #limit = :limit, #ttl = :ttl",
+            "epoch = :epoch",
+            _NAMES,
+            {
+                ":epoch": {"N": str(write.epoch)},
+                ":limit": {"N": str(write.quota.limit)},
+                ":ttl": {"N": str(write.quota.default_ttl_ms)},
+            },
         )
-        values[":lent"] = {"S": f"{LENT_TAG}{TAG_SEPARATOR}"}
-        if fence is not None:
-            condition += " AND fences.#id = :fence"
-            values[":fence"] = {"N": str(fence)}
-        applied, item = self._update(
-            "renew",
-            database,
-            UpdateExpression="SET leases.#id = :expires",
-            ConditionExpression=condition,
-            ExpressionAttributeNames=_NAMES | {"#id": lease_id},
-            ExpressionAttributeValues=_TYPE_VALUES | values,
-            ReturnValues="ALL_NEW",
-        )
-        return Write(applied, _fenced(parse_item(database, self._seen(database, item, "renew"))))
-
-    def _read(self, database: str) -> QuotaState:
-        return parse_item(database, self._get(database, "status"))
-
-    def _read_items(self, items: list[str]) -> dict[str, QuotaState]:
-        found: dict[str, QuotaState] = {}
-        for start in range(0, len(items), BATCH_GET_LIMIT):
-            keys = [self._key(item) for item in items[start : start + BATCH_GET_LIMIT]]
-            for item in self._batch_get(keys):
-                database = item["pk"]["S"]
-                found[database] = parse_item(database, item)
-        return found
-
-    def _batch_get(self, keys: list[dict[str, AttributeValueTypeDef]]) -> list[Item]:
-        """One BatchGetItem, with what DynamoDB leaves unprocessed (a throttled partition)
-        asked for again after a short pause, a few times."""
-        items: list[Item] = []
-        for attempt in range(BATCH_GET_ROUNDS):
-            try:
-                response = self._client.batch_get_item(
-                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}
-                )
-            except (ClientError, BotoCoreError) as error:
-                _unavailable("read shards", error)
-            items += response.get("Responses", {}).get(self._table, [])
-            left = response.get("UnprocessedKeys", {}).get(self._table)
-            keys = list(left["Keys"]) if left and "Keys" in left else []
-            if not keys:
-                return items
-            self._clock.sleep_ms(20 * 2**attempt)
-        raise StoreUnavailable("read shards", "keys left unprocessed (throttled)", True)
-
-    def _write_layout(self, database: str, ttl_ms: int, layout: ShardLayout, seen: int) -> Write:
-        applied, item = self._update(
-            "set_quota",
-            database,
-            UpdateExpression=(
-                "SET #limit = :zero, #ttl = :ttl, #total = :total, shards = :shards,"
-                f" rebalance = :rebalance, {_MAPS_KEPT}"
-                " REMOVE claim_until"
-            ),
-            # The root keeps what it holds: a lease taken in it since it was read refuses this.
-            ConditionExpression=(
-                "(attribute_not_exists(leases) OR"
-                " (attribute_type(leases, :M) AND size(leases) <= :seen))"
-                " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
-                " AND (attribute_not_exists(fences) OR attribute_type(fences, :M))"
-            ),
-            ExpressionAttributeNames=_NAMES | {"#total": "total"},
-            ExpressionAttributeValues={
+    if isinstance(write, Seal):
+        return _update(
+            f"SET #limit = :zero, #ttl = :ttl, epoch = :epoch, {_MAPS_KEPT}",
+            f"(attribute_not_exists(epoch) OR epoch < :epoch) AND {_MAPS_TYPED}",
+            _NAMES,
+            {
                 ":M": {"S": "M"},
                 ":zero": {"N": "0"},
-                ":seen": {"N": str(seen)},
-                ":ttl": {"N": str(ttl_ms)},
-                ":total": {"N": str(layout.limit)},
-                ":shards": {"N": str(layout.shards)},
-                ":rebalance": {"BOOL": layout.rebalance},
+                ":ttl": {"N": str(write.default_ttl_ms)},
+                ":epoch": {"N": str(write.epoch)},
                 ":empty": {"M": {}},
             },
-            ReturnValues="ALL_NEW",
         )
-        return Write(applied, parse_item(database, self._seen(database, item, "set_quota")))
-
-    def _claim_rebalance(self, database: str, now_ms: int, until_ms: int) -> bool:
-        applied, _ = self._update(
-            "rebalance",
-            database,
-            UpdateExpression="SET claim_until = :until",
-            ConditionExpression=(
-                "rebalance = :true AND (attribute_not_exists(claim_until) OR claim_until <= :now)"
-            ),
-            ExpressionAttributeValues={
-                ":true": {"BOOL": True},
-                ":now": {"N": str(now_ms)},
-                ":until": {"N": str(until_ms)},
-            },
-            ReturnValuesOnConditionCheckFailure="NONE",
+    sets, removes, values = _config_values(write.config)
+    names = {"#total": "total"} | (
+        {"#groups": "groups"} if "#groups" in " ".join(sets + removes) else {}
+    )
+    if isinstance(write, Commit):
+        values[":epoch"] = {"N": str(write.epoch)}
+        return _update(
+            "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
+            "epoch = :epoch",
+            names,
+            values,
         )
-        return applied
-
-    def _write_quota(self, database: str, quota: Quota, *, at_most_held: bool = False) -> Write:
-        # Keeps live leases and repairs a missing map, but will not overwrite a mistyped one
-        # (the leases it held could be live), nor a split quota's root.
-        condition = (
-            "(attribute_not_exists(leases) OR attribute_type(leases, :M))"
-            " AND (attribute_not_exists(holders) OR attribute_type(holders, :M))"
-            " AND (attribute_not_exists(fences) OR attribute_type(fences, :M))"
-            " AND attribute_not_exists(shards)"
-        )
-        if at_most_held:
-            condition += " AND (attribute_not_exists(leases) OR size(leases) <= :limit)"
-        applied, item = self._update(
-            "set_quota",
-            database,
-            UpdateExpression=f"SET #limit = :limit, #ttl = :ttl, {_MAPS_KEPT}",
-            ConditionExpression=f"attribute_not_exists(pk) OR ({condition})",
-            ExpressionAttributeNames=_NAMES,
-            ExpressionAttributeValues={
-                ":M": {"S": "M"},
-                ":limit": {"N": str(quota.limit)},
-                ":ttl": {"N": str(quota.default_ttl_ms)},
-                ":empty": {"M": {}},
-            },
-            ReturnValues="ALL_NEW",
-        )
-        state = parse_item(database, self._seen(database, item, "set_quota"))
-        if not applied and state.layout is None and not at_most_held:
-            raise CorruptQuota(database, "leases, holders or fences is not a map")
-        return Write(applied, state)
-
-    def _write_groups(self, database: str, groups: Groups, seen: int) -> bool:
-        condition = "attribute_exists(pk) AND " + (
-            "attribute_not_exists(groups_version)" if seen == 0 else "groups_version = :seen"
-        )
-        values: dict[str, AttributeValueTypeDef] = {
-            ":groups": groups_value(groups),
-            ":version": {"N": str(groups.version)},
-            ":last_tag": {"N": str(groups.last_tag)},
-            ":limit": {"N": str(groups.limit)},
-            ":pending": {"BOOL": groups.pending},
+    sets += ["#limit = :own", "#ttl = :ttl", "epoch = :next", _MAPS_KEPT]
+    values |= {
+        ":M": {"S": "M"},
+        ":own": {"N": str(write.own_limit)},
+        ":ttl": {"N": str(write.config.default_ttl_ms)},
+        ":next": {"N": str(write.seen + 1)},
+        ":empty": {"M": {}},
+    }
+    condition = "attribute_not_exists(epoch)" if write.seen == 0 else "epoch = :seen"
+    if write.seen:
+        values[":seen"] = {"N": str(write.seen)}
+    if write.settle_at_ms is not None:
+        condition += " AND pending = :true AND settled_at <= :settled_before"
+        values |= {
+            ":true": {"BOOL": True},
+            ":settled_before": {"N": str(write.settle_at_ms - write.settle_every_ms)},
         }
-        if seen:
-            values[":seen"] = {"N": str(seen)}
-        applied, _ = self._update(
-            "set_quota",
-            database,
-            UpdateExpression=(
-                "SET #groups = :groups, groups_version = :version, groups_last_tag = :last_tag,"
-                " groups_limit = :limit, groups_pending = :pending"
-            ),
-            ConditionExpression=condition,
-            ExpressionAttributeNames={"#groups": "groups"},
-            ExpressionAttributeValues=values,
-            ReturnValuesOnConditionCheckFailure="NONE",
-        )
-        return applied
+    return _update(
+        "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
+        f"{condition} AND {_MAPS_TYPED}",
+        _NAMES | names,
+        values,
+    )
 
-    def _delete_quota(self, database: str) -> bool:
-        try:
-            response = self._client.delete_item(
-                TableName=self._table, Key=self._key(database), ReturnValues="ALL_OLD"
-            )
-        except (ClientError, BotoCoreError) as error:
-            _unavailable("delete_quota", error)
-        return "Attributes" in response
 
-    def _quota_keys(self) -> list[str]:
-        """A Scan of the keys alone (billed by the size of the items it reads, as any scan
-        is): for an operator's listing, never on a lease's path."""
-        keys = []
-        try:
-            pages = self._client.get_paginator("scan").paginate(
-                TableName=self._table,
-                ProjectionExpression="pk",
-                FilterExpression="sk = :quota",
-                ExpressionAttributeValues={":quota": {"S": QUOTA_SORT_KEY}},
-            )
-            for page in pages:
-                keys += [item["pk"]["S"] for item in page.get("Items", [])]
-        except (ClientError, BotoCoreError) as error:
-            _unavailable("list databases", error)
-        return keys
+def _grant(write: Grant) -> Request:
+    lease = write.lease
+    names, values, removes, guards = _victims(write.victims)
+    names |= _NAMES | {"#id": lease.id, "#fence": "fence"}
+    values |= _TYPE_VALUES | {
+        ":now": {"N": str(write.now_ms)},
+        ":zero": {"N": "0"},
+        ":one": {"N": "1"},
+        ":holder": {"S": holder_entry(lease.tag, lease.holder, write.now_ms)},
+    }
+    # Both right-hand sides read the item before the write: the grant's fence is the
+    # item's new last one.
+    next_fence = "if_not_exists(#fence, :zero) + :one"
+    sets = [f"fences.#id = {next_fence}", f"#fence = {next_fence}", "holders.#id = :holder"]
+    if lease.ttl_ms is None:
+        sets.append("leases.#id = #ttl + :now")  # the item's default, read by DynamoDB
+    else:
+        sets.append("leases.#id = :now + :ttl")
+        values[":ttl"] = {"N": str(lease.ttl_ms)}
+    guards = [_WELL_FORMED, *guards, "attribute_not_exists(leases.#id)"]
+    if write.victims:
+        guards.append("#limit >= :planned AND size(leases) <= :max_size")
+        values |= {
+            ":planned": {"N": str(write.planned_limit)},
+            ":max_size": {"N": str(write.planned_limit + len(write.victims) - 1)},
+        }
+    else:
+        guards.append("size(leases) < #limit")
+    update = ("REMOVE " + ", ".join(removes) + " " if removes else "") + "SET " + ", ".join(sets)
+    return _update(update, " AND ".join(guards), names, values)
+
+
+def _victims(
+    victims: tuple[Lease, ...],
+) -> tuple[dict[str, str], dict[str, Any], list[str], list[str]]:
+    """Each victim removed, and guarded by the expiry seen (a renewed one is spared)."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    removes, guards = [], []
+    for n, victim in enumerate(victims):
+        names[f"#v{n}"] = victim.id
+        values[f":v{n}"] = {"N": str(victim.expires_at_ms)}
+        removes += [f"leases.#v{n}", f"holders.#v{n}", f"fences.#v{n}"]
+        guards.append(f"leases.#v{n} = :v{n}")
+    return names, values, removes, guards
+
+
+def _update(update: str, condition: str, names: dict[str, str], values: dict[str, Any]) -> Request:
+    request: Request = {"UpdateExpression": update, "ConditionExpression": condition}
+    if names:
+        request["ExpressionAttributeNames"] = names
+    if values:
+        request["ExpressionAttributeValues"] = values
+    return request
 
 
 def _unavailable(operation: str, error: ClientError | BotoCoreError) -> NoReturn:

@@ -8,6 +8,7 @@ from .decisions import (
     AcquireResult,
     Granted,
     LeaseLost,
+    NoCapacity,
     Rejected,
     ReleaseOutcome,
     Renewed,
@@ -18,13 +19,14 @@ from .errors import (
     CorruptQuota,
     HelperFailed,
     InvalidInput,
-    NoCapacity,
     RequestInProgress,
     StoreUnavailable,
     UnknownDatabase,
 )
-from .model import Lease, Quota, QuotaState, QuotaStatus
-from .ports import Clock, Leases, LeaseStore, Metric, MetricsSink
+from .item import QuotaState
+from .lease_store import LeaseStore
+from .model import Lease, Quota, QuotaStatus
+from .ports import Clock, ItemStore, Leases, Metric, MetricsSink
 from .services import acquire_within, release_within
 from .warm import KeepWarm
 
@@ -40,6 +42,7 @@ __all__ = [
     "Granted",
     "HelperFailed",
     "InvalidInput",
+    "ItemStore",
     "KeepWarm",
     "Lease",
     "LeaseLost",

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .model import Lease, QuotaState
+from .errors import ConnleaseError
+from .item import QuotaState
+from .model import Lease
 
 # Each removal adds a condition and a REMOVE clause; this keeps one write well inside
 # DynamoDB's 4 KB expression limits.
@@ -74,30 +76,12 @@ class AddLease:
 
 @dataclass(frozen=True, slots=True)
 class Reclaim:
-    """Remove these expired leases and, when `grant`, add the new lease in the same write.
-
-    The write applies only while every victim still has the expiry seen here (so no renewed
-    or re-granted lease is removed) and, for a grant, while the entries left stay below `limit`.
-    """
+    """Remove these expired leases and, when `grant`, add the new lease in the same write
+    (domain.item.Grant, planned on `limit`; without a grant, domain.item.Clear)."""
 
     limit: int
     victims: tuple[Lease, ...]
     grant: bool
-
-    def max_size_before(self) -> int | None:
-        """The most entries the item may hold for the grant to stay within the limit."""
-        return self.limit + len(self.victims) - 1 if self.grant else None
-
-    def applies_to(self, state: QuotaState) -> bool:
-        """The condition the store checks atomically with the write."""
-        current = {lease.id: lease.expires_at_ms for lease in state.leases}
-        if any(current.get(v.id) != v.expires_at_ms for v in self.victims):
-            return False
-        max_size = self.max_size_before()
-        # A raised limit only loosens the bound; a lowered one must refuse the grant.
-        return max_size is None or (
-            state.quota.limit >= self.limit and len(state.leases) <= max_size
-        )
 
 
 def plan_acquire(state: QuotaState, now_ms: int) -> AddLease | Reclaim | Rejected:
@@ -118,3 +102,19 @@ def reclaim_victims(state: QuotaState, now_ms: int) -> tuple[Lease, ...]:
     so no holder can still be renewing them."""
     expired = sorted(state.expired(now_ms), key=lambda lease: lease.expires_at_ms)
     return tuple(expired[:MAX_RECLAIM_PER_WRITE])
+
+
+class NoCapacity(ConnleaseError):
+    """No lease was granted within the wait budget."""
+
+    def __init__(
+        self, database: str, waited_ms: int, attempts: int, last: Rejected | None = None
+    ) -> None:
+        super().__init__(
+            f"no connection lease free for database {database!r} "
+            f"after {attempts} attempts over {waited_ms} ms"
+        )
+        self.database = database
+        self.waited_ms = waited_ms
+        self.attempts = attempts
+        self.last = last  # the final refusal: limit, leases in use, when one frees up

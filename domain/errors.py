@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .decisions import Rejected
-
 
 class ConnleaseError(Exception):
     """Base of every error connlease raises on purpose."""
@@ -55,22 +50,6 @@ class StoreUnavailable(ConnleaseError):
         self.operation = operation
         self.reason = reason
         self.retryable = retryable
-
-
-class NoCapacity(ConnleaseError):
-    """No lease was granted within the wait budget."""
-
-    def __init__(
-        self, database: str, waited_ms: int, attempts: int, last: Rejected | None = None
-    ) -> None:
-        super().__init__(
-            f"no connection lease free for database {database!r} "
-            f"after {attempts} attempts over {waited_ms} ms"
-        )
-        self.database = database
-        self.waited_ms = waited_ms
-        self.attempts = attempts
-        self.last = last  # the final refusal: limit, leases in use, when one frees up
 
 
 class HelperFailed(ConnleaseError):

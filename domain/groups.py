@@ -20,24 +20,36 @@ reserved leases are in an item only its own acquirers write to.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from .errors import InvalidInput
-from .model import MAX_LIMIT, MIN_TTL_MS, check_int
+from .model import MAX_LIMIT, GroupStatus, GroupsView, check_int
+
+__all__ = [
+    "GroupRule",
+    "GroupStatus",
+    "Groups",
+    "GroupsView",
+    "Reservation",
+    "cap_quota",
+    "check_group",
+    "check_reserved_within",
+    "format_reservations",
+    "parse_reservations",
+    "reserved_quota",
+]
 
 # Lambda function names: letters, digits, - and _, at most 64 characters.
 MAX_GROUP_LENGTH = 64
-# Each group's shares are read by `status` and written by `set_quota`; a handful is what
+# Each group's shares are read by `status` and sealed by every change; a handful is what
 # the sample's "hotspots" need, and it keeps both to a few requests.
 MAX_GROUPS = 16
 # Between a quota's name and a group's: never in a database's name (model._NAME) nor a group's.
 GROUP_MARK = "~"
-# The longest an operator may let a group's idle reserved leases be lent for: the owner
-# waits at most that (and the skew margin, if a borrower vanishes) to get one back.
-MAX_LEND_MS = 60_000
-# A lent lease's entry in its owner's share says so with this tag: it is never renewed.
-LENT_TAG = 9_999
+# Tags are small numbers carried by pool entries; a quota names at most this many groups
+# over its life (tags are never given twice).
+MAX_TAG = 9_998
 # A ticket outlives its borrowed lease by this much: it is written first, the lease a write
 # later, and the cap must count the lease for as long as it lives.
 TICKET_SLACK_MS = 1_000
@@ -58,29 +70,24 @@ def check_group(group: object, field_name: str = "group") -> str:
 
 
 def reserved_quota(database: str, group: str) -> str:
-    """The quota that holds a group's reserved leases."""
+    """The part that holds a group's reserved leases."""
     return f"{database}{GROUP_MARK}{group}"
 
 
 def cap_quota(database: str, group: str) -> str:
-    """The quota whose tickets count a capped group's borrowed leases."""
+    """The part whose tickets count a capped group's borrowed leases."""
     return f"{database}{GROUP_MARK}{group}{GROUP_MARK}max"
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """What an operator asks for one group: `reserved` leases only it may take, whether it
-    may `borrow` from the pool past them, and `max`, a cap on all it holds (None: none).
-
-    `lend_ms`: reserved leases the group is not using may be lent to callers the pool
-    refused, as leases of at most this long that are never renewed, so that the group gets
-    one back within that (plus the skew margin, if a borrower vanishes). None: never."""
+    may `borrow` from the pool past them, and `max`, a cap on all it holds (None: none)."""
 
     group: str
     reserved: int = 0
     borrow: bool = True
     max: int | None = None
-    lend_ms: int | None = None
 
     def __post_init__(self) -> None:
         check_group(self.group)
@@ -94,8 +101,6 @@ class Reservation:
                     f"{self.group}.max",
                     f"is {self.max}, below the group's reservation of {self.reserved}",
                 )
-        if self.lend_ms is not None:
-            check_int(f"{self.group}.lend", self.lend_ms, MIN_TTL_MS, MAX_LEND_MS)
 
     @property
     def borrow_cap(self) -> int | None:
@@ -108,12 +113,18 @@ class Reservation:
 @dataclass(frozen=True, slots=True)
 class GroupRule:
     """A reservation as stored: with the group's `tag`, the small number a pool entry
-    carries to say which group borrowed it (names would weigh on every write), and
-    `retired` for a group no longer reserved whose leases may still be live."""
+    carries to say which group borrowed it (names would weigh on every write), `retired`
+    for a group no longer reserved whose leases may still be live, and how many shard items
+    its share and its cap are split over (0: one item each; domain.changes sets them)."""
 
     reservation: Reservation
     tag: int
     retired: bool = False
+    share_shards: int = 0
+    cap_shards: int = 0
+    # Its cap's items exist (it has been capped since it was named): sealed by every change
+    # until it is forgotten, so that a ticket's item never outlives the protocol's reach.
+    capped: bool = False
 
     @property
     def group(self) -> str:
@@ -122,30 +133,12 @@ class GroupRule:
 
 @dataclass(frozen=True, slots=True)
 class Groups:
-    """A quota's groups as its root item keeps them; `version` counts the changes, so that
-    two operators' changes cannot interleave."""
+    """A quota's groups as its root item keeps them."""
 
     rules: tuple[GroupRule, ...] = ()
-    version: int = 0
     # The last tag given: never given again, so that a forgotten group's pool leases (a
     # stale acquirer may still take one) are never counted as a later group's.
     last_tag: int = 0
-    limit: int = 0  # the quota's limit: the pool's share is what the reservations leave
-    # Some share holds more than its share since a change: the others' limits are held
-    # down by that much until it drains (plan_limits); acquirers refused meanwhile settle.
-    pending: bool = False
-
-    def lenders(self, ttl_ms: int, borrower: str | None) -> tuple[GroupRule, ...]:
-        """The groups that lend their idle reserved leases for `ttl_ms`, other than the
-        borrower's own."""
-        return tuple(
-            rule
-            for rule in self.active
-            if rule.group != borrower
-            and rule.reservation.reserved
-            and rule.reservation.lend_ms is not None
-            and ttl_ms <= rule.reservation.lend_ms
-        )
 
     def rule(self, group: str | None) -> GroupRule | None:
         """The live rule of `group` (None: no such group, or retired; it takes the pool)."""
@@ -164,11 +157,6 @@ class Groups:
     @property
     def active(self) -> tuple[GroupRule, ...]:
         return tuple(rule for rule in self.rules if not rule.retired)
-
-    @property
-    def pool_limit(self) -> int:
-        """The pool's share once every share is within its own."""
-        return self.limit - self.reserved
 
     def replaced(self, reservations: Iterable[Reservation], limit: int) -> Groups:
         """The groups after an operator names `reservations` (every group not named is
@@ -189,11 +177,11 @@ class Groups:
         next_tag = max([self.last_tag, *(rule.tag for rule in self.rules)]) + 1
         for rule in self.rules:
             if rule.group in wanted:
-                rules.append(GroupRule(wanted.pop(rule.group), rule.tag))
+                rules.append(replace(rule, reservation=wanted.pop(rule.group), retired=False))
             else:
                 rules.append(replace(rule, reservation=Reservation(rule.group), retired=True))
         for reservation in wanted.values():
-            if next_tag >= LENT_TAG:  # tags are never given twice, and this one marks lent
+            if next_tag > MAX_TAG:  # tags are never given twice
                 raise InvalidInput(
                     "groups", "this quota has named every group it can: delete and recreate it"
                 )
@@ -201,19 +189,14 @@ class Groups:
             next_tag += 1
         if sum(1 for rule in rules if not rule.retired) > MAX_GROUPS:
             raise InvalidInput("groups", f"at most {MAX_GROUPS} groups per quota")
-        return Groups(tuple(rules), self.version + 1, next_tag - 1, limit)
-
-    def within(self, limit: int) -> Groups:
-        """The same groups under a new limit, which must still hold their reservations."""
-        check_reserved_within(self.reserved, limit)
-        return replace(self, version=self.version + 1, limit=limit)
+        return Groups(tuple(rules), next_tag - 1)
 
     def without(self, groups: Iterable[str]) -> Groups:
         """Retired groups whose shares hold nothing any more, forgotten."""
         gone = set(groups)
         kept = tuple(rule for rule in self.rules if not (rule.retired and rule.group in gone))
         last_tag = max([self.last_tag, *(rule.tag for rule in self.rules)])
-        return replace(self, rules=kept, version=self.version + 1, last_tag=last_tag)
+        return replace(self, rules=kept, last_tag=last_tag)
 
 
 def check_reserved_within(reserved: int, limit: int) -> None:
@@ -226,45 +209,17 @@ def check_reserved_within(reserved: int, limit: int) -> None:
         )
 
 
-def plan_limits(targets: Mapping[str, int], held: Mapping[str, int]) -> tuple[dict[str, int], bool]:
-    """The limits that keep live leases within the quota's limit while shares move: each
-    share's target (they sum to the limit), less what the shares held past their targets
-    hold over, taken from the others' room first (the pool's first: reservations are
-    promises), then, if the quota holds more than its limit (a lowered limit), from what
-    they hold too. A share past its limit grants nothing until it drains; then the others
-    rise (the second value says some share is still past its target). Live leases then
-    never pass the larger of the limit and what was held: a share past its limit only
-    shrinks, and the limits of the others sum to the limit less the excess.
-
-    `targets` in the order room is taken from (the pool first)."""
-    over = sum(max(0, held.get(name, 0) - target) for name, target in targets.items())
-    limits = dict(targets)
-    under = [name for name, target in targets.items() if held.get(name, 0) <= target]
-    for name in under:  # their free room first
-        taken = min(targets[name] - held.get(name, 0), over)
-        limits[name] -= taken
-        over -= taken
-    for name in under:  # then what they hold: they grant nothing until the quota drains
-        taken = min(limits[name], over)
-        limits[name] -= taken
-        over -= taken
-    return limits, any(held.get(name, 0) > target for name, target in targets.items())
-
-
 def parse_reservations(text: str) -> tuple[Reservation, ...]:
     """Reservations as an operator writes them (the template's `Groups` parameter, the
     command line): `api=10,batch=0:max=20:borrow`, each group `name=reserved` followed by
-    options `max=N`, `borrow` or `noborrow` (borrowing is on unless said otherwise), and
-    `lend=MS` (lend idle reserved leases for at most MS milliseconds)."""
+    options `max=N`, `borrow` or `noborrow` (borrowing is on unless said otherwise)."""
     if not isinstance(text, str):
         raise InvalidInput("groups", f"must be a string, got {type(text).__name__}")
     found: list[Reservation] = []
     for part in filter(None, (piece.strip() for piece in text.split(","))):
         name, sep, rest = part.partition("=")
         if not sep:
-            raise InvalidInput(
-                "groups", f"{part!r}: write group=reserved[:max=N][:noborrow][:lend=MS]"
-            )
+            raise InvalidInput("groups", f"{part!r}: write group=reserved[:max=N][:noborrow]")
         reserved, *options = rest.split(":")
         settings: dict[str, object] = {"reserved": _number(name, "reserved", reserved)}
         for option in options:
@@ -275,8 +230,6 @@ def parse_reservations(text: str) -> tuple[Reservation, ...]:
                 settings["borrow"] = False
             elif key == "max":
                 settings["max"] = _number(name, "max", value)
-            elif key == "lend":
-                settings["lend_ms"] = _number(name, "lend", value)
             else:
                 raise InvalidInput("groups", f"{part!r}: unknown option {option!r}")
         found.append(Reservation(check_group(name.strip(), "groups"), **settings))  # type: ignore[arg-type]
@@ -299,43 +252,5 @@ def format_reservations(reservations: Iterable[Reservation]) -> str:
             text += f":max={reservation.max}"
         if not reservation.borrow:
             text += ":noborrow"
-        if reservation.lend_ms is not None:
-            text += f":lend={reservation.lend_ms}"
         parts.append(text)
     return ",".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class GroupStatus:
-    """One group's use of its quota at one instant."""
-
-    group: str
-    reserved: int
-    borrow: bool
-    max: int | None
-    reserved_in_use: int
-    borrowed: int
-    retired: bool = False
-    lent: int = 0  # of reserved_in_use: lent to other callers
-    lend_ms: int | None = None
-
-    @property
-    def remaining_reserved(self) -> int:
-        return max(0, self.reserved - self.reserved_in_use)
-
-
-@dataclass(frozen=True, slots=True)
-class GroupsView:
-    """What `status` says of the groups: each group's use and the pool's."""
-
-    pool_limit: int
-    pool_in_use: int
-    groups: tuple[GroupStatus, ...] = field(default=())
-
-    @property
-    def reserved(self) -> int:
-        """Leases reserved for groups (Groups.reserved, as status shows them)."""
-        return sum(status.reserved for status in self.groups if not status.retired)
-
-    def group(self, name: str) -> GroupStatus | None:
-        return next((status for status in self.groups if status.group == name), None)

@@ -5,13 +5,9 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .errors import InvalidInput
 from .tokens import label
-
-if TYPE_CHECKING:
-    from .groups import Groups, GroupsView
 
 MAX_NAME_LENGTH = 128
 MAX_LEASE_ID_LENGTH = 64
@@ -159,64 +155,37 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
-class ShardLayout:
-    """What the root item of a split quota says: the quota's limit and how many shard items
-    share it (some may hold a share of 0 after a lowering)."""
+class GroupStatus:
+    """One group's use of its quota at one instant (domain.groups)."""
 
-    limit: int
-    shards: int
-    # Held leases keep some of the limit from the shards (past the limit after a lowering,
-    # or left in the root by the split): an acquirer that finds no room re-shares.
-    rebalance: bool = False
+    group: str
+    reserved: int
+    borrow: bool
+    max: int | None
+    reserved_in_use: int
+    borrowed: int
+    retired: bool = False
+
+    @property
+    def remaining_reserved(self) -> int:
+        return max(0, self.reserved - self.reserved_in_use)
 
 
 @dataclass(frozen=True, slots=True)
-class QuotaState:
-    """A snapshot of one database's quota and every lease entry, expired ones included."""
+class GroupsView:
+    """What `status` says of the groups: each group's use and the pool's."""
 
-    database: str
-    quota: Quota
-    leases: tuple[Lease, ...]
-    wanted_at_ms: int = 0  # when a refused acquirer last noted that it waits (0: never)
-    layout: ShardLayout | None = None  # a root item whose quota is split over shards
-    fence: int = 0  # the item's last grant's fence (0: none yet)
-    # False: an item an older version wrote, without fences; it grants nothing until
-    # set_quota upgrades it.
-    fenced: bool = True
-    groups: Groups | None = None  # a root item's groups, if it has any
+    pool_limit: int
+    pool_in_use: int
+    groups: tuple[GroupStatus, ...] = ()
 
-    def others_waiting(self, now_ms: int) -> bool:
-        # A note from a clock far ahead is not believed: it would read as waiting forever.
-        return -WANTED_WINDOW_MS < now_ms - self.wanted_at_ms < WANTED_WINDOW_MS
+    @property
+    def reserved(self) -> int:
+        """Leases reserved for groups, as status shows them."""
+        return sum(status.reserved for status in self.groups if not status.retired)
 
-    def wanted_note_stale(self, now_ms: int) -> bool:
-        """Due for a refresh: older than the refresh interval, or too far ahead to be true."""
-        age_ms = now_ms - self.wanted_at_ms
-        return age_ms >= WANTED_REFRESH_MS or age_ms < -WANTED_WINDOW_MS
-
-    def find(self, lease_id: str) -> Lease | None:
-        return next((lease for lease in self.leases if lease.id == lease_id), None)
-
-    def live(self, now_ms: int) -> tuple[Lease, ...]:
-        return tuple(lease for lease in self.leases if lease.is_live(now_ms))
-
-    def expired(self, now_ms: int) -> tuple[Lease, ...]:
-        return tuple(lease for lease in self.leases if not lease.is_live(now_ms))
-
-    def remaining(self, now_ms: int) -> int:
-        return max(0, self.quota.limit - len(self.live(now_ms)))
-
-    def status(self, now_ms: int) -> QuotaStatus:
-        live = self.live(now_ms)
-        return QuotaStatus(
-            database=self.database,
-            limit=self.quota.limit,
-            default_ttl_ms=self.quota.default_ttl_ms,
-            in_use=len(live),
-            remaining=max(0, self.quota.limit - len(live)),
-            expired=len(self.leases) - len(live),
-            leases=tuple(sorted(self.leases, key=lambda lease: lease.expires_at_ms)),
-        )
+    def group(self, name: str) -> GroupStatus | None:
+        return next((status for status in self.groups if status.group == name), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,8 @@ import random
 from collections.abc import Iterator
 
 from .backoff import Backoff, Deadline
-from .decisions import AcquireResult, Granted, ReleaseOutcome
-from .errors import NoCapacity, RequestInProgress, StoreUnavailable
+from .decisions import AcquireResult, Granted, NoCapacity, ReleaseOutcome
+from .errors import RequestInProgress, StoreUnavailable
 from .model import MAX_TTL_MS, MIN_TTL_MS
 from .ports import Clock, Leases, Metric, MetricsSink
 

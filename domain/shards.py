@@ -16,10 +16,9 @@ import math
 import random
 import re
 import zlib
-from dataclasses import replace
 
 from .decisions import Rejected, plan_acquire
-from .model import Lease, QuotaState, QuotaStatus
+from .item import QuotaState
 
 # Shard items are keyed `database#i`: `#` is never in a database name (model._NAME).
 SHARD_MARK = "#"
@@ -93,22 +92,3 @@ def shards_with_room(states: dict[int, QuotaState], now_ms: int, rng: random.Ran
     ]
     rng.shuffle(room)
     return sorted(room, key=lambda index: -states[index].remaining(now_ms))
-
-
-def split_status(root: QuotaState, shards: dict[int, QuotaState], now_ms: int) -> QuotaStatus:
-    """A split quota's status: the root's own leases and every shard's, summed."""
-    assert root.layout is not None
-    leases: list[Lease] = list(root.leases)
-    for index, state in sorted(shards.items()):
-        leases += [replace(lease, id=shard_lease_id(index, lease.id)) for lease in state.leases]
-    live = sum(1 for lease in leases if lease.is_live(now_ms))
-    limit = root.layout.limit
-    return QuotaStatus(
-        database=root.database,
-        limit=limit,
-        default_ttl_ms=root.quota.default_ttl_ms,
-        in_use=live,
-        remaining=max(0, limit - live),
-        expired=len(leases) - live,
-        leases=tuple(sorted(leases, key=lambda lease: lease.expires_at_ms)),
-    )

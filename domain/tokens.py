@@ -136,3 +136,10 @@ def parse_token(token: object) -> Token:
         if ticket_fence is None
         else Token(secret, int(ticket_fence), None if ticket_shard is None else int(ticket_shard)),
     )
+
+
+def ticket_key(cap: str, lease_key_in_pool: str) -> str:
+    """The key of a borrowed lease's ticket in its group's cap (domain.groups.cap_quota):
+    derived from the pool lease's key, so that an operator who removes the lease without
+    its token removes exactly its ticket too, and no other lease's."""
+    return lease_key(cap, lease_key_in_pool)

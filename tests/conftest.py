@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import pytest
 
 from adapters.dynamodb import DynamoDBLeaseStore, create_table
 from adapters.memory import InMemoryLeaseStore
-from domain.ports import LeaseStore
+from domain.lease_store import LeaseStore
 from local.dynamodb import EmbeddedDynamoDB, RequestCounter
 from tests.fakes import FakeClock
 
@@ -62,22 +62,14 @@ def make_memory_store(clock: FakeClock, shard_capacity: int | None = None) -> St
         if shard_capacity is None
         else InMemoryLeaseStore(clock, shard_capacity=lambda _database: shard_capacity)
     )
-    writes = (
-        "add",
-        "reclaim",
-        "remove",
-        "extend",
-        "note_wanted",
-        "write_quota",
-        "write_layout",
-        "delete_quota",
-    )
+    reads = ("read", "read_items", "scan")
     return StoreUnderTest(
         store,
         clock,
-        requests=lambda: sum(store.requests[op] for op in writes),
-        dump_items=lambda note: repr(
-            (store._quotas, store._leases, store._layouts, store._wanted_at_ms if note else None)
+        requests=lambda: sum(n for op, n in store.requests.items() if op not in reads),
+        dump_items=lambda note: sorted(
+            repr((key, item if note else replace(item, wanted_at_ms=0)))
+            for key, item in store.memory.snapshot().items()
         ),
         kind="memory",
     )

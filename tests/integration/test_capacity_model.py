@@ -20,8 +20,8 @@ from adapters.dynamodb import DynamoDBLeaseStore, create_table
 from adapters.dynamodb_limits import CapacityModel
 from adapters.memory import InMemoryLeaseStore
 from domain import Granted, Quota, StoreUnavailable
+from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS
-from domain.ports import LeaseStore
 from local.dynamodb import EmbeddedDynamoDB
 from tests.fakes import FakeClock
 

@@ -21,6 +21,7 @@ from domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
+from domain.item import NoteWanted
 from domain.model import SKEW_MARGIN_MS, WANTED_REFRESH_MS, WANTED_WINDOW_MS
 from domain.tokens import new_secret
 from local.dynamodb import EmbeddedDynamoDB, RequestCounter
@@ -376,7 +377,10 @@ def test_a_waiter_that_saw_a_stale_note_does_not_write_over_a_fresh_one(
     noted_at = clock.now_ms()
     clock.advance(100)
 
-    store._note_wanted(DB, clock.now_ms())  # a waiter whose snapshot was older
+    written = store.items.write(DB, NoteWanted(clock.now_ms()))  # a waiter's older snapshot
 
+    assert not written.applied
     assert store.status(DB).leases  # the item is intact
-    assert store._read(DB).wanted_at_ms == noted_at
+    item = store.items.read(DB)
+    assert item is not None
+    assert item.wanted_at_ms == noted_at

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from domain.split_quota import REBALANCE_EVERY_MS
 from hypothesis import HealthCheck, Phase, assume, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -50,10 +51,12 @@ from hypothesis.stateful import (
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.memory import InMemoryLeaseStore
 from domain import AcquireResult, Granted, LeaseLost, Quota, Rejected, ReleaseOutcome, Renewed
+from domain.changes import SETTLE_EVERY_MS
 from domain.groups import TICKET_SLACK_MS, Reservation
+from domain.item import NewLease
+from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS, QuotaStatus
-from domain.ports import SETTLE_EVERY_MS, LeaseStore, NewLease, Write
-from domain.split_quota import REBALANCE_EVERY_MS
+from domain.ports import Write
 from domain.tokens import Token, parse_token
 from tests.fakes import FakeClock
 

@@ -24,6 +24,7 @@ from domain import (
 from domain.model import SKEW_MARGIN_MS
 from domain.shards import parse_shard_lease_id, shard_item
 from domain.tokens import new_secret, parse_token
+from local.simulated import SimulatedLeaseStore
 from tests.conftest import StoreUnderTest
 from tests.fakes import FakeClock
 
@@ -222,7 +223,7 @@ def test_deleting_a_split_quota_removes_every_shard(under_test: StoreUnderTest) 
 @pytest.mark.parametrize("limit", [10, 100, 1_000, 2_000])
 def test_a_lease_costs_2_wcu_at_any_limit_and_no_write_costs_more_than_1(limit: int) -> None:
     model = CapacityModel(enforce=False)
-    store = InMemoryLeaseStore(FakeClock(), capacity=model, rng=random.Random(1))
+    store = SimulatedLeaseStore(FakeClock(), capacity=model, rng=random.Random(1))
     store.set_quota(DB, Quota(limit=limit, default_ttl_ms=600_000))
     held = [store.acquire(DB, HOLDER) for _ in range(limit // 2)]
     before = model.totals.total_write_units()
@@ -251,10 +252,12 @@ def test_the_dynamodb_store_and_the_memory_store_split_a_quota_alike(
     def split(store: DynamoDBLeaseStore | InMemoryLeaseStore) -> list[int]:
         """The shares the store gave its shards."""
         store.set_quota(DB, Quota(limit=500, default_ttl_ms=TTL))
-        layout = store._read(DB).layout
-        assert layout is not None
-        shards = store._split.read_shards(DB, list(range(layout.shards)))
-        return [shards[index].quota.limit for index in range(layout.shards)]
+        root = store.items.read(DB)
+        assert root is not None
+        assert root.config is not None
+        count = root.config.shards
+        shards = store.items.read_many([shard_item(DB, index) for index in range(count)])
+        return [shards[shard_item(DB, index)].quota.limit for index in range(count)]
 
     shares = split(dynamodb)
     assert shares == split(memory)

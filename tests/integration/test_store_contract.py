@@ -18,8 +18,9 @@ from domain import (
     UnknownDatabase,
 )
 from domain.decisions import Reclaim, plan_acquire
+from domain.item import Grant, NewLease, QuotaState
+from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS
-from domain.ports import NewLease
 from domain.tokens import Token, lease_key, new_secret, parse_token
 from tests.conftest import StoreUnderTest
 
@@ -27,6 +28,17 @@ DB = "orders-mysql"
 TTL = 30_000
 # Well formed, and no grant's: a secret (16-64 characters) and a fence.
 NEVER_GRANTED = "never-granted-secret-0001.1"
+
+
+def read(store: LeaseStore, key: str) -> QuotaState:
+    item = store.items.read(key)
+    assert item is not None
+    return item
+
+
+def reclaim(plan: Reclaim, now_ms: int) -> Grant:
+    """The write an acquirer makes of its plan, for a lease of its own."""
+    return Grant(NewLease("late", "", None), now_ms, plan.victims, plan.limit)
 
 
 def granted(result: object) -> Granted:
@@ -323,13 +335,13 @@ def test_a_reclaim_planned_on_a_stale_view_spares_a_lease_its_holder_renewed(
     store, clock = quota3.store, quota3.clock
     held = [granted(store.acquire(DB, "fn/slow-clock")) for _ in range(3)]
     clock.advance(TTL)
-    plan = plan_acquire(store._read(DB), clock.now_ms())
+    plan = plan_acquire(read(store, DB), clock.now_ms())
     assert isinstance(plan, Reclaim)
     clock.advance(-1)  # the holder's clock: its lease is still live
     assert isinstance(store.renew(DB, held[0].token), Renewed)
     clock.advance(1)
 
-    write = store._reclaim(DB, plan, NewLease("late", "", None), clock.now_ms())
+    write = store.items.write(DB, reclaim(plan, clock.now_ms()))
 
     assert not write.applied
     assert held[0].lease.id in {lease.id for lease in store.status(DB).leases}
@@ -346,15 +358,15 @@ def test_a_reclaim_planned_before_the_limit_was_raised_and_lowered_again_keeps_t
     for _ in range(3):
         granted(store.acquire(DB, "crashed/holder"))
     clock.advance(TTL)
-    plan = plan_acquire(store._read(DB), clock.now_ms())
+    plan = plan_acquire(read(store, DB), clock.now_ms())
     assert isinstance(plan, Reclaim)
-    assert (plan.grant, len(plan.victims), plan.max_size_before()) == (True, 3, 5)
+    assert (plan.grant, len(plan.victims), plan.limit) == (True, 3, 3)
     store.set_quota(DB, Quota(limit=6, default_ttl_ms=TTL))
     for _ in range(3):
         granted(store.acquire(DB, "fn/while-raised"))
     store.set_quota(DB, Quota(limit=3, default_ttl_ms=TTL))
 
-    write = store._reclaim(DB, plan, NewLease("late", "", None), clock.now_ms())
+    write = store.items.write(DB, reclaim(plan, clock.now_ms()))
 
     assert not write.applied
     status = store.status(DB)
@@ -541,7 +553,7 @@ def test_fences_increase_with_each_grant_in_a_quota(quota3: StoreUnderTest) -> N
     assert fences == sorted(fences)
     assert len(set(fences)) == len(fences)
     assert fences[0] >= 1
-    assert store._read(DB).fence == fences[-1]
+    assert read(store, DB).fence == fences[-1]
     assert {lease.fence for lease in store.status(DB).leases} == {fences[3], fences[4]}
 
 

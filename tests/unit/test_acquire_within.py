@@ -22,8 +22,9 @@ from domain import (
     ReleaseOutcome,
     StoreUnavailable,
 )
+from domain.item import NewLease
 from domain.model import SKEW_MARGIN_MS
-from domain.ports import NewLease, Write
+from domain.ports import Write
 from domain.services import (
     EXPIRY_SPREAD_MS,
     acquire_within,

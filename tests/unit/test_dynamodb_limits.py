@@ -21,8 +21,8 @@ from adapters.dynamodb_limits import (
     write_units,
 )
 from domain.decisions import MAX_RECLAIM_PER_WRITE, Reclaim
+from domain.item import NewLease
 from domain.model import MAX_HOLDER_LENGTH, MAX_LIMIT, Lease, Quota, QuotaState
-from domain.ports import NewLease
 from tests.fakes import FakeClock
 
 

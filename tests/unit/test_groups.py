@@ -33,6 +33,7 @@ from domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
+from domain.changes import SETTLE_EVERY_MS
 from domain.groups import (
     MAX_GROUP_LENGTH,
     MAX_GROUPS,
@@ -46,7 +47,6 @@ from domain.groups import (
     reserved_quota,
 )
 from domain.model import MAX_LIMIT, Lease
-from domain.ports import SETTLE_EVERY_MS
 from domain.tokens import Token, new_secret, parse_token
 from tests.fakes import FakeClock
 

@@ -11,7 +11,8 @@ import pytest
 from adapters.memory import InMemoryLeaseStore
 from domain import Granted, InvalidInput, LeaseLost, Quota, Rejected
 from domain.groups import Groups, Reservation, parse_reservations
-from domain.ports import NewLease, Write
+from domain.item import NewLease
+from domain.ports import Write
 from tests.fakes import FakeClock
 
 DB = "db"

@@ -12,8 +12,9 @@ from aws_lambda_powertools import Metrics
 
 from adapters.memory import InMemoryLeaseStore
 from domain import DecorrelatedJitter, InvalidInput, Metric, Quota, StoreUnavailable
+from domain.item import NewLease
 from domain.model import SKEW_MARGIN_MS
-from domain.ports import NewLease, Write
+from domain.ports import Write
 from domain.tokens import new_secret
 from service import errors
 from service.bootstrap import Helper

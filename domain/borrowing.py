@@ -1,0 +1,312 @@
+"""Which part a caller's lease goes to, and the tickets of capped groups (docs/design.md,
+"Groups"). A caller with no group (or one the quota does not name) takes the pool's lease;
+a named group its reservation first, then, if it may borrow, a pool lease carrying its tag;
+a capped group takes a ticket in its cap before the pool lease, and the ticket outlives the
+lease by TICKET_SLACK_MS, so the cap counts the lease for as long as it lives.
+
+A ticket's key comes from its pool lease's key (domain.tokens.ticket_key): whoever gives
+back the lease, with its token or an operator without, gives back exactly its ticket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import replace
+
+from .changes import Part, all_parts, pool_part, reserved_part
+from .decisions import AcquireResult, Granted, LeaseLost, Rejected, Renewed, RenewResult
+from .errors import ConnleaseError, UnknownDatabase
+from .groups import GROUP_MARK, TICKET_SLACK_MS, GroupRule, cap_quota, reserved_quota
+from .item import NewLease, QuotaConfig
+from .model import MIN_TTL_MS, Lease
+from .parts import PartLeases, Where
+from .ports import Clock
+from .shards import parse_shard_lease_id
+from .tokens import Token, lease_id_of, lease_key, ticket_key
+
+
+def with_token(
+    result: AcquireResult,
+    secret: str,
+    *,
+    group: str | None = None,
+    reserved: bool = False,
+    ticket: Token | None = None,
+) -> AcquireResult:
+    """A grant with the token only its holder learns: the secret, the fence, the shard,
+    and for a group's lease where it lives."""
+    if not isinstance(result, Granted):
+        return result
+    token = Token(secret, result.lease.fence, _shard_of(result.lease), group, reserved, ticket)
+    return replace(result, token=str(token))
+
+
+def _shard_of(lease: Lease) -> int | None:
+    shard = parse_shard_lease_id(lease.id)
+    return None if shard is None else shard[0]
+
+
+def _refused(database: str, refusals: list[AcquireResult]) -> Rejected:
+    """A group's refusal: as full as its last step found, and worth retrying when the
+    first of its steps could have room again."""
+    rejected = [refusal for refusal in refusals if isinstance(refusal, Rejected)]
+    last = rejected[-1] if rejected else Rejected(database, 0, 0, 0)
+    retry = min((refusal.retry_after_ms for refusal in rejected), default=0)
+    return Rejected(database, last.limit, last.in_use, retry)
+
+
+def cap_part(database: str, config: QuotaConfig, group: str) -> Part:
+    rule = (
+        next((r for r in config.groups.rules if r.group == group), None) if config.groups else None
+    )
+    return Part(cap_quota(database, group), 0, rule.cap_shards if rule is not None else 0)
+
+
+class Borrowing:
+    """Routes acquire, release and renew to their parts, over PartLeases."""
+
+    def __init__(
+        self, parts: PartLeases, clock: Clock, configs: Callable[[str], QuotaConfig]
+    ) -> None:
+        """`configs`: a quota's configuration as the store knows it (cached a while),
+        read only where a token does not say enough."""
+        self._parts = parts
+        self._clock = clock
+        self._configs = configs
+
+    def acquire_plain(
+        self, database: str, holder: str, ttl_ms: int | None, secret: str, proposed: bool
+    ) -> AcquireResult:
+        """A lease in the database's own item, as a quota in one item."""
+        wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
+        return with_token(self._parts.take_in_item(database, wanted, proposed=proposed), secret)
+
+    def acquire(
+        self,
+        database: str,
+        config: QuotaConfig,
+        group: str | None,
+        holder: str,
+        ttl_ms: int | None,
+        secret: str,
+        *,
+        proposed: bool,
+    ) -> AcquireResult:
+        rule = config.groups.rule(group) if config.groups is not None else None
+        pool = pool_part(database, config)
+        if rule is None:
+            wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
+            return with_token(self._take(pool, wanted, proposed), secret)
+        refusals: list[AcquireResult] = []
+        share = reserved_part(database, config, rule.group)
+        if share is not None and share.limit:
+            wanted = NewLease(lease_key(share.key, secret), holder, ttl_ms)
+            taken = self._take(share, wanted, proposed)
+            if isinstance(taken, Granted):
+                lease = replace(taken.lease, group=rule.group)
+                return with_token(
+                    replace(taken, lease=lease), secret, group=rule.group, reserved=True
+                )
+            refusals.append(taken)
+        cap = rule.reservation.borrow_cap
+        if cap == 0:
+            return _refused(database, refusals)
+        ticket: Token | None = None
+        ticket_until_ms = 0
+        if cap is not None:
+            # The lease gets the TTL its ticket is sized from, not the pool item's default
+            # at the time of the write, which an operator may have raised since.
+            ttl_ms = ttl_ms if ttl_ms is not None else config.default_ttl_ms
+            held = self._take_ticket(database, config, rule, holder, ttl_ms, secret)
+            if not isinstance(held, Granted):
+                return _refused(database, [*refusals, held])
+            ticket = Token(secret, held.lease.fence, _shard_of(held.lease))
+            ticket_until_ms = held.lease.expires_at_ms
+        wanted = NewLease(lease_key(database, secret), holder, ttl_ms, tag=rule.tag)
+        try:
+            taken = self._take(pool, wanted, proposed)
+        except ConnleaseError:
+            if ticket is not None and not proposed:
+                with suppress(ConnleaseError):
+                    self.release_ticket(database, replace(ticket, group=rule.group))
+            raise
+        if ticket is not None and not self._covered(
+            database, replace(ticket, group=rule.group), ticket_until_ms, taken
+        ):
+            # No lease after all, or one its ticket could not be made to outlive: neither
+            # is kept (or each ends at its TTL).
+            with suppress(ConnleaseError):
+                if isinstance(taken, Granted):
+                    grant = Token(secret, taken.lease.fence, _shard_of(taken.lease))
+                    self.release_in(database, grant)
+                self.release_ticket(database, replace(ticket, group=rule.group))
+            refusal = taken if isinstance(taken, Rejected) else Rejected(database, 0, 0, 0)
+            return _refused(database, [*refusals, refusal])
+        if not isinstance(taken, Granted):
+            return _refused(database, [*refusals, taken])
+        lease = replace(taken.lease, group=rule.group, borrowed=True)
+        return with_token(replace(taken, lease=lease), secret, group=rule.group, ticket=ticket)
+
+    def _take(self, part: Part, wanted: NewLease, proposed: bool) -> AcquireResult:
+        return self._parts.take(part.key, part.shards, wanted, proposed=proposed)
+
+    def _take_ticket(
+        self,
+        database: str,
+        config: QuotaConfig,
+        rule: GroupRule,
+        holder: str,
+        ttl_ms: int,
+        secret: str,
+    ) -> AcquireResult:
+        """A ticket in the group's cap, sized to outlive a lease of `ttl_ms` by the slack."""
+        cap = cap_part(database, config, rule.group)
+        key = ticket_key(cap.key, lease_key(database, secret))
+        return self._take(cap, NewLease(key, holder, ttl_ms + TICKET_SLACK_MS), False)
+
+    def _covered(
+        self, database: str, grant: Token, ticket_until_ms: int, taken: RenewResult | AcquireResult
+    ) -> bool:
+        """Whether the ticket outlives the lease by the slack, extended if it must be (the
+        lease's write came late: a retry, a throttle, a split pool's search)."""
+        if not isinstance(taken, Granted | Renewed):
+            return False
+        needed_ms = taken.lease.expires_at_ms + TICKET_SLACK_MS
+        if ticket_until_ms >= needed_ms:
+            return True
+        ttl_ms = max(MIN_TTL_MS, needed_ms - self._clock.now_ms())
+        renewed = self._renew_ticket(database, grant, ttl_ms)
+        return isinstance(renewed, Renewed) and renewed.lease.expires_at_ms >= needed_ms
+
+    def _ticket_where(self, database: str, grant: Token) -> tuple[Where, str, int | None]:
+        assert grant.group is not None
+        ticket = grant.ticket or grant
+        cap = cap_quota(database, grant.group)
+        return (
+            Where(cap, ticket.shard),
+            ticket_key(cap, lease_key(database, grant.secret)),
+            ticket.fence,
+        )
+
+    def _renew_ticket(self, database: str, grant: Token, ttl_ms: int) -> RenewResult:
+        where, key, fence = self._ticket_where(database, grant)
+        try:
+            return self._parts.renew(where, key, fence, ttl_ms)
+        except UnknownDatabase:  # the group's cap is gone, and its tickets with it
+            return LeaseLost(key)
+
+    def release_ticket(self, database: str, grant: Token) -> None:
+        where, key, fence = self._ticket_where(database, grant)
+        with suppress(UnknownDatabase):  # the group's cap is gone, and its tickets
+            self._parts.release(where, key, fence)
+
+    def release_in(self, part: str, grant: Token) -> bool:
+        """Give back the grant where its token says it is: its shard, else the part's key
+        item; a secret alone (no fence: its proposer lost the answer) is looked for in
+        every shard too."""
+        key = lease_key(part, grant.secret)
+        try:
+            if grant.shard is not None:
+                return self._parts.release(Where(part, grant.shard), key, grant.fence)
+            if self._parts.release(Where(part, None), key, grant.fence):
+                return True
+            if grant.fence is not None:
+                return False
+            shards = self._shards_of(part)
+            return shards > 0 and self._parts.release_anywhere(part, shards, key, None)
+        except UnknownDatabase as gone:
+            if gone.database == part and GROUP_MARK not in part:
+                raise  # the database's own quota: there is none
+            return False  # a share or a shard gone: its leases with it
+
+    def _shards_of(self, part: str) -> int:
+        database = part.split(GROUP_MARK)[0]
+        config = self._configs(database)
+        found = next((p for p in all_parts(database, config) if p.key == part), None)
+        return found.shards if found is not None else 0
+
+    def release_in_groups(self, database: str, grant: Token) -> bool:
+        """A secret alone: in any group's reservation, and any ticket it left in a cap."""
+        released = False
+        config = self._configs(database)
+        for rule in config.groups.rules if config.groups is not None else ():
+            if self.release_in(reserved_quota(database, rule.group), grant):
+                released = True
+            if rule.capped:
+                cap = cap_part(database, config, rule.group)
+                key = ticket_key(cap.key, lease_key(database, grant.secret))
+                with suppress(UnknownDatabase):
+                    self._parts.release_anywhere(cap.key, cap.shards, key, None)
+        return released
+
+    def renew(self, database: str, grant: Token, ttl_ms: int | None) -> RenewResult:
+        if grant.group is None:
+            return self._renew_untracked(database, grant, ttl_ms)
+        if grant.reserved:
+            share = reserved_quota(database, grant.group)
+            try:
+                renewed = self._renew_in(share, grant, ttl_ms)
+            except UnknownDatabase:
+                self._configs(database)  # the database's quota exists: the group was forgotten
+                return LeaseLost(lease_id_of(database, grant))
+            if isinstance(renewed, Renewed):
+                return replace(renewed, lease=replace(renewed.lease, group=grant.group))
+            return renewed
+        if grant.ticket is None:
+            return self._renew_untracked(database, grant, ttl_ms)
+        # The ticket first, and longer: the cap counts the lease while it lives.
+        ttl_ms = ttl_ms or self._configs(database).default_ttl_ms
+        ticket = self._renew_ticket(database, grant, ttl_ms + TICKET_SLACK_MS)
+        if not isinstance(ticket, Renewed):
+            # The lease without its ticket would not be counted: it ends now.
+            with suppress(ConnleaseError):
+                self.release_in(database, grant)
+            return LeaseLost(lease_id_of(database, grant))
+        renewed = self._renew_in(database, grant, ttl_ms)
+        if not self._covered(database, grant, ticket.lease.expires_at_ms, renewed):
+            with suppress(ConnleaseError):
+                if isinstance(renewed, Renewed):  # it would outlive its ticket: it ends now
+                    self.release_in(database, grant)
+                self.release_ticket(database, grant)
+            return LeaseLost(lease_id_of(database, grant))
+        assert isinstance(renewed, Renewed)
+        return replace(renewed, lease=replace(renewed.lease, group=grant.group, borrowed=True))
+
+    def _renew_untracked(self, database: str, grant: Token, ttl_ms: int | None) -> RenewResult:
+        """A pool lease whose token names no group: a plain one, or a group's borrowed lease
+        taken without a ticket. One of a group that is capped now (or may not borrow) is not
+        renewed but given back, so that leases taken before its cap drain."""
+        renewed = self._renew_in(database, grant, ttl_ms)
+        if not isinstance(renewed, Renewed) or not renewed.lease.tag:
+            return renewed
+        config = self._configs(database)
+        rule = config.groups.by_tag(renewed.lease.tag) if config.groups is not None else None
+        if rule is None:
+            return renewed
+        if not rule.retired and rule.reservation.borrow_cap is not None:
+            with suppress(ConnleaseError):
+                self.release_in(database, grant)
+            return LeaseLost(renewed.lease.id)
+        return replace(renewed, lease=replace(renewed.lease, group=rule.group, borrowed=True))
+
+    def _renew_in(self, part: str, grant: Token, ttl_ms: int | None) -> RenewResult:
+        key = lease_key(part, grant.secret)
+        return self._parts.renew(Where(part, grant.shard), key, grant.fence, ttl_ms)
+
+    def force_release(self, database: str, config: QuotaConfig, part: Part, lease: Lease) -> bool:
+        """Remove `lease` at its fence (an entry from before fences: whatever it is), and
+        a capped group's borrowed lease's ticket with it."""
+        shard = parse_shard_lease_id(lease.id)
+        where = Where(part.key, None if shard is None else shard[0])
+        key = lease.id if shard is None else shard[1]
+        try:
+            removed = self._parts.release(where, key, lease.fence or None)
+        except UnknownDatabase:
+            return False  # its item went: so did the lease
+        rule = config.groups.by_tag(lease.tag) if config.groups is not None and lease.tag else None
+        if removed and part.key == database and rule is not None and rule.capped:
+            cap = cap_part(database, config, rule.group)
+            with suppress(UnknownDatabase):
+                self._parts.release_anywhere(cap.key, cap.shards, ticket_key(cap.key, key), None)
+        return removed

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws import unavailable
-from adapters.dynamodb_limits import WRITE_UNIT_BYTES, item_size
+from adapters.dynamodb_size import WRITE_UNIT_BYTES, item_size
 from domain.decisions import Reclaim
 from domain.errors import CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
 from domain.groups import LENT_TAG, GroupRule, Groups, Reservation

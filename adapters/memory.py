@@ -19,13 +19,14 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from adapters.dynamodb import entries_per_shard, quota_item
-from adapters.dynamodb_limits import CapacityModel, Throttled, item_size
+from adapters.dynamodb_size import item_size
 from domain.decisions import Reclaim
 from domain.errors import StoreUnavailable, UnknownDatabase
 from domain.groups import LENT_TAG, Groups
 from domain.model import SKEW_MARGIN_MS, Lease, Quota, QuotaState, ShardLayout
 from domain.ports import Clock, LeaseStore, NewLease, Write
 from domain.tokens import new_secret
+from local.capacity_model import CapacityModel, Throttled
 
 
 class InMemoryLeaseStore(LeaseStore):

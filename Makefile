@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 # Every Python tree ruff and mypy check.
-CODE := domain adapters service local cli examples tests benchmarks reliability
+CODE := domain adapters service connlease_client local cli examples tests benchmarks reliability
 
 .PHONY: dev lint format unit integration test demo local example bench bench-quick reliability infra-tools infra clean \
 	build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction
@@ -71,9 +71,9 @@ reliability: $(STAMP)  ## every reliability campaign in full, both layouts, with
 	$(PY) -m reliability.run $(ARGS)
 
 # `sam build` (infra/template.yaml, BuildMethod: makefile, CodeUri: the repository root) runs
-# these with ARTIFACTS_DIR set: a function's package is the hexagon's three packages alone,
-# its dependencies come from the layer.
-LAMBDA_PACKAGES := domain adapters service
+# these with ARTIFACTS_DIR set: a function's package is the hexagon's three packages and the
+# helper's wire contract (connlease_client) alone, its dependencies come from the layer.
+LAMBDA_PACKAGES := domain adapters service connlease_client
 build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction:
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)" >&2; exit 2; }
 	mkdir -p "$(ARTIFACTS_DIR)"

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws import unavailable
-from adapters.dynamodb_limits import WRITE_UNIT_BYTES, item_size
+from adapters.dynamodb_size import WRITE_UNIT_BYTES, item_size
 from domain.errors import CorruptQuota, InvalidInput, StoreUnavailable
 from domain.groups import GroupRule, Groups, Reservation
 from domain.item import (

@@ -16,6 +16,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from adapters.aws import unavailable
+from connlease_client.contract import (
+    AcquireResponse,
+    ErrorResponse,
+    ReleaseResponse,
+    RenewResponse,
+    StatusResponse,
+)
 from domain import (
     AcquireResult,
     ConnleaseError,
@@ -41,13 +48,6 @@ from domain.model import (
     check_wait_ms,
 )
 from domain.tokens import check_secret, lease_key, new_secret, parse_token
-from service.contract import (
-    AcquireResponse,
-    ErrorResponse,
-    ReleaseResponse,
-    RenewResponse,
-    StatusResponse,
-)
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient

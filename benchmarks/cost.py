@@ -1,5 +1,5 @@
 """What a lease costs: store requests, item size, write units and dollars (metered by the
-capacity model, `adapters.dynamodb_limits`), and client CPU."""
+capacity model, `local.capacity_model`), and client CPU."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 from adapters.clock import SystemClock
 from adapters.dynamodb import quota_item
-from adapters.dynamodb_limits import PARTITION_WCU_PER_S, CapacityModel, item_size
+from adapters.dynamodb_size import item_size
 from adapters.memory import InMemoryLeaseStore
 from domain import Granted, Quota
 from domain.model import MAX_LIMIT
+from local.capacity_model import PARTITION_WCU_PER_S, CapacityModel
 
 # What the client library writes (`service.client.holder_of`) for a function whose name
 # fills its 23 characters: the longest holder, as production leases carry.

@@ -34,7 +34,7 @@ from adapters.memory import InMemoryLeaseStore
 from adapters.mysql import MySqlConnector, MySqlEndpoint
 from domain import Backoff, DecorrelatedJitter, LeaseStore, Quota
 from domain.warm import KeepWarm
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 from local.dynamodb import EmbeddedDynamoDB, RequestCounter
 from local.watch import ConnectionWatcher
 
@@ -373,7 +373,7 @@ def report(
         "A quota in one item, whatever its limit (the design before split quotas; the "
         "scale section below sets the split quota beside it). "
         "Write units per lease (a take and a give-back), metered by the capacity model on "
-        "the store's own writes (`adapters.dynamodb_limits`: one WCU per started KB of the "
+        "the store's own writes (`local.capacity_model`: one WCU per started KB of the "
         "larger of the item before and after), every lease naming a 32-character holder as "
         "the client library writes; dollars at DynamoDB's on-demand list price "
         f"(${cost.DOLLARS_PER_MILLION_WRITE_UNITS} per million write units, us-east-1, "

@@ -1,6 +1,6 @@
 """Quota size against cost and ceiling, side by side: one item per quota (the design before
 split quotas), the split quota, and the sample's counter. Every figure is metered and
-limited by the capacity model (`adapters.dynamodb_limits`) on the in-memory store, with
+limited by the capacity model (`local.capacity_model`) on the in-memory store, with
 a round trip of `STORE_LATENCY_S` per request; no MySQL, so that only the store is weighed.
 """
 
@@ -15,11 +15,6 @@ from dataclasses import dataclass
 
 from adapters.clock import SystemClock
 from adapters.dynamodb import entries_per_shard
-from adapters.dynamodb_limits import (
-    PARTITION_WCU_PER_S,
-    CapacityModel,
-    Throttled,
-)
 from adapters.memory import InMemoryLeaseStore
 from benchmarks.cost import (
     DOLLARS_PER_MILLION_READ_UNITS,
@@ -38,6 +33,7 @@ from domain import (
 )
 from domain.model import MAX_LIMIT
 from domain.shards import plan_shares
+from local.capacity_model import PARTITION_WCU_PER_S, CapacityModel, Throttled
 
 Take = Callable[[], str | None]
 GiveBack = Callable[[str], bool]

@@ -10,9 +10,9 @@ from typing import Any
 
 from rich.table import Table
 
+from connlease_client.contract import StatusResponse
 from domain import Lease, QuotaStatus
 from domain.tokens import label
-from service.contract import StatusResponse
 
 
 def oldest(status: QuotaStatus, now_ms: int) -> Lease | None:
@@ -53,8 +53,8 @@ def lease_doc(lease: Lease, now_ms: int) -> dict[str, Any]:
 
 
 def status_doc(status: QuotaStatus, now_ms: int) -> dict[str, Any]:
-    """The helper's status answer (service.contract), less its lease list, with the oldest
-    live lease."""
+    """The helper's status answer (connlease_client.contract), less its lease list, with the
+    oldest live lease."""
     document = StatusResponse.of(status).document()
     for key in ("ok", "action", "leases"):
         document.pop(key, None)

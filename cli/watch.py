@@ -32,7 +32,8 @@ from cli.app import (
 )
 from cli.render import groups_table, span, status_table, when
 from domain import ConnleaseError, QuotaStatus, StoreUnavailable
-from domain.ports import Clock, LeaseStore, Metric
+from domain.lease_store import LeaseStore
+from domain.ports import Clock, Metric
 
 SPARKS = "▁▂▃▄▅▆▇█"
 MIN_INTERVAL_S = 0.5

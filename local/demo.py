@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
@@ -30,14 +28,15 @@ from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint, server_variable
 from domain import QuotaStatus
+from local import hotspot
 from local.cfn import ResponseCatcher, custom_resource_event
+from local.demo_setup import MySqlUnusable, mysql_from_environment, parse_query_time
 from local.stack import HARNESS, SEEDER, TEST, LocalStack, Tables, workload_functions
 from local.watch import ConnectionWatcher
+from service.workload import QueryTime
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-QueryTime = float | tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -72,85 +71,6 @@ class DemoReport:
     @property
     def accounted(self) -> int:
         return self.outcomes.get("succeeded", 0) + self.outcomes.get("no_capacity", 0)
-
-
-# MySQL's answers to the probe that say the server is up but will not serve the demo.
-ER_DBACCESS_DENIED = 1044  # the account may not use that database
-ER_ACCESS_DENIED = 1045  # wrong user or password
-ER_BAD_DB = 1049  # unknown database
-ER_ACCESS_DENIED_NO_PASSWORD = 1698  # MariaDB's answer for an unknown user
-
-
-class MySqlUnusable(Exception):
-    """The demo's probe connection failed; which subclass, and so what the user is told,
-    follows MySQL's error code: its message text varies between servers and versions."""
-
-    def __init__(self, endpoint: MySqlEndpoint, error: DatabaseError) -> None:
-        super().__init__(str(error))
-        self.endpoint = endpoint
-        self.error = error
-
-    @staticmethod
-    def of(endpoint: MySqlEndpoint, error: DatabaseError) -> MySqlUnusable:
-        if error.code == ER_BAD_DB:
-            return DatabaseMissing(endpoint, error)
-        if error.code in (ER_ACCESS_DENIED, ER_ACCESS_DENIED_NO_PASSWORD, ER_DBACCESS_DENIED):
-            return MySqlAccessDenied(endpoint, error)
-        return MySqlUnreachable(endpoint, error)
-
-    def explain(self) -> str:
-        """What went wrong and how to fix it, as rich markup."""
-        raise NotImplementedError
-
-
-class MySqlUnreachable(MySqlUnusable):
-    def explain(self) -> str:
-        return (
-            f"[red]MySQL is not reachable at {escape(self.endpoint.describe())}[/]: "
-            f"{escape(str(self))}\n"
-            "Point the demo at a server with DB_HOST, DB_PORT, DB_USER, DB_PASSWORD and "
-            "DB_NAME, for example: DB_HOST=10.0.0.5 DB_PASSWORD=secret make demo"
-        )
-
-
-class DatabaseMissing(MySqlUnusable):
-    def explain(self) -> str:
-        at = self.endpoint
-        name = escape(at.database)
-        return (
-            f"[red]The database '{name}' does not exist on the MySQL server at "
-            f"{escape(at.host)}:{at.port}[/]: {escape(str(self))}\n"
-            f"Create it (CREATE DATABASE `{name}`;) or set DB_NAME to a database that "
-            "exists, for example: DB_NAME=test make demo"
-        )
-
-
-class MySqlAccessDenied(MySqlUnusable):
-    def explain(self) -> str:
-        at = self.endpoint
-        return (
-            f"[red]MySQL at {escape(at.host)}:{at.port} denied access to user "
-            f"'{escape(at.user)}' for the database '{escape(at.database)}'[/]: "
-            f"{escape(str(self))}\n"
-            "Set DB_USER and DB_PASSWORD to an account that may connect and use DB_NAME "
-            "(or set DB_NAME to a database it may use), for example: "
-            "DB_USER=demo DB_PASSWORD=secret make demo"
-        )
-
-
-def mysql_from_environment() -> MySqlEndpoint:
-    env = os.environ
-    port = env.get("DB_PORT", "3306")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"DB_PORT must be a port number, got {port!r}")
-    return MySqlEndpoint(
-        host=env.get("DB_HOST", "127.0.0.1"),
-        port=int(port),
-        user=env.get("DB_USER", "root"),
-        password=env.get("DB_PASSWORD", ""),
-        database=env.get("DB_NAME", "test"),
-        connect_timeout_s=3,
-    )
 
 
 def lease_ttl_ms(options: DemoOptions) -> int:
@@ -398,11 +318,6 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
-def parse_query_time(text: str) -> QueryTime:
-    low, _, high = text.partition("-")
-    return (float(low), float(high)) if high else float(low)
-
-
 SCENARIOS = ("default", "hotspot")
 
 
@@ -413,8 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     picker.add_argument("--scenario", choices=SCENARIOS, default="default")
     picked, rest = picker.parse_known_args(argv)
     if picked.scenario == "hotspot":
-        from local import hotspot  # noqa: PLC0415 - only that scenario needs it
-
         return hotspot.main(rest)
     defaults = DemoOptions()
     parser = argparse.ArgumentParser(prog="make demo ARGS=...", description=__doc__.split("\n")[0])

@@ -26,7 +26,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 from adapters.dynamodb import wait_until_active
-from adapters.dynamodb_limits import CapacityModel
+from local.capacity_model import CapacityModel
 from local.dynamodb_capacity import metered
 from local.server import LoopbackService
 

@@ -1,5 +1,6 @@
 """The embedded DynamoDB's capacity model: moto answers every request at once and bills
-nothing, so this wraps it to bill and limit as DynamoDB does (`adapters.dynamodb_limits`).
+nothing, so this wraps it to bill and limit as DynamoDB does (`local.capacity_model`, with
+the sizes of `adapters.dynamodb_size`).
 
 Per request, inside the embedded server's one-at-a-time lock:
 - an expression over 4 KB or 300 operators is refused with a ValidationException;
@@ -28,7 +29,8 @@ from typing import Any
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
 
-from adapters.dynamodb_limits import CapacityModel, Throttled, expression_problem, item_size
+from adapters.dynamodb_size import expression_problem, item_size
+from local.capacity_model import CapacityModel, Throttled
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

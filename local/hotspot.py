@@ -36,19 +36,20 @@ from rich.table import Table
 
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
-from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint
+from adapters.mysql import MySqlEndpoint
 from domain import ConnleaseError, InvalidInput, LeaseStore, QuotaStatus
 from domain.groups import Groups, Reservation, check_group, parse_reservations
 from domain.model import check_database, check_limit
 from domain.ports import GROUPS_CACHE_MS
 from local.cfn import ResponseCatcher, custom_resource_event
-from local.demo import MySqlUnusable, QueryTime, mysql_from_environment, parse_query_time
+from local.demo_setup import MySqlUnusable, check_mysql, mysql_from_environment, parse_query_time
 from local.lambda_endpoint import FunctionSpec
 from local.stack import HELPER, SEEDER, TEST, LocalStack, Tables, workload_functions
 from local.watch import Poller
 from service.bootstrap import Harness
 from service.harness import invoke_sync, percentile
 from service.settings import HarnessSettings
+from service.workload import QueryTime
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -491,17 +492,10 @@ def run_load(
     )
 
 
-def probe_mysql(mysql: MySqlEndpoint) -> None:
-    try:
-        MySqlConnector(mysql, None)().close()
-    except DatabaseError as error:
-        raise MySqlUnusable.of(mysql, error) from error
-
-
 def run_hotspot(options: HotspotOptions, console: Console | None = None) -> HotspotReport:
     console = console or Console(quiet=True)
     started = time.monotonic()
-    probe_mysql(options.mysql)
+    check_mysql(options.mysql)
     options.output_dir.mkdir(parents=True, exist_ok=True)
     log_dir = options.output_dir / f"hotspot-logs-{time.strftime('%Y%m%d-%H%M%S')}"
     suffix = uuid.uuid4().hex[:6]

@@ -31,7 +31,7 @@ from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.mysql import MySqlEndpoint
 from domain import ConnleaseError, Quota, QuotaStatus
 from domain.model import check_database, check_limit
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 from local.lambda_endpoint import FunctionSpec
 from local.stack import HELPER, LocalStack, Tables, database_environment, helper_function
 

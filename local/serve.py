@@ -32,13 +32,15 @@ from rich.markup import escape
 
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
-from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint
+from adapters.mysql import MySqlEndpoint
 from domain import Quota
-from local.demo import DemoOptions, MySqlUnusable, QueryTime, mysql_from_environment, seed
+from local.demo import DemoOptions, seed
+from local.demo_setup import MySqlUnusable, check_mysql, mysql_from_environment
 from local.dynamodb import EmbeddedDynamoDB
 from local.emf_relay import forget_metrics
 from local.lambda_endpoint import FunctionSpec
 from local.stack import HELPER, TEST, LocalStack, Tables, workload_functions
+from service.workload import QueryTime
 
 LOCAL_PORT = 4566  # cli.app.LOCAL_ENDPOINT_URL's, what `connlease ... --local` reaches
 DEFAULT_TTL_MS = 60_000
@@ -140,13 +142,6 @@ def port_taken(port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def check_mysql(endpoint: MySqlEndpoint) -> None:
-    try:
-        MySqlConnector(endpoint, None)().close()
-    except DatabaseError as error:
-        raise MySqlUnusable.of(endpoint, error) from error
 
 
 def serve(options: ServeOptions, console: Console, stopping: threading.Event) -> Counter[str]:

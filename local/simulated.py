@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from adapters.dynamodb import entries_per_shard, quota_item
-from adapters.dynamodb_limits import CapacityModel, Throttled, item_size
+from adapters.dynamodb_size import item_size
+from local.capacity_model import CapacityModel, Throttled
 from adapters.memory import InMemoryItems
 from domain.errors import StoreUnavailable
 from domain.item import ItemWrite, QuotaState

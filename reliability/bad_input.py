@@ -33,6 +33,7 @@ import service.helper as helper_service
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.emf import EmfMetricsSink
+from connlease_client.contract import ErrorResponse
 from domain import ConnleaseError, DecorrelatedJitter, Granted, Leases, Quota
 from domain.groups import Reservation
 from local.context import LocalContext
@@ -40,7 +41,6 @@ from local.dynamodb import RequestCounter, create_idempotency_table
 from reliability.common import Campaign, Figure, Lab, Stopwatch
 from service.bootstrap import Helper
 from service.client import ConnectionLeases, direct_leases, lambda_leases
-from service.contract import ErrorResponse
 from service.settings import HelperSettings
 
 if TYPE_CHECKING:

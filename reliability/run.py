@@ -16,7 +16,7 @@ from typing import Any
 
 __version__ = version("connlease")
 from adapters.mysql import DatabaseError, MySqlConnector
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 from local.faults import FaultRates
 from reliability import attacks, bad_input, crashes, db_faults, duplicates, store_faults
 from reliability.common import Campaign, Figure, Lab, lab

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import ValidationError
 
+from connlease_client.contract import ErrorBody, ErrorDetail, ErrorResponse
 from domain import (
     ConnleaseError,
     CorruptQuota,
@@ -20,7 +21,6 @@ from domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
-from service.contract import ErrorBody, ErrorDetail, ErrorResponse
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics

@@ -35,6 +35,19 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import TypeAdapter, ValidationError
 
+from connlease_client.contract import (
+    AcquireRequest,
+    AcquireResponse,
+    HelperAction,
+    HelperRequest,
+    LeaseDoc,
+    ReleaseRequest,
+    ReleaseResponse,
+    RenewRequest,
+    RenewResponse,
+    StatusRequest,
+    StatusResponse,
+)
 from domain import (
     ConnleaseError,
     Deadline,
@@ -50,19 +63,6 @@ from domain.services import record_acquire
 from domain.tokens import label, lease_id_of, parse_token
 from service import errors
 from service.bootstrap import Helper, build_helper, built_at_init
-from service.contract import (
-    AcquireRequest,
-    AcquireResponse,
-    HelperAction,
-    HelperRequest,
-    LeaseDoc,
-    ReleaseRequest,
-    ReleaseResponse,
-    RenewRequest,
-    RenewResponse,
-    StatusRequest,
-    StatusResponse,
-)
 from service.invocation import InvocationContext
 from service.observability import powertools
 from service.settings import HelperSettings

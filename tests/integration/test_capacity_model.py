@@ -17,11 +17,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from adapters.dynamodb import DynamoDBLeaseStore, create_table
-from adapters.dynamodb_limits import CapacityModel
 from adapters.memory import InMemoryLeaseStore
 from domain import Granted, Quota, StoreUnavailable
 from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS
+from local.capacity_model import CapacityModel
 from local.dynamodb import EmbeddedDynamoDB
 from tests.fakes import FakeClock
 

@@ -16,10 +16,10 @@ from local.demo import (
     DemoOptions,
     lease_ttl_ms,
     main,
-    mysql_from_environment,
     quota_after,
     run_demo,
 )
+from local.demo_setup import mysql_from_environment
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 from local.run import RunOptions, main, run_function
 from local.watch import ConnectionWatcher
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 from local.hotspot import API_LOAD, BATCH_LOAD, HotspotOptions, HotspotReport, run_hotspot
 
 pytestmark = pytest.mark.integration

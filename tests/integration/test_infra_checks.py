@@ -114,7 +114,7 @@ def test_checkov_fails_no_check_and_every_skip_says_why() -> None:
 
 
 # What the distribution installs: the Lambda code and the local stack.
-PACKAGES = ("domain", "adapters", "service", "local")
+PACKAGES = ("domain", "adapters", "service", "connlease_client", "local")
 
 
 def test_bandit_finds_nothing_of_medium_or_high_severity_in_the_code() -> None:

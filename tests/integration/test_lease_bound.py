@@ -18,7 +18,7 @@ from pymysql.constants import COMMAND
 from adapters.clock import SystemClock
 from adapters.mysql import MySqlConnector, MySqlEndpoint
 from adapters.mysql_session import LeaseEnded
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 from service.lease_bound import CLOSE_LEAD_MS, LeaseBound
 from tests.integration.test_mysql_session import (
     commands,

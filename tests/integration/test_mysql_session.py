@@ -24,7 +24,7 @@ from adapters.mysql_session import (
     reset,
     set_socket_timeouts,
 )
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 from local.dynamodb import EmbeddedDynamoDB
 from local.faults import Fault, FaultRates
 from reliability import attacks, crashes, duplicates, run, store_faults

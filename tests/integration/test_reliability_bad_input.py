@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from domain import Quota
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 from local.dynamodb import EmbeddedDynamoDB
 from reliability import bad_input
 from reliability.bad_input import Handler

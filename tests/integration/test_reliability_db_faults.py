@@ -10,7 +10,7 @@ import pymysql.cursors
 import pytest
 
 from adapters.mysql import MySqlEndpoint
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 from local.dynamodb import EmbeddedDynamoDB
 from local.mysql_faults import Fault, FaultRates, MySqlFaults, server_id
 from reliability import db_faults

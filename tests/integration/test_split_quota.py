@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from adapters.dynamodb import DynamoDBLeaseStore, entries_per_shard
-from adapters.dynamodb_limits import CapacityModel
 from adapters.memory import InMemoryLeaseStore
 from domain import (
     CorruptQuota,
@@ -25,6 +24,7 @@ from domain.model import SKEW_MARGIN_MS
 from domain.shards import parse_shard_lease_id, shard_item
 from domain.tokens import new_secret, parse_token
 from local.simulated import SimulatedLeaseStore
+from local.capacity_model import CapacityModel
 from tests.conftest import StoreUnderTest
 from tests.fakes import FakeClock
 

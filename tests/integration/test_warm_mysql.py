@@ -14,7 +14,7 @@ from adapters.memory import InMemoryLeaseStore
 from adapters.mysql import MySqlConnector, MySqlEndpoint
 from domain import Quota
 from domain.warm import KeepWarm
-from local.demo import mysql_from_environment
+from local.demo_setup import mysql_from_environment
 from service.client import ConnectionLeases
 
 DB = "orders-mysql"

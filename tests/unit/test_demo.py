@@ -12,13 +12,12 @@ from matplotlib.text import Text
 from matplotlib.transforms import BboxBase
 
 from adapters.mysql import DatabaseError, MySqlEndpoint
-from local.demo import (
+from local.demo import DemoOptions, chart_figure
+from local.demo_setup import (
     DatabaseMissing,
-    DemoOptions,
     MySqlAccessDenied,
     MySqlUnreachable,
     MySqlUnusable,
-    chart_figure,
 )
 
 COLD = DemoOptions(iterations=200, concurrency=20, quota=5)

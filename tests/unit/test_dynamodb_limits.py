@@ -9,10 +9,8 @@ from typing import Any
 import pytest
 
 from adapters.dynamodb import DynamoDBLeaseStore, quota_item
-from adapters.dynamodb_limits import (
+from adapters.dynamodb_size import (
     MAX_EXPRESSION_OPERATORS,
-    CapacityModel,
-    Throttled,
     expression_operators,
     expression_problem,
     item_size,
@@ -23,6 +21,7 @@ from adapters.dynamodb_limits import (
 from domain.decisions import MAX_RECLAIM_PER_WRITE, Reclaim
 from domain.item import NewLease
 from domain.model import MAX_HOLDER_LENGTH, MAX_LIMIT, Lease, Quota, QuotaState
+from local.capacity_model import CapacityModel, Throttled
 from tests.fakes import FakeClock
 
 

@@ -18,7 +18,7 @@ import service.helper as helper
 from aws_xray_sdk.core import patcher
 from pydantic import BaseModel
 from pydantic.plugin import _loader
-from service import contract
+from connlease_client import contract
 from service import settings
 
 def models(module):

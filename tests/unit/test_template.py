@@ -277,6 +277,9 @@ def stack(template: dict[str, Any]) -> Stack:
 
 
 LEASE_MODES = ["lambda", "direct"]
+# What the Makefile's build-<Function> targets copy: the hexagon's three packages and the
+# helper's wire contract.
+LAMBDA_PACKAGES = ("domain", "adapters", "service", "connlease_client")
 
 
 # ------------------------------------------------------------------ packaging
@@ -299,7 +302,7 @@ def test_every_handler_resolves_to_a_callable_in_the_code_sam_build_packages(
         assert callable(getattr(module, attribute, None)), f"{name}: {attribute} is not callable"
 
 
-def test_sam_build_packages_the_three_lambda_packages_and_the_handlers_import_from_them(
+def test_sam_build_packages_the_lambda_packages_and_the_handlers_import_from_them(
     stack: Stack, tmp_path: Path
 ) -> None:
     # What `sam build` runs for each function (BuildMethod: makefile, CodeUri the root).
@@ -313,15 +316,19 @@ def test_sam_build_packages_the_three_lambda_packages_and_the_handlers_import_fr
             check=True,
             capture_output=True,
         )
-        assert {p.name for p in artifacts.iterdir()} == {"domain", "adapters", "service"}
+        assert {p.name for p in artifacts.iterdir()} == set(LAMBDA_PACKAGES)
         assert not list(artifacts.rglob("__pycache__"))
         module = properties["Handler"].rpartition(".")[0]
         # Imported from the package alone, as Lambda does (its dependencies from this venv,
-        # as from the layer): no test, local-stack or example code is needed.
+        # as from the layer): no test, local-stack or example code is needed, and every
+        # module of the packages it imports comes from the artifact, not the repository.
         probe = (
             f"import sys; sys.path.insert(0, {str(artifacts)!r}); import {module}; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('local', 'tests', 'examples', 'benchmarks', 'reliability')))"
+            f"; print(sorted(m for m, v in list(sys.modules.items()) if m.split('.')[0] in "
+            f"{LAMBDA_PACKAGES!r} and not (getattr(v, '__file__', None) or '')"
+            f".startswith({str(artifacts)!r})))"
             f"; print({module}.__file__)"
         )
         result = subprocess.run(
@@ -332,8 +339,9 @@ def test_sam_build_packages_the_three_lambda_packages_and_the_handlers_import_fr
             text=True,
             check=True,
         )
-        imported_beyond, module_file = result.stdout.splitlines()[-2:]
+        imported_beyond, not_packaged, module_file = result.stdout.splitlines()[-3:]
         assert imported_beyond == "[]", name
+        assert not_packaged == "[]", name
         assert Path(module_file).is_relative_to(artifacts), name
 
 

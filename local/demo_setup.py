@@ -1,0 +1,105 @@
+"""What the local demos (`make demo`, its hotspot scenario, `make local`) share: the MySQL
+server they run against, named by DB_HOST, DB_PORT, DB_USER, DB_PASSWORD and DB_NAME; the
+probe that checks it will serve them, and what the user is told when it will not; and the
+query-time option (seconds, or a range of them, that an invocation holds its connection).
+"""
+
+from __future__ import annotations
+
+import os
+
+from rich.markup import escape
+
+from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint
+from service.workload import QueryTime
+
+# MySQL's answers to the probe that say the server is up but will not serve the demo.
+ER_DBACCESS_DENIED = 1044  # the account may not use that database
+ER_ACCESS_DENIED = 1045  # wrong user or password
+ER_BAD_DB = 1049  # unknown database
+ER_ACCESS_DENIED_NO_PASSWORD = 1698  # MariaDB's answer for an unknown user
+
+
+class MySqlUnusable(Exception):
+    """The demo's probe connection failed; which subclass, and so what the user is told,
+    follows MySQL's error code: its message text varies between servers and versions."""
+
+    def __init__(self, endpoint: MySqlEndpoint, error: DatabaseError) -> None:
+        super().__init__(str(error))
+        self.endpoint = endpoint
+        self.error = error
+
+    @staticmethod
+    def of(endpoint: MySqlEndpoint, error: DatabaseError) -> MySqlUnusable:
+        if error.code == ER_BAD_DB:
+            return DatabaseMissing(endpoint, error)
+        if error.code in (ER_ACCESS_DENIED, ER_ACCESS_DENIED_NO_PASSWORD, ER_DBACCESS_DENIED):
+            return MySqlAccessDenied(endpoint, error)
+        return MySqlUnreachable(endpoint, error)
+
+    def explain(self) -> str:
+        """What went wrong and how to fix it, as rich markup."""
+        raise NotImplementedError
+
+
+class MySqlUnreachable(MySqlUnusable):
+    def explain(self) -> str:
+        return (
+            f"[red]MySQL is not reachable at {escape(self.endpoint.describe())}[/]: "
+            f"{escape(str(self))}\n"
+            "Point the demo at a server with DB_HOST, DB_PORT, DB_USER, DB_PASSWORD and "
+            "DB_NAME, for example: DB_HOST=10.0.0.5 DB_PASSWORD=secret make demo"
+        )
+
+
+class DatabaseMissing(MySqlUnusable):
+    def explain(self) -> str:
+        at = self.endpoint
+        name = escape(at.database)
+        return (
+            f"[red]The database '{name}' does not exist on the MySQL server at "
+            f"{escape(at.host)}:{at.port}[/]: {escape(str(self))}\n"
+            f"Create it (CREATE DATABASE `{name}`;) or set DB_NAME to a database that "
+            "exists, for example: DB_NAME=test make demo"
+        )
+
+
+class MySqlAccessDenied(MySqlUnusable):
+    def explain(self) -> str:
+        at = self.endpoint
+        return (
+            f"[red]MySQL at {escape(at.host)}:{at.port} denied access to user "
+            f"'{escape(at.user)}' for the database '{escape(at.database)}'[/]: "
+            f"{escape(str(self))}\n"
+            "Set DB_USER and DB_PASSWORD to an account that may connect and use DB_NAME "
+            "(or set DB_NAME to a database it may use), for example: "
+            "DB_USER=demo DB_PASSWORD=secret make demo"
+        )
+
+
+def mysql_from_environment() -> MySqlEndpoint:
+    env = os.environ
+    port = env.get("DB_PORT", "3306")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"DB_PORT must be a port number, got {port!r}")
+    return MySqlEndpoint(
+        host=env.get("DB_HOST", "127.0.0.1"),
+        port=int(port),
+        user=env.get("DB_USER", "root"),
+        password=env.get("DB_PASSWORD", ""),
+        database=env.get("DB_NAME", "test"),
+        connect_timeout_s=3,
+    )
+
+
+def check_mysql(endpoint: MySqlEndpoint) -> None:
+    """Connect once; MySqlUnusable, saying why, if the server will not serve the demo."""
+    try:
+        MySqlConnector(endpoint, None)().close()
+    except DatabaseError as error:
+        raise MySqlUnusable.of(endpoint, error) from error
+
+
+def parse_query_time(text: str) -> QueryTime:
+    low, _, high = text.partition("-")
+    return (float(low), float(high)) if high else float(low)

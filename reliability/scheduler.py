@@ -18,11 +18,12 @@ a compact schedule string: `a3b2a` is actor a for 3 segments, b for 2, a for 1. 
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,8 +78,8 @@ class _Abandoned(BaseException):
 
 
 def encode(choices: Sequence[int]) -> str:
-    runs = [(ALPHABET[c], len(list(g))) for c, g in _groups(choices)]
-    return "".join(a + (str(n) if n > 1 else "") for a, n in runs)
+    runs = ((ALPHABET[c], len(list(same))) for c, same in itertools.groupby(choices))
+    return "".join(actor + (str(n) if n > 1 else "") for actor, n in runs)
 
 
 def decode(schedule: str) -> list[int]:
@@ -86,14 +87,6 @@ def decode(schedule: str) -> list[int]:
         raise ValueError(f"not a schedule: {schedule!r}")
     found = re.findall(r"([a-z])(\d*)", schedule)
     return [ALPHABET.index(a) for a, n in found for _ in range(int(n or 1))]
-
-
-def _groups(choices: Sequence[int]) -> Iterator[tuple[int, list[int]]]:
-    start = 0
-    for i in range(1, len(choices) + 1):
-        if i == len(choices) or choices[i] != choices[start]:
-            yield choices[start], list(choices[start:i])
-            start = i
 
 
 class Chooser(Protocol):

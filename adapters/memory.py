@@ -34,7 +34,6 @@ from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS
 from domain.ports import Clock, ItemStore, Written
 from domain.tokens import new_secret
-from local.capacity_model import CapacityModel, Throttled
 
 
 class RequestObserver(Protocol):

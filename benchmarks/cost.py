@@ -13,6 +13,7 @@ from adapters.memory import InMemoryLeaseStore
 from domain import Granted, Quota
 from domain.model import MAX_LIMIT
 from local.capacity_model import PARTITION_WCU_PER_S, CapacityModel
+from local.simulated import SimulatedLeaseStore
 
 # What the client library writes (`service.client.holder_of`) for a function whose name
 # fills its 23 characters: the longest holder, as production leases carry.
@@ -48,7 +49,7 @@ def lease_costs(limits: tuple[int, ...] = (10, 100, 1000, 2000)) -> list[LeaseCo
     for limit in limits:
         model = CapacityModel(enforce=False)
         # One item at any limit: the design before split quotas (benchmarks.scale has both).
-        store = InMemoryLeaseStore(
+        store = SimulatedLeaseStore(
             SystemClock(), capacity=model, shard_capacity=lambda _database: MAX_LIMIT
         )
         store.set_quota("cost-db", Quota(limit=limit, default_ttl_ms=600_000))
@@ -57,12 +58,12 @@ def lease_costs(limits: tuple[int, ...] = (10, 100, 1000, 2000)) -> list[LeaseCo
             store.acquire("cost-db", HOLDER)
         full = _one_lease_wcu(store, model)
         store.acquire("cost-db", HOLDER)
-        size = item_size(quota_item(store._read("cost-db")))
+        size = item_size(quota_item(store.memory.snapshot()["cost-db"]))
         costs.append(LeaseCost(limit, size, empty, full))
     return costs
 
 
-def _one_lease_wcu(store: InMemoryLeaseStore, model: CapacityModel) -> float:
+def _one_lease_wcu(store: SimulatedLeaseStore, model: CapacityModel) -> float:
     before = model.totals.total_write_units()
     grant = store.acquire("cost-db", HOLDER)
     assert isinstance(grant, Granted)

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.clock import SystemClock
-from adapters.memory import InMemoryLeaseStore
 from domain import Deadline, DecorrelatedJitter, NoCapacity, Quota, acquire_within
 from domain.groups import parse_reservations
 from local.hotspot import (
@@ -36,6 +35,7 @@ from local.hotspot import (
     Span,
     span_steps,
 )
+from local.simulated import SimulatedLeaseStore
 
 DATABASE = "hotspot-db"
 STORE_LATENCY_S = 0.004  # as benchmarks.run's: about one in-region DynamoDB call
@@ -94,7 +94,7 @@ def run_once(
 ) -> RunReport:
     """One run of `seconds`: `groups` (as the seeder writes them) or, None, one pool."""
     clock = SystemClock()
-    store = InMemoryLeaseStore(clock, latency_s=latency_s)
+    store = SimulatedLeaseStore(clock, latency_s=latency_s)
     reservations = None if groups is None else parse_reservations(groups)
     store.set_quota(DATABASE, Quota(scenario.quota, 60_000), reservations)
     calls = {load.name: Calls() for load in scenario.loads}

@@ -26,11 +26,11 @@ from benchmarks.strategies import (
     SampleCounter,
     Strategy,
 )
+from local.simulated import SimulatedLeaseStore
 
 __version__ = version("connlease")
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore, create_table, entries_per_shard
-from adapters.memory import InMemoryLeaseStore
 from adapters.mysql import MySqlConnector, MySqlEndpoint
 from domain import Backoff, DecorrelatedJitter, LeaseStore, Quota
 from domain.warm import KeepWarm
@@ -100,7 +100,7 @@ def strategies(mysql: MySqlEndpoint, dynamodb: EmbeddedDynamoDB) -> list[Strateg
     counted = RequestCounter(client)
     ddb_store = DynamoDBLeaseStore(client, "bench", SystemClock())
     ddb_store.set_quota(DATABASE, Quota(QUOTA, 60_000))
-    memory_store = InMemoryLeaseStore(SystemClock(), latency_s=STORE_LATENCY_S)
+    memory_store = SimulatedLeaseStore(SystemClock(), latency_s=STORE_LATENCY_S)
     memory_store.set_quota(DATABASE, Quota(QUOTA, 60_000))
     stores: list[tuple[LeaseStore, str, Callable[[], int]]] = [
         (
@@ -195,7 +195,7 @@ def utilization(
 ) -> list[UtilizationRow]:
     rows = []
     for run in utilization_runs(plan):
-        store = InMemoryLeaseStore(SystemClock(), latency_s=STORE_LATENCY_S)
+        store = SimulatedLeaseStore(SystemClock(), latency_s=STORE_LATENCY_S)
         store.set_quota(DATABASE, Quota(UTILIZATION_QUOTA, 60_000))
         strategy = Connlease(
             store,

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from adapters.clock import SystemClock
 from adapters.dynamodb import entries_per_shard
-from adapters.memory import InMemoryLeaseStore
 from benchmarks.cost import (
     DOLLARS_PER_MILLION_READ_UNITS,
     DOLLARS_PER_MILLION_WRITE_UNITS,
@@ -34,6 +33,7 @@ from domain import (
 from domain.model import MAX_LIMIT
 from domain.shards import plan_shares
 from local.capacity_model import PARTITION_WCU_PER_S, CapacityModel, Throttled
+from local.simulated import SimulatedLeaseStore
 
 Take = Callable[[], str | None]
 GiveBack = Callable[[str], bool]
@@ -46,16 +46,16 @@ SPLIT = "split quota"
 COUNTER = "sample's counter"
 
 
-def store(design: str, capacity: CapacityModel, latency_s: float = 0.0) -> InMemoryLeaseStore:
+def store(design: str, capacity: CapacityModel, latency_s: float = 0.0) -> SimulatedLeaseStore:
     """The lease store of `design`: a single item at any limit, or split over shards."""
     if design == ONE_ITEM:
-        return InMemoryLeaseStore(
+        return SimulatedLeaseStore(
             SystemClock(),
             latency_s=latency_s,
             capacity=capacity,
             shard_capacity=lambda _database: MAX_LIMIT,
         )
-    return InMemoryLeaseStore(SystemClock(), latency_s=latency_s, capacity=capacity)
+    return SimulatedLeaseStore(SystemClock(), latency_s=latency_s, capacity=capacity)
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def ceiling(
     return CeilingRow(design, limit, scale, done[0] / seconds, throttled)
 
 
-def _store_calls(leases: InMemoryLeaseStore) -> tuple[Take, GiveBack]:
+def _store_calls(leases: SimulatedLeaseStore) -> tuple[Take, GiveBack]:
     def take() -> str | None:
         try:
             result = leases.acquire(DATABASE, HOLDER)

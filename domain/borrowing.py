@@ -92,7 +92,9 @@ class Borrowing:
         secret: str,
         *,
         proposed: bool,
+        settle: Callable[[QuotaConfig], bool] | None = None,
     ) -> AcquireResult:
+        """`settle`: settles a pending change of the quota; True if it did."""
         rule = config.groups.rule(group) if config.groups is not None else None
         pool = pool_part(database, config)
         if rule is None:
@@ -100,9 +102,22 @@ class Borrowing:
             return with_token(self._take(pool, wanted, proposed), secret)
         refusals: list[AcquireResult] = []
         share = reserved_part(database, config, rule.group)
-        if share is not None and share.limit:
+        if share is not None and (share.limit or config.pending):
             wanted = NewLease(lease_key(share.key, secret), holder, ttl_ms)
             taken = self._take(share, wanted, proposed)
+            if not isinstance(taken, Granted) and settle is not None and settle(config):
+                # Its share held down by a change: settled first, or the group would borrow
+                # from the pool that others are entitled to while its reservation idles.
+                config = self._configs(database)
+                rule = config.groups.rule(rule.group) if config.groups is not None else None
+                if rule is None:
+                    return self.acquire(
+                        database, config, None, holder, ttl_ms, secret, proposed=proposed
+                    )
+                share = reserved_part(database, config, rule.group)
+                if share is not None:
+                    wanted = NewLease(lease_key(share.key, secret), holder, ttl_ms)
+                    taken = self._take(share, wanted, proposed)
             if isinstance(taken, Granted):
                 lease = replace(taken.lease, group=rule.group)
                 return with_token(
@@ -221,7 +236,7 @@ class Borrowing:
             return False  # a share or a shard gone: its leases with it
 
     def _shards_of(self, part: str) -> int:
-        database = part.split(GROUP_MARK)[0]
+        database = part.split(GROUP_MARK, maxsplit=1)[0]
         config = self._configs(database)
         found = next((p for p in all_parts(database, config) if p.key == part), None)
         return found.shards if found is not None else 0

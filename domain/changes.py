@@ -150,19 +150,23 @@ def item_targets(part: Part, held: Mapping[str, int], capacity: int) -> dict[str
 def plan_items(
     database: str, config: QuotaConfig, held: Mapping[str, int], capacity: Callable[[str], int]
 ) -> tuple[dict[str, int], bool]:
-    """Every item's limit under `config`, given what each holds (plan_limits over the pool
-    and the shares, which count against the limit; then each capped group's tickets, held
-    down by what its reservation holds past its own, so the group stays within its max)."""
-    targets: dict[str, int] = {}
-    for part in [pool_part(database, config), *share_parts(database, config.groups)]:
-        targets |= item_targets(part, held, capacity(part.key))
-    limits, pending = plan_limits(targets, held)
+    """Every item's limit under `config`, given what each holds: first the parts that count
+    against the limit (the pool, the reservations), as wholes (plan_limits), then each
+    part's share over its items (plan_limits again: a part holding more than its share
+    grants nothing anywhere until it drains); then each capped group's tickets, held down
+    by what its reservation holds past its own, so that the group stays within its max."""
+    parts = [pool_part(database, config), *share_parts(database, config.groups)]
+    part_held = {part.key: sum(held.get(key, 0) for key in part.items) for part in parts}
+    part_limits, pending = plan_limits({part.key: part.limit for part in parts}, part_held)
+    rooms = [replace(part, limit=part_limits[part.key]) for part in parts]
     for cap, share in cap_parts(database, config.groups):
-        excess = max(0, sum(held.get(key, 0) for key in share.items) - share.limit)
-        room = replace(cap, limit=max(0, cap.limit - excess))
-        cap_limits, cap_pending = plan_limits(item_targets(room, held, capacity(cap.key)), held)
-        limits |= cap_limits
-        pending = pending or cap_pending
+        excess = max(0, part_held[share.key] - share.limit)
+        rooms.append(replace(cap, limit=max(0, cap.limit - excess)))
+    limits: dict[str, int] = {}
+    for room in rooms:
+        item_limits, item_pending = plan_limits(item_targets(room, held, capacity(room.key)), held)
+        limits |= item_limits
+        pending = pending or item_pending
     return limits, pending
 
 
@@ -192,9 +196,9 @@ class Changes:
             except CorruptQuota:
                 root = None  # an older version's item gone bad: the change writes it anew
             old = root.config if root is not None else None
-            new = self._shaped(database, make(old), old)
-            if self._run(database, root, new, settle_at_ms=None):
-                return new
+            done = self._run(database, root, self._shaped(database, make(old), old), None)
+            if done is not None:
+                return done
         raise StoreUnavailable(
             "set_quota", "other changes of this quota kept coming first; try again", True
         )
@@ -209,7 +213,7 @@ class Changes:
         if now_ms - root.config.settled_at_ms < SETTLE_EVERY_MS:
             return False
         config = replace(root.config, settled_at_ms=now_ms)
-        return self._run(database, root, config, settle_at_ms=now_ms)
+        return self._run(database, root, config, settle_at_ms=now_ms) is not None
 
     def _shaped(self, database: str, new: QuotaConfig, old: QuotaConfig | None) -> QuotaConfig:
         """`new` with each part split over as many shards as its limit needs."""
@@ -242,29 +246,31 @@ class Changes:
 
     def _run(
         self, database: str, root: QuotaState | None, new: QuotaConfig, settle_at_ms: int | None
-    ) -> bool:
-        """One attempt; False if another change was accepted first."""
+    ) -> QuotaConfig | None:
+        """One attempt: the configuration it left (what its commit said), or None if another
+        change was accepted first."""
         seen = root.epoch if root is not None else 0
         old = root.config if root is not None else None
         parts = all_parts(database, new) + (all_parts(database, old) if old else [])
         keys = list(dict.fromkeys(key for part in parts for key in part.items))
         if keys == [database]:
             # One item: its own limit is the quota's, and it keeps it by itself.
+            new = replace(new, pending=False)
             accept = Accept(seen, new, new.limit, settle_at_ms, SETTLE_EVERY_MS)
-            return self._items.write(database, accept).applied
+            return new if self._items.write(database, accept).applied else None
         accepted = self._items.write(
             database,
             Accept(seen, replace(new, pending=True), 0, settle_at_ms, SETTLE_EVERY_MS),
         )
         if not accepted.applied or accepted.item is None:
-            return False
+            return None
         epoch = accepted.item.epoch
         ttl_ms = new.default_ttl_ms
         items = {database: accepted.item}
         for key in keys[1:]:
             sealed = self._items.write(key, Seal(epoch, ttl_ms))
             if not sealed.applied or sealed.item is None:
-                return True  # a later change sealed it: that one's limits stand
+                return new  # a later change sealed it: that one's limits stand
             items[key] = sealed.item
         held = self._held(items)
         limits, pending = plan_items(database, new, held, self._capacity)
@@ -272,13 +278,14 @@ class Changes:
             if (limit or key == database) and not self._items.write(
                 key, SetLimit(epoch, Quota(limit, ttl_ms))
             ).applied:
-                return True  # a later change sealed it
+                return new  # a later change sealed it
         groups = new.groups
         if groups is not None:
             gone = self._forgotten(database, new, held)
             groups = groups.without(gone) if gone else groups
-        self._items.write(database, Commit(epoch, replace(new, pending=pending, groups=groups)))
-        return True
+        done = replace(new, pending=pending, groups=groups)
+        self._items.write(database, Commit(epoch, done))
+        return done
 
     def _held(self, items: dict[str, QuotaState]) -> dict[str, int]:
         """What each sealed item holds: its leases live within the skew margin, once the
@@ -300,7 +307,7 @@ class Changes:
         for rule in config.groups.rules if config.groups is not None else ():
             if not rule.retired:
                 continue
-            keys = _rule_items(database, rule.group, rule.share_shards, rule.cap_shards)
+            keys = list(_rule_items(database, rule.group, rule.share_shards, rule.cap_shards))
             if not any(held.get(key, 0) for key in keys):
                 for key in keys:
                     self._items.delete(key)

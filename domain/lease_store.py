@@ -64,6 +64,7 @@ class LeaseStore:
         """`reclaim_grace_ms`: how long after its expiry a lease may be reclaimed (the skew
         margin; tests on one clock may pass 0)."""
         self.items = items
+        self.clock = clock
         self._clock = clock
         self._secrets = secrets
         grace_ms = check_wait_ms(reclaim_grace_ms, "reclaim_grace_ms")
@@ -112,7 +113,7 @@ class LeaseStore:
             if seen is None or seen.config is None:
                 return result
             config = self._remember(database, seen.config)
-            if isinstance(result, Granted) or not config.shards:
+            if isinstance(result, Granted) or not (config.shards or self._settle(config, database)):
                 return _named_for(database, config, result)
         for attempt in range(3):
             if config is None or attempt:
@@ -120,7 +121,14 @@ class LeaseStore:
             assert config is not None
             try:
                 result = self._borrowing.acquire(
-                    database, config, group, holder, ttl_ms, secret, proposed=proposed
+                    database,
+                    config,
+                    group,
+                    holder,
+                    ttl_ms,
+                    secret,
+                    proposed=proposed,
+                    settle=lambda seen: self._settle(seen, database),
                 )
             except UnknownDatabase as gone:
                 if gone.database == database:
@@ -138,6 +146,10 @@ class LeaseStore:
         if seen is not None and seen.config is not None and seen.config != config:
             self._remember(database, seen.config)
             return True
+        return self._settle(config, database)
+
+    def _settle(self, config: QuotaConfig, database: str) -> bool:
+        """Settle a pending change (domain.changes) after a refusal; True if it was."""
         if not config.pending:
             return False
         now_ms = self._clock.now_ms()
@@ -162,10 +174,10 @@ class LeaseStore:
         if grant.group is not None and grant.ticket is not None:
             # After the lease: the cap counts it for as long as it lives.
             self._borrowing.release_ticket(database, grant)
-        if grant.fence is None and not released:
+        if grant.fence is None:
             # A secret alone (its proposer never heard where the grant went): a group's
             # share may hold it, or a group's cap its ticket.
-            released = self._borrowing.release_in_groups(database, grant)
+            released = self._borrowing.release_in_groups(database, grant) or released
         return _outcome(released)
 
     def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:

@@ -39,8 +39,8 @@ from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.mysql import MySqlEndpoint
 from domain import ConnleaseError, InvalidInput, LeaseStore, QuotaStatus
 from domain.groups import Groups, Reservation, check_group, parse_reservations
+from domain.lease_store import CONFIG_CACHE_MS
 from domain.model import check_database, check_limit
-from domain.ports import GROUPS_CACHE_MS
 from local.cfn import ResponseCatcher, custom_resource_event
 from local.demo_setup import MySqlUnusable, check_mysql, mysql_from_environment, parse_query_time
 from local.lambda_endpoint import FunctionSpec
@@ -513,9 +513,9 @@ def run_hotspot(options: HotspotOptions, console: Console | None = None) -> Hots
         shared = run_load(stack, store, options, label=SHARED, groups=None, console=console)
         console.print(f"[bold]groups[/] {escape(options.groups)} via the seeder (an Update)")
         seed_quota(stack, options, options.groups, update=True)
-        # Each store keeps a quota's groups it read for GROUPS_CACHE_MS: after that, every
+        # Each store keeps a quota's groups it read for CONFIG_CACHE_MS: after that, every
         # acquire in run (b) goes by them.
-        time.sleep(GROUPS_CACHE_MS / 1000 + 0.5)
+        time.sleep(CONFIG_CACHE_MS / 1000 + 0.5)
         reserved = run_load(
             stack, store, options, label=RESERVED, groups=options.groups, console=console
         )

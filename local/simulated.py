@@ -16,7 +16,6 @@ from contextlib import contextmanager
 
 from adapters.dynamodb import entries_per_shard, quota_item
 from adapters.dynamodb_size import item_size
-from local.capacity_model import CapacityModel, Throttled
 from adapters.memory import InMemoryItems
 from domain.errors import StoreUnavailable
 from domain.item import ItemWrite, QuotaState
@@ -24,6 +23,7 @@ from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS
 from domain.ports import Clock, ItemStore, Written
 from domain.tokens import new_secret
+from local.capacity_model import CapacityModel, Throttled
 
 
 class CapacityObserver:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyItemAlreadyExistsError,
@@ -12,7 +13,9 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
-from domain.ports import Clock, Metric, MetricsSink
+from adapters.memory import InMemoryItems, operation_of
+from domain.item import ItemWrite, QuotaState
+from domain.ports import Clock, Metric, MetricsSink, Written
 
 START_MS = 1_800_000_000_000
 
@@ -96,3 +99,33 @@ class FakeContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, self._deadline_ms - self._clock.now_ms())
+
+
+class HookedItems(InMemoryItems):
+    """In-memory items that call `hook(operation, applied)` around each request: before it
+    (`applied` False) and after it (True), where a test raises to fail the request, before
+    or after it took effect (its answer lost). Operations as adapters.memory names them
+    (`add`, `reclaim`, `remove`, `extend`, `read`, ...)."""
+
+    def __init__(self, hook: Callable[[str, bool], None]) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def read(self, key: str) -> QuotaState | None:
+        self.hook("read", False)
+        found = super().read(key)
+        self.hook("read", True)
+        return found
+
+    def read_many(self, keys: Sequence[str]) -> dict[str, QuotaState]:
+        self.hook("read_items", False)
+        found = super().read_many(keys)
+        self.hook("read_items", True)
+        return found
+
+    def write(self, key: str, write: ItemWrite) -> Written:
+        operation = operation_of(write)
+        self.hook(operation, False)
+        written = super().write(key, write)
+        self.hook(operation, True)
+        return written

@@ -17,12 +17,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from adapters.dynamodb import DynamoDBLeaseStore, create_table
-from adapters.memory import InMemoryLeaseStore
 from domain import Granted, Quota, StoreUnavailable
 from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS
 from local.capacity_model import CapacityModel
 from local.dynamodb import EmbeddedDynamoDB
+from local.simulated import SimulatedLeaseStore
 from tests.fakes import FakeClock
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ def test_the_in_memory_store_bills_what_dynamodb_bills_for_the_same_steps(
         model.totals.total_read_units() - before[1],
     )
     memory_model = CapacityModel(enforce=False)
-    memory = InMemoryLeaseStore(
+    memory = SimulatedLeaseStore(
         memory_clock, lambda: next(memory_ids), capacity=memory_model, rng=random.Random(7)
     )
 

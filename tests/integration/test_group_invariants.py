@@ -35,7 +35,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from domain.split_quota import REBALANCE_EVERY_MS
 from hypothesis import HealthCheck, Phase, assume, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -49,14 +48,15 @@ from hypothesis.stateful import (
 )
 
 from adapters.dynamodb import DynamoDBLeaseStore
-from adapters.memory import InMemoryLeaseStore
+from adapters.memory import InMemoryItems, InMemoryLeaseStore
 from domain import AcquireResult, Granted, LeaseLost, Quota, Rejected, ReleaseOutcome, Renewed
 from domain.changes import SETTLE_EVERY_MS
 from domain.groups import TICKET_SLACK_MS, Reservation
-from domain.item import NewLease
+from domain.item import Grant as GrantWrite
+from domain.item import ItemWrite, apply_write
 from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS, QuotaStatus
-from domain.ports import Write
+from domain.ports import Written
 from domain.tokens import Token, parse_token
 from tests.fakes import FakeClock
 
@@ -216,8 +216,8 @@ class GroupMachine(RuleBasedStateMachine):
     def pending(self) -> bool:
         """A change of groups holds some shares below their targets until the shares held
         past theirs drain (domain.groups.plan_limits): what is due is then less."""
-        groups = self.store._read(self.db).groups
-        return groups is not None and groups.pending
+        root = self.store.items.read(self.db)
+        return root is not None and root.config is not None and root.config.pending
 
     def sync(self, broken: str) -> QuotaStatus:
         """Status must hold every entry the model holds that still counts, as the model
@@ -443,7 +443,7 @@ class GroupMachine(RuleBasedStateMachine):
         self.clock.advance(max(0, max(self.entries.values()) - self.now()) + SKEW_MARGIN_MS + 1)
         self.clock.advance(TICKET_SLACK_MS)  # tickets outlive their leases
         # A split share's claim to re-share, and a store's last settling, have run out.
-        self.clock.advance(max(REBALANCE_EVERY_MS, SETTLE_EVERY_MS))
+        self.clock.advance(SETTLE_EVERY_MS)
         self.tickets.clear()
         config = self.config
         for group, rule_now in config.rules.items():
@@ -612,18 +612,25 @@ def test_group_invariants_hold_on_the_dynamodb_store(
 # --- The machine can fail: stores broken on purpose --------------------------------------
 
 
-class _OneTooMany(InMemoryLeaseStore):
+class _OneTooManyItems(InMemoryItems):
     """Broken: a group's reserved share grants one lease past its limit."""
 
-    def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
-        quota = self._quotas.get(database)
-        if quota is None or "~" not in database:
-            return super()._add(database, lease, now_ms)
-        self._quotas[database] = Quota(quota.limit + 1, quota.default_ttl_ms)
-        try:
-            return super()._add(database, lease, now_ms)
-        finally:
-            self._quotas[database] = quota
+    def write(self, key: str, write: ItemWrite) -> Written:
+        item = self.snapshot().get(key)
+        if not isinstance(write, GrantWrite) or "~" not in key or item is None:
+            return super().write(key, write)
+        raised = replace(item, quota=replace(item.quota, limit=item.quota.limit + 1))
+        granted = apply_write(key, raised, write)
+        if granted is None:
+            return super().write(key, write)
+        with self._lock:
+            self._items[key] = replace(granted, quota=item.quota)
+        return Written(True, granted)
+
+
+class _OneTooMany(InMemoryLeaseStore):
+    def __init__(self, clock: FakeClock, secrets: Callable[[], str], **options: Any) -> None:
+        super().__init__(clock, secrets, items=_OneTooManyItems(), **options)
 
 
 class _OtherIsApi(InMemoryLeaseStore):

@@ -23,8 +23,8 @@ from domain import (
 from domain.model import SKEW_MARGIN_MS
 from domain.shards import parse_shard_lease_id, shard_item
 from domain.tokens import new_secret, parse_token
-from local.simulated import SimulatedLeaseStore
 from local.capacity_model import CapacityModel
+from local.simulated import SimulatedLeaseStore
 from tests.conftest import StoreUnderTest
 from tests.fakes import FakeClock
 

@@ -22,16 +22,14 @@ from domain import (
     ReleaseOutcome,
     StoreUnavailable,
 )
-from domain.item import NewLease
 from domain.model import SKEW_MARGIN_MS
-from domain.ports import Write
 from domain.services import (
     EXPIRY_SPREAD_MS,
     acquire_within,
     release_within,
 )
 from domain.tokens import new_secret
-from tests.fakes import FakeClock, RecordingMetrics
+from tests.fakes import FakeClock, HookedItems, RecordingMetrics
 
 DB = "orders-mysql"
 TTL = 30_000
@@ -341,37 +339,28 @@ def test_gives_up_after_one_attempt_when_the_deadline_has_already_passed_and_non
 
 
 class FlakyStore(InMemoryLeaseStore):
-    """Fails the first `failures` writes of a kind with StoreUnavailable; with `applied`, the
-    write takes effect first (its answer is what gets lost)."""
+    """Fails the first `failures` writes that take or give back a lease with
+    StoreUnavailable; with `applied`, the write takes effect first (its answer is what gets
+    lost)."""
 
     def __init__(
         self, clock: FakeClock, failures: int, *, applied: bool = False, retryable: bool = True
     ) -> None:
-        super().__init__(clock, reclaim_grace_ms=0)  # one clock: no skew to allow for
+        # One clock: no skew to allow for.
+        super().__init__(clock, items=HookedItems(self._hook), reclaim_grace_ms=0)
         self.failures = failures
         self.applied = applied
         self.retryable = retryable
         self.calls = 0
 
-    def _fail(self, operation: str) -> None:
+    def _hook(self, operation: str, applied: bool) -> None:
+        kind = {"add": "acquire", "remove": "release"}.get(operation)
+        if kind is None or applied != self.applied:
+            return
         self.calls += 1
         if self.failures > 0:
             self.failures -= 1
-            raise StoreUnavailable(operation, "ReadTimeoutError", self.retryable)
-
-    def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
-        if not self.applied:
-            self._fail("acquire")
-        write = super()._add(database, lease, now_ms)
-        self._fail("acquire")
-        return write
-
-    def _remove(self, database: str, lease_id: str, fence: int | None) -> bool:
-        if not self.applied:
-            self._fail("release")
-        removed = super()._remove(database, lease_id, fence)
-        self._fail("release")
-        return removed
+            raise StoreUnavailable(kind, "ReadTimeoutError", self.retryable)
 
 
 def flaky_store(

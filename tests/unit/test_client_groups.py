@@ -96,7 +96,7 @@ def test_a_warm_lease_of_a_borrowing_group_is_renewed_ticket_and_all(
     (kept,) = grouped.status(DB).leases
     assert (kept.id, kept.group, kept.borrowed) == (first.id, "batch", True)
     assert grouped.requests["extend"] == 2  # the ticket, then the lease
-    share = grouped._share_status(f"{DB}~batch~max")  # status shows no tickets
+    share = grouped.items.read(f"{DB}~batch~max")  # status shows no tickets
     assert share is not None
     (ticket,) = share.leases
     assert ticket.expires_at_ms >= kept.expires_at_ms  # the cap counts it while it lives

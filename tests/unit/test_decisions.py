@@ -15,7 +15,8 @@ from domain.decisions import (
     Rejected,
     plan_acquire,
 )
-from domain.model import Lease, Quota, QuotaState, QuotaStatus
+from domain.item import Clear, Grant, NewLease, QuotaState
+from domain.model import Lease, Quota, QuotaStatus
 
 DB = "orders-mysql"
 NOW = 1_800_000_000_000
@@ -118,7 +119,7 @@ def test_reclaims_without_granting_when_even_a_full_batch_leaves_the_quota_full(
 
     assert len(plan.victims) == MAX_RECLAIM_PER_WRITE
     assert plan.grant is False
-    assert plan.max_size_before() is None
+    assert max_size_before(plan) is None
 
 
 @given(
@@ -140,13 +141,28 @@ def test_every_plan_fits_its_state_and_a_grant_never_exceeds_the_limit(
         assert plan == AddLease()
     else:
         plan = reclaim(plan)
-        assert plan.applies_to(current)
+        assert applies(plan, current)
         entries_after = len(expiries) - len(plan.victims) + (1 if plan.grant else 0)
         assert not plan.grant or entries_after <= limit
         assert plan.grant or len(plan.victims) == MAX_RECLAIM_PER_WRITE
 
 
-# Reclaim.applies_to
+# A reclaim's write (domain.item.Grant with victims, or Clear) and its condition
+
+
+def write_of(plan: Reclaim) -> Grant | Clear:
+    if plan.grant:
+        return Grant(NewLease("new-lease", "", None), NOW, plan.victims, plan.limit)
+    return Clear(plan.victims)
+
+
+def applies(plan: Reclaim, current: QuotaState) -> bool:
+    return write_of(plan).allows(current)
+
+
+def max_size_before(plan: Reclaim) -> int | None:
+    """The most entries the item may hold for the grant to stay within the limit."""
+    return plan.limit + len(plan.victims) - 1 if plan.grant else None
 
 
 def full_with_two_dead() -> tuple[QuotaState, Reclaim]:
@@ -157,8 +173,8 @@ def full_with_two_dead() -> tuple[QuotaState, Reclaim]:
 def test_a_reclaim_applies_to_the_state_it_was_planned_from() -> None:
     current, plan = full_with_two_dead()
 
-    assert plan.max_size_before() == 3 + 2 - 1
-    assert plan.applies_to(current)
+    assert max_size_before(plan) == 3 + 2 - 1
+    assert applies(plan, current)
 
 
 def test_refuses_to_reclaim_a_victim_that_was_renewed_meanwhile() -> None:
@@ -168,14 +184,14 @@ def test_refuses_to_reclaim_a_victim_that_was_renewed_meanwhile() -> None:
         for entry in current.leases
     )
 
-    assert not plan.applies_to(replace(current, leases=renewed))
+    assert not applies(plan, replace(current, leases=renewed))
 
 
 def test_refuses_to_reclaim_a_victim_that_was_removed_meanwhile() -> None:
     current, plan = full_with_two_dead()
     without = tuple(entry for entry in current.leases if entry.id != "dead-2")
 
-    assert not plan.applies_to(replace(current, leases=without))
+    assert not applies(plan, replace(current, leases=without))
 
 
 def test_refuses_a_grant_once_the_limit_was_lowered() -> None:
@@ -183,7 +199,7 @@ def test_refuses_a_grant_once_the_limit_was_lowered() -> None:
 
     lowered = replace(current, quota=Quota(limit=2, default_ttl_ms=TTL))
 
-    assert not plan.applies_to(lowered)
+    assert not applies(plan, lowered)
 
 
 def test_accepts_a_grant_after_the_limit_was_raised() -> None:
@@ -191,12 +207,12 @@ def test_accepts_a_grant_after_the_limit_was_raised() -> None:
 
     raised = replace(current, quota=Quota(limit=10, default_ttl_ms=TTL))
 
-    assert plan.applies_to(raised)
+    assert applies(plan, raised)
 
 
 def test_refuses_a_grant_when_entries_grew_past_the_size_it_was_planned_for() -> None:
     current, plan = full_with_two_dead()
-    assert plan.max_size_before() == 4
+    assert max_size_before(plan) == 4
     at_bound = replace(
         current,
         quota=Quota(limit=4, default_ttl_ms=TTL),
@@ -204,16 +220,16 @@ def test_refuses_a_grant_when_entries_grew_past_the_size_it_was_planned_for() ->
     )
     past_bound = replace(at_bound, leases=(*at_bound.leases, lease("added-too", TTL)))
 
-    assert plan.applies_to(at_bound)
-    assert not plan.applies_to(past_bound)
+    assert applies(plan, at_bound)
+    assert not applies(plan, past_bound)
 
 
 def test_a_reclaim_without_grant_ignores_the_limit_and_size_but_not_the_victims() -> None:
     plan = Reclaim(limit=3, victims=(lease("dead", -1),), grant=False)
     crowded = state(1, lease("dead", -1), *(lease(f"x{i}", 10) for i in range(5)))
 
-    assert plan.applies_to(crowded)
-    assert not plan.applies_to(state(1, lease("dead", 99)))
+    assert applies(plan, crowded)
+    assert not applies(plan, state(1, lease("dead", 99)))
 
 
 # QuotaState.status

@@ -4,11 +4,12 @@ largest expression the store sends against DynamoDB's expression limits."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from adapters.dynamodb import DynamoDBLeaseStore, quota_item
+from adapters.dynamodb import DynamoDBItems, quota_item
 from adapters.dynamodb_size import (
     MAX_EXPRESSION_OPERATORS,
     expression_operators,
@@ -18,9 +19,10 @@ from adapters.dynamodb_size import (
     value_size,
     write_units,
 )
-from domain.decisions import MAX_RECLAIM_PER_WRITE, Reclaim
-from domain.item import NewLease
-from domain.model import MAX_HOLDER_LENGTH, MAX_LIMIT, Lease, Quota, QuotaState
+from domain.decisions import MAX_RECLAIM_PER_WRITE
+from domain.groups import MAX_GROUPS, Groups, Reservation
+from domain.item import Accept, Grant, NewLease, QuotaConfig, QuotaState
+from domain.model import MAX_HOLDER_LENGTH, MAX_LIMIT, Lease, Quota
 from local.capacity_model import CapacityModel, Throttled
 from tests.fakes import FakeClock
 
@@ -152,10 +154,10 @@ def test_the_largest_write_the_store_sends_fits_dynamodbs_expression_limits() ->
     )
     state = QuotaState("d" * 128, Quota(MAX_LIMIT, 86_400_000), victims)
     client = Recording(quota_item(state))
-    store = DynamoDBLeaseStore(client, "connlease-leases", FakeClock())  # type: ignore[arg-type]
-    plan = Reclaim(MAX_LIMIT, victims, grant=True)
+    items = DynamoDBItems(client, "connlease-leases", FakeClock())  # type: ignore[arg-type]
+    lease = NewLease("L" * 16, "h" * MAX_HOLDER_LENGTH, 9_999)
 
-    store._reclaim(state.database, plan, NewLease("L" * 16, "h" * MAX_HOLDER_LENGTH, 9_999), 0)
+    items.write(state.database, Grant(lease, 0, victims, MAX_LIMIT))
 
     (request,) = client.requests
     for name in ("UpdateExpression", "ConditionExpression"):
@@ -163,6 +165,28 @@ def test_the_largest_write_the_store_sends_fits_dynamodbs_expression_limits() ->
     # The condition checks each victim, so the limit is real for this write.
     assert expression_operators(request["ConditionExpression"]) > MAX_RECLAIM_PER_WRITE
     assert expression_operators(request["ConditionExpression"]) <= MAX_EXPRESSION_OPERATORS
+
+
+def test_the_largest_change_the_store_sends_fits_dynamodbs_expression_limits() -> None:
+    """A change accepted on a root with the most groups, each capped and split."""
+    reservations = [Reservation(f"{'g' * 60}{n:04d}", 100, max=120) for n in range(MAX_GROUPS)]
+    groups = Groups().replaced(reservations, MAX_LIMIT)
+    groups = replace(
+        groups,
+        rules=tuple(
+            replace(rule, share_shards=999, cap_shards=999, capped=True) for rule in groups.rules
+        ),
+    )
+    config = QuotaConfig(MAX_LIMIT, 86_400_000, 999, groups, True, 1_795_746_289_236)
+    state = QuotaState("d" * 128, Quota(MAX_LIMIT, 86_400_000), (), config=config, epoch=2**40)
+    client = Recording(quota_item(state))
+    items = DynamoDBItems(client, "connlease-leases", FakeClock())  # type: ignore[arg-type]
+
+    items.write(state.database, Accept(2**40, config, MAX_LIMIT, 1_795_746_289_236, 1_000))
+
+    (request,) = client.requests
+    for name in ("UpdateExpression", "ConditionExpression"):
+        assert expression_problem(name, request[name]) is None, request[name]
 
 
 def test_a_model_held_to_a_lower_scale_for_a_while_returns_to_its_own() -> None:

@@ -4,40 +4,34 @@ forgotten under another store's cached groups, tags running out."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from adapters.memory import InMemoryLeaseStore
 from domain import Granted, InvalidInput, LeaseLost, Quota, Rejected
 from domain.groups import Groups, Reservation, parse_reservations
-from domain.item import NewLease
-from domain.ports import Write
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, HookedItems
 
 DB = "db"
 
 
-class RacingStore(InMemoryLeaseStore):
-    """Another store's acquires land while a change of groups reads what the shares hold."""
-
-    race = False
-
-    def _read(self, database: str) -> Any:
-        state = super()._read(database)
-        if self.race and database == f"{DB}~api":
-            self.race = False
-            for n in range(5):
-                self.acquire(DB, f"late/{n}", 60_000)
-        return state
-
-
 def test_pool_grants_during_a_change_never_take_the_quota_past_its_limit() -> None:
-    store = RacingStore(FakeClock(), reclaim_grace_ms=0)
+    """Another store's acquires land while a change of groups reads what the items hold."""
+    clock = FakeClock()
+    race = [False]
+
+    def late_acquires(operation: str, applied: bool) -> None:
+        if race[0] and operation == "read_items" and not applied:
+            race[0] = False
+            for n in range(5):
+                other.acquire(DB, f"late/{n}", 60_000)
+
+    items = HookedItems(late_acquires)
+    store = InMemoryLeaseStore(clock, items=items, reclaim_grace_ms=0)
+    other = InMemoryLeaseStore(clock, items=items, reclaim_grace_ms=0)
     store.set_quota(DB, Quota(10, 60_000))
     for n in range(5):
         store.acquire(DB, f"early/{n}", 60_000)
-    store.race = True
+    race[0] = True
 
     store.set_quota(DB, Quota(10, 60_000), [Reservation("api", 8)])
     for n in range(8):
@@ -46,25 +40,24 @@ def test_pool_grants_during_a_change_never_take_the_quota_past_its_limit() -> No
     assert store.status(DB).in_use <= 10
 
 
-class SlowPoolStore(InMemoryLeaseStore):
-    """A pool write that lands 1.5 s after its ticket's (a retry, a throttle)."""
-
-    slow = False
-
-    def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
-        if self.slow and database == DB:
-            self._clock.advance(1_500)  # type: ignore[attr-defined]
-            now_ms = self._clock.now_ms()
-        return super()._add(database, lease, now_ms)
-
-
 def test_a_late_pool_write_extends_its_ticket_so_the_cap_still_counts_it() -> None:
+    """A pool write that lands 1.5 s after its ticket's (a retry, a throttle)."""
     clock = FakeClock()
-    store = SlowPoolStore(clock, reclaim_grace_ms=0)
+    slow = [False]
+    writes: list[str] = []
+
+    def late_pool_write(operation: str, applied: bool) -> None:
+        writes.append(operation)
+        # The second grant of a borrow is the pool's: it lands late.
+        if slow[0] and operation == "add" and not applied and writes.count("add") == 2:
+            clock.advance(1_500)
+
+    store = InMemoryLeaseStore(clock, items=HookedItems(late_pool_write), reclaim_grace_ms=0)
     store.set_quota(DB, Quota(10, 10_000), [Reservation("batch", 0, max=1)])
-    store.slow = True
+    writes.clear()
+    slow[0] = True
     first = store.acquire(DB, "batch/1", 10_000, group="batch")
-    store.slow = False
+    slow[0] = False
     assert isinstance(first, Granted)
 
     clock.advance(9_600)  # the ticket as first written has ended; the lease has not
@@ -92,18 +85,20 @@ def test_a_group_forgotten_under_another_stores_cache_takes_the_pool() -> None:
     store.set_quota(DB, Quota(10, 10_000), [Reservation("api", 2)])
     granted = store.acquire(DB, "warm", 10_000, group="api")
     assert isinstance(granted, Granted)
-    stale = store._groups_seen[DB]
+    cached = InMemoryLeaseStore(store.clock, items=store.memory, reclaim_grace_ms=0)
+    assert isinstance(cached.acquire(DB, "api/0", 10_000, group="api"), Granted)  # reads groups
     store.release(DB, granted.token)
+    cached_first = cached.status(DB, "api").leases[0]
+    assert cached.force_release(DB, [cached_first]) == (cached_first,)
     store.set_quota(DB, Quota(10, 10_000), [])  # api is idle: forgotten, its share deleted
-    store._groups_seen[DB] = stale  # another store's view, read a moment before
 
-    result = store.acquire(DB, "api/1", 10_000, group="api")
+    result = cached.acquire(DB, "api/1", 10_000, group="api")  # on its cached groups
 
     assert isinstance(result, Granted)
     assert result.lease.group == ""
 
 
-def test_tags_are_never_given_twice_nor_the_lent_one() -> None:
+def test_tags_are_never_given_twice() -> None:
     groups = Groups(last_tag=9_997)
     groups = groups.replaced([Reservation("a")], 10)
     assert groups.rules[0].tag == 9_998

@@ -12,15 +12,19 @@ from aws_lambda_powertools import Metrics
 
 from adapters.memory import InMemoryLeaseStore
 from domain import DecorrelatedJitter, InvalidInput, Metric, Quota, StoreUnavailable
-from domain.item import NewLease
 from domain.model import SKEW_MARGIN_MS
-from domain.ports import Write
 from domain.tokens import new_secret
 from service import errors
 from service.bootstrap import Helper
 from service.helper import respond, settle
 from service.settings import HelperSettings
-from tests.fakes import FakeClock, FakeContext, InMemoryIdempotencyStore, RecordingMetrics
+from tests.fakes import (
+    FakeClock,
+    FakeContext,
+    HookedItems,
+    InMemoryIdempotencyStore,
+    RecordingMetrics,
+)
 
 DB = "orders-mysql"
 
@@ -30,21 +34,24 @@ class Broken(InMemoryLeaseStore):
 
     broken = False
 
-    def _read(self, database: str) -> Any:
-        if self.broken:
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, items=HookedItems(self._hook))
+
+    def _hook(self, operation: str, applied: bool) -> None:
+        if self.broken and not applied:
             raise RuntimeError("secret internals: password=hunter2")
-        return super()._read(database)
 
 
 class Unreachable(InMemoryLeaseStore):
     """A store whose writes to take a lease fail as DynamoDB's do when throttled or denied."""
 
     def __init__(self, clock: FakeClock, failure: StoreUnavailable) -> None:
-        super().__init__(clock)
+        super().__init__(clock, items=HookedItems(self._hook))
         self.failure = failure
 
-    def _add(self, database: str, lease: NewLease, now_ms: int) -> Write:
-        raise self.failure
+    def _hook(self, operation: str, applied: bool) -> None:
+        if operation == "add" and not applied:
+            raise self.failure
 
 
 @pytest.fixture

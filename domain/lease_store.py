@@ -115,6 +115,9 @@ class LeaseStore:
             config = self._remember(database, seen.config)
             if isinstance(result, Granted) or not (config.shards or self._settle(config, database)):
                 return _named_for(database, config, result)
+        # An item the configuration names may not be made yet (a change is sealing it):
+        # after a few reads of the configuration, that is no capacity for now.
+        result: AcquireResult = Rejected(database, 0, 0, 0)
         for attempt in range(3):
             if config is None or attempt:
                 config = self._config(database, fresh=attempt > 0)

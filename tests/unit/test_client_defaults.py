@@ -54,7 +54,7 @@ def test_direct_leases_talks_to_dynamodb_with_short_timeouts_where_the_sdk_is_po
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000")
 
     store: Any = direct_leases("connlease-leases")
-    meta = store._client.meta
+    meta = store.dynamodb.client.meta
     expected: Any = aws.SDK_CONFIG  # botocore's Config is untyped
 
     assert meta.endpoint_url == "http://127.0.0.1:8000"
@@ -165,7 +165,7 @@ def test_a_context_with_more_time_than_an_invocation_has_waits_at_most_15_minute
 
 @pytest.mark.usefixtures("no_region")
 def test_a_lazy_client_is_copied_pickled_and_probed_without_being_made() -> None:
-    lazy: Any = direct_leases("connlease-leases")._client  # type: ignore[attr-defined]
+    lazy: Any = direct_leases("connlease-leases").dynamodb.client  # type: ignore[attr-defined]
 
     assert not hasattr(lazy, "__wrapped__")
     assert copy.copy(lazy) is not None

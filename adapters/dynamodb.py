@@ -24,7 +24,7 @@ from adapters.aws import unavailable
 from adapters.dynamodb_limits import WRITE_UNIT_BYTES, item_size
 from domain.decisions import Reclaim
 from domain.errors import CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
-from domain.groups import LENT_TAG, GroupRule, Groups, Reservation
+from domain.groups import GroupRule, Groups, Reservation
 from domain.model import (
     MAX_HOLDER_LENGTH,
     MAX_LIMIT,
@@ -140,14 +140,13 @@ def _groups(database: str, item: Mapping[str, Any]) -> Groups | None:
     try:
         for name, raw in _map(database, item, "groups").items():
             fields = raw.get("M", {}) if isinstance(raw, dict) else {}
+            # An older version's "l" (lending, retired) is ignored.
             limit = fields.get("m", {}).get("N")
-            lend = fields.get("l", {}).get("N")
             reservation = Reservation(
                 name,
                 int(fields["r"]["N"]),
                 fields.get("b", {}).get("BOOL", True),
                 None if limit is None else int(limit),
-                None if lend is None else int(lend),
             )
             retired = fields.get("x", {}).get("BOOL", False)
             rules.append(GroupRule(reservation, int(fields["t"]["N"]), retired))
@@ -174,8 +173,6 @@ def groups_value(groups: Groups) -> AttributeValueTypeDef:
         }
         if rule.reservation.max is not None:
             fields["m"] = {"N": str(rule.reservation.max)}
-        if rule.reservation.lend_ms is not None:
-            fields["l"] = {"N": str(rule.reservation.lend_ms)}
         rules[rule.group] = {"M": fields}
     return {"M": rules}
 
@@ -242,8 +239,7 @@ def quota_item(state: QuotaState) -> Item:
 def holder_entry(tag: int, holder: str, granted_at_ms: int) -> str:
     """A lease's entry in `holders`: its group's tag (0: none), its holder and when it was
     granted (epoch seconds: operators ask how long a lease has been held), tab-separated
-    (a holder is printable ASCII, never a tab). The tag comes first: a renewal's condition
-    tells a lent lease by the entry's beginning."""
+    (a holder is printable ASCII, never a tab)."""
     return f"{tag}{TAG_SEPARATOR}{holder}{TAG_SEPARATOR}{granted_at_ms // 1000}"
 
 
@@ -494,12 +490,7 @@ class DynamoDBLeaseStore(LeaseStore):
             ":now": {"N": str(now_ms)},
             ":expires": {"N": str(expires_at_ms)},
         }
-        # A lent lease (its holder entry starts with the lent tag) is never renewed.
-        condition = (
-            f"{_WELL_FORMED} AND leases.#id > :now AND leases.#id < :expires"
-            " AND NOT begins_with(holders.#id, :lent)"
-        )
-        values[":lent"] = {"S": f"{LENT_TAG}{TAG_SEPARATOR}"}
+        condition = f"{_WELL_FORMED} AND leases.#id > :now AND leases.#id < :expires"
         if fence is not None:
             condition += " AND fences.#id = :fence"
             values[":fence"] = {"N": str(fence)}

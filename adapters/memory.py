@@ -22,7 +22,7 @@ from adapters.dynamodb import entries_per_shard, quota_item
 from adapters.dynamodb_limits import CapacityModel, Throttled, item_size
 from domain.decisions import Reclaim
 from domain.errors import StoreUnavailable, UnknownDatabase
-from domain.groups import LENT_TAG, Groups
+from domain.groups import Groups
 from domain.model import SKEW_MARGIN_MS, Lease, Quota, QuotaState, ShardLayout
 from domain.ports import Clock, LeaseStore, NewLease, Write
 from domain.tokens import new_secret
@@ -183,7 +183,6 @@ class InMemoryLeaseStore(LeaseStore):
                 or not lease.is_live(now_ms)
                 or not _fenced_as(lease, fence)
                 or lease.expires_at_ms >= expires_at_ms
-                or lease.tag == LENT_TAG  # a lent lease is never renewed
             ):
                 return Write(False, state)
             self._leases[database][lease_id] = replace(lease, expires_at_ms=expires_at_ms)

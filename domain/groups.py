@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from .errors import InvalidInput
-from .model import MAX_LIMIT, MIN_TTL_MS, check_int
+from .model import MAX_LIMIT, check_int
 
 # Lambda function names: letters, digits, - and _, at most 64 characters.
 MAX_GROUP_LENGTH = 64
@@ -33,11 +33,9 @@ MAX_GROUP_LENGTH = 64
 MAX_GROUPS = 16
 # Between a quota's name and a group's: never in a database's name (model._NAME) nor a group's.
 GROUP_MARK = "~"
-# The longest an operator may let a group's idle reserved leases be lent for: the owner
-# waits at most that (and the skew margin, if a borrower vanishes) to get one back.
-MAX_LEND_MS = 60_000
-# A lent lease's entry in its owner's share says so with this tag: it is never renewed.
-LENT_TAG = 9_999
+# The largest tag a group is given: a pool entry's tag has at most 4 digits (a shard's
+# entries are sized by it, adapters/dynamodb.py).
+MAX_TAG = 9_999
 # A ticket outlives its borrowed lease by this much: it is written first, the lease a write
 # later, and the cap must count the lease for as long as it lives.
 TICKET_SLACK_MS = 1_000
@@ -70,17 +68,12 @@ def cap_quota(database: str, group: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """What an operator asks for one group: `reserved` leases only it may take, whether it
-    may `borrow` from the pool past them, and `max`, a cap on all it holds (None: none).
-
-    `lend_ms`: reserved leases the group is not using may be lent to callers the pool
-    refused, as leases of at most this long that are never renewed, so that the group gets
-    one back within that (plus the skew margin, if a borrower vanishes). None: never."""
+    may `borrow` from the pool past them, and `max`, a cap on all it holds (None: none)."""
 
     group: str
     reserved: int = 0
     borrow: bool = True
     max: int | None = None
-    lend_ms: int | None = None
 
     def __post_init__(self) -> None:
         check_group(self.group)
@@ -94,8 +87,6 @@ class Reservation:
                     f"{self.group}.max",
                     f"is {self.max}, below the group's reservation of {self.reserved}",
                 )
-        if self.lend_ms is not None:
-            check_int(f"{self.group}.lend", self.lend_ms, MIN_TTL_MS, MAX_LEND_MS)
 
     @property
     def borrow_cap(self) -> int | None:
@@ -134,18 +125,6 @@ class Groups:
     # Some share holds more than its share since a change: the others' limits are held
     # down by that much until it drains (plan_limits); acquirers refused meanwhile settle.
     pending: bool = False
-
-    def lenders(self, ttl_ms: int, borrower: str | None) -> tuple[GroupRule, ...]:
-        """The groups that lend their idle reserved leases for `ttl_ms`, other than the
-        borrower's own."""
-        return tuple(
-            rule
-            for rule in self.active
-            if rule.group != borrower
-            and rule.reservation.reserved
-            and rule.reservation.lend_ms is not None
-            and ttl_ms <= rule.reservation.lend_ms
-        )
 
     def rule(self, group: str | None) -> GroupRule | None:
         """The live rule of `group` (None: no such group, or retired; it takes the pool)."""
@@ -193,7 +172,7 @@ class Groups:
             else:
                 rules.append(replace(rule, reservation=Reservation(rule.group), retired=True))
         for reservation in wanted.values():
-            if next_tag >= LENT_TAG:  # tags are never given twice, and this one marks lent
+            if next_tag > MAX_TAG:  # tags are never given twice
                 raise InvalidInput(
                     "groups", "this quota has named every group it can: delete and recreate it"
                 )
@@ -254,17 +233,14 @@ def plan_limits(targets: Mapping[str, int], held: Mapping[str, int]) -> tuple[di
 def parse_reservations(text: str) -> tuple[Reservation, ...]:
     """Reservations as an operator writes them (the template's `Groups` parameter, the
     command line): `api=10,batch=0:max=20:borrow`, each group `name=reserved` followed by
-    options `max=N`, `borrow` or `noborrow` (borrowing is on unless said otherwise), and
-    `lend=MS` (lend idle reserved leases for at most MS milliseconds)."""
+    options `max=N`, `borrow` or `noborrow` (borrowing is on unless said otherwise)."""
     if not isinstance(text, str):
         raise InvalidInput("groups", f"must be a string, got {type(text).__name__}")
     found: list[Reservation] = []
     for part in filter(None, (piece.strip() for piece in text.split(","))):
         name, sep, rest = part.partition("=")
         if not sep:
-            raise InvalidInput(
-                "groups", f"{part!r}: write group=reserved[:max=N][:noborrow][:lend=MS]"
-            )
+            raise InvalidInput("groups", f"{part!r}: write group=reserved[:max=N][:noborrow]")
         reserved, *options = rest.split(":")
         settings: dict[str, object] = {"reserved": _number(name, "reserved", reserved)}
         for option in options:
@@ -275,8 +251,6 @@ def parse_reservations(text: str) -> tuple[Reservation, ...]:
                 settings["borrow"] = False
             elif key == "max":
                 settings["max"] = _number(name, "max", value)
-            elif key == "lend":
-                settings["lend_ms"] = _number(name, "lend", value)
             else:
                 raise InvalidInput("groups", f"{part!r}: unknown option {option!r}")
         found.append(Reservation(check_group(name.strip(), "groups"), **settings))  # type: ignore[arg-type]
@@ -299,8 +273,6 @@ def format_reservations(reservations: Iterable[Reservation]) -> str:
             text += f":max={reservation.max}"
         if not reservation.borrow:
             text += ":noborrow"
-        if reservation.lend_ms is not None:
-            text += f":lend={reservation.lend_ms}"
         parts.append(text)
     return ",".join(parts)
 
@@ -316,8 +288,6 @@ class GroupStatus:
     reserved_in_use: int
     borrowed: int
     retired: bool = False
-    lent: int = 0  # of reserved_in_use: lent to other callers
-    lend_ms: int | None = None
 
     @property
     def remaining_reserved(self) -> int:

@@ -28,7 +28,6 @@ from .decisions import (
 )
 from .errors import ConnleaseError, CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
 from .groups import (
-    LENT_TAG,
     TICKET_SLACK_MS,
     GroupRule,
     Groups,
@@ -66,8 +65,6 @@ GROUPS_CACHE_MS = 5_000
 # A change of groups that left a share past its own holds the others down; an acquirer
 # refused meanwhile raises them as far as that share has drained, at most this often.
 SETTLE_EVERY_MS = 1_000
-# Groups a refused caller asks for a lent lease, at most (each a refused write when full).
-LEND_TRIES = 2
 # A conditional write loses only to another write that changed the item; a handful of
 # rounds settles any realistic race, and the caller's backoff covers the rest.
 MAX_WRITE_ATTEMPTS = 8
@@ -203,7 +200,6 @@ class LeaseStore(ABC):
         # By database: its groups, its default TTL, and when they were read.
         self._groups_seen: dict[str, tuple[Groups, int, int]] = {}
         self._settled_at_ms: dict[str, int] = {}
-        self._rng = rng or random.Random()
 
     def acquire(
         self,
@@ -240,16 +236,6 @@ class LeaseStore(ABC):
             if rule is None:
                 wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
                 result = with_token(self._acquire_in(database, wanted, proposed), secret)
-                if isinstance(result, Rejected) and group is not None:
-                    lent = self._lend(
-                        database,
-                        group,
-                        holder=holder,
-                        ttl_ms=ttl_ms,
-                        secret=secret,
-                        proposed=proposed,
-                    )
-                    result = lent or result
             else:
                 try:
                     result = self._acquire_group(
@@ -295,46 +281,6 @@ class LeaseStore(ABC):
                 return taken
             layout = self._split.remember(quota, taken)
         return self._split.take(quota, layout, wanted, proposed)
-
-    def _lend(
-        self,
-        database: str,
-        borrower: str | None,
-        *,
-        holder: str,
-        ttl_ms: int | None,
-        secret: str,
-        proposed: bool,
-    ) -> AcquireResult | None:
-        """A lease lent from a group's idle reservation to a caller the pool refused: for
-        no longer than the group lends (its `lend_ms`), never renewed, so that the group
-        gets it back within that. Nothing is lent from a share whose own acquirers noted
-        lately that they wait (it is read first): once the owner wants its leases, no new
-        one goes out, and those lent end within the bound. A refusal here notes no waiter,
-        so that the group's warm holders keep theirs. Shares split over shards (their
-        notes are per shard) lend nothing."""
-        groups = self._groups_of(database)
-        ttl_ms = ttl_ms if ttl_ms is not None else self._default_ttl_ms(database)
-        lenders = list(groups.lenders(ttl_ms, borrower))
-        self._rng.shuffle(lenders)
-        for rule in lenders[:LEND_TRIES]:
-            share = reserved_quota(database, rule.group)
-            state = self._read(share)
-            now_ms = self._clock.now_ms()
-            if (
-                state.layout is not None
-                or state.others_waiting(now_ms)
-                or not state.remaining(now_ms - self._reclaim_grace_ms)
-            ):
-                continue
-            wanted = NewLease(lease_key(share, secret), holder, ttl_ms, tag=LENT_TAG)
-            taken = self._take_on(share, wanted, proposed=proposed, note=False)
-            if isinstance(taken, Granted):
-                lease = replace(taken.lease, group=rule.group, borrowed=True)
-                return with_token(
-                    replace(taken, lease=lease), secret, group=rule.group, reserved=True
-                )
-        return None
 
     def _acquire_group(
         self,
@@ -382,10 +328,7 @@ class LeaseStore(ABC):
         if isinstance(taken, Granted):
             lease = replace(taken.lease, group=group, borrowed=True)
             return with_token(replace(taken, lease=lease), secret, group=group)
-        lent = self._lend(
-            database, group, holder=holder, ttl_ms=ttl_ms, secret=secret, proposed=proposed
-        )
-        return lent if lent is not None else _refused(database, [*refusals, taken])
+        return _refused(database, [*refusals, taken])
 
     def _borrow_capped(
         self,
@@ -398,8 +341,7 @@ class LeaseStore(ABC):
         secret: str,
         proposed: bool,
     ) -> AcquireResult:
-        """A pool lease for a capped group: a ticket in its cap first, then the lease. It is
-        lent nothing: a lent lease lives in its lender's share, which no ticket follows."""
+        """A pool lease for a capped group: a ticket in its cap first, then the lease."""
         group, capped = rule.group, cap_quota(database, rule.group)
         # The lease gets the TTL the ticket is sized from, not the pool item's default at
         # the time of the write, which an operator may have raised since it was read.
@@ -644,8 +586,7 @@ class LeaseStore(ABC):
             self._read(database)  # the database's quota exists: the group was forgotten
             return LeaseLost(lease_id_of(database, grant))
         if isinstance(renewed, Renewed):
-            lent = renewed.lease.tag == LENT_TAG
-            return replace(renewed, lease=replace(renewed.lease, group=grant.group, borrowed=lent))
+            return replace(renewed, lease=replace(renewed.lease, group=grant.group))
         return renewed
 
     def _renew_quota(self, quota: str, grant: Token, ttl_ms: int | None) -> RenewResult:
@@ -726,8 +667,8 @@ class LeaseStore(ABC):
         check_database(database)
         removed = []
         for lease in leases:
-            # A group's reserved or lent lease lives in the group's share; the rest in the pool.
-            in_share = bool(lease.group) and (not lease.borrowed or lease.tag == LENT_TAG)
+            # A group's reserved lease lives in the group's share; the rest in the pool.
+            in_share = bool(lease.group) and not lease.borrowed
             quota = reserved_quota(database, lease.group) if in_share else database
             if self._remove_lease(quota, lease):
                 removed.append(lease)
@@ -759,9 +700,7 @@ class LeaseStore(ABC):
         """The tickets of holders (by name; an empty one names nobody) that hold no
         borrowed lease of the group any more."""
         still = {
-            (lease.group, lease.holder)
-            for lease in self.status(database).leases
-            if lease.borrowed and lease.tag != LENT_TAG
+            (lease.group, lease.holder) for lease in self.status(database).leases if lease.borrowed
         }
         now_ms = self._clock.now_ms()
         for group, holder in borrowers - still:
@@ -790,18 +729,12 @@ class LeaseStore(ABC):
         views = []
         for rule in groups.rules:
             share = self._share_status(reserved_quota(pool.database, rule.group))
-            reserved_in_use = lent = 0
+            reserved_in_use = 0
             if share is not None:
-                leases += [
-                    replace(lease, group=rule.group, borrowed=lease.tag == LENT_TAG)
-                    for lease in share.leases
-                ]
+                leases += [replace(lease, group=rule.group) for lease in share.leases]
                 in_use += share.in_use
                 expired += share.expired
                 reserved_in_use = share.in_use
-                lent = sum(
-                    1 for lease in share.leases if lease.tag == LENT_TAG and lease.is_live(now_ms)
-                )
             borrowed = sum(
                 1 for lease in pool.leases if lease.tag == rule.tag and lease.is_live(now_ms)
             )
@@ -815,8 +748,6 @@ class LeaseStore(ABC):
                     reserved_in_use,
                     borrowed,
                     rule.retired,
-                    lent,
-                    reservation.lend_ms,
                 )
             )
         limit = groups.limit or pool.limit + groups.reserved

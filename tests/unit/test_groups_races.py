@@ -102,10 +102,10 @@ def test_a_group_forgotten_under_another_stores_cache_takes_the_pool() -> None:
     assert result.lease.group == ""
 
 
-def test_tags_are_never_given_twice_nor_the_lent_one() -> None:
-    groups = Groups(last_tag=9_997)
+def test_tags_are_never_given_twice_and_have_at_most_4_digits() -> None:
+    groups = Groups(last_tag=9_998)
     groups = groups.replaced([Reservation("a")], 10)
-    assert groups.rules[0].tag == 9_998
+    assert groups.rules[0].tag == 9_999
 
     with pytest.raises(InvalidInput, match="named every group it can"):
         groups.replaced([Reservation("a"), Reservation("b")], 10)

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from adapters.memory import InMemoryLeaseStore
 from domain import Clock, ConnleaseError, Granted, LeaseStore, Quota, QuotaState, QuotaStatus
-from domain.groups import LENT_TAG, Reservation
+from domain.groups import Reservation
 from domain.model import MIN_TTL_MS, SKEW_MARGIN_MS
 from reliability import scheduler
 from reliability.scheduler import Report
@@ -235,7 +235,7 @@ def measure(database: str, items: dict[str, QuotaState], now_ms: int) -> dict[st
         elif base.startswith(f"{database}~") and not base.endswith("~max"):  # not tickets
             group = base[len(database) + 1 :]
             add(f"share:{group}", len(live))
-            add(f"holds:{group}", sum(1 for lease in live if lease.tag != LENT_TAG))
+            add(f"holds:{group}", len(live))
         else:
             continue
         add("total", len(live))

@@ -271,8 +271,7 @@ def quota_item(state: QuotaState) -> Item:
 def holder_entry(tag: int, holder: str, granted_at_ms: int) -> str:
     """A lease's entry in `holders`: its group's tag (0: none), its holder and when it was
     granted (epoch seconds: operators ask how long a lease has been held), tab-separated
-    (a holder is printable ASCII, never a tab). The tag comes first: a renewal's condition
-    tells a lent lease by the entry's beginning."""
+    (a holder is printable ASCII, never a tab)."""
     return f"{tag}{TAG_SEPARATOR}{holder}{TAG_SEPARATOR}{granted_at_ms // 1000}"
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks import cost, hotspot, lending, scale, skew
+from benchmarks import cost, hotspot, scale, skew
 from benchmarks.burst import Row, max_connections, run_burst, run_level
 from benchmarks.coldstart import ColdStart, measure
 from benchmarks.strategies import (
@@ -57,7 +57,6 @@ class Plan:
     contention_s: float
     ceiling_s: float
     hotspot_s: float  # each of the hotspot's two runs
-    lending_s: float  # each of the lending benchmark's three runs
 
 
 FULL = Plan(
@@ -70,7 +69,6 @@ FULL = Plan(
     contention_s=5.0,
     ceiling_s=8.0,
     hotspot_s=10.0,
-    lending_s=8.0,
 )
 QUICK = Plan(
     [10, 60, 240],
@@ -82,7 +80,6 @@ QUICK = Plan(
     contention_s=2.0,
     ceiling_s=3.0,
     hotspot_s=3.0,
-    lending_s=4.0,
 )
 
 
@@ -303,7 +300,6 @@ def report(
     scaled: scale.ScaleRun,
     skewed: skew.SkewRun,
     hot: hotspot.HotspotRun,
-    lent: list[lending.LendingRun],
     host: str,
     chart: Path,
 ) -> str:
@@ -394,7 +390,6 @@ def report(
     lines += ["", *scaled.lines(at_ceiling.wcu_full)]
     lines += skewed.lines()
     lines += hot.lines()
-    lines += lending.lines(lent)
     lines += [
         "## Cold start",
         "",
@@ -594,9 +589,6 @@ def main(argv: list[str] | None = None) -> int:
     # Groups: an API and a batch on one quota, without and with groups; no MySQL
     # (benchmarks/hotspot.py).
     hot = hotspot.run(plan.hotspot_s)
-    # Lending idle reservations: the owner's wait to get a lent lease back
-    # (benchmarks/lending.py).
-    lent = lending.run(plan.lending_s)
     with EmbeddedDynamoDB() as dynamodb, max_connections(mysql, MAX_CONNECTIONS):
         watcher = ConnectionWatcher(mysql)
         with watcher.watching():
@@ -614,7 +606,6 @@ def main(argv: list[str] | None = None) -> int:
             scaled=scaled,
             skewed=skewed,
             hot=hot,
-            lent=lent,
             host=host,
             chart=chart,
         )

@@ -92,16 +92,15 @@ def groups_table(status: QuotaStatus) -> Table | None:
     if view is None:
         return None
     table = Table(title=f"{status.database}: groups", title_justify="left")
-    for column in ("group", "reserved", "in use", "borrowed", "lent", "max", "borrows"):
+    for column in ("group", "reserved", "in use", "borrowed", "max", "borrows"):
         table.add_column(column, justify="left" if column == "group" else "right")
-    table.add_row("(pool)", str(view.pool_limit), str(view.pool_in_use), "", "", "", "")
+    table.add_row("(pool)", str(view.pool_limit), str(view.pool_in_use), "", "", "")
     for group in view.groups:
         table.add_row(
             group.group + (" (retired)" if group.retired else ""),
             str(group.reserved),
             str(group.reserved_in_use),
             str(group.borrowed),
-            str(group.lent),
             "-" if group.max is None else str(group.max),
             "yes" if group.borrow else "no",
         )

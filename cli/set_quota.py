@@ -70,7 +70,7 @@ def set_quota(
         list[str] | None,
         typer.Option(
             metavar="GROUP=N[:OPTIONS]",
-            help="A group's reservation, GROUP=N[:max=M][:borrow|:noborrow][:lend=MS];"
+            help="A group's reservation, GROUP=N[:max=M][:borrow|:noborrow];"
             " once per group. The groups given replace the quota's.",
         ),
     ] = None,

@@ -155,8 +155,6 @@ class GroupDoc(_Answer):
     reserved_in_use: int
     borrowed: int
     retired: bool = False
-    lent: int = 0
-    lend_ms: int | None = None
 
     @classmethod
     def of(cls, status: GroupStatus) -> GroupDoc:
@@ -168,8 +166,6 @@ class GroupDoc(_Answer):
             reserved_in_use=status.reserved_in_use,
             borrowed=status.borrowed,
             retired=status.retired,
-            lent=status.lent,
-            lend_ms=status.lend_ms,
         )
 
     def to_domain(self) -> GroupStatus:
@@ -181,8 +177,6 @@ class GroupDoc(_Answer):
             self.reserved_in_use,
             self.borrowed,
             self.retired,
-            self.lent,
-            self.lend_ms,
         )
 
 

@@ -208,7 +208,7 @@ def test_status_of_one_database_shows_its_use_its_groups_and_its_oldest_lease(
     assert "api-2" not in shown.stdout
     assert table["(pool)"][:2] == ["4", "1"]
     assert table["api"][:2] == ["2", "2"]
-    assert table["batch"][:5] == ["0", "0", "1", "0", "3"]
+    assert table["batch"][:5] == ["0", "0", "1", "3", "yes"]
 
 
 def test_status_of_every_database_lists_each_quota(
@@ -375,7 +375,7 @@ def test_set_reserve_sets_groups_and_no_groups_removes_them(
     ]
     table = rows(result.stdout)
     assert table["api"][0] == "2"
-    assert table["batch"][4] == "3"
+    assert table["batch"][3] == "3"
     # Kept when --reserve is not given.
     assert cli.run("set", db, "--limit", "7", "--yes").exit_code == 0
     kept = store.status(db).groups

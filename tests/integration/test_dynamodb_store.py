@@ -21,6 +21,7 @@ from domain import (
     StoreUnavailable,
     UnknownDatabase,
 )
+from domain.groups import Reservation
 from domain.item import NoteWanted
 from domain.model import SKEW_MARGIN_MS, WANTED_REFRESH_MS, WANTED_WINDOW_MS
 from domain.tokens import new_secret
@@ -281,6 +282,46 @@ def test_an_item_from_before_fences_is_upgraded_by_setting_its_quota_again(
     assert grant.lease.fence == 1
     assert store.release(DB, grant.token) is ReleaseOutcome.RELEASED
     assert store.status(DB).in_use == 1
+
+
+def test_an_older_versions_lending_still_reads_and_a_lent_entry_is_a_lease_that_expires(
+    store: DynamoDBLeaseStore, dynamodb_client: DynamoDBClient, leases_table: str, clock: FakeClock
+) -> None:
+    """Lending is retired (docs/design.md, "Retired: lending"). An item an older version
+    wrote may still carry a group's `l` (its lend bound) and, in the group's share, a lent
+    entry (holder entry tagged 9999): both read, and the entry holds its place until it
+    expires, as any lease does."""
+    store.set_quota(DB, Quota(limit=2, default_ttl_ms=TTL), [Reservation("api", 1, borrow=False)])
+    dynamodb_client.update_item(
+        TableName=leases_table,
+        Key={"pk": {"S": DB}, "sk": {"S": "quota"}},
+        UpdateExpression="SET #groups.#api.#l = :lend",
+        ExpressionAttributeNames={"#groups": "groups", "#api": "api", "#l": "l"},
+        ExpressionAttributeValues={":lend": {"N": "1000"}},
+    )
+    lent = store.acquire(DB, "batch/1", 1_000, group="api")
+    assert isinstance(lent, Granted)
+    dynamodb_client.update_item(
+        TableName=leases_table,
+        Key={"pk": {"S": f"{DB}~api"}, "sk": {"S": "quota"}},
+        UpdateExpression="SET holders.#id = :entry",
+        ExpressionAttributeNames={"#id": lent.lease.id},
+        ExpressionAttributeValues={":entry": {"S": f"9999\tbatch/1\t{clock.now_ms() // 1000}"}},
+    )
+    fresh = DynamoDBLeaseStore(dynamodb_client, leases_table, clock)  # reads the groups anew
+
+    status = fresh.status(DB)
+    assert status.groups is not None
+    (api,) = status.groups.groups
+    assert (api.group, api.reserved, api.borrow, api.reserved_in_use) == ("api", 1, False, 1)
+    assert [(lease.holder, lease.group, lease.borrowed) for lease in status.leases] == [
+        ("batch/1", "api", False)
+    ]
+    assert isinstance(fresh.acquire(DB, "api/1", group="api"), Rejected)
+    clock.advance(1_000 + SKEW_MARGIN_MS + 1)
+    owner = fresh.acquire(DB, "api/1", group="api")
+    assert isinstance(owner, Granted)
+    assert [lease.id for lease in owner.reclaimed] == [lent.lease.id]
 
 
 def test_a_missing_table_is_store_unavailable_with_the_table_named(

@@ -1,6 +1,6 @@
 """An operator's force-release (`LeaseStore.force_release`), the listing of databases and
 the grant time a lease carries, on both stores: on one item and on a quota split over
-shards, for plain leases and a group's reserved, borrowed and lent ones."""
+shards, for plain leases and a group's reserved and borrowed ones."""
 
 from __future__ import annotations
 
@@ -207,25 +207,6 @@ def test_a_groups_reserved_and_borrowed_leases_are_removable(
     # The group's reservation is whole again.
     again = [store.acquire(DB, "api-2", group="api") for _ in range(2)]
     assert all(isinstance(grant, Granted) and not grant.lease.borrowed for grant in again)
-
-
-def test_a_lent_lease_is_removable_and_its_group_gets_it_back(
-    under_test: StoreUnderTest,
-) -> None:
-    store = under_test.store
-    store.set_quota(DB, Quota(limit=3, default_ttl_ms=TTL), [Reservation("api", 1, lend_ms=10_000)])
-    take(under_test, OTHER, 2)  # the pool is full
-    lent = store.acquire(DB, "borrower-1", ttl_ms=5_000, group="elsewhere")
-    assert isinstance(lent, Granted)
-    assert (lent.lease.group, lent.lease.borrowed) == ("api", True)
-
-    removed = force(store, DB, holder="borrower-1")
-
-    assert ids(removed) == [lent.lease.id]
-    assert isinstance(store.renew(DB, lent.token), LeaseLost)
-    owner = store.acquire(DB, "api-1", group="api")
-    assert isinstance(owner, Granted)
-    assert (owner.lease.group, owner.lease.borrowed) == ("api", False)
 
 
 def test_a_capped_groups_force_released_borrowed_lease_frees_its_place_under_the_max(

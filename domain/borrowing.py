@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from .changes import Part, all_parts, pool_part, reserved_part
 from .decisions import AcquireResult, Granted, LeaseLost, Rejected, Renewed, RenewResult
@@ -63,6 +63,18 @@ def cap_part(database: str, config: QuotaConfig, group: str) -> Part:
     return Part(cap_quota(database, group), 0, rule.cap_shards if rule is not None else 0)
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One acquire's wish: for which database, by whom, for how long, with which secret
+    (`proposed`: the caller's own, which a resent call finds its lease by)."""
+
+    database: str
+    holder: str
+    ttl_ms: int | None
+    secret: str
+    proposed: bool
+
+
 class Borrowing:
     """Routes acquire, release and renew to their parts, over PartLeases."""
 
@@ -75,110 +87,110 @@ class Borrowing:
         self._clock = clock
         self._configs = configs
 
-    def acquire_plain(
-        self, database: str, holder: str, ttl_ms: int | None, secret: str, proposed: bool
-    ) -> AcquireResult:
+    def acquire_plain(self, ask: Ask) -> AcquireResult:
         """A lease in the database's own item, as a quota in one item."""
-        wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
-        return with_token(self._parts.take_in_item(database, wanted, proposed=proposed), secret)
+        wanted = NewLease(lease_key(ask.database, ask.secret), ask.holder, ask.ttl_ms)
+        taken = self._parts.take_in_item(ask.database, wanted, proposed=ask.proposed)
+        return with_token(taken, ask.secret)
 
     def acquire(
         self,
-        database: str,
+        ask: Ask,
         config: QuotaConfig,
         group: str | None,
-        holder: str,
-        ttl_ms: int | None,
-        secret: str,
-        *,
-        proposed: bool,
         settle: Callable[[QuotaConfig], bool] | None = None,
     ) -> AcquireResult:
         """`settle`: settles a pending change of the quota; True if it did."""
         rule = config.groups.rule(group) if config.groups is not None else None
-        pool = pool_part(database, config)
         if rule is None:
-            wanted = NewLease(lease_key(database, secret), holder, ttl_ms)
-            return with_token(self._take(pool, wanted, proposed), secret)
+            wanted = NewLease(lease_key(ask.database, ask.secret), ask.holder, ask.ttl_ms)
+            return with_token(self._take(pool_part(ask.database, config), wanted, ask), ask.secret)
         refusals: list[AcquireResult] = []
-        share = reserved_part(database, config, rule.group)
-        if share is not None and (share.limit or config.pending):
-            wanted = NewLease(lease_key(share.key, secret), holder, ttl_ms)
-            taken = self._take(share, wanted, proposed)
+        if reserved_part(ask.database, config, rule.group) is not None:
+            taken = self._reserved(ask, config, rule.group)
             if not isinstance(taken, Granted) and settle is not None and settle(config):
                 # Its share held down by a change: settled first, or the group would borrow
                 # from the pool that others are entitled to while its reservation idles.
-                config = self._configs(database)
-                rule = config.groups.rule(rule.group) if config.groups is not None else None
-                if rule is None:
-                    return self.acquire(
-                        database, config, None, holder, ttl_ms, secret, proposed=proposed
-                    )
-                share = reserved_part(database, config, rule.group)
-                if share is not None:
-                    wanted = NewLease(lease_key(share.key, secret), holder, ttl_ms)
-                    taken = self._take(share, wanted, proposed)
+                return self.acquire(ask, self._configs(ask.database), group)
             if isinstance(taken, Granted):
-                lease = replace(taken.lease, group=rule.group)
-                return with_token(
-                    replace(taken, lease=lease), secret, group=rule.group, reserved=True
-                )
+                return taken
             refusals.append(taken)
         cap = rule.reservation.borrow_cap
         if cap == 0:
-            return _refused(database, refusals)
-        ticket: Token | None = None
-        ticket_until_ms = 0
-        if cap is not None:
-            # The lease gets the TTL its ticket is sized from, not the pool item's default
-            # at the time of the write, which an operator may have raised since.
-            ttl_ms = ttl_ms if ttl_ms is not None else config.default_ttl_ms
-            held = self._take_ticket(database, config, rule, holder, ttl_ms, secret)
-            if not isinstance(held, Granted):
-                return _refused(database, [*refusals, held])
-            ticket = Token(secret, held.lease.fence, _shard_of(held.lease))
-            ticket_until_ms = held.lease.expires_at_ms
-        wanted = NewLease(lease_key(database, secret), holder, ttl_ms, tag=rule.tag)
-        try:
-            taken = self._take(pool, wanted, proposed)
-        except ConnleaseError:
-            if ticket is not None and not proposed:
-                with suppress(ConnleaseError):
-                    self.release_ticket(database, replace(ticket, group=rule.group))
-            raise
-        if ticket is not None and not self._covered(
-            database, replace(ticket, group=rule.group), ticket_until_ms, taken
-        ):
-            # No lease after all, or one its ticket could not be made to outlive: neither
-            # is kept (or each ends at its TTL).
-            with suppress(ConnleaseError):
-                if isinstance(taken, Granted):
-                    grant = Token(secret, taken.lease.fence, _shard_of(taken.lease))
-                    self.release_in(database, grant)
-                self.release_ticket(database, replace(ticket, group=rule.group))
-            refusal = taken if isinstance(taken, Rejected) else Rejected(database, 0, 0, 0)
-            return _refused(database, [*refusals, refusal])
-        if not isinstance(taken, Granted):
-            return _refused(database, [*refusals, taken])
-        lease = replace(taken.lease, group=rule.group, borrowed=True)
-        return with_token(replace(taken, lease=lease), secret, group=rule.group, ticket=ticket)
+            return _refused(ask.database, refusals)
+        if cap is None:
+            taken = self._borrowed(ask, config, rule)
+            return (
+                taken if isinstance(taken, Granted) else _refused(ask.database, [*refusals, taken])
+            )
+        return self._borrowed_capped(ask, config, rule, refusals)
 
-    def _take(self, part: Part, wanted: NewLease, proposed: bool) -> AcquireResult:
-        return self._parts.take(part.key, part.shards, wanted, proposed=proposed)
+    def _reserved(self, ask: Ask, config: QuotaConfig, group: str) -> AcquireResult:
+        share = reserved_part(ask.database, config, group)
+        assert share is not None
+        if not share.limit and not config.pending:
+            return Rejected(ask.database, 0, 0, 0)
+        wanted = NewLease(lease_key(share.key, ask.secret), ask.holder, ask.ttl_ms)
+        taken = self._take(share, wanted, ask)
+        if not isinstance(taken, Granted):
+            return taken
+        lease = replace(taken.lease, group=group)
+        return with_token(replace(taken, lease=lease), ask.secret, group=group, reserved=True)
+
+    def _borrowed(
+        self, ask: Ask, config: QuotaConfig, rule: GroupRule, ticket: Token | None = None
+    ) -> AcquireResult:
+        """A pool lease carrying the group's tag (and the ticket its token names, if any)."""
+        wanted = NewLease(lease_key(ask.database, ask.secret), ask.holder, ask.ttl_ms, rule.tag)
+        taken = self._take(pool_part(ask.database, config), wanted, ask)
+        if not isinstance(taken, Granted):
+            return taken
+        lease = replace(taken.lease, group=rule.group, borrowed=True)
+        return with_token(replace(taken, lease=lease), ask.secret, group=rule.group, ticket=ticket)
+
+    def _borrowed_capped(
+        self, ask: Ask, config: QuotaConfig, rule: GroupRule, refusals: list[AcquireResult]
+    ) -> AcquireResult:
+        """A ticket in the group's cap first, then the pool lease; neither is kept without
+        the other (or each ends at its TTL)."""
+        # The lease gets the TTL its ticket is sized from, not the pool item's default at
+        # the time of the write, which an operator may have raised since.
+        ask = replace(ask, ttl_ms=ask.ttl_ms if ask.ttl_ms is not None else config.default_ttl_ms)
+        assert ask.ttl_ms is not None
+        held = self._take_ticket(ask, config, rule, ask.ttl_ms)
+        if not isinstance(held, Granted):
+            return _refused(ask.database, [*refusals, held])
+        ticket = Token(ask.secret, held.lease.fence, _shard_of(held.lease))
+        grant = replace(ticket, group=rule.group)
+        try:
+            taken = self._borrowed(ask, config, rule, ticket)
+        except ConnleaseError:
+            if not ask.proposed:
+                with suppress(ConnleaseError):
+                    self.release_ticket(ask.database, grant)
+            raise
+        if self._covered(ask.database, grant, held.lease.expires_at_ms, taken):
+            return taken
+        with suppress(ConnleaseError):
+            if isinstance(taken, Granted):
+                lease = Token(ask.secret, taken.lease.fence, _shard_of(taken.lease))
+                self.release_in(ask.database, lease)
+            self.release_ticket(ask.database, grant)
+        refusal = taken if isinstance(taken, Rejected) else Rejected(ask.database, 0, 0, 0)
+        return _refused(ask.database, [*refusals, refusal])
+
+    def _take(self, part: Part, wanted: NewLease, ask: Ask) -> AcquireResult:
+        return self._parts.take(part.key, part.shards, wanted, proposed=ask.proposed)
 
     def _take_ticket(
-        self,
-        database: str,
-        config: QuotaConfig,
-        rule: GroupRule,
-        holder: str,
-        ttl_ms: int,
-        secret: str,
+        self, ask: Ask, config: QuotaConfig, rule: GroupRule, ttl_ms: int
     ) -> AcquireResult:
-        """A ticket in the group's cap, sized to outlive a lease of `ttl_ms` by the slack."""
-        cap = cap_part(database, config, rule.group)
-        key = ticket_key(cap.key, lease_key(database, secret))
-        return self._take(cap, NewLease(key, holder, ttl_ms + TICKET_SLACK_MS), False)
+        """A ticket in the group's cap, sized to outlive a lease of `ttl_ms` by the slack;
+        never found again by a proposed secret's retry: a lost one ends at its TTL."""
+        cap = cap_part(ask.database, config, rule.group)
+        key = ticket_key(cap.key, lease_key(ask.database, ask.secret))
+        wanted = NewLease(key, ask.holder, ttl_ms + TICKET_SLACK_MS)
+        return self._parts.take(cap.key, cap.shards, wanted, proposed=False)
 
     def _covered(
         self, database: str, grant: Token, ticket_until_ms: int, taken: RenewResult | AcquireResult
@@ -256,20 +268,10 @@ class Borrowing:
         return released
 
     def renew(self, database: str, grant: Token, ttl_ms: int | None) -> RenewResult:
-        if grant.group is None:
+        if grant.group is None or (grant.ticket is None and not grant.reserved):
             return self._renew_untracked(database, grant, ttl_ms)
         if grant.reserved:
-            share = reserved_quota(database, grant.group)
-            try:
-                renewed = self._renew_in(share, grant, ttl_ms)
-            except UnknownDatabase:
-                self._configs(database)  # the database's quota exists: the group was forgotten
-                return LeaseLost(lease_id_of(database, grant))
-            if isinstance(renewed, Renewed):
-                return replace(renewed, lease=replace(renewed.lease, group=grant.group))
-            return renewed
-        if grant.ticket is None:
-            return self._renew_untracked(database, grant, ttl_ms)
+            return self._renew_reserved(database, grant.group, grant, ttl_ms)
         # The ticket first, and longer: the cap counts the lease while it lives.
         ttl_ms = ttl_ms or self._configs(database).default_ttl_ms
         ticket = self._renew_ticket(database, grant, ttl_ms + TICKET_SLACK_MS)
@@ -287,6 +289,18 @@ class Borrowing:
             return LeaseLost(lease_id_of(database, grant))
         assert isinstance(renewed, Renewed)
         return replace(renewed, lease=replace(renewed.lease, group=grant.group, borrowed=True))
+
+    def _renew_reserved(
+        self, database: str, group: str, grant: Token, ttl_ms: int | None
+    ) -> RenewResult:
+        try:
+            renewed = self._renew_in(reserved_quota(database, group), grant, ttl_ms)
+        except UnknownDatabase:
+            self._configs(database)  # the database's quota exists: the group was forgotten
+            return LeaseLost(lease_id_of(database, grant))
+        if isinstance(renewed, Renewed):
+            return replace(renewed, lease=replace(renewed.lease, group=group))
+        return renewed
 
     def _renew_untracked(self, database: str, grant: Token, ttl_ms: int | None) -> RenewResult:
         """A pool lease whose token names no group: a plain one, or a group's borrowed lease

@@ -143,7 +143,8 @@ def item_targets(part: Part, held: Mapping[str, int], capacity: int) -> dict[str
     shares = plan_shares(part.limit, counts, capacity) or plan_shares(
         part.limit, [0] * len(shards), capacity
     )
-    assert shares is not None and len(shares) == len(shards)
+    assert shares is not None
+    assert len(shares) == len(shards)
     return {part.key: 0} | dict(zip(shards, shares, strict=True))
 
 
@@ -292,8 +293,8 @@ class Changes:
         entries past it are cleared (so that what an item holds is what its writes count)."""
         at_ms = self._clock.now_ms() - self._grace_ms
         held = {}
-        for key, item in items.items():
-            dead = item.expired(at_ms)
+        for key, sealed in items.items():
+            item, dead = sealed, sealed.expired(at_ms)
             if dead:
                 cleared = self._items.write(key, Clear(dead))
                 item = cleared.item if cleared.applied and cleared.item is not None else item

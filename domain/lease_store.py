@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import replace
 
-from .borrowing import Borrowing
+from .borrowing import Ask, Borrowing
 from .changes import Changes, Part, all_parts, pool_part, reserved_part, share_parts
 from .decisions import AcquireResult, Granted, Rejected, ReleaseOutcome, RenewResult
 from .errors import CorruptQuota, InvalidInput, UnknownDatabase
@@ -104,17 +104,18 @@ class LeaseStore:
             check_group(group)
         proposed = secret is not None
         secret = self._secrets() if secret is None else check_secret(secret)
+        ask = Ask(database, holder, ttl_ms, secret, proposed)
         config = self._cached(database)
         if config is None and group is None:
             # Not known yet: tried as a quota in one item, whose answer says what the quota
             # is (no read first: a plain lease stays one write).
-            result = self._borrowing.acquire_plain(database, holder, ttl_ms, secret, proposed)
+            plain = self._borrowing.acquire_plain(ask)
             seen = self._parts.seen.pop(database, None)
             if seen is None or seen.config is None:
-                return result
+                return plain
             config = self._remember(database, seen.config)
-            if isinstance(result, Granted) or not (config.shards or self._settle(config, database)):
-                return _named_for(database, config, result)
+            if isinstance(plain, Granted) or not (config.shards or self._settle(config, database)):
+                return _named_for(database, config, plain)
         # An item the configuration names may not be made yet (a change is sealing it):
         # after a few reads of the configuration, that is no capacity for now.
         result: AcquireResult = Rejected(database, 0, 0, 0)
@@ -124,14 +125,7 @@ class LeaseStore:
             assert config is not None
             try:
                 result = self._borrowing.acquire(
-                    database,
-                    config,
-                    group,
-                    holder,
-                    ttl_ms,
-                    secret,
-                    proposed=proposed,
-                    settle=lambda seen: self._settle(seen, database),
+                    ask, config, group, lambda seen: self._settle(seen, database)
                 )
             except UnknownDatabase as gone:
                 if gone.database == database:

@@ -943,14 +943,15 @@ def test_a_change_of_groups_that_loses_a_race_is_retried_on_what_won(clock: Fake
     the lost plan's share. The change that lost reads again and applies on top of the one
     that won (or says it could not, retryable); neither is half applied."""
     race = [True]
-    items = HookedItems(lambda operation, applied: competing(operation, applied))
-    store = InMemoryLeaseStore(clock, items=items)
-    other = InMemoryLeaseStore(clock, items=items)
 
     def competing(operation: str, applied: bool) -> None:
         if operation == "accept" and not applied and race[0]:
             race[0] = False
             other.set_quota(DB, Quota(5, TTL), [Reservation("api", 2), Reservation("web", 1)])
+
+    items = HookedItems(competing)
+    store = InMemoryLeaseStore(clock, items=items)
+    other = InMemoryLeaseStore(clock, items=items)
 
     configure(store, 4, Reservation("api", 1))
     race[0] = True

@@ -481,6 +481,14 @@ _MAPS_TYPED = (
 )
 
 
+def _at_epoch(epoch: int) -> str:
+    """An item at a change's version; one without `epoch` (no change has written it) is
+    at version 0."""
+    if epoch == 0:
+        return "attribute_exists(pk) AND (attribute_not_exists(epoch) OR epoch = :epoch)"
+    return "epoch = :epoch"
+
+
 def _request(write: ItemWrite) -> tuple[str, Request]:
     """The UpdateItem that applies `write`: its condition is domain.item's `allows`."""
     if isinstance(write, Grant):
@@ -537,7 +545,7 @@ def _change(write: Seal | SetLimit | Accept | Commit) -> Request:
     if isinstance(write, SetLimit):
         return _update(
             "SET #limit = :limit, #ttl = :ttl",
-            "epoch = :epoch",
+            _at_epoch(write.epoch),
             _NAMES,
             {
                 ":epoch": {"N": str(write.epoch)},
@@ -566,7 +574,7 @@ def _change(write: Seal | SetLimit | Accept | Commit) -> Request:
         values[":epoch"] = {"N": str(write.epoch)}
         return _update(
             "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
-            "epoch = :epoch",
+            _at_epoch(write.epoch),
             names,
             values,
         )
@@ -578,9 +586,8 @@ def _change(write: Seal | SetLimit | Accept | Commit) -> Request:
         ":next": {"N": str(write.seen + 1)},
         ":empty": {"M": {}},
     }
-    condition = "attribute_not_exists(epoch)" if write.seen == 0 else "epoch = :seen"
-    if write.seen:
-        values[":seen"] = {"N": str(write.seen)}
+    condition = "(attribute_not_exists(epoch) OR epoch = :seen)"
+    values[":seen"] = {"N": str(write.seen)}
     if write.settle_at_ms is not None:
         condition += " AND pending = :true AND settled_at <= :settled_before"
         values |= {

@@ -146,7 +146,7 @@ class Grant:
         if not self.victims:
             return len(item.leases) < item.quota.limit
         return (
-            _victims_match(item, self.victims)
+            victims_match(item, self.victims)
             and item.quota.limit >= self.planned_limit
             and len(item.leases) <= self.planned_limit + len(self.victims) - 1
         )
@@ -173,7 +173,7 @@ class Clear:
     victims: tuple[Lease, ...]
 
     def allows(self, item: QuotaState | None) -> bool:
-        return item is not None and _victims_match(item, self.victims)
+        return item is not None and victims_match(item, self.victims)
 
     def applied(self, item: QuotaState) -> QuotaState:
         return replace(item, leases=_without(item, self.victims))
@@ -337,7 +337,8 @@ def apply_write(key: str, item: QuotaState | None, write: ItemWrite) -> QuotaSta
     return write.applied(item)
 
 
-def _victims_match(item: QuotaState, victims: tuple[Lease, ...]) -> bool:
+def victims_match(item: QuotaState, victims: tuple[Lease, ...]) -> bool:
+    """Every victim is still there at the expiry seen: none renewed or re-granted since."""
     current = {lease.id: lease.expires_at_ms for lease in item.leases}
     return all(current.get(victim.id) == victim.expires_at_ms for victim in victims)
 

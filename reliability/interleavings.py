@@ -23,10 +23,13 @@ import math
 import random
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from adapters.dynamodb import DynamoDBItems, create_table
 from adapters.memory import InMemoryItems, operation_of
 from domain import Clock, ConnleaseError, Granted, LeaseStore, Quota, QuotaState, QuotaStatus
 from domain.changes import all_parts
@@ -34,8 +37,12 @@ from domain.groups import Reservation
 from domain.item import ItemWrite
 from domain.model import MIN_TTL_MS, SKEW_MARGIN_MS
 from domain.ports import ItemStore, Written
+from local.dynamodb import EmbeddedDynamoDB
 from reliability import scheduler
 from reliability.scheduler import Report
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 DB = "db"
 TTL_MS = 60_000  # nothing a scenario grants expires during a run: time stands still
@@ -72,7 +79,7 @@ class ScheduledItems(ItemStore):
     """Items every request to which is a scheduling point, then one atomic step on the
     shared in-memory items."""
 
-    def __init__(self, items: InMemoryItems, point: Callable[[str], None]) -> None:
+    def __init__(self, items: ItemStore, point: Callable[[str], None]) -> None:
         self._items, self._point = items, point
 
     def read(self, key: str) -> QuotaState | None:
@@ -98,14 +105,20 @@ class ScheduledItems(ItemStore):
 
 class ItemsWorld:
     """Every actor's LeaseStore over the storage port (domain.ports.ItemStore), each request
-    a scheduling point, on one set of in-memory items."""
+    a scheduling point, on one store of items: in memory, or a DynamoDB table (`items`,
+    made on the world's clock)."""
 
-    def __init__(self, point: Callable[[str], None], shard_capacity: int) -> None:
+    def __init__(
+        self,
+        point: Callable[[str], None],
+        shard_capacity: int,
+        items: Callable[[Clock], ItemStore] | None = None,
+    ) -> None:
         self.clock = SharedClock()
         self._point = point
         self._capacity = shard_capacity
         self._stores = 0
-        self._items = InMemoryItems()
+        self._items = items(self.clock) if items is not None else InMemoryItems()
 
     def new_store(self) -> LeaseStore:
         self._stores += 1
@@ -120,7 +133,7 @@ class ItemsWorld:
         )
 
     def snapshot(self) -> dict[str, QuotaState]:
-        return self._items.snapshot()
+        return self._items.read_many(self._items.all_keys())
 
 
 @dataclass(frozen=True)
@@ -262,8 +275,13 @@ def bound(name: str, targets: list[Target]) -> float:
 class Lab:
     """One run's world, its operators' changes, and the checks over them."""
 
-    def __init__(self, point: Callable[[str], None], shard_capacity: int) -> None:
-        self.world: World = ItemsWorld(point, shard_capacity)
+    def __init__(
+        self,
+        point: Callable[[str], None],
+        shard_capacity: int,
+        items: Callable[[Clock], ItemStore] | None = None,
+    ) -> None:
+        self.world: World = ItemsWorld(point, shard_capacity, items)
         self.changes = Changes()
         self.setup = self.world.new_store()
         self._before: dict[str, dict[str, int]] = {}
@@ -488,6 +506,15 @@ class Scenario:
         lab = Lab(point, self.shard_capacity)
         return _Trial(self.build(lab), lab)
 
+    def on(self, items: Callable[[Clock], ItemStore]) -> scheduler.Setup:
+        """The scenario on another store of items (a fresh one each run)."""
+
+        def setup(point: Callable[[str], None]) -> scheduler.Trial:
+            lab = Lab(point, self.shard_capacity, items)
+            return _Trial(self.build(lab), lab)
+
+        return setup
+
 
 def _first_split_vs_reclaim(lab: Lab) -> list[Actor]:
     lab.configure(2)
@@ -638,13 +665,28 @@ SCENARIOS = {
 EXPECTED = (ConnleaseError,)
 
 
-def explore(scenario: Scenario, args: argparse.Namespace) -> tuple[str, Report]:
+def dynamodb_tables(client: DynamoDBClient) -> Callable[[Clock], ItemStore]:
+    """A fresh table for each run, on the embedded DynamoDB (moto: another implementation
+    of every condition the DynamoDB store writes, against the in-memory store's rules)."""
+
+    def items(clock: Clock) -> ItemStore:
+        table = f"interleave-{uuid.uuid4().hex[:12]}"
+        create_table(client, table)
+        return DynamoDBItems(client, table, clock)
+
+    return items
+
+
+def explore(
+    scenario: Scenario, args: argparse.Namespace, items: Callable[[Clock], ItemStore] | None
+) -> tuple[str, Report]:
+    setup = scenario.setup if items is None else scenario.on(items)
     if args.replay:
-        run = scheduler.replay(scenario.setup, args.replay, EXPECTED, args.timeout)
+        run = scheduler.replay(setup, args.replay, EXPECTED, args.timeout)
         return "replay", Report(1, [run] if run.failures else [])
     if args.random:
         report = scheduler.randomized(
-            scenario.setup,
+            setup,
             EXPECTED,
             runs=args.random,
             seed=args.seed,
@@ -653,7 +695,7 @@ def explore(scenario: Scenario, args: argparse.Namespace) -> tuple[str, Report]:
         )
         return f"PCT depth {args.depth}, seeds {args.seed}..", report
     report = scheduler.exhaustive(
-        scenario.setup,
+        setup,
         EXPECTED,
         preemptions=args.preemptions,
         max_schedules=args.max_schedules,
@@ -697,17 +739,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds a step may take")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("--trace", action="store_true", help="print a failing run's steps")
+    parser.add_argument(
+        "--store",
+        choices=["memory", "dynamodb"],
+        default="memory",
+        help="the items' store: in memory (domain.item's rules applied as written) or the"
+        " DynamoDB store on an embedded DynamoDB (its conditions, evaluated by moto)",
+    )
     args = parser.parse_args(argv)
     if args.replay and not args.scenario:
         parser.error("--replay needs --scenario")
-    found = 0
-    for name in args.scenario or list(SCENARIOS):
-        started = time.perf_counter()
-        strategy, report = explore(SCENARIOS[name], args)
-        print(
-            describe(name, strategy, report, time.perf_counter() - started, args.trace), flush=True
-        )
-        found += report.failed is not None
+    with ExitStack() as stack:
+        items = None
+        if args.store == "dynamodb":
+            embedded = stack.enter_context(EmbeddedDynamoDB())
+            items = dynamodb_tables(embedded.client())
+        found = 0
+        for name in args.scenario or list(SCENARIOS):
+            started = time.perf_counter()
+            strategy, report = explore(SCENARIOS[name], args, items)
+            seconds = time.perf_counter() - started
+            print(describe(name, f"{args.store}, {strategy}", report, seconds, args.trace))
+            found += report.failed is not None
     return 1 if found else 0
 
 

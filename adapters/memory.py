@@ -29,6 +29,7 @@ from domain.item import (
     Seal,
     SetLimit,
     apply_write,
+    may_forget,
 )
 from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS
@@ -99,11 +100,14 @@ class InMemoryItems(ItemStore):
             after({key: self._items.get(key)})
             return Written(changed is not None, changed if changed is not None else item)
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, epoch: int | None = None) -> bool:
         with self._request("delete_quota", [key]) as after:
-            found = self._items.pop(key, None) is not None
+            item = self._items.get(key)
+            if item is None or (epoch is not None and not may_forget(item, epoch)):
+                return False
+            del self._items[key]
             after({key: None})
-            return found
+            return True
 
     def all_keys(self) -> list[str]:
         with self._request("scan", [], read=True):

@@ -289,7 +289,7 @@ class ScaleRun:
             "## Scale: quota size, cost and ceiling",
             "",
             "One item per quota (the design before split quotas) against the split quota "
-            "(`domain/split_quota.py`) and the sample's counter, metered and limited by the "
+            "(`domain/parts.py`) and the sample's counter, metered and limited by the "
             "capacity model on the in-memory store (a 4 ms round trip per request; no MySQL, "
             "the store alone is weighed). Dollars at DynamoDB's on-demand list price "
             f"(${DOLLARS_PER_MILLION_WRITE_UNITS} per million write units, "

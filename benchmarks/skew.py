@@ -4,7 +4,7 @@ An expiry is the writer's clock plus the TTL, and a reclaimer judges it on its o
 A store reclaims an expired lease only `reclaim_grace_ms` (G) after its expiry by the
 acquirer's clock (default `domain.model.SKEW_MARGIN_MS`; docs/design.md, "Clocks: the
 skew margin"). Two measurements, on the in-memory store (the DynamoDB store plans the same
-way, `LeaseStore._take`):
+way, `domain.parts.PartLeases.take_in_item`):
 
 - safety, deterministic: does a reclaimer whose clock runs ahead take a lease that is
   still live in real time (an early reclaim)?

@@ -26,15 +26,15 @@ that loses the race for the root is read again and retried a few times, then ref
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from .errors import CorruptQuota, StoreUnavailable
-from .groups import Groups, cap_quota, reserved_quota
+from .groups import GroupRule, Groups, cap_quota, reserved_quota
 from .item import Accept, Clear, Commit, QuotaConfig, QuotaState, Seal, SetLimit
 from .model import Quota
 from .ports import Clock, ItemStore
-from .shards import plan_shares, shard_item
+from .shards import SHARD_MARK, plan_shares, shard_item
 
 # A change read again after losing the race for the root, at most this many times.
 CHANGE_ATTEMPTS = 6
@@ -74,18 +74,22 @@ def share_parts(database: str, groups: Groups | None) -> list[Part]:
     ]
 
 
-def cap_parts(database: str, groups: Groups | None) -> list[tuple[Part, Part]]:
-    """Each capped group's tickets, with its reservation beside (a group that was ever
-    capped keeps its cap's items until it is forgotten; 0 while it is not capped)."""
-    found = []
-    for rule, share in zip(
-        groups.rules if groups is not None else (), share_parts(database, groups), strict=True
-    ):
-        if rule.capped:
-            cap = rule.reservation.borrow_cap
-            limit = cap if cap is not None and not rule.retired else 0
-            found.append((Part(cap_quota(database, rule.group), limit, rule.cap_shards), share))
-    return found
+def cap_part(database: str, rule: GroupRule) -> Part:
+    """A group's tickets: its cap less its reservation (0 while it is not capped)."""
+    cap = rule.reservation.borrow_cap
+    limit = cap if cap is not None and not rule.retired else 0
+    return Part(cap_quota(database, rule.group), limit, rule.cap_shards)
+
+
+def cap_parts(database: str, groups: Groups | None) -> list[tuple[GroupRule, Part, Part]]:
+    """Each capped group's rule, tickets and reservation (a group that was ever capped
+    keeps its cap's items until it is forgotten)."""
+    rules = groups.rules if groups is not None else ()
+    return [
+        (rule, cap_part(database, rule), share)
+        for rule, share in zip(rules, share_parts(database, groups), strict=True)
+        if rule.capped
+    ]
 
 
 def reserved_part(database: str, config: QuotaConfig, group: str) -> Part | None:
@@ -101,7 +105,7 @@ def all_parts(database: str, config: QuotaConfig) -> list[Part]:
     return [
         pool_part(database, config),
         *share_parts(database, groups),
-        *(cap for cap, _ in cap_parts(database, groups)),
+        *(cap for _, cap, _ in cap_parts(database, groups)),
     ]
 
 
@@ -140,6 +144,8 @@ def item_targets(part: Part, held: Mapping[str, int], capacity: int) -> dict[str
         return {part.key: part.limit}
     shards = part.items[1:]
     counts = [held.get(key, 0) for key in shards]
+    # The shards there are, whatever this store's capacity (another version's may differ).
+    capacity = max(capacity, math.ceil(part.limit / len(shards)))
     shares = plan_shares(part.limit, counts, capacity) or plan_shares(
         part.limit, [0] * len(shards), capacity
     )
@@ -148,21 +154,48 @@ def item_targets(part: Part, held: Mapping[str, int], capacity: int) -> dict[str
     return {part.key: 0} | dict(zip(shards, shares, strict=True))
 
 
+def _within_max(database: str, config: QuotaConfig, borrowed: Mapping[int, int]) -> list[Part]:
+    """Each reservation, held down by what its group borrowed past its cap (a max lowered
+    under what it holds from the pool): the group as a whole stays within its max."""
+    found = []
+    rules = config.groups.rules if config.groups is not None else ()
+    for rule, share in zip(rules, share_parts(database, config.groups), strict=True):
+        most = rule.reservation.max
+        room = share.limit
+        if most is not None and not rule.retired:
+            room = max(0, min(room, most - borrowed.get(rule.tag, 0)))
+        found.append(replace(share, limit=room))
+    return found
+
+
 def plan_items(
-    database: str, config: QuotaConfig, held: Mapping[str, int], capacity: Callable[[str], int]
+    database: str,
+    config: QuotaConfig,
+    held: Mapping[str, int],
+    capacity: Callable[[str], int],
+    borrowed: Mapping[int, int] | None = None,
 ) -> tuple[dict[str, int], bool]:
     """Every item's limit under `config`, given what each holds: first the parts that count
     against the limit (the pool, the reservations), as wholes (plan_limits), then each
     part's share over its items (plan_limits again: a part holding more than its share
     grants nothing anywhere until it drains); then each capped group's tickets, held down
-    by what its reservation holds past its own, so that the group stays within its max."""
-    parts = [pool_part(database, config), *share_parts(database, config.groups)]
+    by what its reservation holds past its own and by its pool leases no ticket counts
+    (`borrowed`, by tag: taken before its cap), so that the group stays within its max."""
+    parts = [pool_part(database, config), *_within_max(database, config, borrowed or {})]
     part_held = {part.key: sum(held.get(key, 0) for key in part.items) for part in parts}
     part_limits, pending = plan_limits({part.key: part.limit for part in parts}, part_held)
+    pending = pending or any(
+        part.limit < share.limit
+        for part, share in zip(parts[1:], share_parts(database, config.groups), strict=True)
+    )
     rooms = [replace(part, limit=part_limits[part.key]) for part in parts]
-    for cap, share in cap_parts(database, config.groups):
+    for rule, cap, share in cap_parts(database, config.groups):
         excess = max(0, part_held[share.key] - share.limit)
-        rooms.append(replace(cap, limit=max(0, cap.limit - excess)))
+        tickets = sum(held.get(key, 0) for key in cap.items)
+        untracked = max(0, (borrowed or {}).get(rule.tag, 0) - tickets)
+        rooms.append(replace(cap, limit=max(0, cap.limit - excess - untracked)))
+        # Held down until they drain: settled again as they do.
+        pending = pending or excess + untracked > 0
     limits: dict[str, int] = {}
     for room in rooms:
         item_limits, item_pending = plan_limits(item_targets(room, held, capacity(room.key)), held)
@@ -197,11 +230,30 @@ class Changes:
             except CorruptQuota:
                 root = None  # an older version's item gone bad: the change writes it anew
             old = root.config if root is not None else None
-            done = self._run(database, root, self._shaped(database, make(old), old), None)
+            if old is not None and old.deleted:
+                old = None  # made again: a new life, on the versions of the last
+            # A change is a settle too: refused acquirers need not settle it again at once.
+            new = replace(make(old), settled_at_ms=self._clock.now_ms(), deleted=False)
+            done = self._run(database, root, self._shaped(database, new, old), None)
             if done is not None:
                 return done
         raise StoreUnavailable(
             "set_quota", "other changes of this quota kept coming first; try again", True
+        )
+
+    def delete(self, database: str) -> bool:
+        """Delete a quota, as a change: every item sealed, then deleted at that version;
+        the root stays, saying the quota is deleted, so that a quota made again goes on
+        from its version. False if there was none."""
+        for _ in range(CHANGE_ATTEMPTS):
+            root = self._items.read(database)
+            if root is None or root.config is None or root.config.deleted:
+                return False
+            gone = QuotaConfig(0, root.config.default_ttl_ms, deleted=True)
+            if self._run(database, root, gone, None) is not None:
+                return True
+        raise StoreUnavailable(
+            "delete_quota", "other changes of this quota kept coming first; try again", True
         )
 
     def settle(self, database: str) -> bool:
@@ -268,54 +320,89 @@ class Changes:
         epoch = accepted.item.epoch
         ttl_ms = new.default_ttl_ms
         items = {database: accepted.item}
+        refused = []
         for key in keys[1:]:
             sealed = self._items.write(key, Seal(epoch, ttl_ms))
-            if not sealed.applied or sealed.item is None:
-                return new  # a later change sealed it: that one's limits stand
-            items[key] = sealed.item
-        held = self._held(items)
-        limits, pending = plan_items(database, new, held, self._capacity)
+            if sealed.applied and sealed.item is not None:
+                items[key] = sealed.item
+            else:
+                # A later change sealed it first. The rest are sealed all the same: none
+                # may keep a limit from before this change once it returns.
+                refused.append(key)
+        if refused:
+            return self._superseded(database, epoch, refused[0], new)
+        if new.deleted:
+            for key in keys[1:]:
+                self._items.delete(key, epoch)  # refused: a later change made it again
+            self._items.write(database, Commit(epoch, new))
+            return new
+        held, borrowed = self._held(database, items)
+        limits, pending = plan_items(database, new, held, self._capacity, borrowed)
         for key, limit in limits.items():
             if (limit or key == database) and not self._items.write(
                 key, SetLimit(epoch, Quota(limit, ttl_ms))
             ).applied:
-                return new  # a later change sealed it
+                return self._superseded(database, epoch, key, new)
         groups = new.groups
         if groups is not None:
-            gone = self._forgotten(database, new, held)
+            gone = self._forgotten(database, new, held, epoch)
             groups = groups.without(gone) if gone else groups
-        done = replace(new, pending=pending, groups=groups)
+        done = replace(new, pending=pending, groups=groups, version=epoch)
         self._items.write(database, Commit(epoch, done))
         return done
 
-    def _held(self, items: dict[str, QuotaState]) -> dict[str, int]:
+    def _superseded(self, database: str, epoch: int, key: str, new: QuotaConfig) -> QuotaConfig:
+        """A seal or a limit refused: a later change sealed the item, and its limits stand
+        (the root says so); anything else is an item of an earlier life of the quota at a
+        later version than its root, which no change can reach."""
+        root = self._items.read(database)
+        if root is not None and root.epoch > epoch:
+            return new
+        raise StoreUnavailable(
+            "set_quota",
+            f"item {key!r} is at a later version than its quota's root (an item left by an"
+            " older version): delete it, then set the quota again",
+            False,
+        )
+
+    def _held(
+        self, database: str, items: dict[str, QuotaState]
+    ) -> tuple[dict[str, int], dict[int, int]]:
         """What each sealed item holds: its leases live within the skew margin, once the
-        entries past it are cleared (so that what an item holds is what its writes count)."""
+        entries past it are cleared (so that what an item holds is what its writes count);
+        and the pool's leases by the tag of the group that borrowed them."""
         at_ms = self._clock.now_ms() - self._grace_ms
-        held = {}
+        held: dict[str, int] = {}
+        borrowed: dict[int, int] = {}
         for key, sealed in items.items():
             item, dead = sealed, sealed.expired(at_ms)
             if dead:
                 cleared = self._items.write(key, Clear(dead))
                 item = cleared.item if cleared.applied and cleared.item is not None else item
-            held[key] = len(item.live(at_ms))
-        return held
+            live = item.live(at_ms)
+            held[key] = len(live)
+            if key.split(SHARD_MARK)[0] == database:
+                for lease in live:
+                    borrowed[lease.tag] = borrowed.get(lease.tag, 0) + 1
+        return held, borrowed
 
-    def _forgotten(self, database: str, config: QuotaConfig, held: Mapping[str, int]) -> list[str]:
-        """Retired groups whose items hold nothing: their items go (sealed at 0, they can
-        take nothing meanwhile), and the commit forgets them."""
+    def _forgotten(
+        self, database: str, config: QuotaConfig, held: Mapping[str, int], epoch: int
+    ) -> list[str]:
+        """Retired groups whose items hold nothing: their items go, each only while still
+        at this change's version (sealed at 0, they took nothing meanwhile; a later change
+        that names the group again keeps them), and the commit forgets them."""
         gone = []
         for rule in config.groups.rules if config.groups is not None else ():
             if not rule.retired:
                 continue
-            keys = list(_rule_items(database, rule.group, rule.share_shards, rule.cap_shards))
-            if not any(held.get(key, 0) for key in keys):
-                for key in keys:
-                    self._items.delete(key)
+            share = Part(reserved_quota(database, rule.group), 0, rule.share_shards)
+            keys = share.items + cap_part(database, rule).items
+            if any(held.get(key, 0) for key in keys):
+                continue
+            # A missing item (a cap never made) is gone already; a refused one was sealed
+            # by a later change, which keeps the group.
+            deleted = [self._items.delete(key, epoch) or key not in held for key in keys]
+            if all(deleted):
                 gone.append(rule.group)
         return gone
-
-
-def _rule_items(database: str, group: str, share_shards: int, cap_shards: int) -> Iterable[str]:
-    yield from Part(reserved_quota(database, group), 0, share_shards).items
-    yield from Part(cap_quota(database, group), 0, cap_shards).items

@@ -54,6 +54,11 @@ class QuotaConfig:
     groups: Groups | None = None
     pending: bool = False
     settled_at_ms: int = 0
+    # The quota was deleted: its root stays, so that its versions go on if it is made again
+    # (a change of an earlier life can then never land on the new one's items).
+    deleted: bool = False
+    # The root's version when this was read (its `epoch`): not stored with the rest.
+    version: int = 0
 
     @property
     def quota(self) -> Quota:
@@ -139,9 +144,14 @@ class Grant:
     now_ms: int
     victims: tuple[Lease, ...] = ()
     planned_limit: int = 0
+    # Granted only at this version of the quota: a group's borrowed lease, whose right to
+    # borrow is the configuration's (a stale one may not borrow past a cap set since).
+    epoch: int | None = None
 
     def allows(self, item: QuotaState | None) -> bool:
         if item is None or not _granting(item) or item.find(self.lease.id) is not None:
+            return False
+        if self.epoch is not None and item.epoch != self.epoch:
             return False
         if not self.victims:
             return len(item.leases) < item.quota.limit
@@ -173,7 +183,7 @@ class Clear:
     victims: tuple[Lease, ...]
 
     def allows(self, item: QuotaState | None) -> bool:
-        return item is not None and victims_match(item, self.victims)
+        return item is not None and item.fenced and victims_match(item, self.victims)
 
     def applied(self, item: QuotaState) -> QuotaState:
         return replace(item, leases=_without(item, self.victims))
@@ -187,7 +197,9 @@ class Remove:
     fence: int | None
 
     def allows(self, item: QuotaState | None) -> bool:
-        lease = None if item is None else item.find(self.lease_id)
+        # An item from before fences: set its quota again first (its entries' fences and
+        # holders maps are what a removal removes from).
+        lease = None if item is None or not item.fenced else item.find(self.lease_id)
         return lease is not None and fenced_as(lease, self.fence)
 
     def applied(self, item: QuotaState) -> QuotaState:
@@ -304,7 +316,7 @@ class Accept:
             quota=Quota(self.own_limit, self.config.default_ttl_ms),
             epoch=self.seen + 1,
             fenced=True,
-            config=self.config,
+            config=replace(self.config, version=self.seen + 1),
         )
 
 
@@ -317,13 +329,19 @@ class Commit:
     config: QuotaConfig
 
     def allows(self, item: QuotaState | None) -> bool:
-        return item is not None and item.epoch == self.epoch and item.config is not None
+        return item is not None and item.epoch == self.epoch
 
     def applied(self, item: QuotaState) -> QuotaState:
-        return replace(item, config=self.config)
+        return replace(item, config=replace(self.config, version=self.epoch))
 
 
 ItemWrite = Grant | Clear | Remove | Extend | NoteWanted | Seal | SetLimit | Accept | Commit
+
+
+def may_forget(item: QuotaState | None, epoch: int) -> bool:
+    """An item a change may delete (a forgotten group's, a deleted quota's): only while it
+    is still at that change's version, so that a later change's items are never lost."""
+    return item is not None and item.epoch == epoch
 
 
 def apply_write(key: str, item: QuotaState | None, write: ItemWrite) -> QuotaState | None:

@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from dataclasses import replace
 
 from .borrowing import Ask, Borrowing
-from .changes import Changes, Part, all_parts, pool_part, reserved_part, share_parts
+from .changes import (
+    SETTLE_EVERY_MS,
+    Changes,
+    Part,
+    all_parts,
+    pool_part,
+    reserved_part,
+    share_parts,
+)
 from .decisions import AcquireResult, Granted, Rejected, ReleaseOutcome, RenewResult
-from .errors import CorruptQuota, InvalidInput, UnknownDatabase
+from .errors import InvalidInput, UnknownDatabase
 from .groups import Groups, Reservation, check_group, check_reserved_within, reserved_quota
 from .item import QuotaConfig, QuotaState
 from .model import (
@@ -65,7 +72,6 @@ class LeaseStore:
         margin; tests on one clock may pass 0)."""
         self.items = items
         self.clock = clock
-        self._clock = clock
         self._secrets = secrets
         grace_ms = check_wait_ms(reclaim_grace_ms, "reclaim_grace_ms")
         capacity = shard_capacity or (lambda _key: MAX_LIMIT)
@@ -110,7 +116,7 @@ class LeaseStore:
             # Not known yet: tried as a quota in one item, whose answer says what the quota
             # is (no read first: a plain lease stays one write).
             plain = self._borrowing.acquire_plain(ask)
-            seen = self._parts.seen.pop(database, None)
+            seen = self._parts.root_seen(database)
             if seen is None or seen.config is None:
                 return plain
             config = self._remember(database, seen.config)
@@ -139,7 +145,7 @@ class LeaseStore:
     def _refresh_after_refusal(self, database: str, config: QuotaConfig) -> bool:
         """Refused: worth another try if the root said something new, or a pending change
         could be settled (at most once a second per store; the root keeps the global pace)."""
-        seen = self._parts.seen.pop(database, None)
+        seen = self._parts.root_seen(database)
         if seen is not None and seen.config is not None and seen.config != config:
             self._remember(database, seen.config)
             return True
@@ -149,8 +155,8 @@ class LeaseStore:
         """Settle a pending change (domain.changes) after a refusal; True if it was."""
         if not config.pending:
             return False
-        now_ms = self._clock.now_ms()
-        if now_ms - self._settled_at_ms.get(database, -CONFIG_CACHE_MS) < 1_000:
+        now_ms = self.clock.now_ms()
+        if now_ms - self._settled_at_ms.get(database, -SETTLE_EVERY_MS) < SETTLE_EVERY_MS:
             return False
         self._settled_at_ms[database] = now_ms
         self._configs.pop(database, None)
@@ -203,7 +209,7 @@ class LeaseStore:
         items = self.items.read_many(
             [key for part in all_parts(database, config) for key in part.items]
         )
-        status = _status(database, config, items, self._clock.now_ms())
+        status = _status(database, config, items, self.clock.now_ms())
         if group is None or status.groups is None:
             return status
         return replace(
@@ -253,20 +259,24 @@ class LeaseStore:
 
     def delete_quota(self, database: str) -> bool:
         """Remove a database's quota and its leases, its groups' items with theirs; False
-        if there was none."""
+        if there was none. A change like any other (domain.changes): its root stays, saying
+        the quota is deleted, so that one made again goes on from its version."""
         check_database(database)
         self._configs.pop(database, None)
-        with suppress(UnknownDatabase, CorruptQuota):
-            config = self._read_config(database)
-            for part in all_parts(database, config):
-                for key in part.items[1:] if part.key == database else part.items:
-                    self.items.delete(key)
-        return self.items.delete(database)
+        return self._changes.delete(database)
 
     def databases(self) -> tuple[str, ...]:
         """Every database with a quota, sorted (a full scan of the store: for operators,
         never on a lease's path)."""
-        return tuple(sorted(key for key in self.items.all_keys() if is_database_name(key)))
+        roots = [key for key in self.items.all_keys() if is_database_name(key)]
+        found = self.items.read_many(roots)
+        return tuple(
+            sorted(
+                key
+                for key, root in found.items()
+                if root.config is not None and not root.config.deleted
+            )
+        )
 
     def force_release(self, database: str, leases: Iterable[Lease]) -> tuple[Lease, ...]:
         """An operator's release, without the holders' tokens, of leases as status showed
@@ -290,32 +300,25 @@ class LeaseStore:
 
     def _cached(self, database: str) -> QuotaConfig | None:
         seen = self._configs.get(database)
-        if seen is None or self._clock.now_ms() - seen[1] >= CONFIG_CACHE_MS:
+        if seen is None or self.clock.now_ms() - seen[1] >= CONFIG_CACHE_MS:
             return None
         return seen[0]
 
     def _config(self, database: str, *, fresh: bool = False) -> QuotaConfig:
         seen = self._configs.get(database)
-        if fresh or seen is None or self._clock.now_ms() - seen[1] >= CONFIG_CACHE_MS:
+        if fresh or seen is None or self.clock.now_ms() - seen[1] >= CONFIG_CACHE_MS:
             return self._remember(database, self._read_config(database))
         return seen[0]
 
     def _read_config(self, database: str) -> QuotaConfig:
         root = self.items.read(database)
-        if root is None or root.config is None:
+        if root is None or root.config is None or root.config.deleted:
             raise UnknownDatabase(database)
         return root.config
 
     def _remember(self, database: str, config: QuotaConfig) -> QuotaConfig:
-        self._configs[database] = (config, self._clock.now_ms())
+        self._configs[database] = (config, self.clock.now_ms())
         return config
-
-    def _share_of(self, database: str, group: str) -> Part | None:
-        for attempt in range(2):
-            part = reserved_part(database, self._config(database, fresh=attempt > 0), group)
-            if part is not None:
-                return part
-        return None
 
 
 def _outcome(released: bool) -> ReleaseOutcome:

@@ -86,7 +86,7 @@ class PartLeases:
         self._grace_ms = reclaim_grace_ms
         self._full_at_ms: dict[str, int] = {}
         self._freed: dict[str, int] = {}
-        self.seen: dict[str, QuotaState] = {}  # the last root items its writes returned
+        self._roots: dict[str, QuotaState] = {}  # the last root items its writes returned
 
     def take(
         self, part: str, shards: int, wanted: NewLease, *, proposed: bool, note: bool = True
@@ -205,7 +205,12 @@ class PartLeases:
 
     def _saw(self, item: QuotaState) -> None:
         if item.config is not None:
-            self.seen[item.database] = item
+            self._roots[item.database] = item
+
+    def root_seen(self, database: str) -> QuotaState | None:
+        """The quota's root item as a write to it last returned (once): what the quota
+        is, learned without a read of its own."""
+        return self._roots.pop(database, None)
 
     def release(self, where: Where, key: str, fence: int | None) -> bool:
         """Give back the grant `fence` of `key` where it lives; False if it is not there."""
@@ -229,8 +234,7 @@ class PartLeases:
 
     def _remove(self, item: str, key: str, fence: int | None) -> bool:
         written = self._items.write(item, Remove(key, fence))
-        if written.item is None:
-            raise UnknownDatabase(item)
+        _checked(item, written.item)  # none there, or an item from before fences
         return written.applied
 
     def renew(self, where: Where, key: str, fence: int | None, ttl_ms: int | None) -> RenewResult:

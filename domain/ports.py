@@ -70,8 +70,9 @@ class ItemStore(ABC):
         """Apply `write` if its condition (`write.allows`) holds on the item as it is."""
 
     @abstractmethod
-    def delete(self, key: str) -> bool:
-        """Remove the item; False if there was none."""
+    def delete(self, key: str, epoch: int | None = None) -> bool:
+        """Remove the item; with `epoch`, only while it is at that version
+        (domain.item.may_forget). False if there was none, or it was not removed."""
 
     @abstractmethod
     def all_keys(self) -> list[str]:

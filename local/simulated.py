@@ -89,9 +89,9 @@ class DelayedItems(ItemStore):
         with self._trip():
             return self.inner.write(key, write)
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, epoch: int | None = None) -> bool:
         with self._trip():
-            return self.inner.delete(key)
+            return self.inner.delete(key, epoch)
 
     def all_keys(self) -> list[str]:
         with self._trip():

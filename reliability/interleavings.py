@@ -94,9 +94,9 @@ class ScheduledItems(ItemStore):
         self._point(f"{operation_of(write)} {key}")
         return self._items.write(key, write)
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, epoch: int | None = None) -> bool:
         self._point(f"delete {key}")
-        return self._items.delete(key)
+        return self._items.delete(key, epoch)
 
     def all_keys(self) -> list[str]:
         self._point("scan")

@@ -51,9 +51,9 @@ from tests.fakes import FakeClock, HookedItems
 DB = "orders-mysql"
 TTL = 60_000
 PER_SHARD = 3
-# A split quota that found its shares held past a lowered limit re-shares at most once a
-# second (domain.split_quota.REBALANCE_EVERY_MS): a test waits that long before it expects
-# the room left by released leases.
+# A change left pending (some item held past its share) is settled at most once a second
+# (domain.changes.SETTLE_EVERY_MS): a test waits that long before it expects the room left
+# by released leases.
 REBALANCE_WAIT_MS = 1_000
 WRITES = (
     "add",

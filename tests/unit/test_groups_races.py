@@ -8,6 +8,7 @@ import pytest
 
 from adapters.memory import InMemoryLeaseStore
 from domain import Granted, InvalidInput, LeaseLost, Quota, Rejected
+from domain.changes import SETTLE_EVERY_MS
 from domain.groups import Groups, Reservation, parse_reservations
 from tests.fakes import FakeClock, HookedItems
 
@@ -67,15 +68,20 @@ def test_a_late_pool_write_extends_its_ticket_so_the_cap_still_counts_it() -> No
 
 
 def test_capping_a_group_that_borrows_lets_its_older_leases_drain() -> None:
-    store = InMemoryLeaseStore(FakeClock(), reclaim_grace_ms=0)
+    """Leases borrowed before the cap count against it (no ticket counts them), until they
+    are given back at their next renewal; then the cap's room is the group's again."""
+    clock = FakeClock()
+    store = InMemoryLeaseStore(clock, reclaim_grace_ms=0)
     store.set_quota(DB, Quota(10, 60_000), [Reservation("batch", 0)])
     before = [store.acquire(DB, f"batch/{n}", group="batch") for n in range(6)]
     store.set_quota(DB, Quota(10, 60_000), [Reservation("batch", 0, max=3)])
+    assert isinstance(store.acquire(DB, "batch/new", group="batch"), Rejected)  # 6 past 3
 
     renewed = [store.renew(DB, grant.token, 60_000) for grant in before]  # type: ignore[union-attr]
 
     assert all(isinstance(result, LeaseLost) for result in renewed)
     assert store.status(DB).in_use == 0  # given back, not left to run
+    clock.advance(SETTLE_EVERY_MS)  # the change, pending while they lived, settles
     after = [store.acquire(DB, f"batch/{n}", group="batch") for n in range(4)]
     assert [isinstance(result, Granted) for result in after] == [True, True, True, False]
 

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
-from .changes import Part, all_parts, pool_part, reserved_part
 from .decisions import AcquireResult, Granted, LeaseLost, Rejected, Renewed, RenewResult
 from .errors import ConnleaseError, UnknownDatabase
 from .groups import GROUP_MARK, TICKET_SLACK_MS, GroupRule, cap_quota, reserved_quota
 from .item import NewLease, QuotaConfig
 from .model import MIN_TTL_MS, Lease
 from .parts import PartLeases, Where
+from .plan import Part, all_parts, pool_part, reserved_part
 from .ports import Clock
 from .shards import parse_shard_lease_id
 from .tokens import Token, lease_id_of, lease_key, ticket_key

@@ -16,15 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from .borrowing import Ask, Borrowing
-from .changes import (
-    SETTLE_EVERY_MS,
-    Changes,
-    Part,
-    all_parts,
-    pool_part,
-    reserved_part,
-    share_parts,
-)
+from .changes import SETTLE_EVERY_MS, Changes
 from .decisions import AcquireResult, Granted, Rejected, ReleaseOutcome, RenewResult
 from .errors import InvalidInput, UnknownDatabase
 from .groups import Groups, Reservation, check_group, check_reserved_within, reserved_quota
@@ -45,6 +37,7 @@ from .model import (
     is_database_name,
 )
 from .parts import PartLeases, in_shard
+from .plan import Part, all_parts, pool_part, reserved_part, share_parts
 from .ports import Clock, ItemStore
 from .tokens import check_secret, new_secret, parse_token
 

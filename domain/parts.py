@@ -1,4 +1,4 @@
-"""Leases in one part of a quota (domain.changes.Part): its key item alone, or its shards.
+"""Leases in one part of a quota (domain.plan.Part): its key item alone, or its shards.
 
 How a lease is taken in one item (`take_in_item`: the plain write, or a reclaim of expired
 entries in the same write as the grant), how one is found room for in a split part, given

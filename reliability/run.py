@@ -17,8 +17,17 @@ from typing import Any
 __version__ = version("connlease")
 from adapters.mysql import DatabaseError, MySqlConnector
 from local.demo_setup import mysql_from_environment
+from local.dynamodb import EmbeddedDynamoDB
 from local.faults import FaultRates
-from reliability import attacks, bad_input, crashes, db_faults, duplicates, store_faults
+from reliability import (
+    attacks,
+    bad_input,
+    crashes,
+    db_faults,
+    duplicates,
+    interleavings,
+    store_faults,
+)
 from reliability.common import Campaign, Figure, Lab, lab
 
 Runner = Callable[[Lab], Campaign]
@@ -147,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     campaigns = []
+    with EmbeddedDynamoDB() as embedded:
+        checked = interleavings.campaign(embedded.client(), short=args.short)
+    print_campaign(checked)
+    campaigns.append(checked)
     for split in {"single": [False], "split": [True], "both": [False, True]}[args.layout]:
         with lab(mysql, split=split) as here:
             for runner in runners(args.short, args.store_fault_rates):

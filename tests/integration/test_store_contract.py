@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from domain import (
     UnknownDatabase,
 )
 from domain.decisions import Reclaim, plan_acquire
-from domain.item import Grant, NewLease, QuotaState
+from domain.item import Accept, Grant, NewLease, QuotaState
 from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS
 from domain.tokens import Token, lease_key, new_secret, parse_token
@@ -569,3 +570,21 @@ def test_status_never_shows_a_token_or_a_secret(quota3: StoreUnderTest) -> None:
         assert parse_token(grant.token).secret not in shown
         assert grant.lease.id in shown
     assert not any(secret in shown for secret in secrets)
+
+
+def test_a_change_read_at_an_earlier_version_is_refused_and_changes_nothing(
+    quota3: StoreUnderTest,
+) -> None:
+    """Of two changes read at one version, one is accepted: the other's accept (its version
+    out of date, as a `>=` in place of `=` once let through) writes nothing."""
+    store = quota3.store
+    seen = read(store, DB)
+    assert seen.config is not None
+    store.set_quota(DB, Quota(limit=5, default_ttl_ms=TTL))  # accepted: the next version
+    before = quota3.dump()
+
+    late = store.items.write(DB, Accept(seen.epoch, replace(seen.config, limit=1), 1))
+
+    assert not late.applied
+    assert quota3.dump() == before
+    assert store.status(DB).limit == 5

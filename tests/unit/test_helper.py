@@ -463,3 +463,23 @@ def test_what_the_helper_logs_of_a_lease_holds_no_part_of_its_secret(
         secret = token.split(".")[0]
         pieces = {secret[i : i + 4] for i in range(len(secret) - 3)}
         assert not any(piece in logged for piece in pieces), "a piece of a secret was logged"
+
+
+def test_the_helper_grants_a_lease_and_a_wait_of_exactly_its_bounds(
+    clock: FakeClock, metrics: RecordingMetrics
+) -> None:
+    """Its bounds are the most it grants, not less (a `>` made `>=` once survived)."""
+    app = replace(
+        make_app(clock, metrics),
+        settings=HelperSettings(
+            leases_table_name="leases",
+            idempotency_table_name="idem",
+            max_lease_ttl_ms=600_000,
+            max_wait_ms=60_000,
+        ),
+    )
+
+    answer = call(app, clock, action="acquire", database=DB, ttl_ms=600_000, wait_ms=60_000)
+
+    assert answer["outcome"] == "granted"
+    assert answer["lease"]["expires_at_ms"] == clock.now_ms() + 600_000

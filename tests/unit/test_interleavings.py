@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
-from domain import changes, item
+from domain import changes, item, plan
 from domain.item import QuotaState
 from reliability import interleavings, scheduler
 from reliability.interleavings import EXPECTED, SCENARIOS
@@ -83,7 +83,7 @@ def _no_drain_rule(monkeypatch: pytest.MonkeyPatch) -> None:
                     over -= taken
         return limits, pending
 
-    monkeypatch.setattr(changes, "plan_limits", plan_limits)
+    monkeypatch.setattr(plan, "plan_limits", plan_limits)
 
 
 def _flat_plan(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,9 +97,9 @@ def _flat_plan(monkeypatch: pytest.MonkeyPatch) -> None:
         borrowed: Mapping[int, int] | None = None,
     ) -> tuple[dict[str, int], bool]:
         targets: dict[str, int] = {}
-        for part in changes.all_parts(database, config):
-            targets |= changes.item_targets(part, held, capacity(part.key))
-        return changes.plan_limits(targets, held)
+        for part in plan.all_parts(database, config):
+            targets |= plan.item_targets(part, held, capacity(part.key))
+        return plan.plan_limits(targets, held)
 
     monkeypatch.setattr(changes, "plan_items", plan_items)
 

@@ -225,6 +225,10 @@ class Tracker:
     freed: Counter[str] = field(default_factory=Counter)  # answered RELEASED
     reclaimed: int = 0
     lease_ids: dict[str, str] = field(default_factory=dict)  # token -> its lease's id
+    # What the invocation had left when its give-back last failed (by lease id): a lost
+    # release is then explained by its deadline, or not.
+    time_left: Callable[[], int | None] = lambda: None
+    left_at_failure_ms: dict[str, int | None] = field(default_factory=dict)
 
     def acquire(
         self,
@@ -268,6 +272,7 @@ class Tracker:
         except StoreUnavailable:
             with self.lock:
                 self.failed_releases.add(lease_id)
+                self.left_at_failure_ms[lease_id] = self.time_left()
             raise
         with self.lock:
             self.given_back.add(lease_id)

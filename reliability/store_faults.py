@@ -9,8 +9,10 @@ and only once its budget is spent (how late: its last attempt and that attempt's
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +23,13 @@ from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.mysql import DatabaseError, MySqlConnector
 from domain import (
+    AcquireResult,
     ConnleaseError,
     DecorrelatedJitter,
+    Leases,
     NoCapacity,
+    ReleaseOutcome,
+    RenewResult,
     StoreUnavailable,
 )
 from domain.model import SKEW_MARGIN_MS
@@ -70,10 +76,55 @@ class Plan:
 SHORT = Plan(invocations=150, concurrency=8, outage_invocations=8)
 
 
+class Environments:
+    """Execution environments, one a thread (run_concurrently), each with its own SDK client,
+    as Lambda gives each its own: a shared client's retry quota, drained by one caller's
+    faults, would leave the others' faults unretried. Each knows its invocation's time."""
+
+    def __init__(self, make: Callable[[], Leases]) -> None:
+        self._make = make
+        self._local = threading.local()
+
+    def _store(self) -> Leases:
+        if not hasattr(self._local, "store"):
+            self._local.store = self._make()
+        store: Leases = self._local.store
+        return store
+
+    def serving(self, context: LocalContext) -> None:
+        self._local.context = context
+
+    def time_left(self) -> int | None:
+        context = getattr(self._local, "context", None)
+        return None if context is None else int(context.get_remaining_time_in_millis())
+
+    def acquire(
+        self,
+        database: str,
+        holder: str = "",
+        ttl_ms: int | None = None,
+        secret: str | None = None,
+        *,
+        group: str | None = None,
+    ) -> AcquireResult:
+        return self._store().acquire(database, holder, ttl_ms, secret, group=group)
+
+    def release(self, database: str, token: str) -> ReleaseOutcome:
+        return self._store().release(database, token)
+
+    def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
+        return self._store().renew(database, token, ttl_ms)
+
+
 def invoke(
-    leases: ConnectionLeases, connector: MySqlConnector, timeout_s: float, outcomes: Outcomes
+    leases: ConnectionLeases,
+    connector: MySqlConnector,
+    timeout_s: float,
+    outcomes: Outcomes,
+    environments: Environments,
 ) -> None:
     context = LocalContext("store-faults", timeout_s=timeout_s)
+    environments.serving(context)
     # The instant the client stops waiting: when its lease, which ends the skew margin
     # before the invocation's deadline, would leave less than its safety margin to use.
     usable_ms = context.get_remaining_time_in_millis() - SKEW_MARGIN_MS - leases.safety_margin_ms
@@ -118,8 +169,12 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
             lab.dynamodb.endpoint_url, plan.rates, seed=plan.seed, hang_s=HANG_S
         ) as proxy,
     ):
-        client = local_client(proxy.endpoint_url, CLIENT_CONFIG)
-        tracker = Tracker(DynamoDBLeaseStore(client, lab.table, SystemClock()))
+        environments = Environments(
+            lambda: DynamoDBLeaseStore(
+                local_client(proxy.endpoint_url, CLIENT_CONFIG), lab.table, SystemClock()
+            )
+        )
+        tracker = Tracker(environments, time_left=environments.time_left)
 
         def make_leases(n: int) -> ConnectionLeases:
             return ConnectionLeases(
@@ -134,7 +189,7 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
             run_concurrently(
                 plan.invocations,
                 plan.concurrency,
-                lambda n: invoke(make_leases(n), connector, plan.timeout_s, faulty),
+                lambda n: invoke(make_leases(n), connector, plan.timeout_s, faulty, environments),
             )
             injected = Counter(proxy.injected)
             # A store that answers nothing at all: every caller must get a typed error.
@@ -143,7 +198,9 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
             run_concurrently(
                 plan.outage_invocations,
                 plan.concurrency,
-                lambda n: invoke(make_leases(n), connector, plan.outage_timeout_s, outage),
+                lambda n: invoke(
+                    make_leases(n), connector, plan.outage_timeout_s, outage, environments
+                ),
             )
             proxy.set_rates(FaultRates())
             time.sleep(HANG_S + 0.5)  # let held requests land before the final look
@@ -195,6 +252,11 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
         Figure("leases granted to callers", len(tracker.granted)),
         Figure("give-backs retried after a fault", len(tracker.failed_releases)),
         Figure.exactly("releases lost (granted, never confirmed given back)", len(lost), 0),
+        Figure(
+            "  time the invocation had left at each's last failed give-back, ms",
+            ", ".join(str(tracker.left_at_failure_ms.get(lease)) for lease in sorted(lost))
+            or "none lost",
+        ),
         Figure(
             "granted leases back in the table after their release (a late write re-made them)",
             len(granted_left),

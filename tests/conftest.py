@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from adapters.dynamodb import DynamoDBLeaseStore, create_table
-from adapters.memory import InMemoryLeaseStore
+from adapters.dynamodb import create_table
 from domain.lease_store import LeaseStore
 from local.dynamodb import EmbeddedDynamoDB, RequestCounter
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, RecordingMetrics
+from tests.stores import dynamodb_store, memory_store
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -57,11 +57,7 @@ class StoreUnderTest:
 
 
 def make_memory_store(clock: FakeClock, shard_capacity: int | None = None) -> StoreUnderTest:
-    store = (
-        InMemoryLeaseStore(clock)
-        if shard_capacity is None
-        else InMemoryLeaseStore(clock, shard_capacity=lambda _database: shard_capacity)
-    )
+    store = memory_store(clock, shard_capacity=shard_capacity)
     reads = ("read", "read_items", "scan")
     return StoreUnderTest(
         store,
@@ -79,13 +75,7 @@ def make_dynamodb_store(
     clock: FakeClock, client: DynamoDBClient, table: str, shard_capacity: int | None = None
 ) -> StoreUnderTest:
     counter = RequestCounter(client)
-    store = (
-        DynamoDBLeaseStore(client, table, clock)
-        if shard_capacity is None
-        else DynamoDBLeaseStore(
-            client, table, clock, shard_capacity=lambda _database: shard_capacity
-        )
-    )
+    store = dynamodb_store(client, table, clock, shard_capacity=shard_capacity)
     return StoreUnderTest(
         store,
         clock,
@@ -96,6 +86,16 @@ def make_dynamodb_store(
         ),
         kind="dynamodb",
     )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def metrics() -> RecordingMetrics:
+    return RecordingMetrics()
 
 
 @pytest.fixture(params=["memory", "dynamodb"])

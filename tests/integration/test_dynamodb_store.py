@@ -27,6 +27,7 @@ from domain.model import SKEW_MARGIN_MS, WANTED_REFRESH_MS, WANTED_WINDOW_MS
 from domain.tokens import new_secret
 from local.dynamodb import EmbeddedDynamoDB, RequestCounter
 from tests.fakes import FakeClock
+from tests.stores import dynamodb_store
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -38,11 +39,6 @@ NEVER_GRANTED = "never-granted-secret-0001.1"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def counter(dynamodb_client: DynamoDBClient) -> RequestCounter:
     return RequestCounter(dynamodb_client)
 
@@ -51,7 +47,7 @@ def counter(dynamodb_client: DynamoDBClient) -> RequestCounter:
 def store(
     dynamodb_client: DynamoDBClient, leases_table: str, clock: FakeClock
 ) -> DynamoDBLeaseStore:
-    store = DynamoDBLeaseStore(dynamodb_client, leases_table, clock)
+    store = dynamodb_store(dynamodb_client, leases_table, clock)
     store.set_quota(DB, Quota(limit=2, default_ttl_ms=TTL))
     return store
 

@@ -8,15 +8,11 @@ import pytest
 from adapters.memory import InMemoryLeaseStore
 from domain import Quota
 from tests.fakes import FakeClock
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+from tests.stores import memory_store
 
 
 @pytest.fixture
 def store(clock: FakeClock, request: pytest.FixtureRequest) -> InMemoryLeaseStore:
-    store = InMemoryLeaseStore(clock)
+    store = memory_store(clock)
     store.set_quota(request.module.DB, Quota(limit=1, default_ttl_ms=30_000))
     return store

@@ -12,7 +12,6 @@ from coming back.
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Iterable
 
@@ -47,6 +46,7 @@ from domain.item import QuotaState
 from domain.model import MAX_LIMIT, Lease
 from domain.tokens import Token, new_secret, parse_token
 from tests.fakes import FakeClock, HookedItems
+from tests.stores import memory_store
 
 DB = "orders-mysql"
 TTL = 60_000
@@ -70,18 +70,8 @@ WRITES = (
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def store(clock: FakeClock) -> InMemoryLeaseStore:
-    return InMemoryLeaseStore(
-        clock,
-        shard_capacity=lambda _quota: PER_SHARD,
-        reclaim_grace_ms=0,
-        rng=random.Random(1),
-    )
+    return memory_store(clock, seed=1, shard_capacity=PER_SHARD, reclaim_grace_ms=0)
 
 
 def configure(
@@ -950,8 +940,8 @@ def test_a_change_of_groups_that_loses_a_race_is_retried_on_what_won(clock: Fake
             other.set_quota(DB, Quota(5, TTL), [Reservation("api", 2), Reservation("web", 1)])
 
     items = HookedItems(competing)
-    store = InMemoryLeaseStore(clock, items=items)
-    other = InMemoryLeaseStore(clock, items=items)
+    store = memory_store(clock, items=items, seed=1)
+    other = memory_store(clock, items=items, seed=2)
 
     configure(store, 4, Reservation("api", 1))
     race[0] = True

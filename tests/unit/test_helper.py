@@ -54,16 +54,6 @@ class Unreachable(InMemoryLeaseStore):
             raise self.failure
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def metrics() -> RecordingMetrics:
-    return RecordingMetrics()
-
-
 def make_app(
     clock: FakeClock, metrics: RecordingMetrics, store: InMemoryLeaseStore | None = None
 ) -> Helper:

@@ -16,23 +16,14 @@ from service.bootstrap import Helper
 from service.helper import respond
 from service.settings import HelperSettings
 from tests.fakes import FakeClock, FakeContext, InMemoryIdempotencyStore, RecordingMetrics
+from tests.stores import memory_store
 
 DB = "orders-mysql"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def metrics() -> RecordingMetrics:
-    return RecordingMetrics()
-
-
-@pytest.fixture
 def store(clock: FakeClock) -> InMemoryLeaseStore:
-    store = InMemoryLeaseStore(clock)
+    store = memory_store(clock)
     store.set_quota(
         DB,
         Quota(limit=4, default_ttl_ms=30_000),

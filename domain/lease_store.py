@@ -164,7 +164,7 @@ class LeaseStore:
             share = reserved_quota(database, grant.group)
             if self._borrowing.release_in(share, grant):
                 return ReleaseOutcome.RELEASED
-            self._config(database)  # unknown database: said so
+            self._config(database, fresh=True)  # there is no such quota (any more): said so
             return ReleaseOutcome.ALREADY_RELEASED
         released = self._borrowing.release_in(database, grant)
         if grant.group is not None and grant.ticket is not None:
@@ -174,6 +174,8 @@ class LeaseStore:
             # A secret alone (its proposer never heard where the grant went): a group's
             # share may hold it, or a group's cap its ticket.
             released = self._borrowing.release_in_groups(database, grant) or released
+        if not released:
+            self._config(database, fresh=True)  # there is no such quota (any more): said so
         return _outcome(released)
 
     def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
@@ -191,7 +193,9 @@ class LeaseStore:
         check_database(database)
         if group is not None:
             check_group(group)
-        config = self._config(database, fresh=True)
+        root = self._root(database)
+        assert root.config is not None
+        config = self._remember(database, root.config)
         groups = config.groups if config.groups is not None and config.groups.rules else None
         if group is not None and (groups is None or groups.rule(group) is None):
             known = ", ".join(rule.group for rule in groups.active) if groups else ""
@@ -199,10 +203,7 @@ class LeaseStore:
                 "group",
                 f"{group!r} is not one of this quota's groups ({known or 'it has none'})",
             )
-        items = self.items.read_many(
-            [key for part in all_parts(database, config) for key in part.items]
-        )
-        status = _status(database, config, items, self.clock.now_ms())
+        status = _status(database, config, self._items_of(root, config), self.clock.now_ms())
         if group is None or status.groups is None:
             return status
         return replace(
@@ -291,6 +292,13 @@ class LeaseStore:
                 removed.append(lease)
         return tuple(removed)
 
+    def _items_of(self, root: QuotaState, config: QuotaConfig) -> dict[str, QuotaState]:
+        """Every item of the quota: its root as read, the rest in one batch read (a quota
+        in one item reads one item)."""
+        keys = [key for part in all_parts(root.database, config) for key in part.items]
+        others = [key for key in keys if key != root.database]
+        return {root.database: root} | (self.items.read_many(others) if others else {})
+
     def _cached(self, database: str) -> QuotaConfig | None:
         seen = self._configs.get(database)
         if seen is None or self.clock.now_ms() - seen[1] >= CONFIG_CACHE_MS:
@@ -304,10 +312,16 @@ class LeaseStore:
         return seen[0]
 
     def _read_config(self, database: str) -> QuotaConfig:
+        config = self._root(database).config
+        assert config is not None
+        return config
+
+    def _root(self, database: str) -> QuotaState:
+        """The quota's root item; UnknownDatabase if there is no quota (or it was deleted)."""
         root = self.items.read(database)
         if root is None or root.config is None or root.config.deleted:
             raise UnknownDatabase(database)
-        return root.config
+        return root
 
     def _remember(self, database: str, config: QuotaConfig) -> QuotaConfig:
         self._configs[database] = (config, self.clock.now_ms())

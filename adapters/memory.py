@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
-from adapters.dynamodb import entries_per_shard
+from adapters.dynamodb_item import entries_per_shard
 from domain.item import (
     Accept,
     Clear,

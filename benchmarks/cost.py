@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from adapters.clock import SystemClock
-from adapters.dynamodb import quota_item
+from adapters.dynamodb_item import quota_item
 from adapters.dynamodb_size import item_size
 from adapters.memory import InMemoryLeaseStore
 from domain import Granted, Quota

@@ -30,7 +30,8 @@ from local.simulated import SimulatedLeaseStore
 
 __version__ = version("connlease")
 from adapters.clock import SystemClock
-from adapters.dynamodb import DynamoDBLeaseStore, create_table, entries_per_shard
+from adapters.dynamodb import DynamoDBLeaseStore, create_table
+from adapters.dynamodb_item import entries_per_shard
 from adapters.mysql import MySqlConnector, MySqlEndpoint
 from domain import Backoff, DecorrelatedJitter, LeaseStore, Quota
 from domain.warm import KeepWarm

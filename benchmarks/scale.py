@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.clock import SystemClock
-from adapters.dynamodb import entries_per_shard
+from adapters.dynamodb_item import entries_per_shard
 from benchmarks.cost import (
     DOLLARS_PER_MILLION_READ_UNITS,
     DOLLARS_PER_MILLION_WRITE_UNITS,

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from adapters.dynamodb import entries_per_shard, quota_item
+from adapters.dynamodb_item import entries_per_shard, quota_item
 from adapters.dynamodb_size import item_size
 from adapters.memory import InMemoryItems
 from domain.errors import StoreUnavailable

@@ -28,7 +28,8 @@ from typing import Any
 import pymysql
 
 from adapters.clock import SystemClock
-from adapters.dynamodb import DynamoDBLeaseStore, entries_per_shard
+from adapters.dynamodb import DynamoDBLeaseStore
+from adapters.dynamodb_item import entries_per_shard
 from adapters.lambda_invoke import LambdaLeases
 from adapters.mysql import (
     DatabaseError,

@@ -22,7 +22,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from adapters.clock import SystemClock
-from adapters.dynamodb import DynamoDBLeaseStore, entries_per_shard
+from adapters.dynamodb import DynamoDBLeaseStore
+from adapters.dynamodb_item import entries_per_shard
 from cli.commands import app
 from domain import Granted, LeaseLost, Quota, Rejected, Renewed
 from domain.groups import Reservation

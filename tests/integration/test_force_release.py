@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from adapters.dynamodb import entries_per_shard
+from adapters.dynamodb_item import entries_per_shard
 from domain import (
     Granted,
     InvalidInput,

@@ -208,7 +208,9 @@ def test_invariants_hold_on_the_dynamodb_store(request: pytest.FixtureRequest) -
     run_state_machine_as_test(
         machine_for(lambda clock: make_dynamodb_store(clock, client, table)),
         settings=settings(
-            max_examples=25,
+            # The DynamoDB store's conditions are held to the rules one by one on every item
+            # shape (test_item_rules_on_dynamodb.py); here, a few runs end to end.
+            max_examples=10,
             stateful_step_count=25,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
@@ -234,7 +236,9 @@ def test_invariants_hold_on_a_split_quota_on_the_dynamodb_store(
             lambda clock: make_dynamodb_store(clock, client, table, shard_capacity=2), split=True
         ),
         settings=settings(
-            max_examples=25,
+            # The DynamoDB store's conditions are held to the rules one by one on every item
+            # shape (test_item_rules_on_dynamodb.py); here, a few runs end to end.
+            max_examples=10,
             stateful_step_count=25,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from adapters.dynamodb import DynamoDBItems, create_table, quota_item
+from adapters.dynamodb import DynamoDBItems, create_table
+from adapters.dynamodb_item import quota_item
 from domain.groups import Groups, Reservation
 from domain.item import (
     Accept,

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from adapters.dynamodb import DynamoDBItems, quota_item
+from adapters.dynamodb import DynamoDBItems
+from adapters.dynamodb_item import quota_item
 from adapters.dynamodb_size import (
     MAX_EXPRESSION_OPERATORS,
     expression_operators,

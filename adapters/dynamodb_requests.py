@@ -195,6 +195,9 @@ def _grant(write: Grant) -> Request:
         sets.append("leases.#id = :now + :ttl")
         values[":ttl"] = {"N": str(lease.ttl_ms)}
     guards = [_WELL_FORMED, *guards, "attribute_not_exists(leases.#id)"]
+    if lease.epoch is not None:  # a borrowed lease: only at the version its caller read
+        guards.append(f"({_at_epoch(lease.epoch)})")
+        values[":epoch"] = {"N": str(lease.epoch)}
     if write.victims:
         guards.append("#limit >= :planned AND size(leases) <= :max_size")
         values |= {

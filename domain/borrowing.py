@@ -141,7 +141,9 @@ class Borrowing:
         self, ask: Ask, config: QuotaConfig, rule: GroupRule, ticket: Token | None = None
     ) -> AcquireResult:
         """A pool lease carrying the group's tag (and the ticket its token names, if any)."""
-        wanted = NewLease(lease_key(ask.database, ask.secret), ask.holder, ask.ttl_ms, rule.tag)
+        wanted = NewLease(
+            lease_key(ask.database, ask.secret), ask.holder, ask.ttl_ms, rule.tag, config.version
+        )
         taken = self._take(pool_part(ask.database, config), wanted, ask)
         if not isinstance(taken, Granted):
             return taken

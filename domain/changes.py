@@ -146,7 +146,7 @@ class Changes:
         keys = list(dict.fromkeys(key for part in parts for key in part.items))
         if keys == [database]:
             # One item: its own limit is the quota's, and it keeps it by itself.
-            new = replace(new, pending=False)
+            new = replace(new, pending=False, version=seen + 1)
             accept = Accept(seen, new, new.limit, settle_at_ms, SETTLE_EVERY_MS)
             return new if self._items.write(database, accept).applied else None
         accepted = self._items.write(

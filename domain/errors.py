@@ -68,3 +68,12 @@ class RequestInProgress(ConnleaseError):
     def __init__(self, operation: str) -> None:
         super().__init__(f"the same {operation} is still being handled; retry shortly")
         self.operation = operation
+
+
+class StaleConfiguration(ConnleaseError):
+    """A write made for a version of the quota that is no longer its own (a borrowed lease
+    read before a cap was set): read the quota again. The store handles it itself."""
+
+    def __init__(self, item: str, seen: int, now: int) -> None:
+        super().__init__(f"item {item!r} is at version {now}, not {seen}: read the quota again")
+        self.item = item

@@ -39,6 +39,10 @@ class NewLease:
     holder: str
     ttl_ms: int | None
     tag: int = 0  # a group's pool lease: the group's tag (domain.groups.GroupRule)
+    # Granted only at this version of the quota (None: at any): a group's borrowed lease,
+    # whose right to borrow is the configuration's, so that one read before a cap or a
+    # `noborrow` was set may not borrow past it.
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +148,11 @@ class Grant:
     now_ms: int
     victims: tuple[Lease, ...] = ()
     planned_limit: int = 0
-    # Granted only at this version of the quota: a group's borrowed lease, whose right to
-    # borrow is the configuration's (a stale one may not borrow past a cap set since).
-    epoch: int | None = None
 
     def allows(self, item: QuotaState | None) -> bool:
         if item is None or not _granting(item) or item.find(self.lease.id) is not None:
             return False
-        if self.epoch is not None and item.epoch != self.epoch:
+        if self.lease.epoch is not None and item.epoch != self.lease.epoch:
             return False
         if not self.victims:
             return len(item.leases) < item.quota.limit

@@ -18,7 +18,7 @@ from dataclasses import replace
 from .borrowing import Ask, Borrowing
 from .changes import SETTLE_EVERY_MS, Changes
 from .decisions import AcquireResult, Granted, Rejected, ReleaseOutcome, RenewResult
-from .errors import InvalidInput, UnknownDatabase
+from .errors import InvalidInput, StaleConfiguration, UnknownDatabase
 from .groups import Groups, Reservation, check_group, check_reserved_within, reserved_quota
 from .item import QuotaConfig, QuotaState
 from .model import (
@@ -126,10 +126,10 @@ class LeaseStore:
                 result = self._borrowing.acquire(
                     ask, config, group, lambda seen: self._settle(seen, database)
                 )
-            except UnknownDatabase as gone:
-                if gone.database == database:
+            except (UnknownDatabase, StaleConfiguration) as gone:
+                if isinstance(gone, UnknownDatabase) and gone.database == database:
                     raise
-                continue  # an item of a configuration since changed: read it again
+                continue  # the configuration changed since it was read: read it again
             if isinstance(result, Granted) or not self._refresh_after_refusal(database, config):
                 break
         assert config is not None

@@ -22,7 +22,14 @@ from .decisions import (
     RenewResult,
     plan_acquire,
 )
-from .errors import ConnleaseError, CorruptQuota, InvalidInput, StoreUnavailable, UnknownDatabase
+from .errors import (
+    ConnleaseError,
+    CorruptQuota,
+    InvalidInput,
+    StaleConfiguration,
+    StoreUnavailable,
+    UnknownDatabase,
+)
 from .item import Clear, Extend, Grant, NewLease, NoteWanted, QuotaState, Remove
 from .model import Lease
 from .ports import Clock, ItemStore
@@ -190,6 +197,8 @@ class PartLeases:
                     "is another holder's, or its last grant ended unreleased and is not yet"
                     " reclaimed: use a new secret",
                 )
+            if wanted.epoch is not None and item.epoch != wanted.epoch:
+                raise StaleConfiguration(key, wanted.epoch, item.epoch)
             # A lease is reclaimed only a skew margin after its expiry (docs/design.md).
             step = plan_acquire(item, now_ms - self._grace_ms)
             if isinstance(step, Rejected):

@@ -573,6 +573,17 @@ def _split_share_lowered(lab: Lab) -> list[Actor]:
     return [releaser(lab, api[:2], acquirer(lab, 2, "api", "api")), acquirer(lab, 2, "x", "api")]
 
 
+def _stale_cap(lab: Lab) -> list[Actor]:
+    """A group's acquirer that read the quota before a cap was set (its configuration is
+    cached for seconds) may not borrow past the cap once it is accepted."""
+    lab.configure(4, [Reservation("batch", 0)])
+    store = lab.world.new_store()
+    store.status(DB)  # read now, unscheduled: cached when the operator caps the group
+    capped = [Reservation("batch", 0, max=1)]
+    borrower = ("b", lambda: [store.acquire(DB, "b", TTL_MS, group="batch") for _ in range(3)])
+    return [operator(lab, 4, capped), borrower]
+
+
 def _cap_created_late(lab: Lab) -> list[Actor]:
     lab.configure(4)
     return [operator(lab, 4, [Reservation("batch", 0, max=2)]), acquirer(lab, 2, "b", "batch")]
@@ -660,6 +671,7 @@ SCENARIOS = {
             "a reservation over two items lowered below what it holds",
             _split_share_lowered,
         ),
+        Scenario("stale-cap", "a borrower's cached configuration meets a new cap", _stale_cap),
         Scenario("mix", "operators, groups, caps, renewals, force-release together", _mix),
     ]
 }

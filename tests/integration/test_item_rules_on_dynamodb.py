@@ -109,7 +109,8 @@ def writes(draw: st.DrawFn) -> ItemWrite:  # noqa: PLR0911  (one return per kind
     epoch = draw(st.integers(0, 4))
     if kind == 0:
         ttl = draw(st.sampled_from([None, 10_000]))
-        return Grant(NewLease(lease_id, "fn/b", ttl, tag=draw(st.sampled_from([0, 2]))), NOW)
+        at = draw(st.sampled_from([None, 0, 2]))  # a borrowed lease: at one version only
+        return Grant(NewLease(lease_id, "fn/b", ttl, draw(st.sampled_from([0, 2])), at), NOW)
     if kind == 1:
         new = NewLease(lease_id, "fn/b", None)
         return Grant(

@@ -221,7 +221,9 @@ def test_deleting_a_split_quota_removes_every_shard(under_test: StoreUnderTest) 
 
     # The root alone stays, saying the quota is deleted: a quota made again goes on from
     # its version, so that no change of this one can land on the new one's items.
-    (root,) = under_test.dump()
+    left = under_test.dump()
+    assert isinstance(left, list)
+    (root,) = left
     assert DB in root
     assert "deleted" in root
     with pytest.raises(UnknownDatabase):

@@ -104,6 +104,18 @@ def _flat_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(changes, "plan_items", plan_items)
 
 
+def _borrow_at_any_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group's borrowed lease granted whatever version of the quota its caller read."""
+    allows = item.Grant.allows
+
+    def anywhere(self: item.Grant, found: QuotaState | None) -> bool:
+        return allows(
+            dataclasses.replace(self, lease=dataclasses.replace(self.lease, epoch=None)), found
+        )
+
+    monkeypatch.setattr(item.Grant, "allows", anywhere)
+
+
 # Each protection, taken out, and a scenario whose schedules show what it guards.
 TAKEN_OUT: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], str]] = {
     "a limit set whatever the item's version": (
@@ -128,6 +140,10 @@ TAKEN_OUT: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], str]] = {
         "race7-groups-lower-pool",
     ),
     "items planned one by one, not parts as wholes": (_flat_plan, "split-share-lowered"),
+    "a borrowed lease granted at any version of its quota": (
+        _borrow_at_any_version,
+        "stale-cap",
+    ),
     "a reclaim's grant past the size it was planned for": (
         _allows(
             item.Grant,

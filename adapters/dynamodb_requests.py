@@ -50,6 +50,13 @@ _MAPS_TYPED = (
 )
 
 
+def _below_epoch(epoch: int) -> str:
+    """An item at an earlier version than `epoch` (none: version 0), or no item at all."""
+    if epoch == 0:
+        return "attribute_not_exists(pk)"
+    return "(attribute_not_exists(epoch) OR epoch < :epoch)"
+
+
 def _at_epoch(epoch: int) -> str:
     """An item at a change's version; one without `epoch` (no change has written it) is
     at version 0."""
@@ -125,7 +132,7 @@ def _change(write: Seal | SetLimit | Accept | Commit) -> Request:
     if isinstance(write, Seal):
         return _update(
             f"SET #limit = :zero, #ttl = :ttl, epoch = :epoch, {_MAPS_KEPT}",
-            f"(attribute_not_exists(epoch) OR epoch < :epoch) AND {_MAPS_TYPED}",
+            f"{_below_epoch(write.epoch)} AND {_MAPS_TYPED}",
             _NAMES,
             {
                 ":M": {"S": "M"},
@@ -141,6 +148,9 @@ def _change(write: Seal | SetLimit | Accept | Commit) -> Request:
     )
     if isinstance(write, Commit):
         values[":epoch"] = {"N": str(write.epoch)}
+        if write.config.deleted:  # a deleted quota's root holds no lease
+            sets += ["leases = :empty", "holders = :empty", "fences = :empty"]
+            values[":empty"] = {"M": {}}
         return _update(
             "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
             _at_epoch(write.epoch),
@@ -155,7 +165,10 @@ def _change(write: Seal | SetLimit | Accept | Commit) -> Request:
         ":next": {"N": str(write.seen + 1)},
         ":empty": {"M": {}},
     }
-    condition = "(attribute_not_exists(epoch) OR epoch = :seen)"
+    # The version read: none (0) is a missing item or one no change has written.
+    condition = (
+        "(attribute_not_exists(epoch) OR epoch = :seen)" if write.seen == 0 else "epoch = :seen"
+    )
     values[":seen"] = {"N": str(write.seen)}
     if write.settle_at_ms is not None:
         # As the root reads (adapters.dynamodb._config): an older version's flag, no time.

@@ -144,7 +144,7 @@ class Changes:
         old = root.config if root is not None else None
         parts = all_parts(database, new) + (all_parts(database, old) if old else [])
         keys = list(dict.fromkeys(key for part in parts for key in part.items))
-        if keys == [database]:
+        if keys == [database] and not new.deleted:
             # One item: its own limit is the quota's, and it keeps it by itself.
             new = replace(new, pending=False, version=seen + 1)
             accept = Accept(seen, new, new.limit, settle_at_ms, SETTLE_EVERY_MS)

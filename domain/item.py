@@ -324,7 +324,8 @@ class Accept:
 @dataclass(frozen=True, slots=True)
 class Commit:
     """What a change found once it set every limit (still pending or not, groups
-    forgotten), written only while the root is at its version."""
+    forgotten), written only while the root is at its version; a deletion's also empties
+    the root."""
 
     epoch: int
     config: QuotaConfig
@@ -333,7 +334,10 @@ class Commit:
         return item is not None and item.epoch == self.epoch
 
     def applied(self, item: QuotaState) -> QuotaState:
-        return replace(item, config=replace(self.config, version=self.epoch))
+        # A deleted quota's root holds no lease (its fence goes on: a quota made again never
+        # grants a fence its last life gave).
+        leases = () if self.config.deleted else item.leases
+        return replace(item, leases=leases, config=replace(self.config, version=self.epoch))
 
 
 ItemWrite = Grant | Clear | Remove | Extend | NoteWanted | Seal | SetLimit | Accept | Commit

@@ -588,3 +588,21 @@ def test_a_change_read_at_an_earlier_version_is_refused_and_changes_nothing(
     assert not late.applied
     assert quota3.dump() == before
     assert store.status(DB).limit == 5
+
+
+def test_a_quota_deleted_and_made_again_holds_no_lease_and_its_fences_go_on(
+    quota3: StoreUnderTest,
+) -> None:
+    """Deleting takes the leases with the quota; the root that stays keeps the versions and
+    the fence, so a grant of the new life never shares a fence with one of the old."""
+    store = quota3.store
+    old = [granted(store.acquire(DB, "fn/old")) for _ in range(3)]
+
+    assert store.delete_quota(DB) is True
+    store.set_quota(DB, Quota(limit=3, default_ttl_ms=TTL))
+
+    new = [granted(store.acquire(DB, "fn/new")) for _ in range(3)]
+    assert store.status(DB).in_use == 3
+    assert min(g.lease.fence for g in new) > max(g.lease.fence for g in old)
+    for grant in old:
+        assert store.release(DB, grant.token) is ReleaseOutcome.ALREADY_RELEASED

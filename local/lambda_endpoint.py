@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 INIT_TIMEOUT_S = 60.0
 TIMEOUT_GRACE_S = 0.5
+# How long a stop waits for invocations in flight before their environments end with it.
+IN_FLIGHT_AT_STOP_S = 3.0
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 
 
@@ -288,10 +291,16 @@ class LocalLambda(LoopbackService):
 
     def stop(self) -> None:
         super().stop()
+        # Invocations in flight get a moment to end; then their environments end with the
+        # stack (each answers Runtime.ExitError), so that a stop under load is prompt and
+        # not as long as the longest invocation (a test function may wait 30 s for a lease).
+        deadline = time.monotonic() + IN_FLIGHT_AT_STOP_S
         for thread in self._background:
-            thread.join(timeout=60)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         for function in self._functions.values():
             function.close()
+        for thread in self._background:
+            thread.join(timeout=10)
         if self._tmp is not None:
             self._tmp.cleanup()
 

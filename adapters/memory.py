@@ -131,12 +131,14 @@ class InMemoryLeaseStore(LeaseStore):
         rng: random.Random | None = None,
         shard_capacity: Callable[[str], int] | None = None,
         reclaim_grace_ms: int = SKEW_MARGIN_MS,
+        reached_through: Callable[[InMemoryItems], ItemStore] | None = None,
     ) -> None:
         """`shard_capacity`: leases per shard item; by default what the DynamoDB store fits
-        in 1 KB (tests pass fewer, to split small quotas)."""
+        in 1 KB (tests pass fewer, to split small quotas). `reached_through`: what stands
+        between the store and its items (local.simulated's round trips)."""
         self.memory = items or InMemoryItems()
         super().__init__(
-            self.memory,
+            reached_through(self.memory) if reached_through is not None else self.memory,
             clock,
             secrets,
             shard_capacity=shard_capacity or entries_per_shard,

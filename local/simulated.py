@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from adapters.dynamodb_item import entries_per_shard, quota_item
 from adapters.dynamodb_size import item_size
-from adapters.memory import InMemoryItems
+from adapters.memory import InMemoryItems, InMemoryLeaseStore
 from domain.errors import StoreUnavailable
 from domain.item import ItemWrite, QuotaState
-from domain.lease_store import LeaseStore
 from domain.model import SKEW_MARGIN_MS
 from domain.ports import Clock, ItemStore, Written
 from domain.tokens import new_secret
@@ -98,7 +96,7 @@ class DelayedItems(ItemStore):
             return self.inner.all_keys()
 
 
-class SimulatedLeaseStore(LeaseStore):
+class SimulatedLeaseStore(InMemoryLeaseStore):
     """An in-memory lease store with DynamoDB's round trips, bills and throttles."""
 
     def __init__(
@@ -112,22 +110,15 @@ class SimulatedLeaseStore(LeaseStore):
         shard_capacity: Callable[[str], int] = entries_per_shard,
         reclaim_grace_ms: int = SKEW_MARGIN_MS,
     ) -> None:
-        self.memory = InMemoryItems(CapacityObserver(capacity) if capacity is not None else None)
         super().__init__(
-            DelayedItems(self.memory, latency_s) if latency_s else self.memory,
             clock,
             secrets,
-            shard_capacity=shard_capacity,
+            items=InMemoryItems(CapacityObserver(capacity) if capacity is not None else None),
             rng=rng,
+            shard_capacity=shard_capacity,
             reclaim_grace_ms=reclaim_grace_ms,
+            reached_through=(lambda items: DelayedItems(items, latency_s)) if latency_s else None,
         )
-
-    @property
-    def requests(self) -> Counter[str]:
-        return self.memory.requests
-
-    def request_count(self) -> int:
-        return sum(self.memory.requests.values())
 
     @property
     def capacity(self) -> CapacityModel | None:

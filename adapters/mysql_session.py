@@ -2,11 +2,14 @@
 when its lease ends.
 
 A warm connection carries whatever its last invocation left on the server (an open
-transaction, locks, variables, temporary tables); `reset` clears it in one round trip.
+transaction, locks, variables, temporary tables) and on the connection object (pymysql's
+autocommit mode, character set, ...); `reset` puts both back to what the connection was
+opened with (`opened_with`, taken before the body ran) in one round trip.
 Nothing on the server ends a session when a lease does, so `LeaseGuard` shuts the socket
 at the deadline and the session's bounds end any statement by then: MariaDB only notices a
 closed socket once the statement it is running ends. `prepare` and `reset` set the bounds;
-`send_pipelined` tightens them before a statement, in the statement's own write.
+`send_pipelined` sets them again before each statement, in the statement's own write, and
+`names_a_bound` finds a statement that would set them itself (refused unsent).
 
 pymysql has no reset and no pipelining, so `reset` and `send_pipelined` speak the protocol
 through pymysql's own framing internals (`_write_bytes`, `_read_packet`, `_next_seq_id`),
@@ -21,11 +24,12 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pymysql
-from pymysql.constants import COMMAND, CR
+from pymysql.constants import COMMAND, CR, ER
 
 from adapters.mysql import DatabaseError
 from domain import ConnleaseError
@@ -94,6 +98,21 @@ class LeaseEnded(pymysql.err.OperationalError, ConnleaseError):
         )
 
 
+class BoundRefused(pymysql.err.OperationalError, ConnleaseError):
+    """The statement sets a session variable that bounds it by its lease (`variable`): it
+    was not sent. The lease sets those; a body reads them (`@@max_statement_time`) but
+    may not assign them, for the session (SET) or for one statement (SET STATEMENT ... FOR,
+    MySQL's optimizer hints)."""
+
+    def __init__(self, variable: str) -> None:
+        super().__init__(
+            ER.SPECIFIC_ACCESS_DENIED_ERROR,
+            f"{variable} bounds this connection by its lease: a statement that sets it is "
+            "refused (it was not sent)",
+        )
+        self.variable = variable
+
+
 def bound_assignments(bounds: SessionBounds, mariadb: bool) -> list[str]:
     """The SET assignments for `bounds`."""
     assignments = []
@@ -116,6 +135,50 @@ def bound_assignments(bounds: SessionBounds, mariadb: bool) -> list[str]:
     return assignments
 
 
+def statement_assignments(bounds: SessionBounds, mariadb: bool) -> list[str]:
+    """The SET assignments sent before each statement: the idle close and the statement
+    bound, and on MySQL the lock waits too, since max_execution_time leaves writes
+    unbounded. MariaDB's max_statement_time bounds lock waits with the rest of a statement,
+    so a body may set its own lock waits there (longer gains it nothing)."""
+    assignments = bound_assignments(bounds, mariadb)
+    if mariadb:
+        return [text for text in assignments if "lock_wait_timeout" not in text]
+    return assignments
+
+
+def bound_variables(mariadb: bool) -> tuple[str, ...]:
+    """What `statement_assignments` sets: connlease's, under a lease."""
+    if mariadb:
+        return ("wait_timeout", "max_statement_time")
+    return ("wait_timeout", "max_execution_time", "innodb_lock_wait_timeout", "lock_wait_timeout")
+
+
+# A variable read, and nothing more: `@@name` or `@@session.name` (or local, global), then the
+# end, a comma, a parenthesis, a semicolon or a word (FROM, AS, AND).
+_READ_BEFORE = re.compile(r"@@(?:session\.|local\.|global\.)?\Z")
+_READ_AFTER = re.compile(r"\s*(?:\Z|[,;)]|[a-z])")
+
+
+def names_a_bound(sql: str | bytes | bytearray, mariadb: bool) -> str | None:
+    """The bound variable (`bound_variables`) that `sql` names other than as a plain read,
+    or None. Such a statement may set it: `SET max_statement_time = 0`, `SET STATEMENT
+    max_statement_time = 0 FOR ...`, `/*!100000 SET ... */`, MySQL's `/*+
+    MAX_EXECUTION_TIME(0) */` and `SET_VAR(...)`. Conservative on the text: the name in a
+    string or a comparison is refused too. What the text does not show (dynamic SQL, a
+    routine) is not found here: LeaseBound sets the bounds again before each statement."""
+    text = sql if isinstance(sql, str) else bytes(sql).decode("latin-1")
+    lowered = text.lower()
+    if "_time" not in lowered:  # in every bound variable's name: most statements stop here
+        return None
+    for name in bound_variables(mariadb):
+        for found in re.finditer(rf"(?<![a-z0-9_$]){name}(?![a-z0-9_$])", lowered):
+            start, end = found.span()
+            read = _READ_BEFORE.search(lowered, max(0, start - 10), start)
+            if read is None or _READ_AFTER.match(lowered, end) is None:
+                return name
+    return None
+
+
 def prepare(connection: Connection, bounds: SessionBounds) -> None:
     """Apply `bounds` to a freshly opened session, in one statement (no round trip when
     both are None). Raises DatabaseError."""
@@ -129,27 +192,84 @@ def prepare(connection: Connection, bounds: SessionBounds) -> None:
         raise DatabaseError.of(error) from error
 
 
-def restore_statements(connection: Connection, bounds: SessionBounds) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What a pymysql connection was opened with, on both sides: the session settings its
+    connect sent (character set and collation, sql_mode, init_command, autocommit mode)
+    and its database, and the connection object's own (the encoding of what it sends,
+    its cursor class, its converters). A reset restores these, not what the connection
+    holds by then: `autocommit(True)` or `set_character_set()` change both the session and
+    the object, and a reset that kept them would hand the next invocation a connection
+    whose `rollback()` undoes nothing."""
+
+    charset: str
+    collation: str | None
+    encoding: str
+    sql_mode: str | None
+    init_command: str | None
+    autocommit_mode: bool | None
+    database: str | bytes | None
+    cursorclass: type
+    encoders: Mapping[Any, Any]
+    decoders: Mapping[Any, Any]
+
+
+def opened_with(connection: Connection) -> Opened:
+    """The connection's settings now: take it before the body gets the connection."""
+    raw: Any = connection
+    return Opened(
+        charset=raw.charset,
+        collation=raw.collation,
+        encoding=raw.encoding,
+        sql_mode=raw.sql_mode,
+        init_command=raw.init_command,
+        autocommit_mode=raw.autocommit_mode,
+        database=raw.db,
+        cursorclass=raw.cursorclass,
+        encoders=dict(raw.encoders),
+        decoders=dict(raw.decoders),
+    )
+
+
+def _restore_object(connection: Connection, opened: Opened) -> None:
+    """The connection object's attributes back to `opened` (what pymysql's own calls and
+    its next connect read)."""
+    raw: Any = connection
+    raw.charset, raw.collation, raw.encoding = opened.charset, opened.collation, opened.encoding
+    raw.sql_mode, raw.init_command = opened.sql_mode, opened.init_command
+    raw.autocommit_mode, raw.db, raw.cursorclass = (
+        opened.autocommit_mode,
+        opened.database,
+        opened.cursorclass,
+    )
+    raw.encoders, raw.decoders = dict(opened.encoders), dict(opened.decoders)
+
+
+def restore_statements(opened: Opened, bounds: SessionBounds, mariadb: bool) -> list[str]:
     """What a reset undoes that the client relies on, in the order pymysql's connect
     applies it: the character set, sql_mode and init_command the connection was opened
     with, then its autocommit mode and the bounds, which win over init_command.
 
-    The autocommit mode is the one the connection was opened with (`autocommit_mode`;
-    pymysql's default is off): turning it on would make the owner's rollback() undo
-    nothing. None (the server's default) sets nothing: the reset already restored it.
+    The autocommit mode is the one the connection was opened with (pymysql's default is
+    off): turning it on would make the owner's rollback() undo nothing. None (the
+    server's default) sets nothing: the reset already restored it.
     """
-    raw: Any = connection
-    names = f"NAMES {raw.charset}" + (f" COLLATE {raw.collation}" if raw.collation else "")
+    names = f"NAMES {opened.charset}" + (f" COLLATE {opened.collation}" if opened.collation else "")
     head = [names]
-    if raw.sql_mode is not None:
-        head.append(f"SESSION sql_mode = {connection.escape(raw.sql_mode)}")
-    tail = bound_assignments(bounds, is_mariadb(connection))
-    if raw.autocommit_mode is not None:
-        tail.insert(0, f"autocommit = {int(bool(raw.autocommit_mode))}")
-    if raw.init_command is None:
+    if opened.sql_mode is not None:
+        head.append(f"SESSION sql_mode = {_quoted(opened.sql_mode)}")
+    tail = bound_assignments(bounds, mariadb)
+    if opened.autocommit_mode is not None:
+        tail.insert(0, f"autocommit = {int(bool(opened.autocommit_mode))}")
+    if opened.init_command is None:
         return ["SET " + ", ".join(head + tail)]
-    restore = ["SET " + ", ".join(head), str(raw.init_command)]
+    restore = ["SET " + ", ".join(head), str(opened.init_command)]
     return [*restore, "SET " + ", ".join(tail)] if tail else restore
+
+
+def _quoted(text: str) -> str:
+    """A string literal, as pymysql's escape_string makes it (no backslash escapes off)."""
+    return "'" + pymysql.converters.escape_string(text) + "'"
 
 
 def _command(command: int, body: bytes = b"") -> bytes:
@@ -159,20 +279,24 @@ def _command(command: int, body: bytes = b"") -> bytes:
     return struct.pack("<I", len(body) + 1)[:3] + b"\x00" + bytes([command]) + body
 
 
-def reset(connection: Connection, bounds: SessionBounds) -> bool:
+def reset(connection: Connection, bounds: SessionBounds, opened: Opened) -> bool:
     """Make a reused session as clean as a new one, in one round trip: COM_RESET_CONNECTION
     (rolls back the transaction, releases table and named locks, drops temporary tables,
     prepared statements and user variables, puts session variables back to their global
-    values), then pipelined in the same write: COM_INIT_DB back to the connection's
-    database (a reset keeps whatever `USE` chose) and the query that restores what the
-    client relies on (`restore_statements`). Then every answer is read, in order.
+    values), then pipelined in the same write: COM_INIT_DB back to the database it was
+    opened with (a reset keeps whatever `USE` or `select_db` chose) and the query that
+    restores what it was opened with (`restore_statements`), and the bounds. The
+    connection object's own settings go back to `opened` first. Then every answer is read,
+    in order. A connection opened without a database cannot be taken back to none: the
+    pipeline then ends with `SELECT DATABASE()`, and one that found a database is not clean.
 
     False when the session cannot be made clean: a server older than the command
     (MariaDB 10.2.4, MySQL 5.7.3; nothing is sent), a closed socket, an unbuffered result
-    still being read (its rows could outweigh a new connection), any error. Once anything
-    was sent the socket is closed then, since what the server did with the rest of the
-    pipeline is unknown. Either way the caller closes the connection and opens a new one.
-    Never raises for a MySQL or socket error.
+    still being read (its rows could outweigh a new connection), a database chosen where
+    it was opened with none, any error. Once anything was sent the socket is closed then,
+    since what the server did with the rest of the pipeline is unknown. Either way the
+    caller closes the connection and opens a new one. Never raises for a MySQL or socket
+    error.
     """
     raw: Any = connection
     if raw._sock is None or not supports_reset(connection):
@@ -189,12 +313,17 @@ def reset(connection: Connection, bounds: SessionBounds) -> bool:
             while raw._result.has_next:
                 connection.next_result()
         raw._result = None
+        _restore_object(connection, opened)
         packets = [_command(COM_RESET_CONNECTION)]
-        if raw.db:
-            database = raw.db if isinstance(raw.db, bytes) else raw.db.encode(raw.encoding)
+        if opened.database:
+            database = opened.database
+            if isinstance(database, str):
+                database = database.encode(opened.encoding)
             packets.append(_command(COMMAND.COM_INIT_DB, database))
-        queries = restore_statements(connection, bounds)
-        packets += [_command(COMMAND.COM_QUERY, sql.encode(raw.encoding)) for sql in queries]
+        queries = restore_statements(opened, bounds, is_mariadb(connection))
+        if not opened.database:
+            queries.append("SELECT DATABASE()")
+        packets += [_command(COMMAND.COM_QUERY, sql.encode(opened.encoding)) for sql in queries]
         raw._write_bytes(b"".join(packets))
         for _ in range(len(packets) - len(queries)):
             raw._next_seq_id = 1  # each answer follows its command's packet 0
@@ -204,6 +333,9 @@ def reset(connection: Connection, bounds: SessionBounds) -> bool:
             connection.next_result()  # reads one answer, as query() does after its write
             while raw._result.has_next:
                 connection.next_result()
+        if not opened.database and raw._result.rows != ((None,),):
+            raw._force_close()  # a body chose a database: no command chooses none again
+            return False
     except (pymysql.err.MySQLError, OSError):
         raw._force_close()
         return False

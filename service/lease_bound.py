@@ -2,12 +2,17 @@
 clean (adapters.mysql_session does the MySQL side).
 
 For a pymysql connection, on every use: each statement is bounded by what is left of the
-lease (the server's statement and lock-wait timeouts, tightened before each statement in
-the statement's own socket write, and the socket's read and write timeouts), and a guard
-shuts the socket down when the lease ends, whatever the body is doing. A kept connection is
-reset after each invocation (COM_RESET_CONNECTION, one round trip): what the invocation
-left behind (a transaction, variables, temporary tables, locks, prepared statements) is
-gone before the next one, and a connection that cannot be reset is closed.
+lease (the server's statement timeout and idle close, and on MySQL its lock waits, set
+again before every statement in the statement's own socket write, and the socket's read
+and write timeouts), and a guard shuts the socket down when the lease ends, whatever the
+body is doing. A statement that would set those bounds itself is refused unsent; one that
+changed them out of sight (dynamic SQL, a routine) has them set again before the next
+statement runs. A reconnect inside the lease (`connect()`, `ping(reconnect=True)`) is
+bounded as the first connection was, and refused once the lease has ended. A kept
+connection is reset after each invocation (COM_RESET_CONNECTION, one round trip): what the
+invocation left behind (a transaction, variables, temporary tables, locks, prepared
+statements, and what it changed through pymysql's own calls) is gone before the next one,
+and a connection that cannot be reset is closed.
 
 Other drivers are not bounded (connlease cannot reach into their sockets), and a kept one
 is reused only if it offers the reset hook `reset_session()` (mysql-connector-python's
@@ -31,10 +36,6 @@ log = logging.getLogger(__name__)
 # time for the socket to close and the server to see it go, so that a holder whose clock
 # is the whole skew margin behind is gone when a reclaimer takes its place.
 CLOSE_LEAD_MS = 250
-# A session's statement bound may exceed what is left of the lease by this much before a
-# statement re-bounds it: re-bounding costs bytes, not a round trip, but not every time.
-REBOUND_SLACK_MS = 100
-
 _warned_no_reset: set[type] = set()  # driver types already reported as not resettable
 
 
@@ -42,16 +43,6 @@ def _is_pymysql(connection: object) -> bool:
     # Only a program that imported pymysql can hold one of its connections.
     pymysql = sys.modules.get("pymysql")
     return pymysql is not None and isinstance(connection, pymysql.connections.Connection)
-
-
-def rebound_ms(held_ms: int | None, usable_ms: int) -> int | None:
-    """The statement bound to set before the next statement, or None to keep the one the
-    session holds (`held_ms`; None: unknown). `usable_ms` (more than 0) is what is left of
-    the lease now, less the close lead: a statement that starts now must end by then, and
-    a bound up to REBOUND_SLACK_MS longer is close enough."""
-    if held_ms is not None and held_ms <= usable_ms + REBOUND_SLACK_MS:
-        return None
-    return usable_ms
 
 
 class LeaseBound:
@@ -66,7 +57,8 @@ class LeaseBound:
         self._guard: Any = None
         self._fired = False
         self._use_until_ms: int | None = None  # epoch ms (the clock's): the guard's deadline
-        self._held_ms: int | None = None  # the statement bound the session holds
+        self._idle_close_s: int | None = None  # None: what is left of the lease
+        self._opened: Any = None  # what the connection was opened with (mysql_session.Opened)
         self._mariadb = False
         self._own_statement = False  # our own SETs pass the statement wrapper untouched
 
@@ -80,20 +72,23 @@ class LeaseBound:
         return self._fired or (self._guard is not None and self._guard.fired)
 
     def start(self, lease_end_ms: int, idle_close_s: int | None = None) -> None:
-        """A new connection: its session's bounds in one statement, the guard, then the
-        wrapper that bounds each statement by what is left when it starts. With no
-        `idle_close_s`, the server closes the session once idle for as long as the lease
-        had left: the guard cannot run in a frozen process, the server can."""
+        """A new connection: what it was opened with (a warm reset restores it), its
+        session's bounds in one statement, the guard, then the wrappers that bound each
+        statement by what is left when it starts, and a reconnect as this connection. With
+        no `idle_close_s`, the server closes the session once idle for as long as the lease
+        has left: the guard cannot run in a frozen process, the server can."""
         if self._connection is None:
             return
-        from adapters.mysql_session import SessionBounds, is_mariadb  # noqa: PLC0415
+        from adapters.mysql_session import SessionBounds, is_mariadb, opened_with  # noqa: PLC0415
 
+        self._opened = opened_with(self._connection)
         self._mariadb = is_mariadb(self._connection)
+        self._idle_close_s = idle_close_s
         left_ms = self._left_ms(lease_end_ms)
-        idle_s = idle_close_s if idle_close_s is not None else -(-left_ms // 1000)
-        self._prepare(SessionBounds(idle_s, left_ms))
+        self._prepare(SessionBounds(self._idle_s(left_ms), left_ms))
         self._arm(lease_end_ms)
         self._bound_each_statement()
+        self._bound_reconnects()
 
     def extend(self, lease_end_ms: int, *, renewed: bool) -> None:
         """The next invocation on a kept connection; `renewed`: the lease now ends later,
@@ -118,10 +113,8 @@ class LeaseBound:
         from adapters.mysql_session import SessionBounds, reset  # noqa: PLC0415
 
         left_ms = self._left_ms(lease_end_ms)
-        clean = reset(self._connection, SessionBounds(idle_close_s, left_ms))
-        if clean:
-            self._held_ms = left_ms
-        else:
+        clean = reset(self._connection, SessionBounds(idle_close_s, left_ms), self._opened)
+        if not clean:
             log.warning("a kept connection could not be reset; it is closed, not reused")
         return clean
 
@@ -176,8 +169,6 @@ class LeaseBound:
             prepare(connection, bounds)
         finally:
             self._own_statement = False
-        if bounds.statement_ms is not None:
-            self._held_ms = bounds.statement_ms
 
     def _bound_each_statement(self) -> None:
         """Wrap the connection's `query` (what every cursor's execute calls) on the
@@ -211,18 +202,24 @@ class LeaseBound:
         connection.query = query
 
     def _query(self, plain: Callable[..., int], pipelines: bool, sql: Any, unbuffered: bool) -> int:
-        """One statement, bounded by what is left of the lease: when the session's bound is
-        too long, a SET tightens it in the statement's own write (no extra round trip);
-        with nothing left the statement is not sent. If the pipelined path does not fit
-        (an unbuffered result still being read, an unusual `sql`), the SET and the
-        statement go one after the other."""
+        """One statement, bounded by what is left of the lease: a SET of the session's
+        bounds goes in the statement's own write (no extra round trip), every time, since
+        any statement before may have changed them out of sight (a prepared statement run
+        with EXECUTE, a stored function or procedure, `set_character_set`'s collation). A
+        statement that names a bound variable other than to read it is refused unsent
+        (`BoundRefused`): what it sets for itself (SET STATEMENT ... FOR, a MySQL hint)
+        no SET before it undoes. With nothing left the statement is not sent
+        (`LeaseEnded`). If the pipelined path does not fit (an unbuffered result still being
+        read, an unusual `sql`), the SET and the statement go one after the other."""
         if self._own_statement or self._use_until_ms is None:
             return plain(sql, unbuffered)
         from adapters.mysql_session import (  # noqa: PLC0415
+            BoundRefused,
             LeaseEnded,
             SessionBounds,
-            bound_assignments,
+            names_a_bound,
             send_pipelined,
+            statement_assignments,
         )
 
         connection = self._connection
@@ -230,17 +227,85 @@ class LeaseBound:
         usable_ms = self._use_until_ms - self._clock.now_ms()  # the guard fires then
         if usable_ms <= 0:
             raise LeaseEnded
-        bound_ms = rebound_ms(self._held_ms, usable_ms)
-        if bound_ms is None:
-            return plain(sql, unbuffered)
-        assignments = bound_assignments(SessionBounds(None, bound_ms), self._mariadb)
-        rebound = "SET " + ", ".join(assignments)
+        if isinstance(sql, (str, bytes, bytearray)):
+            named = names_a_bound(sql, self._mariadb)
+            if named is not None:
+                raise BoundRefused(named)
+        bounds = SessionBounds(self._idle_s(usable_ms), usable_ms)
+        rebound = "SET " + ", ".join(statement_assignments(bounds, self._mariadb))
         if pipelines and send_pipelined(connection, rebound, sql):
-            self._held_ms = bound_ms
             return int(connection.next_result(unbuffered))  # as query() reads its answer
         plain(rebound)
-        self._held_ms = bound_ms
         return plain(sql, unbuffered)
+
+    def _bound_reconnects(self) -> None:
+        """Wrap the connection's `connect` (what the body's `connect()` and
+        `ping(reconnect=True)` call) on the instance: a new session under the same lease
+        is bounded as the first was (`_reconnect`). Weak references, as for `query`."""
+        connection = self._connection
+        assert connection is not None
+        previous: Callable[..., None] | None = vars(connection).get("connect")
+        connection_ref = weakref.ref(connection)
+        bound_ref = weakref.ref(self)
+
+        def plain(sock: Any = None) -> None:
+            if previous is not None:
+                previous(sock)
+                return
+            target = connection_ref()
+            assert target is not None  # it is running this method
+            type(target).connect(target, sock)
+
+        def connect(sock: Any = None) -> None:
+            bound = bound_ref()
+            if bound is None:
+                plain(sock)
+            else:
+                bound._reconnect(plain, sock)
+
+        connection.connect = connect
+
+    def _reconnect(self, plain: Callable[..., None], sock: Any) -> None:
+        """The body opens the connection again within the lease: refused once the lease has
+        ended (`LeaseEnded`, no connection made), else connected, then bounded by what is
+        left (statement bound, lock waits, idle close, socket timeouts) before the body
+        gets it back. The guard shuts whichever socket the connection has when it fires; a
+        connect that ends after it fired is closed here."""
+        from adapters.mysql_session import (  # noqa: PLC0415
+            LeaseEnded,
+            SessionBounds,
+            set_socket_timeouts,
+        )
+
+        connection: Any = self._connection
+        if self._use_until_ms is None:
+            plain(sock)
+            return
+        if self._use_until_ms - self._clock.now_ms() <= 0 or self.fired:
+            raise LeaseEnded
+        self._own_statement = True  # pymysql's connect runs sql_mode and init_command
+        try:
+            plain(sock)
+        finally:
+            self._own_statement = False
+        try:
+            left_ms = self._use_until_ms - self._clock.now_ms()
+            if left_ms <= 0 or self.fired:
+                raise LeaseEnded
+            self._prepare(SessionBounds(self._idle_s(left_ms), left_ms))
+            set_socket_timeouts(connection, left_ms / 1000)
+            if self.fired:  # it fired while bounding: the socket may be one it never saw
+                raise LeaseEnded
+        except BaseException:
+            connection._force_close()
+            raise
+
+    def _idle_s(self, left_ms: int) -> int:
+        """The idle close: the warm one, else what is left of the lease, in whole seconds
+        rounded up (at least 1)."""
+        if self._idle_close_s is not None:
+            return self._idle_close_s
+        return max(1, -(-left_ms // 1000))
 
     def _left_ms(self, lease_end_ms: int) -> int:
         """How long the connection may still be used: the lease, less the close lead

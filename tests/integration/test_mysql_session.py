@@ -7,6 +7,7 @@ import io
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,9 @@ from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint
 from adapters.mysql_session import (
     COM_RESET_CONNECTION,
     LeaseGuard,
+    Opened,
     SessionBounds,
+    opened_with,
     prepare,
     reset,
     set_socket_timeouts,
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 
 BOUNDS = SessionBounds(idle_close_s=7, statement_ms=2_500)
 LOCK_WAIT_S = 1  # how long the witness waits on a lock the reset should have released
+# What each connection the tests open was opened with, taken as it opened.
+OPENED: weakref.WeakKeyDictionary[Connection, Opened] = weakref.WeakKeyDictionary()
 
 
 @pytest.fixture
@@ -61,6 +66,7 @@ def connect(endpoint: MySqlEndpoint) -> Iterator[Callable[..., Connection]]:
         else:
             connection = MySqlConnector(endpoint, None)()
         opened.append(connection)
+        OPENED[connection] = opened_with(connection)
         return connection
 
     yield open_one
@@ -246,7 +252,7 @@ def test_a_reset_session_keeps_nothing_an_invocation_left(
     prepare(connection, BOUNDS)
     leave(connection, probe)
 
-    assert reset(connection, BOUNDS)
+    assert reset(connection, BOUNDS, OPENED[connection])
 
     assert_clean(connection, witness, probe, endpoint)
 
@@ -265,7 +271,7 @@ def test_a_reset_keeps_what_the_connection_was_opened_with(
     assert one(fresh, "SELECT @@global.character_set_server") != "latin1"
     run(connection, "SET NAMES utf8mb4", "SET sql_mode = ''", "SET @opened = NULL")
 
-    assert reset(connection, BOUNDS)
+    assert reset(connection, BOUNDS, OPENED[connection])
 
     assert one(connection, sql) == opened_with
     assert one(connection, "SELECT @@session.wait_timeout, @@autocommit") == (7, 1)
@@ -284,7 +290,7 @@ def test_a_reset_keeps_the_autocommit_mode_the_connection_was_opened_with(
     assert connection.get_autocommit() is expected
     run(connection, f"INSERT INTO {probe.table} VALUES (1)")
 
-    assert reset(connection, BOUNDS)
+    assert reset(connection, BOUNDS, OPENED[connection])
 
     assert connection.get_autocommit() is expected
     assert one(connection, "SELECT @@autocommit") == int(expected)
@@ -352,7 +358,7 @@ def test_a_reset_is_one_round_trip(
     run(connection, "SET @x = 1", "BEGIN", f"INSERT INTO {probe.table} VALUES (1)")
     recorder = record(connection)
 
-    assert reset(connection, BOUNDS)
+    assert reset(connection, BOUNDS, OPENED[connection])
 
     kinds = [kind for kind, _ in recorder.calls]
     assert kinds[0] == "write"
@@ -406,7 +412,7 @@ def test_reset_says_false_for_a_connection_it_cannot_clean(
     connection, witness = connect(), connect()
     spoiled = spoil(connection, witness)
 
-    assert reset(connection, BOUNDS) is False
+    assert reset(connection, BOUNDS, OPENED[connection]) is False
 
     assert not connection.open
     del spoiled
@@ -420,7 +426,7 @@ def test_reset_says_false_and_sends_nothing_to_a_server_without_the_command(
     recorder = record(connection)
     connection.server_version = "5.6.51-log"  # type: ignore[attr-defined]
 
-    assert reset(connection, BOUNDS) is False
+    assert reset(connection, BOUNDS, OPENED[connection]) is False
 
     assert recorder.calls == []
     assert one(connection, "SELECT @x") == 1
@@ -523,7 +529,7 @@ def test_a_guard_rearmed_for_the_next_invocation_fires_at_its_new_deadline(
     with LeaseGuard(connection, time.monotonic() + 0.1) as guard:
         pass  # the first invocation ends in time
     time.sleep(0.2)
-    assert reset(connection, BOUNDS)
+    assert reset(connection, BOUNDS, OPENED[connection])
     guard.extend(time.monotonic() + 0.3)
 
     started = time.monotonic()
@@ -532,4 +538,4 @@ def test_a_guard_rearmed_for_the_next_invocation_fires_at_its_new_deadline(
 
     assert guard.fired
     assert time.monotonic() - started < 0.8
-    assert reset(connection, BOUNDS) is False
+    assert reset(connection, BOUNDS, OPENED[connection]) is False

@@ -16,17 +16,21 @@ import pytest
 from pymysql.constants import COMMAND
 
 from adapters.mysql_session import (
+    BoundRefused,
     LeaseEnded,
     LeaseGuard,
     SessionBounds,
     bound_assignments,
+    names_a_bound,
+    opened_with,
     reset,
     restore_statements,
     server_version,
     set_socket_timeouts,
+    statement_assignments,
     supports_reset,
 )
-from service.lease_bound import CLOSE_LEAD_MS, REBOUND_SLACK_MS, LeaseBound, rebound_ms
+from service.lease_bound import CLOSE_LEAD_MS, LeaseBound
 from tests.fakes import FakeClock
 
 MARIADB = "5.5.5-10.11.19-MariaDB-0+deb12u1"
@@ -38,7 +42,12 @@ class FakeConnection:
     def __init__(self, version: str = MARIADB, sock: socket.socket | None = None) -> None:
         self.server_version = version
         self.charset = "utf8mb4"
+        self.encoding = "utf8"
         self.collation: str | None = None
+        self.db: str | None = "test"
+        self.cursorclass = pymysql.cursors.Cursor
+        self.encoders: dict[Any, Any] = {}
+        self.decoders: dict[Any, Any] = {}
         self.sql_mode: str | None = None
         self.init_command: str | None = None
         self.autocommit_mode: bool | None = True  # as MySqlConnector opens them
@@ -123,11 +132,17 @@ def test_the_server_version_says_whether_it_can_reset(
     assert supports_reset(fake(version)) is resets
 
 
+def restored(connection: Any, bounds: SessionBounds) -> list[str]:
+    return restore_statements(
+        opened_with(connection), bounds, "MariaDB" in connection.server_version
+    )
+
+
 def test_without_an_init_command_the_restore_is_one_statement() -> None:
     connection = fake()
     connection.collation = "utf8mb4_bin"
     connection.sql_mode = "ANSI"
-    assert restore_statements(connection, SessionBounds(7, 2_500)) == [
+    assert restored(connection, SessionBounds(7, 2_500)) == [
         "SET NAMES utf8mb4 COLLATE utf8mb4_bin, SESSION sql_mode = 'ANSI', autocommit = 1,"
         " SESSION wait_timeout = 7, SESSION max_statement_time = 2.500,"
         " SESSION innodb_lock_wait_timeout = 3, SESSION lock_wait_timeout = 3"
@@ -137,7 +152,7 @@ def test_without_an_init_command_the_restore_is_one_statement() -> None:
 def test_an_init_command_runs_where_connect_runs_it_and_the_bounds_win_over_it() -> None:
     connection = fake("8.0.36")
     connection.init_command = "SET SESSION wait_timeout = 1"
-    assert restore_statements(connection, SessionBounds(7, 250)) == [
+    assert restored(connection, SessionBounds(7, 250)) == [
         "SET NAMES utf8mb4",
         "SET SESSION wait_timeout = 1",
         "SET autocommit = 1, SESSION wait_timeout = 7, SESSION max_execution_time = 250,"
@@ -146,22 +161,22 @@ def test_an_init_command_runs_where_connect_runs_it_and_the_bounds_win_over_it()
 
 
 @pytest.mark.parametrize(
-    ("mode", "restored"), [(True, ["autocommit = 1"]), (False, ["autocommit = 0"]), (None, [])]
+    ("mode", "autocommit"), [(True, ["autocommit = 1"]), (False, ["autocommit = 0"]), (None, [])]
 )
 def test_the_restore_keeps_the_autocommit_mode_the_connection_was_opened_with(
-    mode: bool | None, restored: list[str]
+    mode: bool | None, autocommit: list[str]
 ) -> None:
     """pymysql opens with autocommit off unless told: a reset that turned it on would leave
     the owner's rollback() undoing nothing. None is the server's default, which the reset
     itself restores."""
     connection = fake()
     connection.autocommit_mode = mode
-    assert restore_statements(connection, SessionBounds(None, None)) == [
-        "SET " + ", ".join(["NAMES utf8mb4", *restored])
+    assert restored(connection, SessionBounds(None, None)) == [
+        "SET " + ", ".join(["NAMES utf8mb4", *autocommit])
     ]
     connection.init_command = "SET @a = 1"
-    tail = ["SET " + ", ".join(restored)] if restored else []
-    assert restore_statements(connection, SessionBounds(None, None)) == [
+    tail = ["SET " + ", ".join(autocommit)] if autocommit else []
+    assert restored(connection, SessionBounds(None, None)) == [
         "SET NAMES utf8mb4",
         "SET @a = 1",
         *tail,
@@ -172,8 +187,9 @@ def test_reset_on_a_closed_or_old_connection_sends_nothing(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     ours, peer = pair
-    assert reset(fake(sock=None), SessionBounds(None, None)) is False
-    assert reset(fake("5.6.51", sock=ours), SessionBounds(None, None)) is False
+    closed, old = fake(sock=None), fake("5.6.51", sock=ours)
+    assert reset(closed, SessionBounds(None, None), opened_with(closed)) is False
+    assert reset(old, SessionBounds(None, None), opened_with(old)) is False
     peer.setblocking(False)
     with pytest.raises(BlockingIOError):
         peer.recv(1)
@@ -251,21 +267,68 @@ def test_a_guard_on_a_connection_already_closed_fires_harmlessly() -> None:
     assert guard.fired
 
 
+def test_the_restore_is_of_what_the_connection_was_opened_with_not_what_it_holds() -> None:
+    """pymysql's autocommit() and set_character_set() change the connection object as well
+    as the session: the restore reads what was taken before the body ran."""
+    connection = fake()
+    connection.autocommit_mode = False
+    opened = opened_with(connection)
+    connection.autocommit_mode, connection.charset = True, "latin1"
+    assert restore_statements(opened, SessionBounds(None, None), mariadb=True) == [
+        "SET NAMES utf8mb4, autocommit = 0"
+    ]
+
+
+def test_before_each_statement_mariadb_gets_its_statement_bound_and_mysql_its_lock_waits_too() -> (
+    None
+):
+    """MariaDB's max_statement_time bounds lock waits with the rest of a statement; MySQL's
+    max_execution_time bounds SELECTs only, so the lock waits carry its bound for writes."""
+    bounds = SessionBounds(idle_close_s=5, statement_ms=1_500)
+    assert statement_assignments(bounds, mariadb=True) == [
+        "SESSION wait_timeout = 5",
+        "SESSION max_statement_time = 1.500",
+    ]
+    assert statement_assignments(bounds, mariadb=False) == bound_assignments(bounds, mariadb=False)
+
+
 @pytest.mark.parametrize(
-    ("held_ms", "usable_ms", "set_ms"),
+    ("sql", "mariadb", "named"),
     [
-        (None, 900, 900),  # unknown: bound it
-        (1_000, 1_000, None),  # as tight as can be
-        (1_000, 1_000 - REBOUND_SLACK_MS, None),  # close enough
-        (1_000, 1_000 - REBOUND_SLACK_MS - 1, 899),  # too long by more than the slack
-        (5_000, 1, 1),
-        (200, 1_000, None),  # shorter than the lease needs: safe, kept
+        ("SET STATEMENT max_statement_time=0 FOR SELECT SLEEP(5)", True, "max_statement_time"),
+        ("set session MAX_STATEMENT_TIME = 0", True, "max_statement_time"),
+        ("SET @@session.max_statement_time := 0", True, "max_statement_time"),
+        ("SET @@max_statement_time/**/=0", True, "max_statement_time"),
+        ("SET @@max_statement_time /*!= 0*/", True, "max_statement_time"),
+        ("SET @@session.`max_statement_time` = 0", True, "max_statement_time"),
+        (
+            "/*!100000 SET STATEMENT max_statement_time=0 FOR */ SELECT 1",
+            True,
+            "max_statement_time",
+        ),
+        (b"SET wait_timeout = 86400", True, "wait_timeout"),
+        (bytearray(b"SET x=1, SESSION wait_timeout=9"), True, "wait_timeout"),
+        ("SELECT /*+ MAX_EXECUTION_TIME(0) */ SLEEP(5)", False, "max_execution_time"),
+        (
+            "UPDATE /*+ SET_VAR(innodb_lock_wait_timeout=99) */ t SET a=1",
+            False,
+            "innodb_lock_wait_timeout",
+        ),
+        ("SET SESSION lock_wait_timeout = 99", False, "lock_wait_timeout"),
+        ("INSERT INTO notes VALUES ('max_statement_time')", True, "max_statement_time"),
+        # Reads, and what is not a bound here.
+        ("SELECT @@max_statement_time", True, None),
+        ("SELECT @@session.max_statement_time, @@SESSION.wait_timeout FROM dual", True, None),
+        ("SELECT @@global.wait_timeout AS w", True, None),
+        ("SET SESSION innodb_lock_wait_timeout = 1", True, None),  # MariaDB: not its bound
+        ("SET max_statement_timeout_x = 1", True, None),
+        ("SELECT 1", True, None),
     ],
 )
-def test_a_statement_rebounds_its_session_only_when_the_held_bound_is_too_long(
-    held_ms: int | None, usable_ms: int, set_ms: int | None
+def test_a_statement_that_names_a_bound_other_than_to_read_it_is_found(
+    sql: str | bytes, mariadb: bool, named: str | None
 ) -> None:
-    assert rebound_ms(held_ms, usable_ms) == set_ms
+    assert names_a_bound(sql, mariadb) == named
 
 
 class FakeServer:
@@ -348,19 +411,9 @@ def statement(connection: Any, sql: str) -> None:
         cursor.execute(sql)
 
 
-def test_a_statement_early_in_the_lease_is_sent_alone(served: Any) -> None:
-    connection, server, sock, _, clock = served
-    sock.writes.clear()
-    clock.advance(REBOUND_SLACK_MS)  # the bound set at start is still close enough
-
-    statement(connection, "DO 1")
-
-    assert len(sock.writes) == 1
-    assert server.queries()[-1] == "DO 1"
-    assert len(server.queries()) == 2  # the start's bounds, then the statement alone
-
-
-def test_a_later_statement_tightens_the_bound_in_its_own_write(served: Any) -> None:
+def test_every_statement_carries_the_bound_in_its_own_write(served: Any) -> None:
+    """Early in the lease as later: whatever ran before may have changed the session's
+    bounds out of sight (a stored function, a prepared statement)."""
     connection, server, sock, _, clock = served
     sock.writes.clear()
     clock.advance(30_000)
@@ -375,15 +428,31 @@ def test_a_later_statement_tightens_the_bound_in_its_own_write(served: Any) -> N
     ]
     assert len(burst) == sum(len(text) + 5 for _, _, text in server.commands[-2:])
     assert server.queries()[-2:] == [
-        f"SET SESSION max_statement_time = {usable_ms / 1000:.3f},"
-        " SESSION innodb_lock_wait_timeout = 30, SESSION lock_wait_timeout = 30",
+        f"SET SESSION wait_timeout = 30, SESSION max_statement_time = {usable_ms / 1000:.3f}",
         "DO 1",
     ]
-    # The session now holds a tight bound: the next statement goes alone, and the
-    # connection is in step (each answer was read as its own).
+    # The next statement too, at once; the connection is in step (each answer was read
+    # as its own).
     statement(connection, "DO 2")
-    assert server.queries()[-2:] == ["DO 1", "DO 2"]
+    assert server.queries()[-2:] == [
+        f"SET SESSION wait_timeout = 30, SESSION max_statement_time = {usable_ms / 1000:.3f}",
+        "DO 2",
+    ]
     assert len(sock.writes) == 2
+
+
+def test_a_statement_that_sets_a_bound_is_refused_unsent(served: Any) -> None:
+    connection, server, sock, _, _ = served
+    sock.writes.clear()
+
+    with pytest.raises(BoundRefused, match="max_statement_time") as raised:
+        statement(connection, "SET STATEMENT max_statement_time=0 FOR SELECT SLEEP(5)")
+
+    assert isinstance(raised.value, pymysql.err.OperationalError)
+    assert raised.value.args[0] == 1227
+    assert sock.writes == []
+    statement(connection, "SELECT @@session.max_statement_time")  # a read goes
+    assert server.queries()[-1] == "SELECT @@session.max_statement_time"
 
 
 def test_with_nothing_left_of_the_lease_no_statement_is_sent(served: Any) -> None:
@@ -402,8 +471,7 @@ def test_with_nothing_left_of_the_lease_no_statement_is_sent(served: Any) -> Non
     assert sock.writes == []
     assert "DO 1" not in server.queries()
     assert server.queries()[-2:] == [
-        "SET SESSION max_statement_time = 0.001,"
-        " SESSION innodb_lock_wait_timeout = 1, SESSION lock_wait_timeout = 1",
+        "SET SESSION wait_timeout = 1, SESSION max_statement_time = 0.001",
         "DO 0",
     ]
 
@@ -418,5 +486,6 @@ def test_lease_bound_own_statements_are_not_rebounded(served: Any) -> None:
     statement(connection, "DO 1")
 
     assert len(sock.writes) == 2
-    assert server.queries()[-2].startswith("SET SESSION max_statement_time = 59.750,")
+    assert server.queries()[-3].startswith("SET SESSION max_statement_time = 59.750,")
+    assert server.queries()[-2].startswith("SET SESSION wait_timeout = 60,")
     assert server.queries()[-1] == "DO 1"

@@ -4,9 +4,12 @@ application user may hold at most the quota's connections (MAX_USER_CONNECTIONS)
 
 An attack "succeeds" when it does what it tried: takes over, shortens or shares another
 holder's lease, gets an answer that is not true of its own grant, reclaims a lease whose
-holder's connection is still open, keeps a connection past its lease, or finds another
-invocation's session state on a warm connection. Every target is 0 successes, and
-MariaDB's own count of the application user's connections never above the quota.
+holder's connection is still open, keeps a connection past its lease (also by lifting the
+bound its lease puts on its statements, issue 23), or finds another invocation's session
+state on a warm connection (also state set through pymysql's own calls). Every target is 0
+successes, and MariaDB's own count of the application user's connections never above the
+quota: where a body can still lift its bound (several statements in one query), MariaDB
+refuses the next holder's connection until the old session ends.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class Plan:
         (-SKEW_MARGIN_MS, 0),
     )
     lease_ms: int = 1_500
+    bound_lease_ms: int = 1_000  # the leases of the bodies that try to lift their bound
 
 
 SHORT = Plan(rounds=2, skew_cases=((0, SKEW_MARGIN_MS), (-SKEW_MARGIN_MS, 0)))
@@ -156,6 +160,9 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
             overrun(here, plan)
             killed_runtimes(here, plan)
             warm_session_state(here)
+            warm_driver_state(here)
+            lifted_bounds(here, plan)
+            lifted_in_one_query = bound_lifted_in_one_query(here, plan)
             refusals = database_refuses_past_the_quota(here, limit)
             peak = here.watcher.peak
     finally:
@@ -170,6 +177,12 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
         Figure.at_least(
             f"connections past MAX_USER_CONNECTIONS = {limit} refused by MariaDB (1226)",
             refusals,
+            1,
+        ),
+        Figure.at_least(
+            "the next holder's connects refused by MariaDB (1226) while a bound lifted "
+            "inside one multi-statement query ran on",
+            lifted_in_one_query,
             1,
         ),
     ]
@@ -512,6 +525,194 @@ def _sees(connection: Any, kind: str) -> bool:  # noqa: PLR0911 - one answer per
                     return False
                 return True
     return False
+
+
+def warm_driver_state(here: Arena) -> None:
+    """What an invocation sets through pymysql's own calls, on a connection opened as
+    pymysql opens one (autocommit off): the next invocation on it must find the connection
+    as it was opened, its rollback() undoing what it wrote."""
+    database = here.quota(limit=1, ttl_ms=30_000)
+    leases = ConnectionLeases(
+        here.direct(SystemClock()), database, keep_warm=KeepWarm(hold_ms=60_000, idle_close_s=5)
+    )
+    connect = partial(_open_as_pymysql_does, here.app)
+    with closing(MySqlConnector(here.admin, None)()) as setup, setup.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS atk_driver (id INT PRIMARY KEY) ENGINE=InnoDB")
+        cursor.execute("DELETE FROM atk_driver")
+    try:
+        with leases.connect(connect, ttl_ms=10_000) as connection:
+            thread = _session(connection)
+            connection.autocommit(True)
+        with leases.connect(connect, ttl_ms=10_000) as connection:
+            same = _session(connection) == thread
+            with connection.cursor() as cursor:
+                cursor.execute("INSERT INTO atk_driver VALUES (1)")
+            connection.rollback()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT COUNT(*) FROM atk_driver")
+                kept = cursor.fetchone()[0]
+            connection.rollback()
+        here.attempt(
+            "warm connection: autocommit(True) through the driver kept by the next "
+            "invocation (its rollback() undid nothing)",
+            same and kept > 0,
+        )
+        with leases.connect(connect, ttl_ms=10_000) as connection:
+            thread = _session(connection)
+            connection.set_character_set("latin1")
+        with leases.connect(connect, ttl_ms=10_000) as connection:
+            same = _session(connection) == thread
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT @@character_set_client, @@character_set_results")
+                server_side = set(cursor.fetchone())
+            latin1 = server_side != {"utf8mb4"} or connection.charset != "utf8mb4"
+        here.attempt(
+            "warm connection: set_character_set('latin1') through the driver seen by the "
+            "next invocation",
+            same and latin1,
+        )
+    finally:
+        leases.close()
+        with closing(MySqlConnector(here.admin, None)()) as setup, setup.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS atk_driver")
+
+
+def _open_as_pymysql_does(app: MySqlEndpoint, **options: Any) -> Any:
+    """A connection with pymysql's own defaults (autocommit off, utf8mb4), as the app user."""
+    return pymysql.connect(
+        host=app.host,
+        port=app.port,
+        user=app.user,
+        password=app.password,
+        database=app.database,
+        **options,
+    )
+
+
+# Bodies that try to lift the bound their lease puts on their statements, then run a
+# statement past the lease. Each gets the connection and how long to sleep.
+def _set_statement(connection: Any, sleep_s: float) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET STATEMENT max_statement_time = 0 FOR SELECT SLEEP({sleep_s})")
+
+
+def _set_session_then_statement(connection: Any, sleep_s: float) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION max_statement_time = 0")
+        cursor.execute(f"SELECT SLEEP({sleep_s})")  # at once: well within 100 ms
+
+
+def _set_session_out_of_sight_then_statement(connection: Any, sleep_s: float) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("EXECUTE IMMEDIATE CONCAT('SET SESSION max_', 'statement_time = 0')")
+        cursor.execute(f"SELECT SLEEP({sleep_s})")
+
+
+def _reconnect_then_statement(connection: Any, sleep_s: float) -> None:
+    connection.close()
+    for pause_s in (0.02, 0.05, 0.1, None):  # the old session's slot may take a moment to go
+        try:
+            connection.connect()
+            break
+        except pymysql.err.OperationalError as error:
+            if error.args[0] != USER_LIMIT_REACHED or pause_s is None:
+                raise
+            time.sleep(pause_s)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT SLEEP({sleep_s})")
+
+
+LIFTS = {
+    "SET STATEMENT max_statement_time=0 FOR a statement": _set_statement,
+    "SET SESSION max_statement_time=0, then a statement at once": _set_session_then_statement,
+    "the bound lifted out of sight (EXECUTE IMMEDIATE), then a statement": (
+        _set_session_out_of_sight_then_statement
+    ),
+    "close() and connect() again, then a statement": _reconnect_then_statement,
+}
+
+
+def lifted_bounds(here: Arena, plan: Plan) -> None:
+    """A body that lifts its statement bound and then runs a statement past its lease: its
+    connection must be gone from the server shortly after the lease ends, as an overrun's
+    is (issue 23's finding: the lease went back while the session lived on)."""
+    for lift_name, lift in LIFTS.items():
+        database = here.quota(limit=1, ttl_ms=plan.bound_lease_ms)
+        leases = ConnectionLeases(here.direct(SystemClock()), database)
+        seen_after: list[int] = []
+        looker = threading.Timer(
+            plan.bound_lease_ms / 1000 + 0.5,
+            lambda seen=seen_after: seen.append(here.watcher.now()),
+        )
+        looker.start()
+        connect = MySqlConnector(here.app, None)
+        with (
+            leases.connect(connect, ttl_ms=plan.bound_lease_ms) as connection,
+            suppress(pymysql.err.MySQLError),
+        ):
+            lift(connection, plan.bound_lease_ms / 1000 + 2)
+        looker.join()
+        if not seen_after:
+            raise RuntimeError("the look at the server's connections failed; see its thread")
+        here.attempt(f"{lift_name}: its connection open after the lease", seen_after != [0])
+        _wait_for_no_connection(here, budget_s=4)
+
+
+def _wait_for_no_connection(here: Arena, budget_s: float) -> None:
+    """Until the application user has no connection (a lifted statement sleeps on), so that
+    the next attack starts with its slot free."""
+    deadline = time.monotonic() + budget_s
+    while here.watcher.now() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def bound_lifted_in_one_query(here: Arena, plan: Plan) -> int:
+    """Where the body can still lift its bound: several statements in one query (a
+    connection opened with MULTI_STATEMENTS), the first lifting it out of sight, the second
+    running past the lease. The lease goes back at its end and the next holder gets it;
+    MariaDB's MAX_USER_CONNECTIONS refuses that holder's connection until the old session
+    ends. Returns how many of its connects were refused; the attack succeeds if it
+    connected while the old session was still on the server."""
+    database = here.quota(limit=1, ttl_ms=plan.bound_lease_ms)
+    leases = ConnectionLeases(here.direct(SystemClock()), database)
+    connect = partial(
+        _open_as_pymysql_does,
+        here.app,
+        autocommit=True,
+        client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
+    )
+    sleep_s = plan.bound_lease_ms / 1000 + 1
+    with leases.connect(connect, ttl_ms=plan.bound_lease_ms) as connection:
+        old = _session(connection)
+        with suppress(pymysql.err.MySQLError), connection.cursor() as cursor:
+            cursor.execute(
+                "EXECUTE IMMEDIATE CONCAT('SET SESSION max_', 'statement_time = 0');"
+                f" SELECT SLEEP({sleep_s})"
+            )
+    refused, overlapped = 0, False
+    successor = ConnectionLeases(here.direct(SystemClock()), database)
+    deadline = time.monotonic() + sleep_s + 3
+    while time.monotonic() < deadline:
+        try:
+            with successor.connect(MySqlConnector(here.app, None), ttl_ms=5_000) as connection:
+                with closing(MySqlConnector(here.admin, None)()) as admin, admin.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
+                        (old,),
+                    )
+                    overlapped = cursor.fetchone()[0] > 0
+                break
+        except DatabaseError as error:
+            if error.code != USER_LIMIT_REACHED:
+                raise
+            refused += 1
+            time.sleep(0.1)
+    here.attempt(
+        "a bound lifted inside one multi-statement query: the next holder connected while "
+        "the old session ran on",
+        overlapped,
+    )
+    return refused
 
 
 def database_refuses_past_the_quota(here: Arena, limit: int) -> int:

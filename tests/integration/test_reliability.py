@@ -155,9 +155,11 @@ def test_no_attack_succeeds_and_mariadb_refuses_connections_past_the_quota(here:
 
     assert_targets_met(campaign)
     attacked = [figure for figure in campaign.figures if "successes" in figure.name]
-    # Every attack of the issue was played: the helper's four, skew, overrun, killed
-    # runtimes, and each kind of session state on a warm connection.
-    assert len(attacked) == 11 + len(attacks.SESSION_STATE)
+    # Every attack of issue 14 was played: the helper's four, skew, overrun, killed
+    # runtimes, and each kind of session state on a warm connection; and issue 23's: state
+    # set through the driver (autocommit, character set), each way of lifting the bound,
+    # and the lift inside one multi-statement query that MariaDB's limit answers.
+    assert len(attacked) == 11 + len(attacks.SESSION_STATE) + 2 + len(attacks.LIFTS) + 1
     assert (
         campaign.figure("connections past MAX_USER_CONNECTIONS = 1 refused by MariaDB (1226)").value
         == 2

@@ -160,12 +160,14 @@ def database_as_opened(connection: Connection, table: str) -> None:
     assert one(connection, "SELECT DATABASE()") == "test"
 
 
-def driver_cursor_class(connection: Connection, table: str) -> None:
+def driver_cursor_class_and_converters(connection: Connection, table: str) -> None:
     connection.cursorclass = pymysql.cursors.DictCursor
+    raw: Any = connection
+    raw.decoders[pymysql.constants.FIELD_TYPE.LONGLONG] = str
 
 
-def cursor_class_as_opened(connection: Connection, table: str) -> None:
-    assert one(connection, "SELECT 7") == 7  # a tuple row, not a dict
+def cursor_class_and_converters_as_opened(connection: Connection, table: str) -> None:
+    assert one(connection, "SELECT 7") == 7  # a tuple row, not a dict, and an int
 
 
 def driver_sql_mode(connection: Connection, table: str) -> None:
@@ -184,7 +186,7 @@ DRIVER_CHANGES = [
     (driver_autocommit, autocommit_as_opened),
     (driver_character_set, character_set_as_opened),
     (driver_database, database_as_opened),
-    (driver_cursor_class, cursor_class_as_opened),
+    (driver_cursor_class_and_converters, cursor_class_and_converters_as_opened),
     (driver_sql_mode, sql_mode_as_opened),
 ]
 

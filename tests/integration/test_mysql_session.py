@@ -173,6 +173,22 @@ def other_database(connection: Connection, probe: Probe) -> None:
     run(connection, "USE information_schema")
 
 
+def xa_transaction(connection: Connection, probe: Probe) -> None:
+    run(connection, "XA START 'connlease-probe'", f"INSERT INTO {probe.table} VALUES (1)")
+
+
+def handler(connection: Connection, probe: Probe) -> None:
+    run(connection, f"HANDLER {probe.table} OPEN")
+
+
+def time_zone(connection: Connection, probe: Probe) -> None:
+    run(connection, "SET time_zone = '+05:00'")
+
+
+def next_transaction_read_only(connection: Connection, probe: Probe) -> None:
+    run(connection, "SET TRANSACTION READ ONLY")
+
+
 def unread_results(connection: Connection, probe: Probe) -> None:
     """A CALL's further results stay on the socket until read: the reset must not take
     them for its own answers (a cursor that is closed reads them itself)."""
@@ -193,6 +209,10 @@ LEFTOVERS = [
     prepared_statement,
     character_set,
     other_database,
+    xa_transaction,
+    handler,
+    time_zone,
+    next_transaction_read_only,
     unread_results,
 ]
 
@@ -212,7 +232,7 @@ def assert_clean(
         f"SELECT CONNECTION_ID(), @x, @@session.sql_mode = {sql_mode}, @@autocommit,"
         " @@in_transaction, @@character_set_client, @@character_set_connection,"
         " @@character_set_results, @@session.wait_timeout, @@session.max_statement_time,"
-        " DATABASE()",
+        " DATABASE(), @@session.time_zone = @@global.time_zone",
     ) == (
         thread_id(connection),
         None,
@@ -225,11 +245,15 @@ def assert_clean(
         BOUNDS.idle_close_s,
         2.5,
         endpoint.database,
+        1,
     )
     assert connection.get_autocommit()
     assert one(connection, f"SELECT COUNT(*) FROM {probe.table}") == 0
     assert error_code(lambda: run(connection, "SELECT * FROM session_tmp")) == 1146
     assert error_code(lambda: run(connection, "EXECUTE session_stmt")) == 1243
+    assert error_code(lambda: run(connection, f"HANDLER {probe.table} READ FIRST")) == 1109
+    # Not read only, nor in a transaction (an XA one included): a write and its rollback.
+    run(connection, "BEGIN", f"INSERT INTO {probe.table} VALUES (9)", "ROLLBACK")
     # Locks: a second session gets at once what the body held.
     assert one(witness, "SELECT IS_FREE_LOCK(%s)", probe.lock) == 1
     run(

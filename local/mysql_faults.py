@@ -5,9 +5,11 @@ Each new connection draws its fate once: refused (accepted, then closed or reset
 the server's greeting; MariaDB never sees it), cut (forwarded, then both sides closed while
 a query runs), killed (forwarded, then `KILL CONNECTION` sent from a side connection while
 a query runs: a death as the server itself sees it) or passed through untouched. A cut or
-kill strikes the first query still unanswered `fault_after_ms` after it was sent, so the
-quick `SET NAMES` pymysql sends while connecting is let through and the workload's query is
-hit. Plaintext only: the proxy reads the protocol to find the connection id and queries.
+kill strikes the first query still unanswered `fault_after_ms` after it began to run (when
+it was sent, or when the answer to the command pipelined before it came), so the quick `SET
+NAMES` pymysql sends while connecting, and the SET the client pipelines before each
+statement, are let through and the workload's query is hit. Plaintext only: the proxy reads
+the protocol to find the connection id, the commands and where each answer begins.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import socketserver
 import struct
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -32,6 +34,7 @@ from adapters.mysql import MySqlConnector, MySqlEndpoint
 from local.server import LoopbackService
 from local.shares import FaultShares
 
+COM_QUIT = 0x01  # answered by no packet
 COM_QUERY = 0x03
 HANDSHAKE_V10 = 10
 UNKNOWN_THREAD = 1094  # ER_NO_SUCH_THREAD: the connection ended before the kill came
@@ -83,21 +86,36 @@ class _Session:
         self._greeting = bytearray()
         self._from_client = bytearray()
         self._skip = 0  # bytes of the current client packet still to pass over
-        self.query_sent_at: float | None = None  # the unanswered query's, if any
+        self._from_server = bytearray()
+        self._server_skip = 0  # bytes of the current server packet still to pass over
+        self._unanswered: deque[int] = deque()  # the commands sent, first unanswered first
+        self.query_sent_at: float | None = None  # when the first unanswered query began
 
     def saw_from_server(self, data: bytes) -> int | None:
-        """Notes that the server answered; returns its id for the connection once its
-        greeting is all in."""
-        self.query_sent_at = None  # the answer (or an error) is on its way
-        if self.server_id is not None:
-            return None
-        self._greeting += data
-        self.server_id = connection_id(bytes(self._greeting))
-        return self.server_id
+        """Notes where each answer begins (its first packet, sequence id 1): the command
+        it answers is done, and the next one, pipelined behind it, begins to run. Returns
+        the server's id for the connection once its greeting is all in."""
+        if self.server_id is None:
+            self._greeting += data
+            self.server_id = connection_id(bytes(self._greeting))
+            return self.server_id
+        pending = self._from_server
+        pending += data
+        while True:
+            skipped = min(self._server_skip, len(pending))
+            del pending[:skipped]
+            self._server_skip -= skipped
+            if self._server_skip or len(pending) < 4:
+                return None
+            if pending[3] == 1 and self._unanswered:
+                self._unanswered.popleft()
+                self._running(time.monotonic())
+            self._server_skip = 4 + int.from_bytes(pending[:3], "little")
 
     def saw_from_client(self, data: bytes) -> None:
-        """Finds the commands (sequence id 0) among the client's packets and notes when a
-        COM_QUERY went out; only headers and first payload bytes are kept."""
+        """Finds the commands (sequence id 0) among the client's packets, in order, and
+        notes when a COM_QUERY began to run; only headers and first payload bytes are
+        kept."""
         pending = self._from_client
         pending += data
         while True:
@@ -109,9 +127,16 @@ class _Session:
             length = int.from_bytes(pending[:3], "little")
             if length and len(pending) < 5:
                 return
-            if length and pending[3] == 0 and pending[4] == COM_QUERY:
-                self.query_sent_at = time.monotonic()
+            if length and pending[3] == 0 and pending[4] != COM_QUIT:
+                self._unanswered.append(pending[4])
+                if len(self._unanswered) == 1:
+                    self._running(time.monotonic())
             self._skip = 4 + length
+
+    def _running(self, now: float) -> None:
+        """The first unanswered command began to run `now`: a query may be struck."""
+        first = self._unanswered[0] if self._unanswered else None
+        self.query_sent_at = now if first == COM_QUERY else None
 
     def close(self) -> None:
         for sock in (self.client, self.upstream):

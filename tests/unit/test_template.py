@@ -440,9 +440,18 @@ def test_sam_build_packages_the_lambda_packages_and_the_handlers_import_from_the
         assert Path(module_file).is_relative_to(artifacts), name
 
 
+def makefile_variable(name: str) -> str:
+    """A `NAME := value` (or `?=`) of the root Makefile."""
+    (value,) = re.findall(rf"^{name} [:?]?= *(.+)$", (ROOT / "Makefile").read_text(), re.M)
+    return str(value).strip()
+
+
 def test_the_layer_installs_exactly_the_runtime_dependencies_of_pyproject(stack: Stack) -> None:
+    # The layer is built from the repository root by the Makefile's build-DependenciesLayer
+    # (tests/unit/test_layer_build.py), from its LAYER_REQUIREMENTS.
     (layer,) = stack.of_type(LAYER).values()
-    requirements = (TEMPLATE.parent / layer["Properties"]["ContentUri"]) / "requirements.txt"
+    assert (TEMPLATE.parent / layer["Properties"]["ContentUri"]).resolve() == ROOT
+    requirements = ROOT / makefile_variable("LAYER_REQUIREMENTS")
     listed = [line.split("#", 1)[0].strip() for line in requirements.read_text().splitlines()]
     declared = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
 
@@ -455,12 +464,15 @@ def test_the_layer_installs_exactly_the_runtime_dependencies_of_pyproject(stack:
 def test_functions_and_their_layer_agree_on_runtime_and_architecture(stack: Stack) -> None:
     ((layer_name, layer),) = stack.of_type(LAYER).items()
     built_for = layer["Metadata"]
+    # The Makefile's pip install picks the wheels: for this Python and arm64 (aarch64).
+    assert built_for["BuildMethod"] == "makefile"
+    assert makefile_variable("LAYER_PLATFORM").endswith("_aarch64")
     for name, properties in stack.functions().items():
         runtime = properties["Runtime"]
         assert re.fullmatch(r"python3\.1[3-9]", runtime), f"{name}: {runtime}"
         assert properties["Architectures"] == ["arm64"], name
         assert properties["Layers"] == [stack._ref(layer_name)], name
-        assert built_for["BuildMethod"] == runtime
+        assert runtime == f"python{makefile_variable('LAYER_PYTHON_VERSION')}"
         assert built_for["BuildArchitecture"] == "arm64"
         assert layer["Properties"]["CompatibleRuntimes"] == [runtime]
         assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
@@ -563,7 +575,7 @@ def test_functions_that_connect_to_mysql_use_their_own_secrets_over_tls(stack: S
         variables = functions[name]["Environment"]["Variables"]
         assert variables["DB_TLS"] == "true"
         assert variables["DB_CA_BUNDLE"].startswith("/opt/python/"), (
-            "sam build copies layer/ into the layer's python/ folder, mounted at /opt/python"
+            "the layer's build copies the bundle into its python/ folder, mounted at /opt/python"
         )
     database = stack.resources["Database"]["Properties"]
     assert database["ManageMasterUserPassword"] is True

@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-dev
 CODE := domain adapters service connlease_client local cli examples tests benchmarks reliability
 
 .PHONY: dev lint format unit integration test demo local example bench bench-quick reliability infra-tools infra clean \
-	build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction
+	build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction \
+	build-DependenciesLayer check-rds-ca-bundle
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,8 +31,8 @@ $(INFRA_STAMP): Makefile
 
 infra-tools: $(INFRA_STAMP)  ## cfn-lint and checkov for the template checks
 
-infra: $(STAMP) $(INFRA_STAMP)  ## template checks: cfn-lint, checkov, bandit, template tests
-	$(PY) -m pytest tests/unit/test_template*.py tests/integration/test_infra_checks.py
+infra: $(STAMP) $(INFRA_STAMP)  ## template checks: cfn-lint, checkov, bandit, template and layer-build tests
+	$(PY) -m pytest tests/unit/test_template*.py tests/unit/test_layer_build.py tests/integration/test_infra_checks.py
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check $(CODE)
@@ -79,6 +80,38 @@ build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFuncti
 	mkdir -p "$(ARTIFACTS_DIR)"
 	cp -R $(LAMBDA_PACKAGES) "$(ARTIFACTS_DIR)/"
 	find "$(ARTIFACTS_DIR)" -name __pycache__ -prune -exec rm -rf {} +
+
+# The layer (DependenciesLayer, BuildMethod: makefile, ContentUri: the repository root).
+# The RDS CA bundle comes first: the functions verify MySQL's certificate with it
+# (DB_CA_BUNDLE, /opt/python/rds-global-bundle.pem), and without it the deploy failed only
+# at LeaseQuota, after RDS was made. It is checked as the functions load it
+# (ssl.create_default_context), before anything is installed. Then the runtime
+# dependencies, as wheels for Lambda's arm64 Python 3.13 whatever the build machine is
+# (pip's cross-platform install, as AWS's guide to layers does it), into python/, which
+# Lambda mounts at /opt/python. RDS_CA_BUNDLE=path sam build ... takes another file.
+RDS_CA_BUNDLE ?= layer/rds-global-bundle.pem
+RDS_CA_BUNDLE_URL := https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+LAYER_REQUIREMENTS := layer/requirements.txt
+LAYER_PYTHON_VERSION := 3.13
+LAYER_PLATFORM := manylinux2014_aarch64
+LAYER_PIP ?= $(PYTHON) -m pip
+
+check-rds-ca-bundle:  ## the RDS CA bundle the layer ships is there and loads (sam build runs it first)
+	@if [ ! -s "$(RDS_CA_BUNDLE)" ]; then problem="is missing"; \
+	elif ! $(PYTHON) -c 'import ssl, sys; ssl.create_default_context(cafile=sys.argv[1])' \
+		"$(RDS_CA_BUNDLE)" 2>/dev/null; then problem="is not a PEM certificate bundle"; \
+	else exit 0; fi; \
+	echo "RDS CA bundle $(RDS_CA_BUNDLE) $$problem; get it with: curl -fsSL -o $(RDS_CA_BUNDLE) $(RDS_CA_BUNDLE_URL)" >&2; \
+	exit 2
+
+build-DependenciesLayer: check-rds-ca-bundle
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)" >&2; exit 2; }
+	mkdir -p "$(ARTIFACTS_DIR)/python"
+	cp "$(RDS_CA_BUNDLE)" "$(ARTIFACTS_DIR)/python/rds-global-bundle.pem"
+	PIP_ROOT_USER_ACTION=ignore $(LAYER_PIP) install --quiet --disable-pip-version-check \
+		--no-warn-conflicts --no-compile --requirement $(LAYER_REQUIREMENTS) \
+		--target "$(ARTIFACTS_DIR)/python" --platform $(LAYER_PLATFORM) --implementation cp \
+		--python-version $(LAYER_PYTHON_VERSION) --only-binary=:all:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output

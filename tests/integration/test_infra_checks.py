@@ -1,11 +1,15 @@
 """The checks CI runs on the deployable side: cfn-lint (with the SAM transform) and checkov
-on infra/template.yaml, bandit on the code, and the template's DynamoDB grants against the
-calls the helper and the seeder really make (on the embedded DynamoDB).
+on infra/template.yaml in both its modes (the demo stack, and beside an existing database),
+`sam validate --lint` where the SAM CLI is installed, bandit on the code, and the
+template's DynamoDB grants against the calls the helper, the seeder and the client library
+in direct mode really make (on the embedded DynamoDB).
 
 cfn-lint and checkov live in their own virtualenv (checkov pins boto3 and packaging, and
 the SAM translator pins pydantic, to versions the project does not use): `.venv/infra`,
-made by `make infra-tools`, or the bin folder named by CONNLEASE_INFRA_BIN. Nothing here
-touches the network.
+made by `make infra-tools`, or the bin folder named by CONNLEASE_INFRA_BIN. The SAM CLI is
+not installed by the project (it is large, and cfn-lint with the SAM translator is what
+`sam validate --lint` runs): the test finds it as CONNLEASE_SAM, in that bin folder or on
+the PATH, and is skipped without it. Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +31,7 @@ import pytest
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore, create_table
 from domain import Quota
+from domain.groups import Reservation
 from domain.model import SKEW_MARGIN_MS
 from local.dynamodb import (
     LOCAL_ACCESS_KEY,
@@ -36,10 +42,19 @@ from local.dynamodb import (
 )
 from service import bootstrap
 from service.bootstrap import build_helper
+from service.client import ConnectionLeases, direct_leases
 from service.helper import metrics, respond
 from service.settings import HelperSettings
 from tests.fakes import FakeClock, FakeContext
-from tests.unit.test_template import TEMPLATE, Stack, as_list, grants, load_template
+from tests.unit.test_template import (
+    EXISTING_DATABASE,
+    MODES,
+    TEMPLATE,
+    Stack,
+    as_list,
+    grants,
+    load_template,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -77,17 +92,85 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cfn_lint_finds_no_error_or_warning_in_the_template() -> None:
-    result = run(tool("cfn-lint"), "--regions", *REGIONS, "--", str(TEMPLATE))
+def rendered(mode: str, directory: Path, *, only_its_resources: bool = False) -> Path:
+    """The template as the tools should see it in `mode`: the file itself for the demo
+    stack (its defaults), and for a stack beside an existing database the same template
+    with MODES' example values as its defaults (JSON, as load_template reads it), so that
+    every tool checks what that deploy would resolve. `only_its_resources`: without the
+    resources and outputs whose Condition is false there, for a tool that does not
+    evaluate conditions (checkov checks every resource it finds)."""
+    if mode == "demo":
+        return TEMPLATE
+    template = load_template()
+    for name, value in MODES[mode].items():
+        parameter = template["Parameters"][name]
+        parameter["Default"] = int(value) if parameter["Type"] == "Number" else value
+    if only_its_resources:
+        stack = Stack(template)
+        template["Resources"] = stack.resources
+        template["Outputs"] = {
+            name: output
+            for name, output in template["Outputs"].items()
+            if "Condition" not in output or stack.condition(output["Condition"])
+        }
+    path = directory / f"template-{mode}{'-only' if only_its_resources else ''}.json"
+    path.write_text(json.dumps(template, indent=1))
+    return path
+
+
+def test_the_rendered_existing_database_template_is_the_template_with_other_defaults(
+    tmp_path: Path,
+) -> None:
+    copy = json.loads(rendered("existing", tmp_path).read_text())
+    assert copy["Resources"] == load_template()["Resources"]
+    stack = Stack(copy)
+    assert not stack.condition("CreatesDatabase")
+    endpoint = EXISTING_DATABASE["ExistingDatabaseEndpoint"]
+    assert stack.parameter("ExistingDatabaseEndpoint") == endpoint
+    only = json.loads(rendered("existing", tmp_path, only_its_resources=True).read_text())
+    assert only["Resources"] == Stack(load_template(), EXISTING_DATABASE).resources
+    assert "Database" not in only["Resources"]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_cfn_lint_finds_no_error_or_warning_in_the_template(mode: str, tmp_path: Path) -> None:
+    result = run(tool("cfn-lint"), "--regions", *REGIONS, "--", str(rendered(mode, tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "", result.stdout
 
 
-def test_checkov_fails_no_check_and_every_skip_says_why() -> None:
+def sam_cli() -> str | None:
+    for candidate in (os.environ.get("CONNLEASE_SAM"), str(INFRA_BIN / "sam"), shutil.which("sam")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_sam_validate_lint_passes_where_the_sam_cli_is_installed(mode: str, tmp_path: Path) -> None:
+    sam = sam_cli()
+    if sam is None:
+        pytest.skip("no SAM CLI (CONNLEASE_SAM, .venv/infra/bin/sam or sam on the PATH)")
+    template = rendered(mode, tmp_path)
+    result = subprocess.run(
+        [sam, "validate", "--lint", "--template-file", str(template)],
+        cwd=tmp_path,  # no samconfig.toml of the repository's
+        env=os.environ | {"SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": REGIONS[0]},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_checkov_fails_no_check_and_every_skip_says_why(mode: str, tmp_path: Path) -> None:
     result = run(
         tool("checkov"),
         "--file",
-        str(TEMPLATE),
+        str(rendered(mode, tmp_path, only_its_resources=True)),
         "--framework",
         "cloudformation",
         "--skip-download",  # no call home: offline, and no guidelines fetched
@@ -104,7 +187,7 @@ def test_checkov_fails_no_check_and_every_skip_says_why() -> None:
     assert summary["failed"] == 0, "\n".join(failed)
     assert summary["parsing_errors"] == 0, result.stdout
     # Every resource was read, so a template checkov could not parse cannot pass quietly.
-    assert summary["resource_count"] == len(load_template()["Resources"]), summary
+    assert summary["resource_count"] == len(Stack(load_template(), MODES[mode]).resources)
     assert summary["passed"] > 0, summary
     skipped = results["skipped_checks"]
     assert {c["check_id"] for c in skipped} <= SKIPPED_CHECKS, summary
@@ -315,3 +398,41 @@ def test_the_seeder_calls_only_what_the_template_grants_it(
     made = in_template_terms(stack, tables, calls.made)
     granted = grants(stack.statements(stack.resources["SeederFunction"]))
     assert made <= granted, sorted(made - granted)
+
+
+class _Connection:
+    """What the client opens and closes in place of MySQL: no server is needed here."""
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", list(MODES))
+def test_the_client_in_direct_mode_calls_only_what_the_direct_leases_policy_grants(
+    aws_environment: None, dynamodb_client: DynamoDBClient, tables: dict[str, str], mode: str
+) -> None:
+    # Your function with DirectLeasesPolicy attached, as infra/README.md hooks it up: the
+    # client library on the leases table in-process, on a quota split over shards with a
+    # group's reservation, so every kind of item it touches is touched.
+    admin = DynamoDBLeaseStore(dynamodb_client, tables["LeasesTable"], SystemClock())
+    admin.set_quota(SERVED, Quota(limit=40, default_ttl_ms=30_000), [Reservation("orders-fn", 2)])
+    calls = Calls()
+    store = direct_leases(tables["LeasesTable"], calls.watch(dynamodb_client))
+    for group in ("orders-fn", "reports-fn"):  # its reservation, and the unreserved pool
+        leases = ConnectionLeases(store, SERVED, group=group)
+        with leases.connect(_Connection, wait_budget_ms=0, ttl_ms=30_000):
+            pass
+        assert store.status(SERVED).in_use == 0
+    stack = Stack(load_template(), MODES[mode] | {"QuotaDatabase": SERVED})
+    made = in_template_terms(stack, tables, calls.made)
+    granted = grants(stack.statements(stack.resources["DirectLeasesPolicy"]))
+    assert made <= granted, sorted(made - granted)
+    on_leases = {(a, key) for a, table, key in calls.keys if table == tables["LeasesTable"]}
+    assert {key for _, key in on_leases} > {SERVED}  # shards or shares too
+    denied = [
+        (action, key)
+        for action, key in on_leases
+        if not leading_keys_allowed(stack, "DirectLeasesPolicy", action, key)
+    ]
+    assert not denied, denied

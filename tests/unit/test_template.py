@@ -1,6 +1,11 @@
 """infra/template.yaml against the code it deploys: handlers, environment, grants, tables,
 metrics. Offline and fast: the template is read as YAML, intrinsic functions are resolved
-with the parameters' defaults (or the overrides a test names) and placeholder values."""
+with the parameters' defaults (or the overrides a test names) and placeholder values.
+
+The template deploys two ways: the demo stack (the defaults) and beside an existing
+database (EXISTING_DATABASE's parameters); the tests that hold for both run on each
+(SCENARIOS), and tests/unit/test_template_existing_database.py holds what is particular
+to the second."""
 
 from __future__ import annotations
 
@@ -63,12 +68,43 @@ LEFT_TO_DEFAULTS: dict[str, set[str]] = {
     | FROM_THE_SECRET
     | {"DB_CONNECT_TIMEOUT_S", "DB_SECRET_ARN", "DB_APP_USER", "DB_APP_PASSWORD"},
 }
+# Beside an existing database the seeder manages no application user (your database's
+# users are yours), and with a QuotaLimit it may have no secret: it never signs in.
+NO_APP_USER = {"DB_APP_SECRET_ARN", "DB_APP_REQUIRE_SSL"}
 # Read by Powertools itself rather than by a settings class.
 POWERTOOLS_ONLY = {"POWERTOOLS_LOG_LEVEL"}
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 STACK = "connlease"
+
+# A stack beside an existing database: the parameters infra/README.md's deploy command
+# gives (example values).
+EXISTING_DATABASE = {
+    "ExistingDatabaseEndpoint": "orders.c0ffee0c0ffee.eu-west-1.rds.amazonaws.com",
+    "ExistingDatabasePort": "3307",
+    "ExistingDatabaseSecretArn": (
+        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:orders-db-reader-AbCdEf"
+    ),
+    "ExistingVpcId": "vpc-0a1b2c3d4e5f67890",
+    "ExistingSubnetIds": "subnet-0a1b2c3d4e5f60718,subnet-0f1e2d3c4b5a69788",
+    "ExistingDatabaseSecurityGroupId": "sg-0aa11bb22cc33dd44",
+    "QuotaDatabase": "orders-mysql",
+}
+# Beside it with a fixed QuotaLimit: the seeder never signs in, so no secret is given.
+EXISTING_DATABASE_NO_SECRET = {
+    key: value for key, value in EXISTING_DATABASE.items() if key != "ExistingDatabaseSecretArn"
+} | {"QuotaLimit": "20"}
+# The two ways to deploy, and the variants the tests that hold for both run on.
+MODES = {"demo": {}, "existing": EXISTING_DATABASE}
+SCENARIOS = {
+    "demo-lambda": {"LeaseMode": "lambda"},
+    "demo-direct": {"LeaseMode": "direct"},
+    "existing": EXISTING_DATABASE,
+    # LeaseMode is the demo's test function's: beside a database it changes nothing.
+    "existing-direct": EXISTING_DATABASE | {"LeaseMode": "direct"},
+    "existing-no-secret": EXISTING_DATABASE_NO_SECRET,
+}
 
 
 # ------------------------------------------------------------------ reading the template
@@ -88,8 +124,8 @@ def _construct_intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) 
     else:
         assert isinstance(node, yaml.MappingNode)
         value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
+    if suffix in ("Ref", "Condition"):
+        return {suffix: value}
     if suffix == "GetAtt" and isinstance(value, str):
         value = value.split(".", 1)
     return {f"Fn::{suffix}": value}
@@ -117,8 +153,31 @@ class Stack:
 
     @property
     def resources(self) -> dict[str, Any]:
-        resources: dict[str, Any] = self.template["Resources"]
-        return resources
+        """The resources this stack has: those whose Condition holds, or that have none."""
+        return {
+            name: resource
+            for name, resource in self.template["Resources"].items()
+            if "Condition" not in resource or self.condition(resource["Condition"])
+        }
+
+    def outputs(self) -> dict[str, Any]:
+        """The outputs this stack has, their values resolved."""
+        return {
+            name: self.resolve(output["Value"])
+            for name, output in self.template.get("Outputs", {}).items()
+            if "Condition" not in output or self.condition(output["Condition"])
+        }
+
+    def broken_rules(self) -> list[str]:
+        """The Rules that would refuse these parameter values (CloudFormation checks them
+        before it creates or updates anything)."""
+        broken = []
+        for name, rule in self.template.get("Rules", {}).items():
+            if "RuleCondition" in rule and not self._evaluate(rule["RuleCondition"]):
+                continue
+            if not all(self._evaluate(a["Assert"]) for a in rule["Assertions"]):
+                broken.append(name)
+        return broken
 
     def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
         return {name: r for name, r in self.resources.items() if r["Type"] == kind}
@@ -132,19 +191,24 @@ class Stack:
         return bool(self._evaluate(self.template["Conditions"][name]))
 
     def _evaluate(self, node: Any) -> Any:
-        if isinstance(node, dict) and len(node) == 1:
-            ((key, args),) = node.items()
-            if key == "Fn::Equals":
-                return str(self.resolve(args[0])) == str(self.resolve(args[1]))
-            if key == "Fn::Not":
-                return not self._evaluate(args[0])
-            if key == "Fn::And":
-                return all(self._evaluate(arg) for arg in args)
-            if key == "Fn::Or":
-                return any(self._evaluate(arg) for arg in args)
-            if key == "Condition":
-                return self.condition(args)
-        return self.resolve(node)
+        """A condition's value, or a rule's: Conditions' functions and Rules' own."""
+        if not (isinstance(node, dict) and len(node) == 1):
+            return self.resolve(node)
+        ((key, args),) = node.items()
+
+        def members(at: int) -> list[str]:
+            return [str(v) for v in self.resolve(args[at])]
+
+        functions: dict[str, Callable[[], Any]] = {
+            "Fn::Equals": lambda: str(self.resolve(args[0])) == str(self.resolve(args[1])),
+            "Fn::Not": lambda: not self._evaluate(args[0]),
+            "Fn::And": lambda: all(self._evaluate(arg) for arg in args),
+            "Fn::Or": lambda: any(self._evaluate(arg) for arg in args),
+            "Condition": lambda: self.condition(args),
+            "Fn::Contains": lambda: str(self.resolve(args[1])) in members(0),
+            "Fn::EachMemberEquals": lambda: set(members(0)) <= {str(self.resolve(args[1]))},
+        }
+        return functions[key]() if key in functions else self.resolve(node)
 
     def resolve(self, node: Any) -> Any:
         """Resolves intrinsic functions anywhere in `node`; `!If` takes its branch and
@@ -167,7 +231,7 @@ class Stack:
             "Fn::GetAtt": lambda args: self._attribute(args[0], args[1]),
             "Fn::If": lambda args: self.resolve(args[1] if self.condition(args[0]) else args[2]),
             "Fn::Sub": self._sub,
-            "Fn::Join": lambda args: args[0].join(str(self.resolve(part)) for part in args[1]),
+            "Fn::Join": lambda args: args[0].join(str(part) for part in self.resolve(args[1])),
         }
         if key in functions:
             return functions[key](args)
@@ -184,15 +248,20 @@ class Stack:
         if name in pseudo:
             return pseudo[name]
         if name in self.template["Parameters"]:
+            if self.template["Parameters"][name]["Type"] == "CommaDelimitedList":
+                return self.parameter(name).split(",")
             return self.parameter(name)
         kind = self.resources[name]["Type"]
         if kind == FUNCTION:
             return self.resolve(self.resources[name]["Properties"]["FunctionName"])
-        if kind == "AWS::DynamoDB::Table":
-            return f"{STACK}-{name}-1A2B3C4D5E6F"
-        if kind == "AWS::SecretsManager::Secret":  # a secret's Ref is its ARN
-            return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-1a2b3c4d-XyZ123"
-        return f"{name.lower()}-0123456789abcdef"
+        return {
+            "AWS::DynamoDB::Table": f"{STACK}-{name}-1A2B3C4D5E6F",
+            # A secret's Ref, and a managed policy's, is its ARN.
+            "AWS::SecretsManager::Secret": (
+                f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-1a2b3c4d-XyZ123"
+            ),
+            "AWS::IAM::ManagedPolicy": f"arn:aws:iam::{ACCOUNT}:policy/{STACK}-{name}-1A2B3C4D5E6F",
+        }.get(kind, f"{name.lower()}-0123456789abcdef")
 
     def _attribute(self, name: str, attribute: str) -> str:
         kind = self.resources[name]["Type"]
@@ -242,9 +311,12 @@ class Stack:
         return merged
 
     def statements(self, resource: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every IAM statement of a function's or a role's policies, resolved."""
+        """Every IAM statement of a function's or a role's policies, or of a managed
+        policy, resolved."""
         properties = resource["Properties"]
         documents = []
+        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+            documents.append(properties["PolicyDocument"])
         for policy in properties.get("Policies", []):
             documents.append(policy.get("PolicyDocument", policy))
         for document in self.resolve(documents):
@@ -276,6 +348,28 @@ def stack(template: dict[str, Any]) -> Stack:
     return Stack(template)
 
 
+@pytest.fixture(scope="module", params=list(MODES))
+def mode(request: pytest.FixtureRequest) -> str:
+    """Each way to deploy: "demo" or "existing"."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def mode_stack(template: dict[str, Any], mode: str) -> Stack:
+    return Stack(template, MODES[mode])
+
+
+def creates_database(stack: Stack) -> bool:
+    return stack.condition("CreatesDatabase")
+
+
+# The functions each way to deploy has: beside an existing database, no test function and
+# no harness (your functions take their place).
+DEMO_FUNCTIONS = {"HelperFunction", "TestFunction", "HarnessFunction", "SeederFunction"}
+BESIDE_FUNCTIONS = {"HelperFunction", "SeederFunction"}
+
+
 LEASE_MODES = ["lambda", "direct"]
 # What the Makefile's build-<Function> targets copy: the hexagon's three packages and the
 # helper's wire contract.
@@ -286,10 +380,11 @@ LAMBDA_PACKAGES = ("domain", "adapters", "service", "connlease_client")
 
 
 def test_every_handler_resolves_to_a_callable_in_the_code_sam_build_packages(
-    stack: Stack,
+    mode_stack: Stack,
 ) -> None:
-    functions = stack.functions()
-    assert set(functions) == {"HelperFunction", "TestFunction", "HarnessFunction", "SeederFunction"}
+    functions = mode_stack.functions()
+    expected = DEMO_FUNCTIONS if creates_database(mode_stack) else BESIDE_FUNCTIONS
+    assert set(functions) == expected
     for name, properties in functions.items():
         code = (TEMPLATE.parent / properties["CodeUri"]).resolve()
         module_name, _, attribute = properties["Handler"].rpartition(".")
@@ -345,9 +440,18 @@ def test_sam_build_packages_the_lambda_packages_and_the_handlers_import_from_the
         assert Path(module_file).is_relative_to(artifacts), name
 
 
+def makefile_variable(name: str) -> str:
+    """A `NAME := value` (or `?=`) of the root Makefile."""
+    (value,) = re.findall(rf"^{name} [:?]?= *(.+)$", (ROOT / "Makefile").read_text(), re.M)
+    return str(value).strip()
+
+
 def test_the_layer_installs_exactly_the_runtime_dependencies_of_pyproject(stack: Stack) -> None:
+    # The layer is built from the repository root by the Makefile's build-DependenciesLayer
+    # (tests/unit/test_layer_build.py), from its LAYER_REQUIREMENTS.
     (layer,) = stack.of_type(LAYER).values()
-    requirements = (TEMPLATE.parent / layer["Properties"]["ContentUri"]) / "requirements.txt"
+    assert (TEMPLATE.parent / layer["Properties"]["ContentUri"]).resolve() == ROOT
+    requirements = ROOT / makefile_variable("LAYER_REQUIREMENTS")
     listed = [line.split("#", 1)[0].strip() for line in requirements.read_text().splitlines()]
     declared = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
 
@@ -360,28 +464,37 @@ def test_the_layer_installs_exactly_the_runtime_dependencies_of_pyproject(stack:
 def test_functions_and_their_layer_agree_on_runtime_and_architecture(stack: Stack) -> None:
     ((layer_name, layer),) = stack.of_type(LAYER).items()
     built_for = layer["Metadata"]
+    # The Makefile's pip install picks the wheels: for this Python and arm64 (aarch64).
+    assert built_for["BuildMethod"] == "makefile"
+    assert makefile_variable("LAYER_PLATFORM").endswith("_aarch64")
     for name, properties in stack.functions().items():
         runtime = properties["Runtime"]
         assert re.fullmatch(r"python3\.1[3-9]", runtime), f"{name}: {runtime}"
         assert properties["Architectures"] == ["arm64"], name
         assert properties["Layers"] == [stack._ref(layer_name)], name
-        assert built_for["BuildMethod"] == runtime
+        assert runtime == f"python{makefile_variable('LAYER_PYTHON_VERSION')}"
         assert built_for["BuildArchitecture"] == "arm64"
         assert layer["Properties"]["CompatibleRuntimes"] == [runtime]
         assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
 
 
 def test_every_function_traces_logs_with_retention_and_runs_in_the_private_subnets(
-    stack: Stack,
+    mode_stack: Stack,
 ) -> None:
+    stack = mode_stack
+    if creates_database(stack):
+        subnets = [stack._ref("PrivateSubnetA"), stack._ref("PrivateSubnetB")]
+    else:  # the existing database's, as given
+        subnets = EXISTING_DATABASE["ExistingSubnetIds"].split(",")
     log_groups = stack.of_type("AWS::Logs::LogGroup")
+    assert len(log_groups) == len(stack.functions()) + creates_database(stack)  # + flow logs
     for name, properties in stack.functions().items():
         assert properties["Tracing"] == "Active", name
         group = properties["LoggingConfig"]["LogGroup"]
         (group_name,) = (n for n in log_groups if stack._ref(n) == group)
         assert "RetentionInDays" in log_groups[group_name]["Properties"], name
         vpc = properties["VpcConfig"]
-        assert vpc["SubnetIds"] == [stack._ref("PrivateSubnetA"), stack._ref("PrivateSubnetB")]
+        assert vpc["SubnetIds"] == subnets, name
         assert vpc["SecurityGroupIds"] == [stack._ref("FunctionSecurityGroup")]
 
 
@@ -396,16 +509,27 @@ def environments(stack: Stack) -> Iterator[tuple[str, type[EnvironmentSettings],
         yield name, SETTINGS[properties["Handler"]], variables
 
 
-@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+def left_to_defaults(stack: Stack, name: str) -> set[str]:
+    """The variables `name` reads that this stack deliberately leaves unset."""
+    unset = set(LEFT_TO_DEFAULTS[name])
+    if name == "TestFunction":  # one way to the quota, per LeaseMode
+        direct = stack.condition("DirectLeases")
+        unset |= {"HELPER_FUNCTION"} if direct else {"LEASES_TABLE_NAME"}
+    if name == "SeederFunction" and not creates_database(stack):
+        unset |= NO_APP_USER
+        if not stack.condition("SeederReadsSecrets"):
+            unset.add("DB_ADMIN_SECRET_ARN")
+    return unset
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_every_variable_a_handler_reads_is_set_or_deliberately_left_to_its_default(
-    template: dict[str, Any], lease_mode: str
+    template: dict[str, Any], scenario: str
 ) -> None:
-    stack = Stack(template, {"LeaseMode": lease_mode})
+    stack = Stack(template, SCENARIOS[scenario])
     for name, settings, variables in environments(stack):
         read = {variable.upper() for variable in settings.model_fields}
-        unset = set(LEFT_TO_DEFAULTS[name])
-        if name == "TestFunction":  # one way to the quota, per LeaseMode
-            unset |= {"HELPER_FUNCTION"} if lease_mode == "direct" else {"LEASES_TABLE_NAME"}
+        unset = left_to_defaults(stack, name)
         missing = read - set(variables) - unset
         assert not missing, f"{name} reads {sorted(missing)} but the template does not set them"
         assert not (unset & set(variables)), f"{name} sets {sorted(unset & set(variables))}"
@@ -413,11 +537,11 @@ def test_every_variable_a_handler_reads_is_set_or_deliberately_left_to_its_defau
         assert not unknown, f"{name} sets {sorted(unknown)}, which its code never reads"
 
 
-@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_every_function_settings_parse_from_the_environment_the_template_gives_it(
-    template: dict[str, Any], lease_mode: str, monkeypatch: pytest.MonkeyPatch
+    template: dict[str, Any], scenario: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack = Stack(template, {"LeaseMode": lease_mode})
+    stack = Stack(template, SCENARIOS[scenario])
     for name, settings, variables in environments(stack):
         for variable in settings.model_fields:
             monkeypatch.delenv(variable.upper(), raising=False)
@@ -451,7 +575,7 @@ def test_functions_that_connect_to_mysql_use_their_own_secrets_over_tls(stack: S
         variables = functions[name]["Environment"]["Variables"]
         assert variables["DB_TLS"] == "true"
         assert variables["DB_CA_BUNDLE"].startswith("/opt/python/"), (
-            "sam build copies layer/ into the layer's python/ folder, mounted at /opt/python"
+            "the layer's build copies the bundle into its python/ folder, mounted at /opt/python"
         )
     database = stack.resources["Database"]["Properties"]
     assert database["ManageMasterUserPassword"] is True
@@ -506,18 +630,24 @@ def test_the_app_user_secret_is_generated_attached_to_the_instance_and_rotated_w
     assert hosted["VpcSecurityGroupIds"] == stack._ref("RotationSecurityGroup"), rotation_name
 
 
-def test_every_function_names_its_powertools_service_and_metrics_namespace(stack: Stack) -> None:
+def test_every_function_names_its_powertools_service_and_metrics_namespace(
+    mode_stack: Stack,
+) -> None:
+    stack = mode_stack
     for name, properties in stack.functions().items():
         variables = properties["Environment"]["Variables"]
         assert variables["POWERTOOLS_SERVICE_NAME"] == properties["FunctionName"], name
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == stack.parameter("MetricsNamespace")
 
 
-def test_the_seeder_resource_passes_only_properties_the_seeder_knows(stack: Stack) -> None:
+def test_the_seeder_resource_passes_only_properties_the_seeder_knows(mode_stack: Stack) -> None:
+    stack = mode_stack
     known = {f.alias for f in SeedProperties.model_fields.values()} | {"ServiceToken"}
     (quota,) = stack.of_type("Custom::LeaseQuota").values()
     for overrides in ({}, {"QuotaLimit": "5"}):
-        properties = Stack(stack.template, overrides).resolve(quota["Properties"])
+        properties = Stack(stack.template, {**stack.overrides, **overrides}).resolve(
+            quota["Properties"]
+        )
         assert set(properties) - {"ServiceTimeout"} <= known
         assert ("Limit" in properties) != ("LimitPercent" in properties), properties
         SeedProperties.of({k: v for k, v in properties.items() if k != "ServiceTimeout"})
@@ -528,7 +658,7 @@ def test_the_seeder_resource_passes_only_properties_the_seeder_knows(stack: Stac
 
 def all_statements(stack: Stack) -> Iterator[tuple[str, dict[str, Any]]]:
     for name, resource in stack.resources.items():
-        if resource["Type"] in {FUNCTION, "AWS::IAM::Role"}:
+        if resource["Type"] in {FUNCTION, "AWS::IAM::Role", "AWS::IAM::ManagedPolicy"}:
             for statement in stack.statements(resource):
                 yield name, statement
         if resource["Type"] == "AWS::EC2::VPCEndpoint":
@@ -545,11 +675,11 @@ RESOURCELESS = {
 }
 
 
-@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_no_statement_grants_a_wildcard_action_or_every_resource(
-    template: dict[str, Any], lease_mode: str
+    template: dict[str, Any], scenario: str
 ) -> None:
-    stack = Stack(template, {"LeaseMode": lease_mode})
+    stack = Stack(template, SCENARIOS[scenario])
     for name, statement in all_statements(stack):
         actions = as_list(statement["Action"])
         for action in actions:
@@ -562,14 +692,23 @@ def test_no_statement_grants_a_wildcard_action_or_every_resource(
             assert resource.startswith("arn:aws:"), f"{name}: {resource}"
 
 
-@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+def lease_callers(stack: Stack) -> list[str]:
+    """What takes leases of the stack's quota: the helper, the direct-mode policy your
+    functions attach, and the demo's test function in direct mode."""
+    callers = ["HelperFunction", "DirectLeasesPolicy"]
+    if stack.condition("TestFunctionRecordsLeases"):
+        callers.append("TestFunction")
+    return callers
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_the_lease_calls_of_the_helper_and_the_test_function_touch_only_their_database(
-    template: dict[str, Any], lease_mode: str
+    template: dict[str, Any], scenario: str
 ) -> None:
     # The quota item's key is the database, a split quota's shard items' <database>#<i>
     # (domain.shards.shard_item), its groups' shares' <database>~<group>[~max] (with shards
     # of their own); '#', '~', '*' and '?' are not in a database's name.
-    stack = Stack(template, {"LeaseMode": lease_mode, "QuotaDatabase": "orders-mysql"})
+    stack = Stack(template, SCENARIOS[scenario] | {"QuotaDatabase": "orders-mysql"})
     scoped = {
         "ForAllValues:StringLike": {
             "dynamodb:LeadingKeys": ["orders-mysql", "orders-mysql#*", "orders-mysql~*"]
@@ -578,8 +717,7 @@ def test_the_lease_calls_of_the_helper_and_the_test_function_touch_only_their_da
     assert shard_item("orders-mysql", 3) == "orders-mysql#3"
     assert reserved_quota("orders-mysql", "api") == "orders-mysql~api"
     leases = arn(stack, "LeasesTable")
-    callers = ["HelperFunction"] + (["TestFunction"] if lease_mode == "direct" else [])
-    for name in callers:
+    for name in lease_callers(stack):
         on_leases = [
             s for s in stack.statements(stack.resources[name]) if leases in as_list(s["Resource"])
         ]
@@ -603,11 +741,11 @@ def arn(stack: Stack, resource: str, attribute: str = "Arn") -> str:
     return stack._attribute(resource, attribute)
 
 
-def expected_grants(stack: Stack, lease_mode: str) -> dict[str, set[tuple[str, str]]]:
+def expected_grants(stack: Stack) -> dict[str, set[tuple[str, str]]]:
     """What each function's code calls (DynamoDBLeaseStore, Powertools idempotency,
-    Parameters' get_secret, LambdaLeases, the harness), on what."""
+    Parameters' get_secret, LambdaLeases, the harness), on what; and what the managed
+    policies give your functions: the client library's calls in each of its two modes."""
     leases, idempotency = arn(stack, "LeasesTable"), arn(stack, "IdempotencyTable")
-    master, app = arn(stack, "Database", "MasterUserSecret.SecretArn"), stack._ref("AppUserSecret")
     # acquire, release and renew are UpdateItem; status, and a refusal that returns no
     # item, a consistent GetItem; a split quota's shards are read with one BatchGetItem.
     lease_calls = {
@@ -615,36 +753,46 @@ def expected_grants(stack: Stack, lease_mode: str) -> dict[str, set[tuple[str, s
         ("dynamodb:GetItem", leases),
         ("dynamodb:BatchGetItem", leases),
     }
-    ways = {
-        "lambda": {("lambda:InvokeFunction", arn(stack, "HelperFunction"))},
-        "direct": lease_calls,
-    }
-    return {
+    invoke_helper = {("lambda:InvokeFunction", arn(stack, "HelperFunction"))}
+    expected = {
         "HelperFunction": lease_calls
         | {
             (f"dynamodb:{a}", idempotency)
             for a in ("PutItem", "GetItem", "UpdateItem", "DeleteItem")
         },
-        "TestFunction": ways[lease_mode] | {("secretsmanager:GetSecretValue", app)},
+        "InvokeHelperPolicy": invoke_helper,
+        "DirectLeasesPolicy": lease_calls,
+    }
+    # set_quota (UpdateItem, GetItem when no item comes back) and delete_quota.
+    seeder = lease_calls | {("dynamodb:DeleteItem", leases)}
+    if not creates_database(stack):
+        # Beside an existing database: the given secret's user reads max_connections, when
+        # there is a secret; no application user.
+        if stack.condition("ReadsExistingSecret"):
+            seeder.add(
+                ("secretsmanager:GetSecretValue", stack.parameter("ExistingDatabaseSecretArn"))
+            )
+        return expected | {"SeederFunction": seeder}
+    master, app = arn(stack, "Database", "MasterUserSecret.SecretArn"), stack._ref("AppUserSecret")
+    way = lease_calls if stack.condition("DirectLeases") else invoke_helper
+    return expected | {
+        "TestFunction": way | {("secretsmanager:GetSecretValue", app)},
         "HarnessFunction": {("lambda:InvokeFunction", arn(stack, "TestFunction"))},
-        # set_quota (UpdateItem, GetItem when no item comes back) and delete_quota; the
-        # master user's secret to sign in, the app user's to create that user.
-        "SeederFunction": lease_calls
-        | {
-            ("dynamodb:DeleteItem", leases),
-            ("secretsmanager:GetSecretValue", master),
-            ("secretsmanager:GetSecretValue", app),
-        },
+        # The master user's secret to sign in, the app user's to create that user.
+        "SeederFunction": seeder
+        | {("secretsmanager:GetSecretValue", master), ("secretsmanager:GetSecretValue", app)},
     }
 
 
-@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_each_function_is_granted_exactly_the_calls_its_code_makes(
-    template: dict[str, Any], lease_mode: str
+    template: dict[str, Any], scenario: str
 ) -> None:
-    stack = Stack(template, {"LeaseMode": lease_mode})
-    expected = expected_grants(stack, lease_mode)
-    for name, resource in stack.of_type(FUNCTION).items():
+    stack = Stack(template, SCENARIOS[scenario])
+    expected = expected_grants(stack)
+    holders = stack.of_type(FUNCTION) | stack.of_type("AWS::IAM::ManagedPolicy")
+    assert set(holders) == set(expected)
+    for name, resource in holders.items():
         assert grants(stack.statements(resource)) == expected[name], name
 
 
@@ -652,8 +800,9 @@ def test_each_function_is_granted_exactly_the_calls_its_code_makes(
 def test_the_vpc_endpoints_let_through_every_call_the_functions_make(
     template: dict[str, Any], lease_mode: str
 ) -> None:
+    # The demo stack's: beside an existing database the stack makes no endpoint.
     stack = Stack(template, {"LeaseMode": lease_mode})
-    needed = set().union(*expected_grants(stack, lease_mode).values())
+    needed = set().union(*expected_grants(stack).values())
     allowed: set[tuple[str, str]] = set()
     for name, resource in stack.of_type("AWS::EC2::VPCEndpoint").items():
         document = stack.resolve(resource["Properties"]["PolicyDocument"])
@@ -674,7 +823,8 @@ def test_the_vpc_has_no_route_to_the_internet(stack: Stack) -> None:
     assert vpc["Properties"]["EnableDnsHostnames"] is True  # private DNS of the endpoints
 
 
-def test_every_security_group_and_rule_has_a_description(stack: Stack) -> None:
+def test_every_security_group_and_rule_has_a_description(mode_stack: Stack) -> None:
+    stack = mode_stack
     for name, group in stack.of_type("AWS::EC2::SecurityGroup").items():
         properties = group["Properties"]
         assert properties["GroupDescription"], name
@@ -744,7 +894,8 @@ def test_the_rotation_function_reaches_only_the_endpoints_and_mysql(stack: Stack
 # ------------------------------------------------------------------ tables
 
 
-def test_both_tables_are_on_demand_with_point_in_time_recovery(stack: Stack) -> None:
+def test_both_tables_are_on_demand_with_point_in_time_recovery(mode_stack: Stack) -> None:
+    stack = mode_stack
     tables = stack.of_type("AWS::DynamoDB::Table")
     assert set(tables) == {"LeasesTable", "IdempotencyTable"}
     for name, table in tables.items():
@@ -777,15 +928,19 @@ def dashboard(stack: Stack) -> dict[str, Any]:
     return parsed
 
 
-def test_the_dashboard_is_json_and_graphs_every_lease_metric_per_database(stack: Stack) -> None:
+def test_the_dashboard_is_json_and_graphs_every_lease_metric_per_database(
+    mode_stack: Stack,
+) -> None:
+    stack = mode_stack
     widgets = dashboard(stack)["widgets"]
+    namespace = stack.parameter("MetricsNamespace")
+    # The searches of the lease metrics (the connections graph may search AWS/RDS).
     searches = [
         row[0]["expression"]
         for widget in widgets
         for row in widget["properties"]["metrics"]
-        if isinstance(row[0], dict)
+        if isinstance(row[0], dict) and f"{{{namespace}," in row[0]["expression"]
     ]
-    namespace = stack.parameter("MetricsNamespace")
     for metric in Metric:
         assert any(f'MetricName="{metric.value}"' in s for s in searches), metric
     # Per database, or per group of a database (tests/unit/test_template_groups.py).
@@ -799,12 +954,16 @@ def test_the_dashboard_is_json_and_graphs_every_lease_metric_per_database(stack:
     assert "NoConnectionsLeftError" in json.dumps(sample_graph)
 
 
-@pytest.mark.parametrize("lease_mode", LEASE_MODES)
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_alarms_watch_refusals_low_remaining_and_reclaims_where_the_metrics_are_written(
-    template: dict[str, Any], lease_mode: str
+    template: dict[str, Any], scenario: str
 ) -> None:
-    stack = Stack(template, {"LeaseMode": lease_mode})
-    recorder = {"lambda": "HelperFunction", "direct": "TestFunction"}[lease_mode]
+    stack = Stack(template, SCENARIOS[scenario])
+    # The helper writes them, or the demo's test function when it takes leases in-process
+    # (beside an existing database, LeaseMode changes nothing: there is no test function).
+    direct = scenario == "demo-direct"
+    recorder = "TestFunction" if direct else "HelperFunction"
+    assert stack.condition("TestFunctionRecordsLeases") is direct
     service = stack.functions()[recorder]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
     # The alarms on the lease metrics, per database (tests/unit/test_template_alarms.py
     # holds the others).

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from service.errors import HELPER_ERRORS
-from tests.unit.test_template import FUNCTION, STACK, Stack, load_template
+from tests.unit.test_template import FUNCTION, MODES, STACK, Stack, load_template
 
 ALARM = "AWS::CloudWatch::Alarm"
 
@@ -42,7 +42,14 @@ def stack() -> Stack:
     return Stack(load_template())
 
 
-def test_helper_errors_alarm_watches_the_metric_the_helper_writes(stack: Stack) -> None:
+@pytest.fixture(scope="module", params=list(MODES))
+def mode_stack(request: pytest.FixtureRequest) -> Stack:
+    """The demo stack, and the stack beside an existing database."""
+    return Stack(load_template(), MODES[request.param])
+
+
+def test_helper_errors_alarm_watches_the_metric_the_helper_writes(mode_stack: Stack) -> None:
+    stack = mode_stack
     helper = stack.functions()["HelperFunction"]
     service = helper["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
     assert service == f"{STACK}-helper"
@@ -53,7 +60,8 @@ def test_helper_errors_alarm_watches_the_metric_the_helper_writes(stack: Stack) 
     fires_on_the_first_in_a_minute(alarm)
 
 
-def test_the_helpers_lambda_errors_alarm(stack: Stack) -> None:
+def test_the_helpers_lambda_errors_alarm(mode_stack: Stack) -> None:
+    stack = mode_stack
     errors = {dimensions(a)["FunctionName"]: a for a in alarms_on(stack, "AWS/Lambda", "Errors")}
     helper = stack._ref("HelperFunction")
     assert helper in errors, sorted(errors)
@@ -61,7 +69,8 @@ def test_the_helpers_lambda_errors_alarm(stack: Stack) -> None:
     fires_on_the_first_in_a_minute(errors[helper])
 
 
-def test_every_function_has_a_throttles_alarm(stack: Stack) -> None:
+def test_every_function_has_a_throttles_alarm(mode_stack: Stack) -> None:
+    stack = mode_stack
     throttles = alarms_on(stack, "AWS/Lambda", "Throttles")
     watched = [dimensions(alarm)["FunctionName"] for alarm in throttles]
     functions = [stack._ref(name) for name in stack.of_type(FUNCTION)]
@@ -72,7 +81,8 @@ def test_every_function_has_a_throttles_alarm(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("metric", ["ReadThrottleEvents", "WriteThrottleEvents"])
-def test_both_tables_have_read_and_write_throttle_alarms(stack: Stack, metric: str) -> None:
+def test_both_tables_have_read_and_write_throttle_alarms(mode_stack: Stack, metric: str) -> None:
+    stack = mode_stack
     alarms = alarms_on(stack, "AWS/DynamoDB", metric)
     tables = [stack._ref(name) for name in stack.of_type("AWS::DynamoDB::Table")]
     assert len(tables) == 2
@@ -106,8 +116,8 @@ def test_more_mysql_connections_than_the_quota_allows_raises_an_alarm(stack: Sta
 
 
 @pytest.mark.parametrize("topic", ["", "arn:aws:sns:eu-west-1:123456789012:connlease-alarms"])
-def test_every_alarm_notifies_the_topic_when_there_is_one(stack: Stack, topic: str) -> None:
-    overridden = Stack(stack.template, {"AlarmTopicArn": topic})
+def test_every_alarm_notifies_the_topic_when_there_is_one(mode_stack: Stack, topic: str) -> None:
+    overridden = Stack(mode_stack.template, {**mode_stack.overrides, "AlarmTopicArn": topic})
     for name, alarm in overridden.of_type(ALARM).items():
         properties = overridden.resolve(alarm["Properties"])
         for actions in ("AlarmActions", "OKActions"):

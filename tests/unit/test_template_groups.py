@@ -25,7 +25,7 @@ from domain.groups import (
 )
 from domain.shards import shard_item
 from service.seeder import SeedProperties
-from tests.unit.test_template import Stack, as_list, dashboard, load_template
+from tests.unit.test_template import EXISTING_DATABASE, Stack, as_list, dashboard, load_template
 
 EXAMPLE = "api=10,batch=0:max=20:noborrow"
 SEARCH = re.compile(r"SEARCH\('\{([^}]*)\} MetricName=\"([^\"]+)\"', '([^']+)', (\d+)\)")
@@ -100,12 +100,21 @@ def test_the_default_sends_an_empty_groups_property_which_removes_any_reservatio
 
 
 @pytest.mark.parametrize(
-    ("lease_mode", "caller"), [("lambda", "HelperFunction"), ("direct", "TestFunction")]
+    ("overrides", "caller"),
+    [
+        ({"LeaseMode": "lambda"}, "HelperFunction"),
+        ({"LeaseMode": "direct"}, "TestFunction"),
+        # What your own function attaches to take leases in-process, in either mode.
+        ({}, "DirectLeasesPolicy"),
+        (EXISTING_DATABASE, "DirectLeasesPolicy"),
+        (EXISTING_DATABASE, "HelperFunction"),
+    ],
+    ids=["helper", "test-direct", "policy", "policy-existing", "helper-existing"],
 )
 def test_the_lease_callers_may_touch_their_databases_group_shares_and_no_others(
-    template: dict[str, Any], lease_mode: str, caller: str
+    template: dict[str, Any], overrides: dict[str, str], caller: str
 ) -> None:
-    stack = Stack(template, {"LeaseMode": lease_mode, "QuotaDatabase": "orders-mysql"})
+    stack = Stack(template, overrides | {"QuotaDatabase": "orders-mysql"})
     leases = stack._attribute("LeasesTable", "Arn")
     (statement,) = (
         s for s in stack.statements(stack.resources[caller]) if leases in as_list(s["Resource"])

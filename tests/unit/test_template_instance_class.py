@@ -50,7 +50,9 @@ def references(node: Any, resources: set[str]) -> Iterator[str]:
 
 def dependencies(template: dict[str, Any], name: str) -> set[str]:
     """Every resource CloudFormation creates or updates before `name`: its DependsOn and
-    the resources its properties name, and theirs in turn."""
+    the resources its properties and its metadata name (a reference in Metadata orders
+    them too: the template's way to a DependsOn that only one mode has), and theirs in
+    turn."""
     resources = template["Resources"]
     found: set[str] = set()
     pending = [name]
@@ -58,6 +60,7 @@ def dependencies(template: dict[str, Any], name: str) -> set[str]:
         resource = resources[pending.pop()]
         direct = set(as_list(resource.get("DependsOn", [])))
         direct |= set(references(resource.get("Properties", {}), set(resources)))
+        direct |= set(references(resource.get("Metadata", {}), set(resources)))
         pending += sorted(direct - found)
         found |= direct
     return found
@@ -71,7 +74,11 @@ def test_lease_quota_carries_the_database_instance_class(
     stack = Stack(template, overrides)
     quota = stack.resources[lease_quota(stack)]["Properties"]
 
-    assert quota["InstanceClass"] == {"Ref": "DatabaseInstanceClass"}
+    # The demo stack's database's class; beside an existing database, none (there it is
+    # not the stack's to change).
+    assert quota["InstanceClass"] == {
+        "Fn::If": ["CreatesDatabase", {"Ref": "DatabaseInstanceClass"}, {"Ref": "AWS::NoValue"}]
+    }
     database = stack.resolve(stack.resources["Database"]["Properties"])
     properties = stack.resolve(quota)
     assert properties["InstanceClass"] == database["DBInstanceClass"]
@@ -86,6 +93,16 @@ def test_lease_quota_updates_after_the_database(template: dict[str, Any]) -> Non
     name = lease_quota(stack)
 
     assert "Database" in dependencies(template, name)
+    # And after the paths the seeder takes to DynamoDB, S3 (its answer), Secrets Manager
+    # and MySQL.
+    assert {
+        "DatabaseFromFunctions",
+        "DynamoDbEndpoint",
+        "S3Endpoint",
+        "SecretsManagerEndpoint",
+        "PrivateSubnetARoutes",
+        "PrivateSubnetBRoutes",
+    } <= dependencies(template, name)
     # Not the other way round, which would be a cycle and would update it first.
     assert name not in dependencies(template, "Database")
 
@@ -98,9 +115,11 @@ def test_the_dependencies_follow_depends_on_refs_and_attributes() -> None:
             "C": {"Properties": {"Y": {"Fn::GetAtt": ["D", "Endpoint.Address"]}}},
             "D": {"Properties": {"Z": {"Ref": "SomeParameter"}}},
             "E": {"Properties": {"W": {"Ref": "A"}}},
+            "F": {"Metadata": {"After": {"Fn::If": ["Cond", [{"Ref": "D"}], ""]}}},
         }
     }
 
     assert dependencies(template, "A") == {"B", "C", "D"}
     assert dependencies(template, "E") == {"A", "B", "C", "D"}
     assert dependencies(template, "D") == set()
+    assert dependencies(template, "F") == {"D"}

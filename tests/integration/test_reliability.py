@@ -22,9 +22,15 @@ from reliability.common import Campaign, Lab, lab
 pytestmark = pytest.mark.integration
 
 
-# Each campaign on quotas in one item, and split over shards of two on partitions held to
-# 2% of DynamoDB's rates (the capacity model's throttling joins the campaign's faults).
-@pytest.fixture(scope="module", params=["one item", "split"])
+# Each short campaign runs in one layout, the two layouts taken in turn, to keep `make test`
+# short: quotas in one item, or split over shards of two on partitions held to 2% of
+# DynamoDB's rates (the capacity model's throttling joins the campaign's faults). `make
+# reliability` runs every campaign in both (reliability/run.py).
+ONE_ITEM = pytest.mark.parametrize("here", ["one item"], indirect=True)
+SPLIT = pytest.mark.parametrize("here", ["split"], indirect=True)
+
+
+@pytest.fixture(scope="module")
 def here(embedded_dynamodb: EmbeddedDynamoDB, request: pytest.FixtureRequest) -> Iterator[Lab]:
     split = request.param == "split"
     with lab(mysql_from_environment(), dynamodb=embedded_dynamodb, split=split) as reliability_lab:
@@ -43,6 +49,7 @@ def count(campaign: Campaign, name: str) -> int:
     return value
 
 
+@SPLIT
 def test_crashed_holders_leak_no_permit_past_their_ttl_where_the_counter_leaks_for_good(
     here: Lab,
 ) -> None:
@@ -58,6 +65,7 @@ def test_crashed_holders_leak_no_permit_past_their_ttl_where_the_counter_leaks_f
     assert sample_row["permits usable after the TTL"] <= crashes.SHORT.limit // 5
 
 
+@ONE_ITEM
 def test_duplicate_and_late_releases_free_nothing_twice_where_the_counter_over_admits(
     here: Lab,
 ) -> None:
@@ -71,6 +79,7 @@ def test_duplicate_and_late_releases_free_nothing_twice_where_the_counter_over_a
     assert sample_row["over-releases"] > 0
 
 
+@ONE_ITEM
 def test_crashed_holders_in_groups_leak_no_share_and_keep_every_group_within_its_own(
     here: Lab,
 ) -> None:
@@ -94,6 +103,7 @@ def test_crashed_holders_in_groups_leak_no_share_and_keep_every_group_within_its
     assert count(campaign, "live leases the checker saw, with their group") > 0
 
 
+@SPLIT
 def test_duplicate_and_late_releases_in_groups_free_nothing_twice_nor_another_groups_share(
     here: Lab,
 ) -> None:
@@ -112,6 +122,7 @@ def test_duplicate_and_late_releases_in_groups_free_nothing_twice_nor_another_gr
     assert all(row["over-releases"] == 0 for row in rows.values())
 
 
+@SPLIT
 def test_store_faults_never_over_grant_lose_a_release_or_reach_a_caller_untyped(
     here: Lab,
 ) -> None:
@@ -150,6 +161,7 @@ def test_store_fault_rates_are_read_from_the_command_line() -> None:
             run.fault_rates(bad)
 
 
+@ONE_ITEM
 def test_no_attack_succeeds_and_mariadb_refuses_connections_past_the_quota(here: Lab) -> None:
     campaign = attacks.run(here, attacks.SHORT)
 

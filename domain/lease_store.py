@@ -238,7 +238,8 @@ class LeaseStore:
                 check_reserved_within(current.reserved if current else 0, quota.limit)
             else:
                 planned = (current or Groups()).replaced(wanted, quota.limit)
-            if planned is not None and not planned.rules:
+            if planned is not None and not planned.rules and not planned.last_tag:
+                # None ever named; else the record keeps its last tag, never given again.
                 planned = None
             base = old or QuotaConfig(quota.limit, quota.default_ttl_ms)
             return replace(

@@ -175,7 +175,7 @@ class Borrowing:
         return _refused(ask.database, [*refusals, refusal])
 
     def _take(self, part: Part, wanted: NewLease, ask: Ask) -> AcquireResult:
-        return self._parts.take(part.key, part.shards, wanted, proposed=ask.proposed)
+        return self._parts.take(part, wanted, proposed=ask.proposed)
 
     def _take_ticket(self, ask: Ask, rule: GroupRule, ttl_ms: int) -> AcquireResult:
         """A ticket in the group's cap, sized to outlive a lease of `ttl_ms` by the slack;
@@ -183,7 +183,7 @@ class Borrowing:
         cap = cap_part(ask.database, rule)
         key = ticket_key(cap.key, lease_key(ask.database, ask.secret))
         wanted = NewLease(key, ask.holder, ttl_ms + TICKET_SLACK_MS)
-        return self._parts.take(cap.key, cap.shards, wanted, proposed=False)
+        return self._parts.take(cap, wanted, proposed=False)
 
     def _covered(
         self, database: str, grant: Token, ticket_until_ms: int, taken: RenewResult | AcquireResult

@@ -72,6 +72,7 @@ class LeaseStore:
         self._changes = Changes(items, clock, capacity, grace_ms)
         self._borrowing = Borrowing(self._parts, clock, self._config)
         self._configs: dict[str, tuple[QuotaConfig, int]] = {}
+        # Beside the root's settled_at_ms: spares a refusal the root read that hears "not yet".
         self._settled_at_ms: dict[str, int] = {}
 
     def acquire(

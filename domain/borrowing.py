@@ -20,7 +20,7 @@ from .groups import GROUP_MARK, TICKET_SLACK_MS, GroupRule, cap_quota, reserved_
 from .item import NewLease, QuotaConfig
 from .model import MIN_TTL_MS, Lease
 from .parts import PartLeases, Where
-from .plan import Part, all_parts, pool_part, reserved_part
+from .plan import Part, all_parts, cap_part, pool_part, reserved_part
 from .ports import Clock
 from .shards import parse_shard_lease_id
 from .tokens import Token, lease_id_of, lease_key, ticket_key
@@ -54,13 +54,6 @@ def _refused(database: str, refusals: list[AcquireResult]) -> Rejected:
     last = rejected[-1] if rejected else Rejected(database, 0, 0, 0)
     retry = min((refusal.retry_after_ms for refusal in rejected), default=0)
     return Rejected(database, last.limit, last.in_use, retry)
-
-
-def cap_part(database: str, config: QuotaConfig, group: str) -> Part:
-    rule = (
-        next((r for r in config.groups.rules if r.group == group), None) if config.groups else None
-    )
-    return Part(cap_quota(database, group), 0, rule.cap_shards if rule is not None else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +152,7 @@ class Borrowing:
         # the time of the write, which an operator may have raised since.
         ask = replace(ask, ttl_ms=ask.ttl_ms if ask.ttl_ms is not None else config.default_ttl_ms)
         assert ask.ttl_ms is not None
-        held = self._take_ticket(ask, config, rule, ask.ttl_ms)
+        held = self._take_ticket(ask, rule, ask.ttl_ms)
         if not isinstance(held, Granted):
             return _refused(ask.database, [*refusals, held])
         ticket = Token(ask.secret, held.lease.fence, _shard_of(held.lease))
@@ -182,17 +175,15 @@ class Borrowing:
         return _refused(ask.database, [*refusals, refusal])
 
     def _take(self, part: Part, wanted: NewLease, ask: Ask) -> AcquireResult:
-        return self._parts.take(part.key, part.shards, wanted, proposed=ask.proposed)
+        return self._parts.take(part, wanted, proposed=ask.proposed)
 
-    def _take_ticket(
-        self, ask: Ask, config: QuotaConfig, rule: GroupRule, ttl_ms: int
-    ) -> AcquireResult:
+    def _take_ticket(self, ask: Ask, rule: GroupRule, ttl_ms: int) -> AcquireResult:
         """A ticket in the group's cap, sized to outlive a lease of `ttl_ms` by the slack;
         never found again by a proposed secret's retry: a lost one ends at its TTL."""
-        cap = cap_part(ask.database, config, rule.group)
+        cap = cap_part(ask.database, rule)
         key = ticket_key(cap.key, lease_key(ask.database, ask.secret))
         wanted = NewLease(key, ask.holder, ttl_ms + TICKET_SLACK_MS)
-        return self._parts.take(cap.key, cap.shards, wanted, proposed=False)
+        return self._parts.take(cap, wanted, proposed=False)
 
     def _covered(
         self, database: str, grant: Token, ticket_until_ms: int, taken: RenewResult | AcquireResult
@@ -263,7 +254,7 @@ class Borrowing:
             if self.release_in(reserved_quota(database, rule.group), grant):
                 released = True
             if rule.capped:
-                cap = cap_part(database, config, rule.group)
+                cap = cap_part(database, rule)
                 key = ticket_key(cap.key, lease_key(database, grant.secret))
                 with suppress(UnknownDatabase):
                     self._parts.release_anywhere(cap.key, cap.shards, key, None)
@@ -337,7 +328,7 @@ class Borrowing:
             return False  # its item went: so did the lease
         rule = config.groups.by_tag(lease.tag) if config.groups is not None and lease.tag else None
         if removed and part.key == database and rule is not None and rule.capped:
-            cap = cap_part(database, config, rule.group)
+            cap = cap_part(database, rule)
             with suppress(UnknownDatabase):
                 self._parts.release_anywhere(cap.key, cap.shards, ticket_key(cap.key, key), None)
         return removed

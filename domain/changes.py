@@ -29,10 +29,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from .errors import CorruptQuota, StoreUnavailable
-from .groups import cap_quota, reserved_quota
 from .item import Accept, Clear, Commit, QuotaConfig, QuotaState, Seal, SetLimit
 from .model import Quota
-from .plan import Part, all_parts, cap_part, plan_items, pool_part, shards_needed
+from .plan import Part, all_parts, cap_part, plan_items, pool_part, shards_needed, share_part
 from .ports import Clock, ItemStore
 from .shards import SHARD_MARK
 
@@ -107,33 +106,27 @@ class Changes:
         return self._run(database, root, config, settle_at_ms=now_ms) is not None
 
     def _shaped(self, database: str, new: QuotaConfig, old: QuotaConfig | None) -> QuotaConfig:
-        """`new` with each part split over as many shards as its limit needs."""
-        pool = pool_part(database, new)
-        shards = shards_needed(pool, self._capacity(database), old.shards if old else 0)
+        """`new` with each part split over as many shards as its limit needs, and a group
+        given a cap marked as capped (its cap's items are made, kept until it is forgotten)."""
+        shards = self._shards(pool_part(database, new), old.shards if old else 0)
         groups = new.groups
         if groups is not None:
             rules = []
             for rule in groups.rules:
-                share = reserved_quota(database, rule.group)
-                reserved = 0 if rule.retired else rule.reservation.reserved
-                cap = rule.reservation.borrow_cap
-                capped = rule.capped or (cap is not None and cap > 0 and not rule.retired)
-                cap_limit = cap if cap is not None and capped and not rule.retired else 0
-                cap_key = cap_quota(database, rule.group)
+                cap = cap_part(database, rule)
                 rules.append(
                     replace(
                         rule,
-                        capped=capped,
-                        share_shards=shards_needed(
-                            Part(share, reserved), self._capacity(share), rule.share_shards
-                        ),
-                        cap_shards=shards_needed(
-                            Part(cap_key, cap_limit), self._capacity(cap_key), rule.cap_shards
-                        ),
+                        capped=rule.capped or cap.limit > 0,
+                        share_shards=self._shards(share_part(database, rule), rule.share_shards),
+                        cap_shards=self._shards(cap, rule.cap_shards),
                     )
                 )
             groups = replace(groups, rules=tuple(rules))
         return replace(new, shards=shards, groups=groups, pending=False)
+
+    def _shards(self, part: Part, existing: int) -> int:
+        return shards_needed(part, self._capacity(part.key), existing)
 
     def _run(
         self, database: str, root: QuotaState | None, new: QuotaConfig, settle_at_ms: int | None
@@ -234,8 +227,7 @@ class Changes:
         for rule in config.groups.rules if config.groups is not None else ():
             if not rule.retired:
                 continue
-            share = Part(reserved_quota(database, rule.group), 0, rule.share_shards)
-            keys = share.items + cap_part(database, rule).items
+            keys = share_part(database, rule).items + cap_part(database, rule).items
             if any(held.get(key, 0) for key in keys):
                 continue
             # A missing item (a cap never made) is gone already; a refused one was sealed

@@ -142,10 +142,12 @@ class Groups:
 
     def rule(self, group: str | None) -> GroupRule | None:
         """The live rule of `group` (None: no such group, or retired; it takes the pool)."""
-        if group is None:
-            return None
-        found = next((rule for rule in self.rules if rule.group == group), None)
+        found = self.named(group) if group is not None else None
         return None if found is None or found.retired else found
+
+    def named(self, group: str) -> GroupRule | None:
+        """The rule of `group`, retired or not (None: no such group)."""
+        return next((rule for rule in self.rules if rule.group == group), None)
 
     def by_tag(self, tag: int) -> GroupRule | None:
         return next((rule for rule in self.rules if rule.tag == tag), None)

@@ -72,6 +72,7 @@ class LeaseStore:
         self._changes = Changes(items, clock, capacity, grace_ms)
         self._borrowing = Borrowing(self._parts, clock, self._config)
         self._configs: dict[str, tuple[QuotaConfig, int]] = {}
+        # Beside the root's settled_at_ms: spares a refusal the root read that hears "not yet".
         self._settled_at_ms: dict[str, int] = {}
 
     def acquire(
@@ -238,7 +239,8 @@ class LeaseStore:
                 check_reserved_within(current.reserved if current else 0, quota.limit)
             else:
                 planned = (current or Groups()).replaced(wanted, quota.limit)
-            if planned is not None and not planned.rules:
+            if planned is not None and not planned.rules and not planned.last_tag:
+                # None ever named; else the record keeps its last tag, never given again.
                 planned = None
             base = old or QuotaConfig(quota.limit, quota.default_ttl_ms)
             return replace(

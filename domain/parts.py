@@ -32,6 +32,7 @@ from .errors import (
 )
 from .item import Clear, Extend, Grant, NewLease, NoteWanted, QuotaState, Remove
 from .model import Lease
+from .plan import Part
 from .ports import Clock, ItemStore
 from .shards import first_shard, shard_item, shard_lease_id, shard_order, shards_with_room
 
@@ -96,9 +97,11 @@ class PartLeases:
         self._roots: dict[str, QuotaState] = {}  # the last root items its writes returned
 
     def take(
-        self, part: str, shards: int, wanted: NewLease, *, proposed: bool, note: bool = True
+        self, into: Part, wanted: NewLease, *, proposed: bool, note: bool = True
     ) -> AcquireResult:
-        """Take `wanted` in a part split over `shards` (0: its key item alone)."""
+        """Take `wanted` in a part: its key item, or one of its shards once it is split (a
+        refusal there says the part's limit)."""
+        part, shards = into.key, into.shards
         if shards == 0:
             return self.take_in_item(part, wanted, proposed=proposed, note=note)
         now_ms = self._clock.now_ms()
@@ -128,9 +131,8 @@ class PartLeases:
                     self._items.write(shard_item(part, index), NoteWanted(now_ms))
         reclaim_ms = now_ms - self._grace_ms
         held = [lease for state in states.values() for lease in state.live(reclaim_ms)]
-        limit = sum(state.quota.limit for state in states.values())
         earliest = min((lease.expires_at_ms for lease in held), default=reclaim_ms)
-        return Rejected(part, limit, len(held), max(0, earliest - reclaim_ms))
+        return Rejected(part, into.limit, len(held), max(0, earliest - reclaim_ms))
 
     def _take_shard(
         self, part: str, index: int, wanted: NewLease, proposed: bool

@@ -34,16 +34,15 @@ def pool_part(database: str, config: QuotaConfig) -> Part:
     return Part(database, config.limit - reserved, config.shards)
 
 
+def share_part(database: str, rule: GroupRule) -> Part:
+    """A group's reservation (0 once retired)."""
+    reserved = 0 if rule.retired else rule.reservation.reserved
+    return Part(reserved_quota(database, rule.group), reserved, rule.share_shards)
+
+
 def share_parts(database: str, groups: Groups | None) -> list[Part]:
-    """Each group's reservation (0 once retired)."""
-    return [
-        Part(
-            reserved_quota(database, rule.group),
-            0 if rule.retired else rule.reservation.reserved,
-            rule.share_shards,
-        )
-        for rule in (groups.rules if groups is not None else ())
-    ]
+    """Each group's reservation, in the order of its rules."""
+    return [share_part(database, rule) for rule in (groups.rules if groups is not None else ())]
 
 
 def cap_part(database: str, rule: GroupRule) -> Part:
@@ -66,10 +65,8 @@ def cap_parts(database: str, groups: Groups | None) -> list[tuple[GroupRule, Par
 
 def reserved_part(database: str, config: QuotaConfig, group: str) -> Part | None:
     """The reservation of `group`, retired or not (None: the quota does not name it)."""
-    rules = config.groups.rules if config.groups is not None else ()
-    shares = share_parts(database, config.groups)
-    found = (part for rule, part in zip(rules, shares, strict=True) if rule.group == group)
-    return next(found, None)
+    rule = config.groups.named(group) if config.groups is not None else None
+    return None if rule is None else share_part(database, rule)
 
 
 def all_parts(database: str, config: QuotaConfig) -> list[Part]:

@@ -7,6 +7,7 @@ import random
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -209,8 +210,33 @@ class Stopwatch:
         return time.monotonic() - self._started
 
 
+class LeasesProxy(ABC):
+    """A `Leases` that hands each call on to the store `_leases` gives: a wrapper says where
+    that store is, and overrides the calls it keeps books on."""
+
+    @abstractmethod
+    def _leases(self) -> Leases: ...
+
+    def acquire(
+        self,
+        database: str,
+        holder: str = "",
+        ttl_ms: int | None = None,
+        secret: str | None = None,
+        *,
+        group: str | None = None,
+    ) -> AcquireResult:
+        return self._leases().acquire(database, holder, ttl_ms, secret, group=group)
+
+    def release(self, database: str, token: str) -> ReleaseOutcome:
+        return self._leases().release(database, token)
+
+    def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
+        return self._leases().renew(database, token, ttl_ms)
+
+
 @dataclass
-class Tracker:
+class Tracker(LeasesProxy):
     """Wraps the store a caller uses and keeps the books: who holds what, what came back.
     The books go by lease id; a release names its grant by token, the holder's secret."""
 
@@ -230,6 +256,9 @@ class Tracker:
     time_left: Callable[[], int | None] = lambda: None
     left_at_failure_ms: dict[str, int | None] = field(default_factory=dict)
 
+    def _leases(self) -> Leases:
+        return self.inner
+
     def acquire(
         self,
         database: str,
@@ -239,7 +268,7 @@ class Tracker:
         *,
         group: str | None = None,
     ) -> AcquireResult:
-        result = self.inner.acquire(database, holder, ttl_ms, secret, group=group)
+        result = super().acquire(database, holder, ttl_ms, secret, group=group)
         if isinstance(result, Granted):
             with self.lock:
                 self.granted.add(result.lease.id)
@@ -268,7 +297,7 @@ class Tracker:
             if self.release_calls[lease_id] == 1:
                 self.held -= 1  # the connection is closed before the first attempt
         try:
-            outcome = self.inner.release(database, token)
+            outcome = super().release(database, token)
         except StoreUnavailable:
             with self.lock:
                 self.failed_releases.add(lease_id)
@@ -279,9 +308,6 @@ class Tracker:
             if outcome is ReleaseOutcome.RELEASED:
                 self.freed[lease_id] += 1
         return outcome
-
-    def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
-        return self.inner.renew(database, token, ttl_ms)
 
     @property
     def released_twice(self) -> int:

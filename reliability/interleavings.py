@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from adapters.dynamodb import DynamoDBItems, create_table
@@ -793,33 +794,27 @@ def campaign(dynamodb: DynamoDBClient, *, short: bool = False) -> Campaign:
         " DynamoDB store (the embedded DynamoDB evaluating its conditions); every request a"
         " scheduling point, the checks of docs/design.md, 'Changes', after every step."
     )
-    rows, found = [], 0
     items = dynamodb_tables(dynamodb)
+    # Each column: how a scenario's schedules are explored, and on which store of items.
+    explorations = [
+        ("exhaustive", partial(scheduler.exhaustive, preemptions=bound, max_schedules=cap), False),
+        ("random", partial(scheduler.randomized, runs=runs, seed=2026, depth=3), False),
+        ("DynamoDB", partial(scheduler.randomized, runs=on_dynamodb, seed=2026, depth=3), True),
+    ]
+    rows, found = [], 0
     for name, scenario in SCENARIOS.items():
         reports = {
-            "exhaustive": scheduler.exhaustive(
-                scenario.setup, EXPECTED, preemptions=bound, max_schedules=cap
-            ),
-            "random": scheduler.randomized(scenario.setup, EXPECTED, runs=runs, seed=2026, depth=3),
-            "dynamodb": scheduler.randomized(
-                scenario.on(items), EXPECTED, runs=on_dynamodb, seed=2026, depth=3
-            ),
+            column: explored(scenario.on(items) if on_table else scenario.setup, EXPECTED)
+            for column, explored, on_table in explorations
         }
         failing = [run for report in reports.values() for run in report.failing]
         found += len(failing)
-        rows.append(
-            {
-                "scenario": name,
-                "exhaustive": f"{reports['exhaustive'].schedules:,}"
-                + (" (all)" if reports["exhaustive"].complete else ""),
-                "random": f"{reports['random'].schedules:,}",
-                "DynamoDB": f"{reports['dynamodb'].schedules:,}",
-                "violations": "; ".join(
-                    f"{run.failures[0]} (replay {run.schedule})" for run in failing
-                )
-                or "none",
-            }
-        )
+        counts = {
+            column: f"{report.schedules:,}" + (" (all)" if report.complete else "")
+            for column, report in reports.items()
+        }
+        violations = "; ".join(f"{run.failures[0]} (replay {run.schedule})" for run in failing)
+        rows.append({"scenario": name, **counts, "violations": violations or "none"})
     return Campaign(
         title,
         what,

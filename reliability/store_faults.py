@@ -23,13 +23,10 @@ from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.mysql import DatabaseError, MySqlConnector
 from domain import (
-    AcquireResult,
     ConnleaseError,
     DecorrelatedJitter,
     Leases,
     NoCapacity,
-    ReleaseOutcome,
-    RenewResult,
     StoreUnavailable,
 )
 from domain.model import SKEW_MARGIN_MS
@@ -42,6 +39,7 @@ from reliability.common import (
     Checker,
     Figure,
     Lab,
+    LeasesProxy,
     Outcomes,
     Stopwatch,
     Tracker,
@@ -76,16 +74,17 @@ class Plan:
 SHORT = Plan(invocations=150, concurrency=8, outage_invocations=8)
 
 
-class Environments:
+class Environments(LeasesProxy):
     """Execution environments, one a thread (run_concurrently), each with its own SDK client,
     as Lambda gives each its own: a shared client's retry quota, drained by one caller's
-    faults, would leave the others' faults unretried. Each knows its invocation's time."""
+    faults, would leave the others' faults unretried. Each knows its invocation's time; a
+    call goes to the calling thread's environment."""
 
     def __init__(self, make: Callable[[], Leases]) -> None:
         self._make = make
         self._local = threading.local()
 
-    def _store(self) -> Leases:
+    def _leases(self) -> Leases:
         if not hasattr(self._local, "store"):
             self._local.store = self._make()
         store: Leases = self._local.store
@@ -97,23 +96,6 @@ class Environments:
     def time_left(self) -> int | None:
         context = getattr(self._local, "context", None)
         return None if context is None else int(context.get_remaining_time_in_millis())
-
-    def acquire(
-        self,
-        database: str,
-        holder: str = "",
-        ttl_ms: int | None = None,
-        secret: str | None = None,
-        *,
-        group: str | None = None,
-    ) -> AcquireResult:
-        return self._store().acquire(database, holder, ttl_ms, secret, group=group)
-
-    def release(self, database: str, token: str) -> ReleaseOutcome:
-        return self._store().release(database, token)
-
-    def renew(self, database: str, token: str, ttl_ms: int | None = None) -> RenewResult:
-        return self._store().renew(database, token, ttl_ms)
 
 
 def invoke(

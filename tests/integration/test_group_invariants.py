@@ -382,6 +382,11 @@ class GroupMachine(RuleBasedStateMachine):
                 self.tickets.pop(grant.lease_id, None)  # a lost lease gives its ticket back
             self.step = "G4: a lost renew changed a lease"
             return
+        if self.drains_at_renewal(grant):
+            assert isinstance(result, LeaseLost), "a lease borrowed before its group's cap lived on"
+            del self.entries[grant.lease_id]
+            self.step = "G4: a renew that gave its lease back changed another lease"
+            return
         assert isinstance(result, Renewed), "a live lease was not renewed"
         expiry = max(self.entries[grant.lease_id], now + self.ttl_of(ttl))
         assert result.lease.expires_at_ms == expiry
@@ -396,6 +401,19 @@ class GroupMachine(RuleBasedStateMachine):
             assert ticket > now, "a live borrowed lease had no live ticket"
             self.tickets[grant.lease_id] = max(ticket, now + self.ttl_of(ttl) + TICKET_SLACK_MS)
         self.step = "G4: a renew changed another lease"
+
+    def drains_at_renewal(self, grant: Grant) -> bool:
+        """A lease its group borrowed with no ticket, while the group (the same one, not
+        forgotten since) is now capped or may not borrow: its renewal gives it back, so
+        that leases taken before the cap drain (domain.borrowing)."""
+        rule_now = self.config.rules.get(grant.asked) if grant.asked is not None else None
+        return (
+            grant.kind == "borrowed"
+            and not grant.ticketed
+            and rule_now is not None
+            and grant.incarnation == self.incarnation[rule_now.group]
+            and rule_now.borrow_cap is not None
+        )
 
     @rule(grant=grants, other=grants, ttl=TTLS)
     def use_another_grants_fence(self, grant: Grant, other: Grant, ttl: int | None) -> None:

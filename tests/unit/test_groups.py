@@ -830,6 +830,23 @@ def test_a_forgotten_groups_borrowed_leases_are_never_counted_as_another_groups(
     assert group_status(store, "batch").borrowed == 1
 
 
+def test_a_forgotten_groups_tag_is_not_given_again_after_a_change_that_names_no_group(
+    store: InMemoryLeaseStore,
+) -> None:
+    """A second change naming no group found the groups record empty and dropped it, its
+    last tag with it: a group named later took the forgotten one's tag, its live pool
+    leases counted as the new group's (and given back at renewal, the group not borrowing)."""
+    configure(store, 6, Reservation("api", 0))
+    (borrowed,) = take(store, "api")  # a pool lease tagged as api's
+    configure(store, 6)  # api retired; its shares are empty, so it is forgotten
+    configure(store, 6)  # no group named: the record keeps the last tag
+    configure(store, 6, Reservation("batch", 0, borrow=False))
+
+    assert group_status(store, "batch").borrowed == 0
+    assert leases_by_id(store)[borrowed.lease.id].group != "batch"
+    assert isinstance(store.renew(DB, borrowed.token), Renewed)
+
+
 def test_a_retired_group_whose_leases_expired_is_forgotten(
     store: InMemoryLeaseStore, clock: FakeClock
 ) -> None:

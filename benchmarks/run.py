@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks import cost, hotspot, scale, skew
+from benchmarks import cost, figures, hotspot, scale, skew
 from benchmarks.burst import Row, max_connections, run_burst, run_level
 from benchmarks.coldstart import ColdStart, measure
 from benchmarks.strategies import (
@@ -37,6 +37,7 @@ from domain import Backoff, DecorrelatedJitter, LeaseStore, Quota
 from domain.warm import KeepWarm
 from local.demo_setup import mysql_from_environment
 from local.dynamodb import EmbeddedDynamoDB, RequestCounter
+from local.hotspot import RunReport
 from local.watch import ConnectionWatcher
 
 MAX_CONNECTIONS = 30
@@ -429,6 +430,70 @@ def scale_targets(scaled: scale.ScaleRun, mark: Callable[[bool, str], str]) -> l
     ]
 
 
+def at4(util: list[UtilizationRow], mode: str, query_ms: int = 20) -> UtilizationRow | None:
+    """The utilization run at 4x oversubscription, default backoff."""
+    return next(
+        (
+            u
+            for u in util
+            if u.mode == mode
+            and u.factor == 4
+            and u.query_ms == query_ms
+            and u.backoff == DEFAULT_BACKOFF
+        ),
+        None,
+    )
+
+
+def at4_both(util: list[UtilizationRow]) -> tuple[UtilizationRow, UtilizationRow]:
+    """The 4x runs the targets are held to: a lease per invocation, and warm."""
+    per_call, warm = at4(util, PER_INVOCATION), at4(util, warm_label(KeepWarm()))
+    if per_call is None or warm is None:
+        raise ValueError("the utilization runs lack the 4x rows the targets are held to")
+    return per_call, warm
+
+
+def used(item: UtilizationRow | None) -> float:
+    """The share of the quota's time spent inside queries, in percent."""
+    return 100 * item.row.utilization(UTILIZATION_QUOTA) if item else float("nan")
+
+
+def headline(
+    rows: list[Row],
+    util: list[UtilizationRow],
+    cold: ColdStart,
+    scaled: scale.ScaleRun,
+    hot: hotspot.HotspotRun,
+) -> dict[str, str]:
+    """The figures README and docs quote, by name (benchmarks.figures puts them there)."""
+    per_call, warm = at4_both(util)
+    top = max(row.concurrency for row in rows)
+
+    def success(strategy: str) -> str:
+        row = next(r for r in rows if r.strategy == strategy and r.concurrency == top)
+        return f"{row.success_pct:.1f}%"
+
+    def api_p99(report: RunReport) -> str:
+        api = report.functions[0]
+        return f"{api.wait_p99_ms:,.0f} ms" if api.wait_p99_ms is not None else "-"
+
+    split_costs = [r.wcu_per_lease for r in scaled.costs if r.design == scale.SPLIT]
+    return {
+        "burst.top_concurrency": str(top),
+        "burst.raw_success_at_top": success("raw pymysql"),
+        "burst.connlease_success_at_top_4ms": success("connlease (4 ms store)"),
+        "burst.quota": str(QUOTA),
+        "utilization.per_invocation_4x": f"{used(per_call):.1f}%",
+        "utilization.warm_4x": f"{used(warm):.1f}%",
+        "requests.per_invocation_4x": f"{per_call.row.requests_per_grant or 0:.2f}",
+        "requests.warm_per_invocation_4x": f"{warm.row.requests_per_grant or 0:.2f}",
+        "wcu.per_lease_most": f"{max(split_costs):.2f}",
+        "coldstart.ratio": f"{cold.ratio:.2f}x",
+        "hotspot.api_p99_shared": api_p99(hot.shared),
+        "hotspot.api_p99_reserved": api_p99(hot.reserved),
+    }
+
+
 def targets(
     rows: list[Row], util: list[UtilizationRow], cold: ColdStart, scaled: scale.ScaleRun
 ) -> list[str]:
@@ -450,27 +515,8 @@ def targets(
 
     within = max(row.peak_connections for row in managed) <= QUOTA
 
-    def at4(mode: str, query_ms: int = 20) -> UtilizationRow | None:
-        return next(
-            (
-                u
-                for u in util
-                if u.mode == mode
-                and u.factor == 4
-                and u.query_ms == query_ms
-                and u.backoff == DEFAULT_BACKOFF
-            ),
-            None,
-        )
-
-    found, found_warm = at4(PER_INVOCATION), at4(warm_label(KeepWarm()))
-    if found is None or found_warm is None:
-        raise ValueError("the utilization runs lack the 4x rows the targets are held to")
-    per_call, warm = found, found_warm
-    long_query = at4(PER_INVOCATION, 100)
-
-    def used(item: UtilizationRow | None) -> float:
-        return 100 * item.row.utilization(UTILIZATION_QUOTA) if item else float("nan")
+    per_call, warm = at4_both(util)
+    long_query = at4(util, PER_INVOCATION, 100)
 
     per_lease = per_call.requests_per_lease or 0.0
     warm_per_call = warm.row.requests_per_grant or 0.0
@@ -612,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(f"wrote {args.output} and {chart}")
+    if not args.quick:  # the full run is the one the docs quote
+        figures.record("bench", command, headline(rows, util, cold, scaled, hot))
+        figures.fill_docs()
     return 0
 
 

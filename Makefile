@@ -1,12 +1,13 @@
 # `make test` and `make demo` set up what they need; nothing else is required first.
 PYTHON ?= python3
 VENV := .venv
+.DEFAULT_GOAL := help
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 # Every Python tree ruff and mypy check.
 CODE := domain adapters service connlease_client local cli examples tests benchmarks reliability
 
-.PHONY: dev lint format unit integration test demo local example bench bench-quick reliability infra-tools infra clean \
+.PHONY: help dev lint format unit integration test demo local example bench bench-quick reliability infra-tools infra clean \
 	build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction \
 	build-DependenciesLayer check-rds-ca-bundle
 
@@ -16,7 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-dev: $(STAMP)  ## create .venv with the project and its dev tools
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+dev: $(STAMP)  ## create .venv with the project and its dev tools (and .venv/bin/connlease)
 
 # cfn-lint (with the SAM translator) and checkov in their own venv: checkov pins boto3 and
 # packaging, the SAM translator pydantic, to versions the project does not use.

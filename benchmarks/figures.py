@@ -22,7 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "figures.json"
 # The docs that quote figures (docs/benchmarks.md and docs/reliability.md are whole
 # reports, written by their runs, and quote nothing).
-QUOTING = ("README.md", "infra/README.md", "docs/design.md")
+QUOTING = (
+    "README.md",
+    "infra/README.md",
+    "docs/design.md",
+    "docs/client.md",
+    "docs/helper.md",
+    "docs/local.md",
+    "docs/operating.md",
+    "docs/development.md",
+)
 
 MARKED = re.compile(r"<!--fig:(?P<name>[\w.-]+)-->(?P<value>.*?)<!--/fig-->")
 

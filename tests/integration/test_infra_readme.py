@@ -7,13 +7,12 @@ other clients of a shared server move.)"""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from local.run import RunOptions, run_function
+from tests.snippets import assert_runs_within_its_quota, python_blocks
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +27,8 @@ def walkthrough() -> str:
 
 
 def readme_handler() -> str:
-    (code,) = (
-        block
-        for block in re.findall(r"```python\n(.*?)```", walkthrough(), re.S)
-        if "def handler" in block
-    )
-    return str(code)
+    (code,) = (block for block in python_blocks(walkthrough()) if "def handler" in block)
+    return code
 
 
 def test_the_walkthrough_names_the_environment_its_handler_reads() -> None:
@@ -56,22 +51,4 @@ def test_the_walkthrough_names_the_environment_its_handler_reads() -> None:
 def test_the_walkthroughs_handler_runs_as_written_within_its_quota(
     tmp_path: Path, mode: Literal["lambda", "direct"]
 ) -> None:
-    code_dir = tmp_path / "function"
-    code_dir.mkdir()
-    (code_dir / "handler.py").write_text(readme_handler())
-    options = RunOptions(
-        handler="handler.handler",
-        code_dir=code_dir,
-        event={},
-        invocations=8,
-        concurrency=4,
-        quota=2,
-        log_dir=tmp_path / "logs",
-    )
-    report = run_function(replace(options, mode=mode))
-
-    # Four at once on a quota of two: the others waited for a lease rather than failing.
-    assert report.function_errors == []
-    assert [answer["statusCode"] for answer in report.answers] == [200] * 8
-    assert len({answer["connection_id"] for answer in report.answers}) == 8
-    assert report.quota_after.in_use == 0
+    assert_runs_within_its_quota(readme_handler(), tmp_path, mode)

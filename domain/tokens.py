@@ -21,11 +21,17 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from .entropy import MIN_PROPOSAL_BITS, estimated_bits
 from .errors import InvalidInput
 
-# 96 bits at the least: a secret a caller proposes must be as hard to guess as ours.
-MIN_SECRET_CHARS = 16
+# A secret a caller proposes must be as hard to guess as ours: 22 characters at the least (128
+# bits, drawn at random: secrets.token_urlsafe(16)), and no shorter to describe than 96 bits
+# (domain.entropy: so that a random one is refused with a chance of 2^-32 at most).
+MIN_SECRET_CHARS = 22
 MAX_SECRET_CHARS = 64
+# A token's secret may be shorter: one proposed before proposals needed 22 characters still
+# gives back and renews the grant it was proposed for.
+MIN_TOKEN_SECRET_CHARS = 16
 # A lease's key in its item: 48 bits of the secret's hash. Every byte of every entry is
 # paid on every write; finding a secret for a key shown in full would take 2^48 hashes.
 # The helper shows a label instead: 18 bits of the key's own hash, which leaves a caller
@@ -47,13 +53,22 @@ def new_secret() -> str:
 
 
 def check_secret(secret: object, field: str = "secret") -> str:
+    """A proposed secret, if it is one: of the form, and not made up (never echoed)."""
     if not isinstance(secret, str):
         raise InvalidInput(field, f"must be a string, got {type(secret).__name__}")
     if not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS or not _SECRET.fullmatch(secret):
         raise InvalidInput(
             field,
-            f"must be {MIN_SECRET_CHARS}-{MAX_SECRET_CHARS} letters, digits, _ or -"
-            " (make one with domain.tokens.new_secret)",
+            f"must be {MIN_SECRET_CHARS}-{MAX_SECRET_CHARS} letters, digits, _ or - drawn at"
+            " random (secrets.token_urlsafe(16), domain.tokens.new_secret)",
+        )
+    bits = estimated_bits(secret)
+    if bits < MIN_PROPOSAL_BITS:
+        raise InvalidInput(
+            field,
+            f"looks made up, not drawn at random: it can be described in {bits:.0f} bits, and a"
+            f" proposal needs {MIN_PROPOSAL_BITS} (secrets.token_urlsafe(16),"
+            " domain.tokens.new_secret)",
         )
     return secret
 
@@ -120,7 +135,7 @@ def parse_token(token: object) -> Token:
         raise InvalidInput("token", f"must be a string, got {type(token).__name__}")
     found = _TOKEN.fullmatch(token)
     secret = found.group(1) if found else ""
-    if found is None or not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
+    if found is None or not MIN_TOKEN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
         # Never echoed: it may be someone's token.
         raise InvalidInput("token", "is not a grant token (the `token` of an acquire's answer)")
     _, fence, shard, group, reserved, ticket_fence, ticket_shard = found.groups()

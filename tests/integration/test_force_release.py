@@ -22,7 +22,7 @@ from domain import (
 )
 from domain.groups import GROUP_MARK, Reservation
 from domain.shards import SHARD_MARK, parse_shard_lease_id
-from domain.tokens import label, lease_key
+from domain.tokens import label, lease_key, new_secret
 from tests.conftest import StoreUnderTest
 
 pytestmark = pytest.mark.integration
@@ -116,14 +116,12 @@ def test_force_release_by_label_or_id_removes_that_one_lease(
 def colliding_secrets() -> tuple[str, str]:
     """Two secrets whose leases in DB share a label (18 bits: a birthday search)."""
     seen: dict[str, str] = {}
-    index = 0
     while True:
-        secret = f"ambiguous-secret-{index:08d}"
+        secret = new_secret()
         found = label(lease_key(DB, secret))
         if found in seen:
             return seen[found], secret
         seen[found] = secret
-        index += 1
 
 
 def test_a_label_that_names_two_leases_is_invalid_and_removes_nothing(
@@ -271,7 +269,7 @@ def test_a_lease_granted_anew_meanwhile_is_not_removed(
     proposed secret) before the removal: the new grant (a new fence) stays."""
     store = under_test.store
     store.set_quota(DB, Quota(limit=limit, default_ttl_ms=TTL))
-    secret = "re-granted-secret-0001"
+    secret = new_secret()
     first = store.acquire(DB, STUCK, secret=secret)
     assert isinstance(first, Granted)
     seen = store.status(DB)  # what the operator's force-release reads first

@@ -295,10 +295,52 @@ def test_neither_status_nor_the_logs_show_what_could_release_or_renew_a_lease(
     call(app, clock, action="release", database=DB, token=token)
 
     (shown,) = status["leases"]
-    assert (shown["holder"], len(shown["id"])) == ("fn/a", 3)  # a label, not the id
+    # A label: the grant's fence, nothing derived from its secret.
+    assert (shown["holder"], shown["id"]) == ("fn/a", str(shown["fence"]))
     seen = str(status) + capsys.readouterr().out
     assert token.split(".")[0] not in seen
     assert lease_id not in seen
+
+
+def test_nothing_the_helper_shows_of_a_lease_depends_on_its_secret() -> None:
+    """Issue 23: a victim's proposed secret was confirmed offline against the label status
+    showed (a hash of its key). Two runs alike but for the secrets, side by side: every
+    answer is the same, but for the holder's own token and lease id (its key)."""
+    shown = []
+    for _ in range(2):
+        clock = FakeClock()
+        app = make_app(clock, RecordingMetrics())
+        holders = [
+            call(app, clock, action="acquire", database=DB, holder=f"fn/{n}", secret=new_secret())
+            for n in range(2)
+        ]
+        clock.advance(31_000 + SKEW_MARGIN_MS)  # both expire: the next acquire reclaims them
+        reclaimer = call(app, clock, action="acquire", database=DB, holder="fn/r")
+        status = call(app, clock, action="status", database=DB)
+        for own in [*holders, reclaimer]:
+            own.pop("token")
+            own["lease"].pop("id")
+        shown.append((holders, reclaimer, status))
+
+    assert shown[0] == shown[1]
+    assert [lease["id"] for lease in shown[0][1]["reclaimed"]] == ["1", "2"]
+    assert [lease["id"] for lease in shown[0][2]["leases"]] == ["3"]
+
+
+def test_the_helper_shows_a_split_quotas_leases_without_their_shard(clock: FakeClock) -> None:
+    """A proposal's lease goes first to a shard its secret picks: the helper does not show
+    it (docs/design.md, "Who may do what", says what a holder can still tell)."""
+    store = InMemoryLeaseStore(clock, shard_capacity=lambda _db: 2)
+    app = make_app(clock, RecordingMetrics(), store)
+    store.set_quota(DB, Quota(limit=6, default_ttl_ms=30_000))
+    for n in range(4):
+        call(app, clock, action="acquire", database=DB, holder=f"fn/{n}", secret=new_secret())
+
+    leases = call(app, clock, action="status", database=DB)["leases"]
+
+    assert len(leases) == 4
+    assert all(lease["id"] == str(lease["fence"]) for lease in leases)
+    assert all("-" in found.id for found in store.status(DB).leases)  # each in a shard
 
 
 def test_no_caller_can_release_renew_or_share_another_holders_lease(

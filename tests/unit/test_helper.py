@@ -343,6 +343,33 @@ def test_the_helper_shows_a_split_quotas_leases_without_their_shard(clock: FakeC
     assert all("-" in found.id for found in store.status(DB).leases)  # each in a shard
 
 
+@pytest.mark.parametrize("shard_capacity", [None, 2], ids=["one item", "split"])
+def test_a_release_in_a_quota_made_again_is_not_answered_from_its_last_life(
+    clock: FakeClock, shard_capacity: int | None
+) -> None:
+    """Issue 23: one secret proposed in two lives of a quota got one token (S.1) twice, and
+    the second release was answered `released` from the first's idempotency record while
+    the lease stayed until its TTL."""
+    store = InMemoryLeaseStore(clock, shard_capacity=shard_capacity and (lambda _db: 2))
+    app = make_app(clock, RecordingMetrics(), store)
+    store.set_quota(DB, Quota(limit=6, default_ttl_ms=30_000))
+    secret = new_secret()
+    first = call(app, clock, action="acquire", database=DB, holder="fn/a", secret=secret)
+    assert call(app, clock, action="release", database=DB, token=first["token"])["outcome"] == (
+        "released"
+    )
+
+    assert store.delete_quota(DB)
+    store.set_quota(DB, Quota(limit=6, default_ttl_ms=30_000))
+    again = call(app, clock, action="acquire", database=DB, holder="fn/a", secret=secret)
+    release = call(app, clock, action="release", database=DB, token=again["token"])
+
+    assert again["token"] != first["token"]
+    assert again["lease"]["fence"] > first["lease"]["fence"]
+    assert release["outcome"] == "released"
+    assert store.status(DB).in_use == 0
+
+
 def test_no_caller_can_release_renew_or_share_another_holders_lease(
     app: Helper, clock: FakeClock
 ) -> None:

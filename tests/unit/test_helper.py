@@ -350,7 +350,8 @@ def test_a_release_in_a_quota_made_again_is_not_answered_from_its_last_life(
     """Issue 23: one secret proposed in two lives of a quota got one token (S.1) twice, and
     the second release was answered `released` from the first's idempotency record while
     the lease stayed until its TTL."""
-    store = InMemoryLeaseStore(clock, shard_capacity=shard_capacity and (lambda _db: 2))
+    capacity = None if shard_capacity is None else (lambda _db: shard_capacity)
+    store = InMemoryLeaseStore(clock, shard_capacity=capacity)
     app = make_app(clock, RecordingMetrics(), store)
     store.set_quota(DB, Quota(limit=6, default_ttl_ms=30_000))
     secret = new_secret()

@@ -41,10 +41,13 @@ MIN_TOKEN_SECRET_CHARS = 16
 KEY_CHARS = 8
 MAX_FENCE = 2**53  # exact in JSON numbers and in DynamoDB's
 
-_SECRET = re.compile(r"[A-Za-z0-9_-]+")
+# ASCII only: `\d` takes any script's digits (Arabic-Indic, fullwidth...), and int() reads
+# them: one grant had many tokens, each its own idempotency key.
+_SECRET = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _TOKEN = re.compile(
-    r"([A-Za-z0-9_-]+)(?:\.(\d{1,16})(?:\.(\d{1,4}))?)?"
-    r"(?:~([A-Za-z0-9_-]{1,64})~(?:(r)|(\d{1,16})(?:\.(\d{1,4}))?))?"
+    r"([A-Za-z0-9_-]+)(?:\.([0-9]{1,16})(?:\.([0-9]{1,4}))?)?"
+    r"(?:~([A-Za-z0-9_-]{1,64})~(?:(r)|([0-9]{1,16})(?:\.([0-9]{1,4}))?))?",
+    re.ASCII,
 )
 
 

@@ -155,9 +155,11 @@ def test_no_attack_succeeds_and_mariadb_refuses_connections_past_the_quota(here:
 
     assert_targets_met(campaign)
     attacked = [figure for figure in campaign.figures if "successes" in figure.name]
-    # Every attack of the issue was played: the helper's four, skew, overrun, killed
-    # runtimes, and each kind of session state on a warm connection.
-    assert len(attacked) == 11 + len(attacks.SESSION_STATE)
+    # Every attack of the issues was played: the helper's four, skew, overrun, killed
+    # runtimes, each kind of session state on a warm connection (issue 14); guessable
+    # secrets (3), quotas and groups made again (3), a stripped ticket, non-ASCII digits
+    # and a body nested too deep (issue 23).
+    assert len(attacked) == 11 + len(attacks.SESSION_STATE) + 9
     assert (
         campaign.figure("connections past MAX_USER_CONNECTIONS = 1 refused by MariaDB (1226)").value
         == 2

@@ -281,8 +281,6 @@ _WORDS = _WORD_LIST.split()
 _FIRST = _table(_LETTER_PAIRS[0])
 _PAIRS = tuple(_table(row) for row in _LETTER_PAIRS[1:])
 # Words by rank r, with probability in proportion to 1 / (r + 8).
-_WORD_CHANCE = {
-    word: 1 / (rank + 8) / sum(1 / (r + 8) for r in range(len(_WORDS)))
-    for rank, word in enumerate(_WORDS)
-}
+_RANKS = sum(1 / (rank + 8) for rank in range(len(_WORDS)))
+_WORD_CHANCE = {word: 1 / (rank + 8) / _RANKS for rank, word in enumerate(_WORDS)}
 _LONGEST_WORD = max(map(len, _WORDS))

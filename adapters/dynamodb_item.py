@@ -9,8 +9,8 @@ lease id -> its grant's fence), `fence` (the item's last fence) and `epoch` (the
 the change that last set its limit). A quota's root item (the database's own) also says
 what the quota is: `total` (its limit), `shards` (how many shard items the pool has),
 `groups` (map of group -> {t: tag, r: reserved, b: borrow, m: max, x: retired, s: share
-shards, c: cap shards, k: capped}), `last_tag`, `pending`, `settled_at` and `deleted`
-(domain.item.QuotaConfig).
+shards, c: cap shards, k: capped}), `last_tag`, `pending`, `settled_at`, `deleted` and
+`fence_floor` (domain.item.QuotaConfig).
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def _config(database: str, item: Mapping[str, Any], own: Quota) -> QuotaConfig:
         pending,
         _optional_int(database, item, "settled_at"),
         deleted=item.get("deleted", {}).get("BOOL", False) is True,
+        fence_floor=_optional_int(database, item, "fence_floor"),
         version=_optional_int(database, item, "epoch"),
     )
 
@@ -162,11 +163,16 @@ def config_values(config: QuotaConfig) -> tuple[list[str], list[str], dict[str, 
     if config.deleted:
         sets.append("deleted = :deleted")
         values[":deleted"] = {"BOOL": True}
+    if config.fence_floor:
+        sets.append("fence_floor = :fence_floor")
+        values[":fence_floor"] = {"N": str(config.fence_floor)}
     # An older version's attributes go with the first change that reads them.
     removes = ["groups_version", "groups_last_tag", "groups_limit", "groups_pending"]
     removes += ["rebalance", "claim_until"]
     if not config.deleted:
         removes.append("deleted")
+    if not config.fence_floor:
+        removes.append("fence_floor")
     if config.groups is not None:
         sets += ["#groups = :groups", "last_tag = :last_tag"]
         values |= {

@@ -130,18 +130,18 @@ def _change(write: Seal | SetLimit | Accept | Commit) -> Request:
             },
         )
     if isinstance(write, Seal):
-        return _update(
-            f"SET #limit = :zero, #ttl = :ttl, epoch = :epoch, {_MAPS_KEPT}",
-            f"{_below_epoch(write.epoch)} AND {_MAPS_TYPED}",
-            _NAMES,
-            {
-                ":M": {"S": "M"},
-                ":zero": {"N": "0"},
-                ":ttl": {"N": str(write.default_ttl_ms)},
-                ":epoch": {"N": str(write.epoch)},
-                ":empty": {"M": {}},
-            },
-        )
+        sealed: dict[str, Any] = {
+            ":M": {"S": "M"},
+            ":zero": {"N": "0"},
+            ":ttl": {"N": str(write.default_ttl_ms)},
+            ":epoch": {"N": str(write.epoch)},
+            ":empty": {"M": {}},
+        }
+        update = f"SET #limit = :zero, #ttl = :ttl, epoch = :epoch, {_MAPS_KEPT}"
+        if write.fence_floor:  # an item that has given no grant numbers them from the floor
+            update += ", fence = if_not_exists(fence, :floor)"
+            sealed[":floor"] = {"N": str(write.fence_floor)}
+        return _update(update, f"{_below_epoch(write.epoch)} AND {_MAPS_TYPED}", _NAMES, sealed)
     sets, removes, values = config_values(write.config)
     names = {"#total": "total"} | (
         {"#groups": "groups"} if "#groups" in " ".join(sets + removes) else {}

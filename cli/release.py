@@ -54,8 +54,8 @@ def release(
     lease: Annotated[
         str | None,
         typer.Option(
-            help="Release the lease with this label (connlease leases); --lease=-Ab for a"
-            " label that starts with -."
+            help="Release the lease with this label (connlease leases: its fence, .shard and"
+            " ~group, e.g. 17.3), or the helper's label without the shard when it names one."
         ),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,

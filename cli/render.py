@@ -1,7 +1,8 @@
 """What the commands print: rich tables for people, documents for `--json`.
 
-A lease is shown by its label (domain.tokens.label), as the helper and the logs show it:
-never its token or secret, which are its holder's alone, nor its full key."""
+A lease is shown by its label (domain.tokens.label), as the helper's logs show it (the helper
+itself leaves the shard out): never its token or secret, which are its holder's alone, nor
+its key, which is derived from the secret."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def span(ms: int) -> str:
 
 def lease_doc(lease: Lease, now_ms: int) -> dict[str, Any]:
     return {
-        "lease": label(lease.id),
+        "lease": label(lease),
         "holder": lease.holder,
         "group": lease.group or None,
         "borrowed": lease.borrowed,
@@ -84,7 +85,7 @@ def status_table(statuses: list[QuotaStatus], now_ms: int) -> Table:
 
 def _oldest(lease: Lease, now_ms: int) -> str:
     held = f"held {span(now_ms - lease.granted_at_ms)}" if lease.granted_at_ms else "held ?"
-    return f"{label(lease.id)} {lease.holder or '(no holder)'}, {held}"
+    return f"{label(lease)} {lease.holder or '(no holder)'}, {held}"
 
 
 def groups_table(status: QuotaStatus) -> Table | None:
@@ -117,7 +118,7 @@ def leases_table(status: QuotaStatus, now_ms: int) -> Table:
         live = lease.is_live(now_ms)
         group = lease.group + (" (borrowed)" if lease.borrowed else "") if lease.group else "-"
         table.add_row(
-            label(lease.id),
+            label(lease),
             lease.holder or "-",
             group,
             when(lease.granted_at_ms),

@@ -39,7 +39,7 @@ from domain.model import MAX_LIMIT, check_limit, check_ttl_ms, limit_of_percent
 
 # A new quota's default lease TTL, as the template's DefaultLeaseTtlMs.
 NEW_QUOTA_TTL_MS = 60_000
-_DURATION = re.compile(r"(\d{1,9})(ms|s|m|h)?")
+_DURATION = re.compile(r"([0-9]{1,9})(ms|s|m|h)?", re.ASCII)
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1}
 
 

@@ -110,8 +110,8 @@ class _Answer(_Message):
 
 
 class LeaseDoc(_Answer):
-    """A lease as the helper shows it: its id only as a label (`domain.tokens.label`)
-    outside the holder's own answers."""
+    """A lease as the helper shows it: outside the holder's own answers, its id is its label
+    without the shard (`domain.tokens.label`), nothing derived from its secret."""
 
     id: str
     holder: str
@@ -124,7 +124,7 @@ class LeaseDoc(_Answer):
     @classmethod
     def of(cls, lease: Lease, *, labelled: bool = False) -> LeaseDoc:
         return cls(
-            id=label(lease.id) if labelled else lease.id,
+            id=label(lease, shard=False) if labelled else lease.id,
             holder=lease.holder,
             expires_at_ms=lease.expires_at_ms,
             fence=lease.fence,

@@ -309,6 +309,11 @@ class Borrowing:
         if not rule.retired and rule.reservation.borrow_cap is not None:
             with suppress(ConnleaseError):
                 self.release_in(database, grant)
+                # A borrowed lease's token stripped of its ticket: the ticket goes with it,
+                # or it would hold the group's cap until its TTL (issue 23).
+                cap = cap_part(database, config, rule.group)
+                key = ticket_key(cap.key, lease_key(database, grant.secret))
+                self._parts.release_anywhere(cap.key, cap.shards, key, None)
             return LeaseLost(renewed.lease.id)
         return replace(renewed, lease=replace(renewed.lease, group=rule.group, borrowed=True))
 

@@ -67,10 +67,13 @@ class Changes:
             except CorruptQuota:
                 root = None  # an older version's item gone bad: the change writes it anew
             old = root.config if root is not None else None
+            floor = old.fence_floor if old is not None else 0
             if old is not None and old.deleted:
-                old = None  # made again: a new life, on the versions of the last
+                old = None  # made again: a new life, on the versions and fences of the last
             # A change is a settle too: refused acquirers need not settle it again at once.
-            new = replace(make(old), settled_at_ms=self._clock.now_ms(), deleted=False)
+            new = replace(
+                make(old), settled_at_ms=self._clock.now_ms(), deleted=False, fence_floor=floor
+            )
             done = self._run(database, root, self._shaped(database, new, old), None)
             if done is not None:
                 return done
@@ -86,7 +89,9 @@ class Changes:
             root = self._items.read(database)
             if root is None or root.config is None or root.config.deleted:
                 return False
-            gone = QuotaConfig(0, root.config.default_ttl_ms, deleted=True)
+            gone = QuotaConfig(
+                0, root.config.default_ttl_ms, deleted=True, fence_floor=root.config.fence_floor
+            )
             if self._run(database, root, gone, None) is not None:
                 return True
         raise StoreUnavailable(
@@ -153,7 +158,7 @@ class Changes:
         items = {database: accepted.item}
         refused = []
         for key in keys[1:]:
-            sealed = self._items.write(key, Seal(epoch, ttl_ms))
+            sealed = self._items.write(key, Seal(epoch, ttl_ms, new.fence_floor))
             if sealed.applied and sealed.item is not None:
                 items[key] = sealed.item
             else:
@@ -162,10 +167,14 @@ class Changes:
                 refused.append(key)
         if refused:
             return self._superseded(database, epoch, refused[0], new)
+        # Sealed, no item grants: their fences are final until this change sets limits.
+        floor = max(new.fence_floor, *(item.fence for item in items.values()))
+        new = replace(new, fence_floor=floor)
         if new.deleted:
+            # The floor first: once the items are gone, only the root knows their fences.
+            self._items.write(database, Commit(epoch, new))
             for key in keys[1:]:
                 self._items.delete(key, epoch)  # refused: a later change made it again
-            self._items.write(database, Commit(epoch, new))
             return new
         held, borrowed = self._held(database, items)
         limits, pending = plan_items(database, new, held, self._capacity, borrowed)
@@ -175,6 +184,9 @@ class Changes:
             ).applied:
                 return self._superseded(database, epoch, key, new)
         groups = new.groups
+        if groups is not None and any(rule.retired for rule in groups.rules):
+            # The floor first, as for a deletion: a forgotten group's items are deleted.
+            self._items.write(database, Commit(epoch, replace(new, pending=True, version=epoch)))
         if groups is not None:
             gone = self._forgotten(database, new, held, epoch)
             groups = groups.without(gone) if gone else groups

@@ -61,6 +61,10 @@ class QuotaConfig:
     # The quota was deleted: its root stays, so that its versions go on if it is made again
     # (a change of an earlier life can then never land on the new one's items).
     deleted: bool = False
+    # The highest fence any of the quota's items had given when its last change counted
+    # them, kept across its deletion: an item made since numbers its grants above it, so
+    # that no token names two grants (a quota or a group made again, issue 23).
+    fence_floor: int = 0
     # The root's version when this was read (its `epoch`): not stored with the rest.
     version: int = 0
 
@@ -252,11 +256,13 @@ class NoteWanted:
 @dataclass(frozen=True, slots=True)
 class Seal:
     """Take an item to a change's version `epoch`, granting nothing (limit 0) until the
-    change sets its limit: created empty if missing. Refused once the item is at `epoch` or
-    later, so that a change that lost the race to a later one stops here."""
+    change sets its limit: created empty if missing, its fences starting above
+    `fence_floor` (the quota's: QuotaConfig.fence_floor). Refused once the item is at
+    `epoch` or later, so that a change that lost the race to a later one stops here."""
 
     epoch: int
     default_ttl_ms: int
+    fence_floor: int = 0
 
     def allows(self, item: QuotaState | None) -> bool:
         return item is None or item.epoch < self.epoch
@@ -264,7 +270,12 @@ class Seal:
     def applied(self, item: QuotaState | None, key: str) -> QuotaState:
         item = item or _new_item(key, self.default_ttl_ms)
         return replace(
-            item, quota=Quota(0, self.default_ttl_ms), epoch=self.epoch, fenced=True, config=None
+            item,
+            quota=Quota(0, self.default_ttl_ms),
+            epoch=self.epoch,
+            fenced=True,
+            config=None,
+            fence=item.fence or self.fence_floor,  # none given yet: from the floor
         )
 
 

@@ -135,8 +135,9 @@ class Quota:
 class Lease:
     """The right to hold one connection until `expires_at_ms` (epoch milliseconds).
 
-    `id` is public (a hash of the grant's secret: `domain.tokens`); `fence` numbers the
-    grants of its quota item, higher for a later one (0: an entry from before fences)."""
+    `id` is its key in its item (a hash of the grant's secret: `domain.tokens`), shown only
+    to its holder and to those who may read the table; `fence` numbers the grants of its
+    quota item, higher for a later one (0: an entry from before fences)."""
 
     id: str
     holder: str
@@ -203,15 +204,17 @@ class QuotaStatus:
 
     def named(self, *, holder: str | None = None, lease: str | None = None) -> tuple[Lease, ...]:
         """The leases an operator names: every lease of `holder`, or the one whose id or
-        label (domain.tokens.label, what status shows) is `lease`. A label that names
-        several is an InvalidInput."""
+        label (domain.tokens.label: what the command line shows, or without its shard what
+        the helper shows) is `lease`. A label that names several is an InvalidInput."""
         if (holder is None) == (lease is None):
             raise InvalidInput("holder", "give a holder or a lease, one of the two")
         if holder is not None:
             check_holder(holder)
             return tuple(found for found in self.leases if found.holder == holder)
-        chosen = tuple(found for found in self.leases if found.id == lease) or tuple(
-            found for found in self.leases if label(found.id) == lease
+        chosen = (
+            tuple(found for found in self.leases if found.id == lease)
+            or tuple(found for found in self.leases if label(found) == lease)
+            or tuple(found for found in self.leases if label(found, shard=False) == lease)
         )
         if len(chosen) > 1:
             raise InvalidInput("lease", f"{lease!r} names {len(chosen)} leases: give the holder")

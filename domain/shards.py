@@ -23,7 +23,7 @@ from .item import QuotaState
 # Shard items are keyed `database#i`: `#` is never in a database name (model._NAME).
 SHARD_MARK = "#"
 # A lease's key has no '-' (domain.tokens.lease_key): only a shard's lease id has one.
-_SHARD_LEASE_ID = re.compile(r"(\d{1,4})-([A-Za-z0-9_]{1,58})")
+_SHARD_LEASE_ID = re.compile(r"([0-9]{1,4})-([A-Za-z0-9_]{1,58})", re.ASCII)
 
 
 def shard_item(database: str, index: int) -> str:

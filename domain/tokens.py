@@ -2,11 +2,13 @@
 do what").
 
 A grant's token is `secret.fence[.shard]`. The secret is 128 random bits the holder (or the
-store for it) makes; the store never keeps it, only the lease's key, a hash of it, so that
-what `status` and the logs show of a lease cannot be turned back into the power to release
-or renew it. The fence is the grant's number, which no two grants of one quota item share:
-a token from an earlier grant of the same secret (a reused secret, an async retry) is not
-the current grant's and changes nothing. A split quota's token also names the shard.
+store for it) makes, or a proposal as hard to guess (domain.entropy); the store never keeps
+it, only the lease's key, a hash of it; and what `status` and the logs show of a lease, its
+label, is not derived from it at all, so that nothing shown of a lease can be turned into
+the power to release or renew it, nor checked against a guess of its secret. The fence is
+the grant's number, which no two grants of one quota item share: a token from an earlier
+grant of the same secret (a reused secret, an async retry) is not the current grant's and
+changes nothing. A split quota's token also names the shard.
 
 A group's lease says where it lives (domain.groups): `...~group~r` for one of the group's
 reserved leases, `...~group~F[.S]` for a borrowed lease counted by a ticket (the ticket's
@@ -20,24 +22,32 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Protocol
 
+from .entropy import MIN_PROPOSAL_BITS, estimated_bits
 from .errors import InvalidInput
 
-# 96 bits at the least: a secret a caller proposes must be as hard to guess as ours.
-MIN_SECRET_CHARS = 16
+# A secret a caller proposes must be as hard to guess as ours: 22 characters at the least (128
+# bits, drawn at random: secrets.token_urlsafe(16)), and no shorter to describe than 96 bits
+# (domain.entropy: so that a random one is refused with a chance of 2^-32 at most).
+MIN_SECRET_CHARS = 22
 MAX_SECRET_CHARS = 64
+# A token's secret may be shorter: one proposed before proposals needed 22 characters still
+# gives back and renews the grant it was proposed for.
+MIN_TOKEN_SECRET_CHARS = 16
 # A lease's key in its item: 48 bits of the secret's hash. Every byte of every entry is
-# paid on every write; finding a secret for a key shown in full would take 2^48 hashes.
-# The helper shows a label instead: 18 bits of the key's own hash, which leaves a caller
-# 2^30 keys to try online, one helper invoke each, within a lease's life.
+# paid on every write. Only those who may read the table see it (an operator, a direct-mode
+# function: IAM is their boundary); the helper shows a label, which is not derived from it.
 KEY_CHARS = 8
-LABEL_CHARS = 3
 MAX_FENCE = 2**53  # exact in JSON numbers and in DynamoDB's
 
-_SECRET = re.compile(r"[A-Za-z0-9_-]+")
+# ASCII only: `\d` takes any script's digits (Arabic-Indic, fullwidth...), and int() reads
+# them: one grant had many tokens, each its own idempotency key.
+_SECRET = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _TOKEN = re.compile(
-    r"([A-Za-z0-9_-]+)(?:\.(\d{1,16})(?:\.(\d{1,4}))?)?"
-    r"(?:~([A-Za-z0-9_-]{1,64})~(?:(r)|(\d{1,16})(?:\.(\d{1,4}))?))?"
+    r"([A-Za-z0-9_-]+)(?:\.([0-9]{1,16})(?:\.([0-9]{1,4}))?)?"
+    r"(?:~([A-Za-z0-9_-]{1,64})~(?:(r)|([0-9]{1,16})(?:\.([0-9]{1,4}))?))?",
+    re.ASCII,
 )
 
 
@@ -47,13 +57,22 @@ def new_secret() -> str:
 
 
 def check_secret(secret: object, field: str = "secret") -> str:
+    """A proposed secret, if it is one: of the form, and not made up (never echoed)."""
     if not isinstance(secret, str):
         raise InvalidInput(field, f"must be a string, got {type(secret).__name__}")
     if not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS or not _SECRET.fullmatch(secret):
         raise InvalidInput(
             field,
-            f"must be {MIN_SECRET_CHARS}-{MAX_SECRET_CHARS} letters, digits, _ or -"
-            " (make one with domain.tokens.new_secret)",
+            f"must be {MIN_SECRET_CHARS}-{MAX_SECRET_CHARS} letters, digits, _ or - drawn at"
+            " random (secrets.token_urlsafe(16), domain.tokens.new_secret)",
+        )
+    bits = estimated_bits(secret)
+    if bits < MIN_PROPOSAL_BITS:
+        raise InvalidInput(
+            field,
+            f"looks made up, not drawn at random: it can be described in {bits:.0f} bits, and a"
+            f" proposal needs {MIN_PROPOSAL_BITS} (secrets.token_urlsafe(16),"
+            " domain.tokens.new_secret)",
         )
     return secret
 
@@ -65,13 +84,42 @@ def lease_key(database: str, secret: str) -> str:
     return base64.urlsafe_b64encode(digest).decode()[:KEY_CHARS].replace("-", "_")
 
 
-def label(lease_id: str) -> str:
-    """What the helper shows of a lease id (never of a secret): enough to tell leases
-    apart in a listing and to find one in the logs, far too little to act on."""
-    shard, _, key = lease_id.rpartition("-")  # a key has no '-': only a shard's id does
-    digest = hashlib.sha256(key.encode()).digest()
-    short = base64.urlsafe_b64encode(digest).decode()[:LABEL_CHARS]
-    return f"{shard}-{short}" if shard else short
+class Shown(Protocol):
+    """A lease as status shows it (domain.model.Lease)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def fence(self) -> int: ...
+    @property
+    def group(self) -> str: ...
+    @property
+    def borrowed(self) -> bool: ...
+
+
+def label(lease: Shown, *, shard: bool = True) -> str:
+    """What anyone but its holder is shown of a lease: its grant, by its fence and where it
+    lives (its token without the secret): `17` in a quota in one item, `17.3` in shard 3,
+    and a group's reserved lease `17~api` (`17.3~api`). Nothing of it comes from the secret,
+    so nothing shown of a lease can be checked against a guess of its secret. The helper
+    leaves the shard out (`shard=False`): a proposed secret's lease goes to a shard the
+    secret picks first (domain.shards.first_shard)."""
+    where, _, key = lease.id.rpartition("-")  # a key has no '-': only a shard's id does
+    text = str(lease.fence)
+    if shard and where and key:
+        text += f".{where}"
+    if lease.group and not lease.borrowed:
+        text += f"~{lease.group}"
+    return text
+
+
+def token_label(grant: Token) -> str | None:
+    """The label of the lease a token names, as `label` gives it (None: a secret alone,
+    which names no grant): what the helper logs of a release or a renewal."""
+    if grant.fence is None:
+        return None
+    text = str(grant.fence) if grant.shard is None else f"{grant.fence}.{grant.shard}"
+    return f"{text}~{grant.group}" if grant.group is not None and grant.reserved else text
 
 
 def lease_id_of(database: str, grant: Token) -> str:
@@ -120,7 +168,7 @@ def parse_token(token: object) -> Token:
         raise InvalidInput("token", f"must be a string, got {type(token).__name__}")
     found = _TOKEN.fullmatch(token)
     secret = found.group(1) if found else ""
-    if found is None or not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
+    if found is None or not MIN_TOKEN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
         # Never echoed: it may be someone's token.
         raise InvalidInput("token", "is not a grant token (the `token` of an acquire's answer)")
     _, fence, shard, group, reserved, ticket_fence, ticket_shard = found.groups()

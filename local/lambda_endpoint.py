@@ -354,7 +354,11 @@ def _handler_for(endpoint: LocalLambda) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            length_header = self.headers.get("Content-Length") or "0"
+            if not length_header.isascii() or not length_header.isdigit():
+                self._error(400, "InvalidRequestContentException", "bad Content-Length")
+                return
+            length = int(length_header)
             payload = self.rfile.read(length) if length else b"{}"
             match = _INVOKE_PATH.match(self.path.split("?")[0])
             function = endpoint.function(match["name"]) if match else None
@@ -364,7 +368,7 @@ def _handler_for(endpoint: LocalLambda) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested past the parser's depth: not JSON
                 self._error(
                     400, "InvalidRequestContentException", "Could not parse request body into json"
                 )

@@ -1,20 +1,29 @@
-"""Attacks on the quota: every way the review of issue 14 found to break it, played against
-the real helper (the local Lambda endpoint), DynamoDB (embedded) and MariaDB, whose
+"""Attacks on the quota: every way the reviews of issues 14 and 23 found to break it, played
+against the real helper (the local Lambda endpoint), DynamoDB (embedded) and MariaDB, whose
 application user may hold at most the quota's connections (MAX_USER_CONNECTIONS).
 
 An attack "succeeds" when it does what it tried: takes over, shortens or shares another
 holder's lease, gets an answer that is not true of its own grant, reclaims a lease whose
 holder's connection is still open, keeps a connection past its lease (also by lifting the
 bound its lease puts on its statements, issue 23), or finds another invocation's session
-state on a warm connection (also state set through pymysql's own calls). Every target is 0
-successes, and MariaDB's own count of the application user's connections never above the
-quota: where a body can still lift its bound (several statements in one query), MariaDB
-refuses the next holder's connection until the old session ends.
+state on a warm connection (also state set through pymysql's own calls); and (issue 23)
+gets a made-up secret granted, confirms a guess of a secret offline from what the helper
+shows, gets an answer given to a grant of a quota's earlier life, blocks its group's
+borrowing with a stripped token, has a token with non-ASCII digits accepted, or sends the
+local Lambda endpoint a body it does not answer. Every target is 0 successes, and MariaDB's
+own count of the application user's connections never above the quota: where a body can
+still lift its bound (several statements in one query), MariaDB refuses the next holder's
+connection until the old session ends.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.client
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -42,8 +51,9 @@ from adapters.mysql import (
     user_connections,
 )
 from domain import ConnleaseError, Granted, InvalidInput, KeepWarm, LeaseStore, Quota, Renewed
+from domain.groups import Reservation
 from domain.model import SKEW_MARGIN_MS
-from domain.tokens import new_secret
+from domain.tokens import lease_key, new_secret
 from local.stack import LocalStack, Tables, helper_function
 from local.watch import Poller
 from reliability.common import Campaign, Figure, Lab, Stopwatch
@@ -156,6 +166,11 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
     try:
         with arena(lab, replace(lab.mysql, user=user, password=password), limit) as here:
             helper_attacks(here, plan)
+            guessable_secrets(here)
+            quota_made_again(here)
+            stripped_ticket(here)
+            non_ascii_tokens(here)
+            deep_body(here)
             skewed_clocks(here, plan)
             overrun(here, plan)
             killed_runtimes(here, plan)
@@ -188,8 +203,8 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
     ]
     return Campaign(
         "Attacks on the quota",
-        "Each attack the review of issue 14 found, played against the helper over the local "
-        "Lambda endpoint, direct-mode stores and MariaDB, as an application user whose "
+        "Each attack the reviews of issues 14 and 23 found, played against the helper over the "
+        "local Lambda endpoint, direct-mode stores and MariaDB, as an application user whose "
         f"MAX_USER_CONNECTIONS is the quota ({limit}). Skewed clocks: one host at a time "
         f"{SKEW_MARGIN_MS / 1000:g} s off.",
         figures,
@@ -290,6 +305,170 @@ def id_reuse(here: Arena, database: str) -> None:
         "id reuse: a release answered released that left the lease held",
         released.value == "released" and _held(here, database, regranted.lease.id) is not None,
     )
+
+
+HELPER = "connlease-helper"
+# The proposals the helper granted on db40c7a (issue 23): only length and alphabet were checked.
+MADE_UP = ("a" * 16, "0" * 16, "1234567890123456", "password_password", "orders-fn-000042")
+# A family of guessable secrets (a function's name and a counter): a victim proposes one.
+GUESSABLE = tuple(f"orders-fn-{n:06d}" for n in range(1_000))
+VICTIM = "orders-fn/victim"
+ARABIC_INDIC = str.maketrans(
+    "0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"
+)
+
+
+def _invoke(here: Arena, event: dict[str, Any]) -> dict[str, Any]:
+    """The helper's answer to a raw event, past the client's own checks (an error document,
+    or a function error's, for a refusal)."""
+    answer = here.stack.lambda_client().invoke(
+        FunctionName=HELPER, Payload=json.dumps(event).encode()
+    )
+    document = json.loads(answer["Payload"].read())
+    return document if isinstance(document, dict) else {}
+
+
+def _derived(database: str, secret: str) -> set[str]:
+    """Every form derived from a secret that an attacker knows of: its lease's key, and the
+    3-character label db40c7a showed of that key (an unkeyed hash)."""
+    key = lease_key(database, secret)
+    digest = hashlib.sha256(key.encode()).digest()
+    return {key, base64.urlsafe_b64encode(digest).decode()[:3]}
+
+
+def guessable_secrets(here: Arena) -> None:
+    """Issue 23, item 1: made-up proposals granted; a victim's guessable proposal confirmed
+    offline against what status showed of its lease; its lease then taken over (the grant
+    of its secret, proposed again with the holder status shows, renewed far past its
+    expiry) or freed (a release by the secret alone)."""
+    database = here.quota(limit=len(MADE_UP))
+    for made_up in MADE_UP:
+        answer = _invoke(
+            here,
+            {"action": "acquire", "database": database, "holder": "atk/m", "secret": made_up},
+        )
+        here.attempt(
+            "guessable secrets: a made-up proposal granted by the helper",
+            answer.get("outcome") == "granted",
+        )
+    # The victim proposes one of the family; refused, it draws its own, as the client does.
+    database = here.quota(limit=4)
+    secret = random.choice(GUESSABLE)
+    event = {"action": "acquire", "database": database, "holder": VICTIM, "ttl_ms": 30_000}
+    answer = _invoke(here, event | {"secret": secret})
+    if answer.get("outcome") != "granted":
+        secret = new_secret()
+        answer = _invoke(here, event | {"secret": secret})
+    victim = answer["lease"]
+    # Offline: each candidate against what status shows of every lease (the victim's own
+    # secret among them, as if it had been guessed).
+    status = _invoke(here, {"action": "status", "database": database})
+    shown = {lease["id"].rpartition("-")[2] for lease in status.get("leases", [])}
+    confirmed = [guess for guess in (*GUESSABLE, secret) if _derived(database, guess) & shown]
+    here.attempt(
+        "guessable secrets: a guess confirmed offline from what the helper shows",
+        secret in confirmed and len(confirmed) <= 10,
+    )
+    holders = {lease["holder"] for lease in status.get("leases", [])}
+    taken = False
+    for guess in dict.fromkeys(confirmed or GUESSABLE[:3]):
+        for holder in holders:
+            again = _invoke(
+                here, {"action": "acquire", "database": database, "holder": holder, "secret": guess}
+            )
+            if again.get("outcome") == "granted" and again["lease"]["id"] == victim["id"]:
+                renew = {"action": "renew", "database": database, "renewal": 1}
+                _invoke(here, renew | {"token": again["token"], "ttl_ms": 600_000})
+                taken = taken or again["lease"]["fence"] == victim["fence"]
+        freed = _invoke(here, {"action": "release", "database": database, "token": guess})
+        taken = taken or freed.get("outcome") == "released"
+    held = _held(here, database, victim["id"])
+    here.attempt(
+        "guessable secrets: a victim's lease taken over or freed by its guessed secret",
+        taken or held is None or held > victim["expires_at_ms"] + 60_000,
+    )
+
+
+def quota_made_again(here: Arena) -> None:
+    """Issue 23, item 2: a quota deleted and made again (or a group forgotten and named
+    again) restarted its fences, so one secret proposed in both lives got one token, and the
+    helper answered the new grant's release from the old one's idempotency record."""
+    cases = {
+        "quota": "a quota deleted and made again",
+        "quota with a group": "a quota with a group deleted and made again",
+        "group forgotten": "a group forgotten and named again",
+    }
+    for case, name in cases.items():
+        database = f"atk-{uuid.uuid4().hex[:8]}"
+        groups = [Reservation("api", 2)] if case != "quota" else None
+        group = "api" if groups else None
+        here.store.set_quota(database, Quota(4, 30_000), groups)
+        secret = new_secret()
+        first = here.helper.acquire(database, "atk/again", 20_000, secret, group=group)
+        assert isinstance(first, Granted), first
+        here.helper.release(database, first.token)  # answered, and the answer kept
+        if case == "group forgotten":
+            here.store.set_quota(database, Quota(4, 30_000), [])  # retired, held nothing
+        else:
+            here.store.delete_quota(database)
+        here.store.set_quota(database, Quota(4, 30_000), groups)
+        again = here.helper.acquire(database, "atk/again", 20_000, secret, group=group)
+        assert isinstance(again, Granted), again
+        released = here.helper.release(database, again.token)
+        here.attempt(
+            f"{name}: a release answered from its last life's record",
+            released.value == "released" and _held(here, database, again.lease.id) is not None,
+        )
+
+
+def stripped_ticket(here: Arena) -> None:
+    """Issue 23, item 5: a capped group's borrowed lease renewed by its token without the
+    ticket (a plain pool lease's token) lost the lease but kept the ticket, and the group's
+    own borrowing was refused until the ticket's TTL."""
+    database = f"atk-{uuid.uuid4().hex[:8]}"
+    here.store.set_quota(database, Quota(4, 30_000), [Reservation("api", 0, max=1)])
+    borrowed = here.helper.acquire(database, "atk/api", 30_000, group="api")
+    assert isinstance(borrowed, Granted), borrowed
+    assert "~" in borrowed.token, borrowed  # a borrowed lease's: it names its ticket
+    here.helper.renew(database, borrowed.token.partition("~")[0], 30_000)
+    again = here.helper.acquire(database, "atk/api-again", 30_000, group="api")
+    here.attempt(
+        "a renewal with its ticket stripped: the group's borrowing refused after it",
+        not isinstance(again, Granted),
+    )
+
+
+def non_ascii_tokens(here: Arena) -> None:
+    """Issue 23, item 5: the token pattern read any script's digits, so that one grant had
+    many tokens (each its own idempotency key)."""
+    database = here.quota(limit=2)
+    held = here.helper.acquire(database, "atk/ascii", 30_000)
+    assert isinstance(held, Granted), held
+    secret, _, tail = held.token.partition(".")
+    alias = f"{secret}.{tail.translate(ARABIC_INDIC)}"
+    renew = {"action": "renew", "database": database, "renewal": 1, "ttl_ms": 60_000}
+    answer = _invoke(here, renew | {"token": alias})
+    here.attempt(
+        "a token with non-ASCII digits accepted by the helper", answer.get("outcome") is not None
+    )
+
+
+def deep_body(here: Arena) -> None:
+    """Issue 23, item 5: a body nested 20,000 deep killed the local Lambda endpoint's handler
+    thread (RecursionError) instead of being answered 400."""
+    assert here.stack.lambdas is not None
+    address = here.stack.lambdas.endpoint_url.removeprefix("http://")
+    host, _, port = address.partition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        body = b"[" * 20_000 + b"]" * 20_000
+        connection.request("POST", f"/2015-03-31/functions/{HELPER}/invocations", body)
+        status: int | None = connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        status = None  # the connection dropped unanswered
+    finally:
+        connection.close()
+    here.attempt("the local Lambda endpoint: a 20,000-deep body not answered 400", status != 400)
 
 
 def _hold(leases: ConnectionLeases, app: MySqlEndpoint, ttl_ms: int, statement_s: float) -> float:

@@ -60,7 +60,7 @@ from domain import (
     acquire_within,
 )
 from domain.services import record_acquire
-from domain.tokens import label, lease_id_of, parse_token
+from domain.tokens import label, parse_token, token_label
 from service import errors
 from service.bootstrap import Helper, build_helper, built_at_init
 from service.invocation import InvocationContext
@@ -122,11 +122,10 @@ def respond(event: Any, context: InvocationContext, app: Helper) -> dict[str, An
         issues = error.errors(include_url=False, include_input=False)
         logger.warning("rejected a malformed event", extra={"errors": issues})
         return errors.invalid_event(error).document()
-    # Logs name a lease by its label: never a token, nor what could be turned into one.
+    # Logs name a lease by its label: never a token, nor anything derived from its secret.
     token = getattr(request, "token", None)
     logger.append_keys(
-        database=request.database,
-        lease=label(lease_id_of(request.database, parse_token(token))) if token else None,
+        database=request.database, lease=token_label(parse_token(token)) if token else None
     )
     tracer.put_annotation("database", request.database)
     try:
@@ -220,7 +219,7 @@ def acquire(request: AcquireRequest, app: Helper, context: InvocationContext) ->
             result = refused.last
     waited_ms = app.clock.now_ms() - started_ms
     if isinstance(result, Granted):
-        logger.append_keys(lease=label(result.lease.id), fence=result.lease.fence)
+        logger.append_keys(lease=label(result.lease), fence=result.lease.fence)
         return AcquireResponse(
             outcome="granted",
             database=request.database,

@@ -268,7 +268,7 @@ def test_leases_shows_holders_and_labels_never_a_token_or_a_key(
     assert set(listed) == {g.lease.holder for g in granted}
     for found in granted:
         doc = listed[found.lease.holder]
-        assert doc["lease"] == label(found.lease.id)
+        assert doc["lease"] == label(found.lease)
         assert doc["live"] is True
         assert doc["expires_at_ms"] == found.lease.expires_at_ms
         assert doc["granted_at_ms"] == found.lease.granted_at_ms
@@ -279,7 +279,7 @@ def test_leases_shows_holders_and_labels_never_a_token_or_a_key(
     assert shown.exit_code == 0, shown.output
     table = rows(shown.stdout)
     for found in granted[:3]:
-        assert table[label(found.lease.id)][0] == found.lease.holder
+        assert table[label(found.lease)][0] == found.lease.holder
     for text in (json.dumps(document), shown.output):
         for found in granted:
             secret = found.token.partition(".")[0]
@@ -440,7 +440,7 @@ def test_a_holder_is_shown_as_written(cli: Cli, store: DynamoDBLeaseStore, holde
     status = cli.run("status", db)
 
     assert leases.exit_code == 0, (leases.output, leases.exception)
-    assert rows(leases.stdout)[label(found.lease.id)][0] == holder
+    assert rows(leases.stdout)[label(found.lease)][0] == holder
     assert status.exit_code == 0, (status.output, status.exception)  # its oldest lease
 
 
@@ -624,7 +624,7 @@ def test_release_logs_each_lease_as_an_operator_force_release_on_stderr(
         assert (line["holder"], line["database"]) == ("stuck-fn/1", db)
         assert line["service"] == "connlease-cli"
         assert line["operator"]
-    assert sorted(line["lease"] for line in logged) == sorted(label(g.lease.id) for g in mine)
+    assert sorted(line["lease"] for line in logged) == sorted(label(g.lease) for g in mine)
     for found in mine:
         assert found.lease.id not in result.stderr
         assert found.token.partition(".")[0] not in result.stderr
@@ -636,7 +636,7 @@ def test_release_one_lease_by_its_label(
     mine, others = stuck
     listed = cli.json("leases", db)["leases"]
     target = mine[1]
-    shown = label(target.lease.id)
+    shown = label(target.lease)
     assert shown in [lease["lease"] for lease in listed]
 
     result = cli.run("release", db, "--lease", shown, "--yes")

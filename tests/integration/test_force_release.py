@@ -22,7 +22,7 @@ from domain import (
 )
 from domain.groups import GROUP_MARK, Reservation
 from domain.shards import SHARD_MARK, parse_shard_lease_id
-from domain.tokens import label, lease_key
+from domain.tokens import label, new_secret
 from tests.conftest import StoreUnderTest
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,7 @@ def test_force_release_by_label_or_id_removes_that_one_lease(
     store.set_quota(DB, Quota(limit=limit, default_ttl_ms=TTL))
     first, target, last = take(under_test, STUCK, 3)
 
-    removed = force(store, DB, lease=label(target.lease.id))
+    removed = force(store, DB, lease=label(target.lease))
 
     assert ids(removed) == [target.lease.id]
     now_ms = under_test.clock.now_ms()
@@ -110,44 +110,31 @@ def test_force_release_by_label_or_id_removes_that_one_lease(
     assert live_ids(store.status(DB), now_ms) == [last.lease.id]
     assert isinstance(store.renew(DB, last.token), Renewed)
     # A label no lease has removes nothing.
-    assert force(store, DB, lease=label(target.lease.id)) == ()
-
-
-def colliding_secrets() -> tuple[str, str]:
-    """Two secrets whose leases in DB share a label (18 bits: a birthday search)."""
-    seen: dict[str, str] = {}
-    index = 0
-    while True:
-        secret = f"ambiguous-secret-{index:08d}"
-        found = label(lease_key(DB, secret))
-        if found in seen:
-            return seen[found], secret
-        seen[found] = secret
-        index += 1
+    assert force(store, DB, lease=label(target.lease)) == ()
 
 
 def test_a_label_that_names_two_leases_is_invalid_and_removes_nothing(
     under_test: StoreUnderTest,
 ) -> None:
+    """Each shard of a split quota numbers its own grants: the helper's label, which leaves
+    the shard out, of a shard's first grant names every shard's first grant."""
     store = under_test.store
-    store.set_quota(DB, Quota(limit=6, default_ttl_ms=TTL))
-    one, two = colliding_secrets()
-    granted = [
-        store.acquire(DB, STUCK, secret=one),
-        store.acquire(DB, OTHER, secret=two),
-    ]
-    assert all(isinstance(grant, Granted) for grant in granted)
-    shared = label(lease_key(DB, one))
+    store.set_quota(DB, Quota(limit=2 * entries_per_shard(DB) + 3, default_ttl_ms=TTL))
+    granted = take(under_test, STUCK, 12)
+    firsts = [grant for grant in granted if grant.lease.fence == 1]
+    assert len(firsts) > 1  # 12 leases in one of 3 shards: one chance in 3^11
+    shared = label(firsts[0].lease, shard=False)
     before, requests = under_test.dump(), under_test.requests()
 
-    with pytest.raises(InvalidInput, match="names 2 leases"):
+    with pytest.raises(InvalidInput, match=f"names {len(firsts)} leases"):
         force(store, DB, lease=shared)
 
     assert under_test.dump() == before
     assert under_test.requests() == requests
     for grant in granted:
-        assert isinstance(grant, Granted)
         assert isinstance(store.renew(DB, grant.token), Renewed)
+    # With its shard, as the command line shows it, the label names one.
+    assert ids(force(store, DB, lease=label(firsts[0].lease))) == [firsts[0].lease.id]
 
 
 def test_force_release_with_neither_or_both_holder_and_lease_is_invalid(
@@ -161,7 +148,7 @@ def test_force_release_with_neither_or_both_holder_and_lease_is_invalid(
     with pytest.raises(InvalidInput):
         force(store, DB)
     with pytest.raises(InvalidInput):
-        force(store, DB, holder=STUCK, lease=label(grant.lease.id))
+        force(store, DB, holder=STUCK, lease=label(grant.lease))
 
     assert under_test.dump() == before
 
@@ -192,7 +179,7 @@ def test_a_groups_reserved_and_borrowed_leases_are_removable(
     assert api.reserved_in_use == 0
     assert isinstance(store.renew(DB, reserved.token), LeaseLost)
 
-    removed = force(store, DB, lease=label(borrowed.lease.id))
+    removed = force(store, DB, lease=label(borrowed.lease))
 
     assert [(lease.id, lease.group, lease.borrowed) for lease in removed] == [
         (borrowed.lease.id, "batch", True)
@@ -244,7 +231,7 @@ def test_force_releasing_an_untracked_borrowed_lease_leaves_a_ticketed_one_of_it
     ticketed = store.acquire(DB, "batch-1", group="batch")
     assert isinstance(ticketed, Granted)
 
-    assert ids(force(store, DB, lease=label(untracked.lease.id))) == [untracked.lease.id]
+    assert ids(force(store, DB, lease=label(untracked.lease))) == [untracked.lease.id]
 
     assert isinstance(store.renew(DB, ticketed.token), Renewed)
 
@@ -271,7 +258,7 @@ def test_a_lease_granted_anew_meanwhile_is_not_removed(
     proposed secret) before the removal: the new grant (a new fence) stays."""
     store = under_test.store
     store.set_quota(DB, Quota(limit=limit, default_ttl_ms=TTL))
-    secret = "re-granted-secret-0001"
+    secret = new_secret()
     first = store.acquire(DB, STUCK, secret=secret)
     assert isinstance(first, Granted)
     seen = store.status(DB)  # what the operator's force-release reads first
@@ -285,7 +272,7 @@ def test_a_lease_granted_anew_meanwhile_is_not_removed(
     if by == "holder":
         removed = force(store, DB, holder=STUCK)
     else:
-        removed = force(store, DB, lease=label(first.lease.id))
+        removed = force(store, DB, lease=label(first.lease))
     monkeypatch.undo()
 
     assert removed == ()

@@ -73,6 +73,8 @@ CONFIGS = st.sampled_from(
             pending=False,
             settled_at_ms=NOW - 100,
         ),
+        QuotaConfig(0, 30_000, deleted=True, fence_floor=41),  # a deleted quota's root
+        QuotaConfig(4, 30_000, shards=2, fence_floor=12),  # a quota made again
     ]
 )
 
@@ -125,7 +127,9 @@ def writes(draw: st.DrawFn) -> ItemWrite:  # noqa: PLR0911  (one return per kind
     if kind == 5:
         return NoteWanted(NOW)
     if kind == 6:
-        return Seal(epoch, 20_000) if draw(st.booleans()) else SetLimit(epoch, Quota(2, 20_000))
+        if draw(st.booleans()):  # made with its fences from the floor, or none
+            return Seal(epoch, 20_000, draw(st.sampled_from([0, 40])))
+        return SetLimit(epoch, Quota(2, 20_000))
     config = draw(CONFIGS)
     if kind == 7:
         settle = draw(st.sampled_from([None, NOW]))

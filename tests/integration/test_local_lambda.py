@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -134,3 +135,21 @@ def test_an_event_invoke_is_accepted_at_once_and_runs(
 def test_an_unknown_function_is_resource_not_found(client: LambdaClient) -> None:
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         invoke(client, "nope")
+
+
+def test_a_body_nested_past_the_parsers_depth_is_answered_400_and_the_endpoint_serves_on(
+    endpoint: LocalLambda, client: LambdaClient
+) -> None:
+    """Issue 23: a 20,000-deep JSON body raised RecursionError in the handler thread, which
+    died without an answer."""
+    host, port = endpoint.endpoint_url.removeprefix("http://").split(":")
+    for body in (b"[" * 20_000 + b"]" * 20_000, b'{"a":' * 20_000 + b"1" + b"}" * 20_000):
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request("POST", "/2015-03-31/functions/clock/invocations", body)
+        answer = connection.getresponse()
+
+        assert answer.status == 400
+        assert answer.getheader("x-amzn-ErrorType") == "InvalidRequestContentException"
+        connection.close()
+
+    assert invoke(client, "clock", {"n": 3})["body"]["event"] == {"n": 3}

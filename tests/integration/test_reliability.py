@@ -167,11 +167,13 @@ def test_no_attack_succeeds_and_mariadb_refuses_connections_past_the_quota(here:
 
     assert_targets_met(campaign)
     attacked = [figure for figure in campaign.figures if "successes" in figure.name]
-    # Every attack of issue 14 was played: the helper's four, skew, overrun, killed
-    # runtimes, and each kind of session state on a warm connection; and issue 23's: state
-    # set through the driver (autocommit, character set), each way of lifting the bound,
-    # and the lift inside one multi-statement query that MariaDB's limit answers.
-    assert len(attacked) == 11 + len(attacks.SESSION_STATE) + 2 + len(attacks.LIFTS) + 1
+    # Every attack of the issues was played: the helper's four, skew, overrun, killed
+    # runtimes, each kind of session state on a warm connection (issue 14); state set
+    # through the driver (autocommit, character set), each way of lifting the bound, the
+    # lift inside one multi-statement query that MariaDB's limit answers, guessable secrets
+    # (3), quotas and groups made again (3), a stripped ticket, non-ASCII digits and a body
+    # nested too deep (issue 23).
+    assert len(attacked) == 11 + len(attacks.SESSION_STATE) + 2 + len(attacks.LIFTS) + 1 + 9
     assert (
         campaign.figure("connections past MAX_USER_CONNECTIONS = 1 refused by MariaDB (1226)").value
         == 2

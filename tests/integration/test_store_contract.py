@@ -278,6 +278,12 @@ BAD_CALLS: dict[str, tuple[str, Callable[[Any], object]]] = {
     "token with a fence not a number": ("token", lambda s: s.renew(DB, "s" * 22 + ".x")),
     "token not a string": ("token", lambda s: s.release(DB, None)),
     "short secret": ("secret", lambda s: s.acquire(DB, secret="s" * 15)),
+    "secret of 16 random characters": ("secret", lambda s: s.acquire(DB, secret=new_secret()[:16])),
+    "made-up secret (issue 23)": (
+        "secret",
+        lambda s: s.acquire(DB, secret="orders-fn-000042-000043"),
+    ),
+    "repeated secret": ("secret", lambda s: s.acquire(DB, secret="a" * 22)),
     "oversized secret": ("secret", lambda s: s.acquire(DB, secret="s" * 65)),
     "token proposed as a secret": ("secret", lambda s: s.acquire(DB, secret=NEVER_GRANTED)),
     "secret not a string": ("secret", lambda s: s.acquire(DB, secret=42)),

@@ -92,7 +92,7 @@ def test_lease_doc_shows_a_label_and_how_long_it_is_held() -> None:
     found = lease("Xy_9abcD", "api-1", granted_ago_ms=12_000, left_ms=18_000, group="api")
 
     assert lease_doc(found, NOW) == {
-        "lease": label("Xy_9abcD"),
+        "lease": label(found),
         "holder": "api-1",
         "group": "api",
         "borrowed": False,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -901,6 +902,27 @@ def test_releasing_a_borrowed_lease_by_its_secret_alone_gives_its_ticket_back(
     assert granted.lease.borrowed
 
     assert store.release(DB, secret) is ReleaseOutcome.RELEASED
+
+    assert store.status(DB).in_use == 0
+    assert tickets(store, "api") == ()
+    (again,) = take(store, "api")  # the group's cap of 1 is free again
+    assert again.lease.borrowed
+
+
+@pytest.mark.parametrize("limit", [4, 3 * PER_SHARD + 1], ids=["one item", "split"])
+def test_a_renewal_of_a_borrowed_lease_with_its_ticket_stripped_gives_the_ticket_back(
+    store: InMemoryLeaseStore, limit: int
+) -> None:
+    """Issue 23: a renewal by the token without its ticket (`S.F`, a plain pool lease's)
+    lost the lease, as an untracked lease of a capped group, but left its ticket for the
+    TTL and a second, about 31 s in which the group's own borrowing was refused."""
+    configure(store, limit, Reservation("api", 0, max=1))
+    (borrowed,) = take(store, "api")
+    grant = parse_token(borrowed.token)
+    assert grant.ticket is not None
+    stripped = str(replace(grant, group=None, ticket=None))
+
+    assert isinstance(store.renew(DB, stripped), LeaseLost)
 
     assert store.status(DB).in_use == 0
     assert tickets(store, "api") == ()

@@ -295,10 +295,80 @@ def test_neither_status_nor_the_logs_show_what_could_release_or_renew_a_lease(
     call(app, clock, action="release", database=DB, token=token)
 
     (shown,) = status["leases"]
-    assert (shown["holder"], len(shown["id"])) == ("fn/a", 3)  # a label, not the id
+    # A label: the grant's fence, nothing derived from its secret.
+    assert (shown["holder"], shown["id"]) == ("fn/a", str(shown["fence"]))
     seen = str(status) + capsys.readouterr().out
     assert token.split(".")[0] not in seen
     assert lease_id not in seen
+
+
+def test_nothing_the_helper_shows_of_a_lease_depends_on_its_secret() -> None:
+    """Issue 23: a victim's proposed secret was confirmed offline against the label status
+    showed (a hash of its key). Two runs alike but for the secrets, side by side: every
+    answer is the same, but for the holder's own token and lease id (its key)."""
+    shown = []
+    for _ in range(2):
+        clock = FakeClock()
+        app = make_app(clock, RecordingMetrics())
+        holders = [
+            call(app, clock, action="acquire", database=DB, holder=f"fn/{n}", secret=new_secret())
+            for n in range(2)
+        ]
+        clock.advance(31_000 + SKEW_MARGIN_MS)  # both expire: the next acquire reclaims them
+        reclaimer = call(app, clock, action="acquire", database=DB, holder="fn/r")
+        status = call(app, clock, action="status", database=DB)
+        for own in [*holders, reclaimer]:
+            own.pop("token")
+            own["lease"].pop("id")
+        shown.append((holders, reclaimer, status))
+
+    assert shown[0] == shown[1]
+    assert [lease["id"] for lease in shown[0][1]["reclaimed"]] == ["1", "2"]
+    assert [lease["id"] for lease in shown[0][2]["leases"]] == ["3"]
+
+
+def test_the_helper_shows_a_split_quotas_leases_without_their_shard(clock: FakeClock) -> None:
+    """A proposal's lease goes first to a shard its secret picks: the helper does not show
+    it (docs/design.md, "Who may do what", says what a holder can still tell)."""
+    store = InMemoryLeaseStore(clock, shard_capacity=lambda _db: 2)
+    app = make_app(clock, RecordingMetrics(), store)
+    store.set_quota(DB, Quota(limit=6, default_ttl_ms=30_000))
+    for n in range(4):
+        call(app, clock, action="acquire", database=DB, holder=f"fn/{n}", secret=new_secret())
+
+    leases = call(app, clock, action="status", database=DB)["leases"]
+
+    assert len(leases) == 4
+    assert all(lease["id"] == str(lease["fence"]) for lease in leases)
+    assert all("-" in found.id for found in store.status(DB).leases)  # each in a shard
+
+
+@pytest.mark.parametrize("shard_capacity", [None, 2], ids=["one item", "split"])
+def test_a_release_in_a_quota_made_again_is_not_answered_from_its_last_life(
+    clock: FakeClock, shard_capacity: int | None
+) -> None:
+    """Issue 23: one secret proposed in two lives of a quota got one token (S.1) twice, and
+    the second release was answered `released` from the first's idempotency record while
+    the lease stayed until its TTL."""
+    capacity = None if shard_capacity is None else (lambda _db: shard_capacity)
+    store = InMemoryLeaseStore(clock, shard_capacity=capacity)
+    app = make_app(clock, RecordingMetrics(), store)
+    store.set_quota(DB, Quota(limit=6, default_ttl_ms=30_000))
+    secret = new_secret()
+    first = call(app, clock, action="acquire", database=DB, holder="fn/a", secret=secret)
+    assert call(app, clock, action="release", database=DB, token=first["token"])["outcome"] == (
+        "released"
+    )
+
+    assert store.delete_quota(DB)
+    store.set_quota(DB, Quota(limit=6, default_ttl_ms=30_000))
+    again = call(app, clock, action="acquire", database=DB, holder="fn/a", secret=secret)
+    release = call(app, clock, action="release", database=DB, token=again["token"])
+
+    assert again["token"] != first["token"]
+    assert again["lease"]["fence"] > first["lease"]["fence"]
+    assert release["outcome"] == "released"
+    assert store.status(DB).in_use == 0
 
 
 def test_no_caller_can_release_renew_or_share_another_holders_lease(
@@ -317,7 +387,8 @@ def test_no_caller_can_release_renew_or_share_another_holders_lease(
 
     assert as_label["error"]["details"][0]["field"] == "token"
     assert (released["outcome"], shortened["outcome"]) == ("already_released", "lost")
-    assert shared["lease"]["id"] != victim["lease"]["id"]
+    # A proposal made from what status shows is made up: refused (issue 23).
+    assert shared["error"]["details"][0]["field"] == "secret"
     (kept,) = [lease for lease in app.store.status(DB).leases if lease.id == victim["lease"]["id"]]
     assert kept.expires_at_ms == victim["lease"]["expires_at_ms"]
 

@@ -311,7 +311,7 @@ class Borrowing:
                 self.release_in(database, grant)
                 # A borrowed lease's token stripped of its ticket: the ticket goes with it,
                 # or it would hold the group's cap until its TTL (issue 23).
-                cap = cap_part(database, config, rule.group)
+                cap = cap_part(database, rule)
                 key = ticket_key(cap.key, lease_key(database, grant.secret))
                 self._parts.release_anywhere(cap.key, cap.shards, key, None)
             return LeaseLost(renewed.lease.id)

@@ -66,7 +66,7 @@ def test_the_installed_script_sets_a_quota_and_reads_it_back(
     assert json.loads(empty.stdout) == []
 
     changed = connlease(
-        "set", "scripted", "--limit", "4", "--ttl", "45s", "--yes", *where,
+        "set", "scripted", "--limit", "4", "--ttl", "45s", "--create", "--yes", *where,
         env=environment, cwd=tmp_path,
     )  # fmt: skip
 

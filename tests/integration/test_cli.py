@@ -219,6 +219,7 @@ def test_status_of_every_database_lists_each_quota(
     empty = cli.run("status")
     assert empty.exit_code == 0
     assert "no quotas" in empty.stdout
+    assert "--create makes one" in " ".join(empty.stdout.split())
 
     store.set_quota(db, Quota(limit=5, default_ttl_ms=TTL), [Reservation("api", 1)])
     split = 2 * entries_per_shard("billing") + 3

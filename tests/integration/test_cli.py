@@ -833,6 +833,11 @@ BAD_ARGUMENTS = {
         ("release", "{db}", "--holder", "api-1", "--lease", "abc", "--yes"), BAD_USAGE
     ),
     "release with neither --holder nor --lease": Bad(("release", "{db}", "--yes"), BAD_USAGE),
+    "release of a holder that is not printable ASCII": Bad(
+        ("release", "{db}", "--holder", "api\u00e9", "--yes"),
+        BAD_USAGE,
+        says="--holder: must be printable ASCII",
+    ),
     "a negative limit": Bad(
         ("set", "{db}", "--limit", "-1", "--yes"),
         BAD_USAGE,

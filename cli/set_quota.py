@@ -41,7 +41,7 @@ from domain.model import MAX_LIMIT, MAX_TTL_MS, MIN_TTL_MS, limit_of_percent
 
 # A new quota's default lease TTL, as the template's DefaultLeaseTtlMs.
 NEW_QUOTA_TTL_MS = 60_000
-_DURATION = re.compile(r"(\d{1,9}) ?(ms|s|sec|m|min|h)?")
+_DURATION = re.compile(r"(\d{1,9})(ms|s|sec|m|min|h)?")
 _UNIT_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
 
 

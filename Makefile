@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 # Every Python tree ruff and mypy check.
 CODE := domain adapters service connlease_client local cli examples tests benchmarks reliability
 
-.PHONY: help dev lint format unit integration test demo local example bench bench-quick reliability infra-tools infra clean \
+.PHONY: help dev cli lint format unit integration test demo local example bench bench-quick reliability infra-tools infra clean \
 	build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction \
 	build-DependenciesLayer check-rds-ca-bundle
 
@@ -21,6 +21,21 @@ help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
 dev: $(STAMP)  ## create .venv with the project and its dev tools (and .venv/bin/connlease)
+	@echo "connlease is $(CLI): run $(CLI) --help, or source $(VENV)/bin/activate first"
+
+# The operator's command line alone: the project and its `cli` extra in .venv, the console
+# script at .venv/bin/connlease (what README names). `make dev` installs it too.
+CLI := $(VENV)/bin/connlease
+CLI_STAMP := $(VENV)/.installed-cli
+
+$(CLI_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[cli]'
+	@touch $(CLI_STAMP)
+
+cli: $(CLI_STAMP)  ## install the operator's command line at .venv/bin/connlease (source .venv/bin/activate puts it on PATH)
+	@$(CLI) --help > /dev/null
+	@echo "connlease is $(CLI): run $(CLI) --help, or source $(VENV)/bin/activate first"
 
 # cfn-lint (with the SAM translator) and checkov in their own venv: checkov pins boto3 and
 # packaging, the SAM translator pydantic, to versions the project does not use.

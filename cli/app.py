@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
@@ -21,7 +21,7 @@ from adapters.aws import AwsAccess, AwsSetupError
 from adapters.cloudformation import StackNotUsable, stack_outputs
 from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint
 from adapters.secrets import SecretUnavailable
-from domain import ConnleaseError, InvalidInput, UnknownDatabase
+from domain import ConnleaseError, InvalidInput, StoreUnavailable, UnknownDatabase
 from service.bootstrap import Console, build_console, operator_mysql
 
 # Exit codes: 0 done, 1 refused or not found (or a service failed), 2 bad usage.
@@ -33,6 +33,10 @@ LOCAL_ENDPOINT_URL = "http://127.0.0.1:4566"
 LOCAL_REGION = "us-east-1"
 LOCAL_TABLE = "connlease-leases"
 LOCAL_CREDENTIALS = ("local", "local")
+# ... and its MySQL, as `make local` and `make demo` reach it when no DB_* variable says
+# otherwise (local/demo_setup.py's mysql_from_environment): 127.0.0.1:3306, root without a
+# password, the database test. The local stack's functions log in as that user.
+LOCAL_MYSQL = MySqlEndpoint(host="127.0.0.1", port=3306, user="root", password="", database="test")
 # Where infra/README.md has the RDS certificate authorities fetched (for the functions' layer).
 RDS_CA_BUNDLE = "layer/rds-global-bundle.pem"
 NAMESPACE = "connlease"  # the template's POWERTOOLS_METRICS_NAMESPACE
@@ -159,7 +163,9 @@ Local = Annotated[
     bool,
     typer.Option(
         "--local",
-        help=f"The local stack (`make local`): {LOCAL_ENDPOINT_URL}, table {LOCAL_TABLE}.",
+        help=f"The local stack (`make local`): {LOCAL_ENDPOINT_URL}, table {LOCAL_TABLE},"
+        f" MySQL at {LOCAL_MYSQL.host}:{LOCAL_MYSQL.port} as {LOCAL_MYSQL.user} (the DB_*"
+        " variables and --mysql-* options say otherwise).",
     ),
 ]
 Stack = Annotated[
@@ -186,6 +192,8 @@ class Where:
     local: bool = False
     stack: str | None = None
     table: str | None = None
+    # The console this command made, to name its table when DynamoDB has none by that name.
+    _made: list[Console] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def console(self) -> Console:
         endpoint = self.endpoint_url or (LOCAL_ENDPOINT_URL if self.local else None)
@@ -207,7 +215,29 @@ class Where:
                 " or --local",
                 BAD_USAGE,
             )
-        return build_console(aws, table, outputs, NAMESPACE)
+        console = build_console(aws, table, outputs, NAMESPACE)
+        self._made.append(console)
+        return console
+
+    def table_missing(self, error: StoreUnavailable) -> CliError | None:
+        """DynamoDB's ResourceNotFoundException as the table it did not find, and how to
+        name another; None for any other failure."""
+        if not error.reason.startswith("ResourceNotFoundException") or not self._made:
+            return None
+        console = self._made[-1]
+        at = console.dynamodb.meta.region_name or "no region"
+        if console.aws.endpoint_url:
+            at += f" at {console.aws.endpoint_url}"
+        if self.table:
+            named = "from --table or LEASES_TABLE_NAME"
+        elif self.stack:
+            named = f"from stack {self.stack}'s LeasesTableName output"
+        else:
+            named = "--local's: is `make local` serving there?"
+        return CliError(
+            f"no leases table {console.leases_table!r} in {at} ({named}): name it with"
+            " --table NAME (or LEASES_TABLE_NAME) or --stack NAME, in its --region"
+        )
 
 
 # MySQL, for `set --percent` and `reconcile`: the options, else the functions' own DB_*
@@ -272,22 +302,31 @@ class MysqlOptions:
     tls: bool | None = None
     ca_bundle: str | None = None
 
-    def connector(self, console: Console) -> MySqlConnector:
-        """A connector as these options, or else the stack's outputs, say."""
+    @property
+    def login_user(self) -> str:
+        """The user the command logs in as without a secret: on the local stack, the one
+        its functions log in as too."""
+        return self.user or LOCAL_MYSQL.user
+
+    def connector(self, console: Console, local: bool = False) -> MySqlConnector:
+        """A connector as these options, or else the stack's outputs, or else (`local`)
+        the local stack's MySQL, say."""
         outputs = console.outputs
-        host = self.host or outputs.get("DatabaseEndpoint")
+        host = self.host or outputs.get("DatabaseEndpoint") or (LOCAL_MYSQL.host if local else None)
         if not host:
-            raise CliError("say where MySQL is: --mysql-host (or DB_HOST), or --stack", BAD_USAGE)
+            raise CliError(
+                "say where MySQL is: --mysql-host (or DB_HOST), --stack, or --local", BAD_USAGE
+            )
         port = self.port if self.port is not None else int(outputs.get("DatabasePort", "3306"))
         if not 1 <= port <= 65535:
-            raise CliError(f"--mysql-port {port} is not a port (1-65535)", BAD_USAGE)
-        # What is not given, MySqlEndpoint's own defaults (the local MariaDB's) fill in.
+            raise CliError(f"--mysql-port: must be from 1 to 65535, got {port}", BAD_USAGE)
+        # What is not given, the local MariaDB's login fills in.
         endpoint = MySqlEndpoint(
             host=host,
             port=port,
-            user=self.user or MySqlEndpoint.user,
-            password=self.password or MySqlEndpoint.password,
-            database=self.database or MySqlEndpoint.database,
+            user=self.login_user,
+            password=self.password or LOCAL_MYSQL.password,
+            database=self.database or LOCAL_MYSQL.database,
         )
         secret = self.secret or (None if self.user else outputs.get("DatabaseSecretArn"))
         tls = self.tls if self.tls is not None else bool(outputs)
@@ -318,8 +357,20 @@ MYSQL_OPTIONS: dict[str, tuple[Any, Any]] = {
 
 
 def acting(command: Callable[..., R]) -> Callable[..., R]:
-    """The shared options where to act, given to the command as `where`."""
-    return _grouped("where", WHERE_OPTIONS, lambda values: Where(**values), command)
+    """The shared options where to act, given to the command as `where`; a table DynamoDB
+    does not have, named as such."""
+
+    @functools.wraps(command)
+    def run(*args: Any, where: Where, **kwargs: Any) -> R:
+        try:
+            return command(*args, where=where, **kwargs)
+        except StoreUnavailable as error:
+            missing = where.table_missing(error)
+            if missing is None:
+                raise
+            raise missing from error
+
+    return _grouped("where", WHERE_OPTIONS, lambda values: Where(**values), run)
 
 
 def on_mysql(command: Callable[..., R]) -> Callable[..., R]:

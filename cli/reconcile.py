@@ -35,8 +35,8 @@ from cli.app import (
 from domain import QuotaStatus
 from service.bootstrap import Console
 
-# The template's AppUserSecret names this user; the default without a stack, when it has
-# connections.
+# The template's AppUserSecret names this user; the default without a stack or --local,
+# when it has connections.
 DEFAULT_APP_USER = "connlease_app"
 SHOWN = 10  # unexplained connections listed, the oldest first
 
@@ -96,8 +96,9 @@ def reconcile(
         typer.Option(
             "--app-user",
             help="The MySQL user whose connections the quota governs (default: the user in"
-            f" the stack's AppUserSecretArn secret, else {DEFAULT_APP_USER} when it has"
-            " connections).",
+            " the stack's AppUserSecretArn secret; with --local, the user the local stack's"
+            " functions log in as, DB_USER or root; else"
+            f" {DEFAULT_APP_USER} when it has connections).",
         ),
     ] = None,
     as_json: Json = False,
@@ -108,7 +109,9 @@ def reconcile(
     """The quota's live leases beside MySQL's count of the application user's connections
     (information_schema.PROCESSLIST), the drift, every user's connections, and the
     connections no live lease explains. The MySQL login needs PROCESS to see other
-    users' connections (the master user has it).
+    users' connections (the master user has it). With --local, MySQL and the
+    application user are the local stack's (127.0.0.1:3306, root; DB_HOST, DB_USER and
+    the other DB_* variables say otherwise, as they do for `make local`).
 
     Exit status: 0 when no connection is unexplained (connections <= live leases), 1 when
     some are (for a cron job's alert) or on an error, 2 on bad usage."""
@@ -116,14 +119,18 @@ def reconcile(
     before = console.store.status(database)  # an unknown quota: said before MySQL is asked
     before_ms = console.clock.now_ms()
     user = app_user or _stack_app_user(console)
-    connect = mysql.connector(console)
+    if user is None and where.local:
+        # The local stack's functions log in as DB_USER (root), as this command does.
+        user = mysql.login_user
+    connect = mysql.connector(console, local=where.local)
     with closing(connect()) as connection:
         by_user = connections_by_user(connection)
         if user is None:
             if DEFAULT_APP_USER not in by_user:
                 raise CliError(
                     "say whose connections the quota governs: --app-user NAME"
-                    f" ({DEFAULT_APP_USER} has none, and no --stack names its secret)",
+                    f" ({DEFAULT_APP_USER} has none, and no --stack names its secret"
+                    " nor --local its user)",
                     BAD_USAGE,
                 )
             user = DEFAULT_APP_USER

@@ -27,7 +27,7 @@ from cli.app import (
     out,
 )
 from cli.render import lease_doc, leases_table
-from domain import ConnleaseError
+from domain import ConnleaseError, InvalidInput
 from domain.ports import Metric
 from service.bootstrap import CONSOLE_SERVICE, Console
 
@@ -68,7 +68,10 @@ def release(
         raise CliError("give --holder or --lease, one of the two", BAD_USAGE)
     console = where.console()
     status = console.store.status(database)
-    chosen = status.named(holder=holder, lease=lease)
+    try:
+        chosen = status.named(holder=holder, lease=lease)
+    except InvalidInput as error:  # the flag typed, not the field
+        raise CliError(f"--{error.field}: {error.message}", BAD_USAGE) from error
     if not chosen:
         what = f"no lease of holder {holder!r}" if holder is not None else f"no lease {lease!r}"
         raise CliError(f"{what} in quota {database!r} (connlease leases lists them)")

@@ -41,7 +41,10 @@ def status(
         print_json(documents[0] if database is not None else documents)
         return
     if not statuses:
-        out.print(f"no quotas in table {console.leases_table} (connlease set creates one)")
+        out.print(
+            f"no quotas in table {console.leases_table}"
+            " (connlease set DATABASE --limit N --create makes one)"
+        )
         return
     out.print(status_table(statuses, now_ms))
     for found in statuses:

@@ -277,13 +277,14 @@ def watch(
     refused a second at a time."""
     if not (math.isfinite(interval) and interval >= MIN_INTERVAL_S):
         raise CliError(
-            f"--interval {interval:g}: at least {MIN_INTERVAL_S:g} seconds (each refresh is a "
-            "read, and reads are billed)",
+            f"--interval: must be at least {MIN_INTERVAL_S:g} seconds, got {interval:g}"
+            " (each refresh is a read, and reads are billed)",
             BAD_USAGE,
         )
     if not MIN_HISTORY_S <= history <= MAX_HISTORY_S:
         raise CliError(
-            f"--history {history}: from {MIN_HISTORY_S} to {MAX_HISTORY_S} seconds", BAD_USAGE
+            f"--history: must be from {MIN_HISTORY_S} to {MAX_HISTORY_S} seconds, got {history}",
+            BAD_USAGE,
         )
     console = where.console()
     counted = ItemsRead(console.dynamodb)  # what each refresh reads, and so costs

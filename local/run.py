@@ -3,11 +3,15 @@
 
 Starts the embedded DynamoDB and the local Lambda endpoint with the helper and your
 function, sets a quota, invokes the function as many times as asked, some at once, and
-prints what it answered and how the quota ended. The function gets what a function
-deployed beside connlease would: `QUOTA_DATABASE`, `HELPER_FUNCTION` (or, with
-`--mode direct`, `LEASES_TABLE_NAME`), the `DB_*` variables of the MySQL it should use,
-an AWS region, and SDK endpoints pointing at the local stand-ins, so its boto3 code
-runs unchanged.
+prints what it answered, as it answered (the answers of each status code counted, with
+the first of them) and how the quota ended; `--json` prints each invocation, one JSON
+object a line. A function error is one line, its errorType and errorMessage; its stack
+trace is in the function's log (demo-output/run-logs/NAME.log, or --log-dir).
+
+The function gets what a function deployed beside connlease would: `QUOTA_DATABASE`,
+`HELPER_FUNCTION` (or, with `--mode direct`, `LEASES_TABLE_NAME`), the `DB_*` variables
+of the MySQL it should use, an AWS region, and SDK endpoints pointing at the local
+stand-ins, so its boto3 code runs unchanged.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
-from collections import Counter
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,8 @@ from domain.model import check_database, check_limit
 from local.demo_setup import mysql_from_environment
 from local.lambda_endpoint import FunctionSpec
 from local.stack import HELPER, LocalStack, Tables, database_environment, helper_function
+
+SAMPLE_CHARS = 300  # of an answer shown in the table; --json prints each whole
 
 
 @dataclass(frozen=True)
@@ -54,11 +61,55 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """One invocation as the caller saw it."""
+
+    number: int  # 1, 2, ... in the order the invocations were sent
+    request_id: str  # the invocation's, as START/END/REPORT RequestId in the log
+    duration_ms: float  # the caller's round trip: a wait for an environment, a cold start
+    payload: Any  # what the function answered, JSON decoded (its text if it is not JSON)
+    function_error: str | None = None  # Lambda's X-Amz-Function-Error ("Unhandled")
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.function_error is None else "error"
+
+    def document(self) -> dict[str, Any]:
+        """`--json`'s line: the invocation and the function's payload as it is."""
+        return {
+            "invocation": self.number,
+            "request_id": self.request_id,
+            "duration_ms": round(self.duration_ms, 1),
+            "status": self.status,
+            "function_error": self.function_error,
+            "payload": self.payload,
+        }
+
+    def error_line(self) -> str:
+        """A function error as one line: `errorType: errorMessage` (its stack trace is in
+        the function's log)."""
+        payload = self.payload
+        if isinstance(payload, dict) and "errorType" in payload:
+            message = " ".join(str(payload.get("errorMessage", "")).split())
+            return f"{payload['errorType']}: {message}" if message else str(payload["errorType"])
+        return _one_line(payload)
+
+
+@dataclass(frozen=True)
 class RunReport:
-    answers: list[Any]
-    function_errors: list[str]
+    invocations: list[Answer]
     quota_after: QuotaStatus
     log_file: Path
+
+    @property
+    def answers(self) -> list[Any]:
+        """The payloads of the invocations that succeeded, in the order sent."""
+        return [found.payload for found in self.invocations if found.function_error is None]
+
+    @property
+    def function_errors(self) -> list[str]:
+        """Each failed invocation's error, one line."""
+        return [found.error_line() for found in self.invocations if found.function_error]
 
 
 def function_spec(options: RunOptions, tables: Tables) -> FunctionSpec:
@@ -101,53 +152,94 @@ def run_function(options: RunOptions) -> RunReport:
             client = stack.lambda_client()
             payload = json.dumps(options.event).encode()
 
-            def invoke(_: int) -> tuple[Any, str | None]:
+            def invoke(number: int) -> Answer:
+                started = time.perf_counter()
                 response = client.invoke(FunctionName=options.name, Payload=payload)
-                answer = json.loads(response["Payload"].read() or b"null")
-                return answer, response.get("FunctionError")
+                body = response["Payload"].read()
+                return Answer(
+                    number=number,
+                    request_id=response["ResponseMetadata"].get("RequestId", ""),
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    payload=_decoded(body),
+                    function_error=response.get("FunctionError"),
+                )
 
             with ThreadPoolExecutor(options.concurrency) as pool:
-                results = list(pool.map(invoke, range(options.invocations)))
+                results = list(pool.map(invoke, range(1, options.invocations + 1)))
             assert stack.lambdas is not None
             log_file = stack.lambdas.log_dir / f"{options.name}.log"
             quota_after = store.status(options.database)
     finally:
         sys.path.remove(str(code_dir))
-    return RunReport(
-        answers=[answer for answer, error in results if error is None],
-        function_errors=[json.dumps(answer) for answer, error in results if error is not None],
-        quota_after=quota_after,
-        log_file=log_file,
-    )
+    return RunReport(invocations=results, quota_after=quota_after, log_file=log_file)
+
+
+def _decoded(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        return body.decode("utf-8", "replace")
+
+
+def _one_line(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return " ".join(text.split())
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
 
 
 def report_table(options: RunOptions, report: RunReport) -> Table:
+    """What the run did: the function's answers as it answered them (grouped by status code,
+    each group's count, how many of them differ and its first answer), each kind of function
+    error on one line, the round trips and the quota after."""
     table = Table(title=f"{options.name} on the local stack", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("invocations", f"{options.invocations}, {options.concurrency} at once")
     table.add_row("leases", f"{options.mode} mode, quota {options.quota} on {options.database!r}")
-    shapes = Counter(json.dumps(_shape(answer), sort_keys=True) for answer in report.answers)
-    for shape, count in shapes.most_common():
-        table.add_row(f"answered ({count})", escape(shape))
-    for error in report.function_errors[:3]:
-        table.add_row("function error", escape(error))
+    groups: dict[Any, list[Any]] = {}
+    for answer in report.answers:
+        groups.setdefault(_status_code(answer), []).append(answer)
+    for code, answers in sorted(groups.items(), key=lambda group: -len(group[1])):
+        distinct = len({json.dumps(answer, sort_keys=True) for answer in answers})
+        label = "answered" + (f" {code}" if code is not None else "") + f" ({len(answers)})"
+        sample = escape(_cut(_one_line(answers[0])))
+        if distinct > 1:
+            sample += f"\n[dim]the first of {distinct} different answers; --json prints each[/]"
+        table.add_row(label, sample)
+    errors: dict[str, int] = {}
+    for line in report.function_errors:
+        errors[line] = errors.get(line, 0) + 1
+    for line, count in sorted(errors.items(), key=lambda error: -error[1]):
+        table.add_row(f"function error ({count})", escape(_cut(line)))
+    durations = [found.duration_ms for found in report.invocations]
+    if durations:
+        table.add_row(
+            "round trips",
+            f"median {statistics.median(durations):.0f} ms, slowest {max(durations):.0f} ms"
+            " (a wait for an environment and a cold start included)",
+        )
     after = report.quota_after
     table.add_row("quota after the run", f"{after.in_use} in use, {after.remaining} free")
-    table.add_row("the function's log", str(report.log_file))
+    log = escape(str(report.log_file))
+    if report.function_errors:
+        log += "\n[dim]stack traces there, each after its START RequestId line[/]"
+    table.add_row("the function's log", log)
     return table
 
 
-def _shape(answer: Any) -> Any:
-    """An answer with its numbers blanked (but a status code), so answers alike count
-    together."""
-    if isinstance(answer, dict):
-        return {
-            key: value if key == "statusCode" else _shape(value) for key, value in answer.items()
-        }
-    if isinstance(answer, int | float) and not isinstance(answer, bool):
-        return "<number>"
-    return answer
+def _status_code(answer: Any) -> Any:
+    code = answer.get("statusCode") if isinstance(answer, dict) else None
+    return code if isinstance(code, int | str) and not isinstance(code, bool) else None
+
+
+def json_lines(report: RunReport) -> str:
+    """`--json`: one object a line, an invocation each, in the order sent."""
+    return "".join(
+        json.dumps(found.document(), ensure_ascii=False) + "\n" for found in report.invocations
+    )
 
 
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -196,7 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["lambda", "direct"], default="lambda")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--timeout", type=float, default=30, help="the function's, in s")
-    parser.add_argument("--log-dir", type=Path, default=RunOptions.log_dir)
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=RunOptions.log_dir,
+        help="where the function's log goes (NAME.log: its output and stack traces)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="each invocation on stdout, one JSON object a line (invocation, request_id,"
+        " duration_ms, status, function_error, payload); the summary on stderr",
+    )
     args = parser.parse_args(argv)
     # Everything is checked before anything starts: one line and exit 2 for a bad argument.
     try:
@@ -217,12 +320,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ConnleaseError, ValueError, argparse.ArgumentTypeError) as error:
         parser.error(str(error))
-    console = Console()
+    console = Console(stderr=args.json)  # with --json, stdout is the lines' alone
     try:
         report = run_function(options)
     except FileNotFoundError as error:
         console.print(f"[red]{escape(str(error))}[/]")
         return 2
+    if args.json:
+        sys.stdout.write(json_lines(report))
+        sys.stdout.flush()
     console.print(report_table(options, report))
     return 1 if report.function_errors else 0
 

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
@@ -132,6 +133,19 @@ def functions_for(options: ServeOptions) -> Callable[[str, Tables], list[Functio
     return functions
 
 
+def connlease_command() -> str:
+    """The console script as a user can run it from here: the one installed beside this
+    interpreter (`make dev` and `make cli`: .venv/bin/connlease), relative to the working
+    directory when under it, else `connlease`, from PATH."""
+    script = Path(sys.executable).parent / "connlease"
+    if not script.is_file():
+        return "connlease"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def port_taken(port: int) -> bool:
     """Whether a server listens on the port already (werkzeug's own check exits the
     process with a message of its own)."""
@@ -184,9 +198,11 @@ def serve(options: ServeOptions, console: Console, stopping: threading.Event) ->
                 f" MySQL at {escape(options.mysql.describe())}"
             )
             load.start()
+        cli = connlease_command()
         console.print(
-            f"watch it:  connlease watch {options.database} {where}\n"
-            f"           connlease status {where}\n"
+            f"watch it:  {cli} watch {options.database} {where}\n"
+            f"           {cli} status {where}\n"
+            f"           {cli} reconcile {options.database} {where}\n"
             "Ctrl-C stops."
         )
         try:

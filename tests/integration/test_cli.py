@@ -219,6 +219,7 @@ def test_status_of_every_database_lists_each_quota(
     empty = cli.run("status")
     assert empty.exit_code == 0
     assert "no quotas" in empty.stdout
+    assert "--create makes one" in " ".join(empty.stdout.split())
 
     store.set_quota(db, Quota(limit=5, default_ttl_ms=TTL), [Reservation("api", 1)])
     split = 2 * entries_per_shard("billing") + 3
@@ -336,10 +337,10 @@ def test_set_below_what_is_in_use_says_the_quota_will_drain_and_applies(
         assert isinstance(store.renew(db, found.token), Renewed)
 
 
-def test_set_creates_a_new_quota_with_a_default_ttl(
+def test_set_create_makes_a_new_quota_with_a_default_ttl(
     cli: Cli, store: DynamoDBLeaseStore, db: str
 ) -> None:
-    created = cli.run("set", db, "--limit", "4", "--ttl", "90s", "--yes")
+    created = cli.run("set", db, "--limit", "4", "--ttl", "90s", "--create", "--yes")
 
     assert created.exit_code == 0, created.output
     assert f"{db}: a new quota of 4, leases 1m30s" in created.stdout
@@ -349,11 +350,72 @@ def test_set_creates_a_new_quota_with_a_default_ttl(
     changed = cli.run("set", db, "--limit", "4", "--ttl", "30s", "--yes")
 
     assert changed.exit_code == 0, changed.output
-    assert "default TTL 1m30s -> 30s" in changed.stdout
+    assert f"{db}: limit 4 (kept), default TTL 1m30s -> 30s" in changed.stdout
     assert store.status(db).default_ttl_ms == 30_000
     kept = cli.run("set", db, "--limit", "5", "--yes")  # no --ttl: the quota's own is kept
     assert kept.exit_code == 0, kept.output
     assert store.status(db).default_ttl_ms == 30_000
+
+
+def test_set_without_create_refuses_a_database_that_has_no_quota(cli: Cli, db: str) -> None:
+    """A mistyped name must not become a quota no function uses."""
+    before = cli.items()
+
+    result = cli.run("set", db, "--limit", "4", "--yes")
+
+    assert result.exit_code == 1, result.output
+    assert one_error_line(result) == (
+        f"connlease: error: no quota for database {db!r}: --create makes one (with --limit N"
+        " or --percent P); connlease status lists the quotas there are"
+    )
+    assert result.stdout == ""
+    assert cli.items() == before
+
+
+def test_set_create_on_a_quota_that_exists_changes_it(
+    cli: Cli, store: DynamoDBLeaseStore, db: str
+) -> None:
+    store.set_quota(db, Quota(limit=5, default_ttl_ms=TTL))
+    grant(store, db, "api-1")
+
+    result = cli.run("set", db, "--limit", "6", "--create", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert "limit 5 -> 6" in result.stdout
+    status = store.status(db)
+    assert (status.limit, status.in_use, status.default_ttl_ms) == (6, 1, TTL)
+
+
+@pytest.mark.parametrize(("ttl", "ms"), [("5min", 300_000), ("5m", 300_000), ("90s", 90_000)])
+def test_set_ttl_alone_changes_only_the_ttl(
+    cli: Cli, store: DynamoDBLeaseStore, db: str, ttl: str, ms: int
+) -> None:
+    store.set_quota(db, Quota(limit=5, default_ttl_ms=TTL), [Reservation("api", 2)])
+    held = grant(store, db, "api-1", group="api")
+
+    result = cli.run("set", db, "--ttl", ttl, "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert f"{db}: limit 5 (kept), default TTL 30s -> " in result.stdout
+    status = store.status(db)
+    assert (status.limit, status.default_ttl_ms, status.in_use) == (5, ms, 1)
+    assert status.groups is not None
+    assert [(g.group, g.reserved) for g in status.groups.groups] == [("api", 2)]
+    assert isinstance(store.renew(db, held.token), Renewed)
+
+
+def test_set_reserve_alone_keeps_the_limit_and_ttl(
+    cli: Cli, store: DynamoDBLeaseStore, db: str
+) -> None:
+    store.set_quota(db, Quota(limit=5, default_ttl_ms=TTL))
+
+    result = cli.run("set", db, "--reserve", "api=2", "--yes")
+
+    assert result.exit_code == 0, result.output
+    status = store.status(db)
+    assert (status.limit, status.default_ttl_ms) == (5, TTL)
+    assert status.groups is not None
+    assert [(g.group, g.reserved) for g in status.groups.groups] == [("api", 2)]
 
 
 def test_set_reserve_sets_groups_and_no_groups_removes_them(
@@ -483,6 +545,19 @@ def test_set_percent_of_mysqls_max_connections(
     assert f"max_connections {ceiling}" in result.stdout
     assert f"limit of {expected}" in result.stdout
     assert store.status(db).limit == expected
+
+
+def test_set_percent_local_reaches_the_local_stacks_mysql(
+    cli: Cli, store: DynamoDBLeaseStore, db: str
+) -> None:
+    """--local: MySQL at 127.0.0.1:3306 as root, as `make local` has it, with no option."""
+    store.set_quota(db, Quota(limit=5, default_ttl_ms=TTL))
+
+    result = cli.run("set", db, "--percent", "50", "--local", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert "MySQL root@127.0.0.1:3306/test: max_connections" in result.stdout
+    assert store.status(db).limit == max_connections() * 50 // 100
 
 
 @pytest.fixture
@@ -703,6 +778,32 @@ def test_stack_outputs_name_the_table(
     assert json.loads(from_env.stdout)["database"] == db
 
 
+def test_a_table_that_does_not_exist_is_named_with_where_it_came_from(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB's own answer (ResourceNotFoundException) names no table: the line does, with
+    the option or variable that named it and how to name another."""
+    stack = f"connlease-{uuid.uuid4().hex[:8]}"
+    create_stack(cli, stack, {"LeasesTableName": "gone-leases"})
+
+    by_stack = cli.bare("status", "--stack", stack)
+    monkeypatch.setenv("LEASES_TABLE_NAME", "typo-leases")
+    by_variable = cli.bare("leases", "orders")
+
+    assert (by_stack.exit_code, by_variable.exit_code) == (1, 1)
+    assert one_error_line(by_stack) == (
+        f"connlease: error: no leases table 'gone-leases' in {LOCAL_REGION} at"
+        f" {cli.endpoint_url} (from stack {stack}'s LeasesTableName output): name it with"
+        " --table NAME (or LEASES_TABLE_NAME) or --stack NAME, in its --region"
+    )
+    assert one_error_line(by_variable) == (
+        f"connlease: error: no leases table 'typo-leases' in {LOCAL_REGION} at"
+        f" {cli.endpoint_url} (from --table or LEASES_TABLE_NAME): name it with"
+        " --table NAME (or LEASES_TABLE_NAME) or --stack NAME, in its --region"
+    )
+    assert "ResourceNotFoundException" not in by_stack.stderr + by_variable.stderr
+
+
 # Bad arguments: one line, the exit code scripts rely on, and nothing written.
 
 BAD_USAGE, REFUSED = 2, 1
@@ -713,7 +814,7 @@ class Bad:
     args: tuple[str, ...]
     code: int
     with_table: bool = True
-    says: str = ""
+    says: str | tuple[str, ...] = ""  # in the error line: the flag typed, the unit
 
 
 BAD_ARGUMENTS = {
@@ -732,39 +833,80 @@ BAD_ARGUMENTS = {
         ("release", "{db}", "--holder", "api-1", "--lease", "abc", "--yes"), BAD_USAGE
     ),
     "release with neither --holder nor --lease": Bad(("release", "{db}", "--yes"), BAD_USAGE),
-    "a negative limit": Bad(("set", "{db}", "--limit", "-1", "--yes"), BAD_USAGE, says="-1"),
-    "a zero limit": Bad(("set", "{db}", "--limit", "0", "--yes"), BAD_USAGE, says="limit"),
-    "a limit past the most": Bad(("set", "{db}", "--limit", "2001", "--yes"), BAD_USAGE),
-    "a limit that is not a number": Bad(("set", "{db}", "--limit", "ten", "--yes"), BAD_USAGE),
+    "release of a holder that is not printable ASCII": Bad(
+        ("release", "{db}", "--holder", "api\u00e9", "--yes"),
+        BAD_USAGE,
+        says="--holder: must be printable ASCII",
+    ),
+    "a negative limit": Bad(
+        ("set", "{db}", "--limit", "-1", "--yes"),
+        BAD_USAGE,
+        says="--limit: must be from 1 to 2000 leases, got -1",
+    ),
+    "a zero limit": Bad(
+        ("set", "{db}", "--limit", "0", "--yes"),
+        BAD_USAGE,
+        says="--limit: must be from 1 to 2000 leases, got 0",
+    ),
+    "a limit past the most": Bad(
+        ("set", "{db}", "--limit", "2001", "--yes"), BAD_USAGE, says="--limit: must be from 1"
+    ),
+    "a limit that is not a number": Bad(
+        ("set", "{db}", "--limit", "ten", "--yes"), BAD_USAGE, says="'--limit'"
+    ),
     "reservations above the limit": Bad(
         ("set", "{db}", "--limit", "3", "--reserve", "api=2", "--reserve", "batch=2", "--yes"),
         BAD_USAGE,
+        says="--reserve: reservations sum to 4, above the quota's limit of 3",
     ),
     "a limit below the quota's reservations": Bad(
-        ("set", "{db}", "--limit", "1", "--yes"), BAD_USAGE, says="reserved"
+        ("set", "{db}", "--limit", "1", "--yes"),
+        BAD_USAGE,
+        says="--limit: a limit of 1 is below the 2 leases reserved for groups",
     ),
     "a reservation not written as group=N": Bad(
-        ("set", "{db}", "--limit", "5", "--reserve", "api", "--yes"), BAD_USAGE
+        ("set", "{db}", "--limit", "5", "--reserve", "api", "--yes"),
+        BAD_USAGE,
+        says="--reserve: 'api': write group=reserved",
+    ),
+    "a reservation that is no number": Bad(
+        ("set", "{db}", "--reserve", "api=two", "--yes"),
+        BAD_USAGE,
+        says="--reserve: api.reserved: 'two' is not a whole number",
     ),
     "--reserve with --no-groups": Bad(
         ("set", "{db}", "--limit", "5", "--reserve", "api=1", "--no-groups", "--yes"), BAD_USAGE
     ),
     "a percent over 100": Bad(
-        ("set", "{db}", "--percent", "101", *MYSQL, "--yes"), BAD_USAGE, says="101"
+        ("set", "{db}", "--percent", "101", *MYSQL, "--yes"),
+        BAD_USAGE,
+        says="--percent: must be from 1 to 100 (percent of MySQL's max_connections), got 101",
     ),
-    "a percent of 0": Bad(("set", "{db}", "--percent", "0", *MYSQL, "--yes"), BAD_USAGE),
+    "a percent of 0": Bad(
+        ("set", "{db}", "--percent", "0", *MYSQL, "--yes"), BAD_USAGE, says="--percent: must"
+    ),
     "both --limit and --percent": Bad(
-        ("set", "{db}", "--limit", "5", "--percent", "50", *MYSQL, "--yes"), BAD_USAGE
+        ("set", "{db}", "--limit", "5", "--percent", "50", *MYSQL, "--yes"),
+        BAD_USAGE,
+        says=("--limit", "--percent"),
     ),
-    "neither --limit nor --percent": Bad(("set", "{db}", "--yes"), BAD_USAGE),
-    "--percent without MySQL": Bad(("set", "{db}", "--percent", "50", "--yes"), BAD_USAGE),
+    "nothing to change": Bad(
+        ("set", "{db}", "--yes"),
+        BAD_USAGE,
+        says=("nothing to change", "--limit", "--percent", "--ttl", "--reserve", "--no-groups"),
+    ),
+    "--percent without MySQL": Bad(
+        ("set", "{db}", "--percent", "50", "--yes"), BAD_USAGE, says="--mysql-host"
+    ),
     "--percent with a port that is none": Bad(
         ("set", "{db}", "--percent", "50", *MYSQL[:2], "--mysql-port", "0", "--yes"),
         BAD_USAGE,
+        says="--mysql-port: must be from 1 to 65535, got 0",
     ),
     "--percent with a port past 65535": Bad(
         ("set", "{db}", "--percent", "50", *MYSQL[:2], "--mysql-port", "70000", "--yes"),
         BAD_USAGE,
+        says="--mysql-port: must be from 1 to 65535, got 70000",
     ),
     "--percent with MySQL not there": Bad(
         ("set", "{db}", "--percent", "50", *MYSQL[:2], "--mysql-port", "9", "--yes"),
@@ -772,9 +914,36 @@ BAD_ARGUMENTS = {
         says="MySQL",
     ),
     "a --ttl that is no duration": Bad(
-        ("set", "{db}", "--limit", "5", "--ttl", "soon", "--yes"), BAD_USAGE, says="soon"
+        ("set", "{db}", "--limit", "5", "--ttl", "soon", "--yes"),
+        BAD_USAGE,
+        says="--ttl: 'soon' is no duration; write 900ms, 30s, 5m or 1h",
     ),
-    "a --ttl too short": Bad(("set", "{db}", "--limit", "5", "--ttl", "10ms", "--yes"), BAD_USAGE),
+    "a --ttl too short": Bad(
+        ("set", "{db}", "--limit", "5", "--ttl", "10ms", "--yes"),
+        BAD_USAGE,
+        says="--ttl: must be at least 100ms, got 10ms",
+    ),
+    "a --ttl of 0": Bad(
+        ("set", "{db}", "--ttl", "0", "--yes"),
+        BAD_USAGE,
+        says="--ttl: must be at least 100ms, got 0ms",
+    ),
+    "a --ttl too long": Bad(
+        ("set", "{db}", "--ttl", "25h", "--yes"),
+        BAD_USAGE,
+        says="--ttl: must be at most 24h, got 25h",
+    ),
+    "set on a database that has no quota": Bad(
+        ("set", "nosuch-db", "--limit", "4", "--yes"), REFUSED, says=("'nosuch-db'", "--create")
+    ),
+    "set --ttl alone on a database that has no quota": Bad(
+        ("set", "nosuch-db", "--ttl", "5m", "--yes"), REFUSED, says="--create"
+    ),
+    "--create without a limit": Bad(
+        ("set", "nosuch-db", "--create", "--ttl", "5m", "--yes"),
+        BAD_USAGE,
+        says="--create: a new quota needs --limit N or --percent P",
+    ),
     "a database name no quota may have": Bad(
         ("set", "bad name!", "--limit", "5", "--yes"), BAD_USAGE
     ),
@@ -785,6 +954,18 @@ BAD_ARGUMENTS = {
         ("status", "--stack", "no-such-stack"), REFUSED, with_table=False, says="no-such-stack"
     ),
     "no table given at all": Bad(("status",), BAD_USAGE, with_table=False, says="--table"),
+    "a table that does not exist": Bad(
+        ("status", "--table", "no-such-table"),
+        REFUSED,
+        with_table=False,
+        says=("no leases table 'no-such-table' in us-east-1 at http://", "--table NAME"),
+    ),
+    "a table that does not exist, to set": Bad(
+        ("set", "{db}", "--limit", "4", "--yes", "--table", "no-such-table"),
+        REFUSED,
+        with_table=False,
+        says=("'no-such-table'", "LEASES_TABLE_NAME", "--stack NAME"),
+    ),
     "an unknown AWS profile": Bad(("status", "--profile", "no-such-profile"), BAD_USAGE),
     "an unknown option": Bad(("status", "--colour"), BAD_USAGE),
     "a missing database": Bad(("leases",), BAD_USAGE),
@@ -808,6 +989,7 @@ def test_a_bad_argument_is_one_line_an_exit_code_and_no_write(
 
     assert result.exit_code == bad.code, (result.exit_code, result.output, result.exception)
     line = one_error_line(result)
-    assert bad.says in line
+    for said in (bad.says,) if isinstance(bad.says, str) else bad.says:
+        assert said in line
     assert result.stdout == ""
     assert cli.items() == before

@@ -27,10 +27,11 @@ from adapters.mysql import (
     connections_of,
     ensure_app_user,
 )
-from cli.app import NAMESPACE
+from cli.app import LOCAL_MYSQL, NAMESPACE
 from cli.commands import app
 from cli.reconcile import DEFAULT_APP_USER, _stack_app_user
 from domain import Granted, Quota
+from local.demo_setup import mysql_from_environment
 from local.dynamodb import EmbeddedDynamoDB
 from service.bootstrap import build_console
 
@@ -275,6 +276,66 @@ def test_without_an_app_user_or_its_connections_the_command_asks_for_one(
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith("connlease: error: say whose connections the quota governs")
+
+
+# --local: the local stack's MySQL and the user its functions log in as, with no option.
+
+
+def test_local_defaults_are_the_local_stacks_mysql(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make local` and `make demo` reach MySQL as mysql_from_environment says when no DB_*
+    variable is set; `--local` reaches the same."""
+    for name in ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    local = mysql_from_environment()
+
+    assert (LOCAL_MYSQL.host, LOCAL_MYSQL.port, LOCAL_MYSQL.user) == (
+        local.host,
+        local.port,
+        local.user,
+    )
+    assert (LOCAL_MYSQL.password, LOCAL_MYSQL.database) == (local.password, local.database)
+
+
+def test_local_reconciles_as_the_local_stacks_functions_log_in(
+    run: Run,
+    store: DynamoDBLeaseStore,
+    database: str,
+    app_user: AppUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The local stack's functions log in as DB_USER (root without it): `reconcile --local`
+    counts that user's connections with no --mysql-host or --app-user."""
+    monkeypatch.setenv("DB_USER", app_user.name)
+    monkeypatch.setenv("DB_PASSWORD", app_user.password)
+    app_user.connect(2)
+    take(store, database, 2)
+
+    result = run(database, "--local", "--json", mysql=[])
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert (document["app_user"], document["mysql"]) == (
+        app_user.name,
+        f"{app_user.name}@127.0.0.1:3306/test",
+    )
+    assert (document["connections"], document["live_leases"], document["unexplained"]) == (
+        2,
+        2,
+        0,
+    )
+    assert result.stderr == ""
+
+
+def test_local_without_db_variables_is_root_on_127_0_0_1(
+    run: Run, database: str, root: pymysql.connections.Connection[Any]
+) -> None:
+    result = run(database, "--local", "--json", mysql=[])
+
+    assert result.exit_code in (0, 1), result.output  # 1: root's other sessions, unexplained
+    document = json.loads(result.stdout)
+    assert (document["app_user"], document["mysql"]) == ("root", "root@127.0.0.1:3306/test")
+    assert document["connections"] >= 1  # this test's own root session, at least
+    assert result.stderr == ""
 
 
 def test_an_unknown_database_is_one_line_and_exit_1(run: Run, app_user: AppUser) -> None:

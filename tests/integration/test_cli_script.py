@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,11 @@ from local.dynamodb import LOCAL_REGION, EmbeddedDynamoDB
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(sys.executable).parent / "connlease"
-COMMANDS = ("status", "leases", "set", "release")
+COMMANDS = ("status", "leases", "set", "release", "watch", "reconcile")
+ROOT = Path(__file__).parents[2]
+# What `make cli` installs from: the Makefile and the distribution's sources.
+CHECKOUT = ("Makefile", "pyproject.toml", "README.md")
+PACKAGES = ("domain", "adapters", "service", "connlease_client", "local", "cli")
 
 
 @pytest.fixture
@@ -66,7 +71,7 @@ def test_the_installed_script_sets_a_quota_and_reads_it_back(
     assert json.loads(empty.stdout) == []
 
     changed = connlease(
-        "set", "scripted", "--limit", "4", "--ttl", "45s", "--yes", *where,
+        "set", "scripted", "--limit", "4", "--ttl", "45s", "--create", "--yes", *where,
         env=environment, cwd=tmp_path,
     )  # fmt: skip
 
@@ -118,3 +123,59 @@ def test_the_scripts_help_lists_its_commands(environment: dict[str, str], tmp_pa
     listed = shown.stdout.partition("Commands:")[2].split()
     for command in COMMANDS:
         assert command in listed
+
+
+@pytest.mark.timeout(600)
+def test_make_cli_installs_the_script_at_venv_bin_connlease(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    """Where README says the script is: `make cli` (or `make dev`) in a checkout puts it at
+    .venv/bin/connlease, which runs as it is and, after `source .venv/bin/activate`, as
+    `connlease`. A copy of the checkout, so the repository's own .venv is not touched."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in CHECKOUT:
+        shutil.copy2(ROOT / name, checkout / name)
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+    # The installed script must run from its own venv, not from this test's import path.
+    isolated = {
+        name: value
+        for name, value in environment.items()
+        if name not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}
+    }
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command,
+            cwd=checkout,
+            env=isolated,
+            capture_output=True,
+            text=True,
+            timeout=540,
+            check=False,
+        )
+
+    made = run("make", "--no-print-directory", "cli", f"PYTHON={sys.executable}")
+
+    assert made.returncode == 0, made.stdout + made.stderr
+    script = checkout / ".venv" / "bin" / "connlease"
+    assert script.is_file()
+    assert os.access(script, os.X_OK)
+    assert (
+        "connlease is .venv/bin/connlease: run .venv/bin/connlease --help, or source"
+        " .venv/bin/activate first" in made.stdout.splitlines()
+    )
+    shown = run(".venv/bin/connlease", "--help")
+    assert shown.returncode == 0, shown.stderr
+    assert "Usage: connlease" in shown.stdout
+    activated = run(
+        "bash", "-c", "source .venv/bin/activate && command -v connlease && connlease --help"
+    )
+    assert activated.returncode == 0, activated.stderr
+    found, *helped = activated.stdout.splitlines()
+    assert Path(found) == script
+    assert "Usage: connlease" in "\n".join(helped)
+    again = run("make", "--no-print-directory", "cli", f"PYTHON={sys.executable}")
+    assert again.returncode == 0, again.stderr
+    assert "pip" not in again.stdout  # installed once: a second `make cli` only says where

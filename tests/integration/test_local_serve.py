@@ -118,9 +118,11 @@ def test_it_serves_the_demo_quota_to_the_command_line_and_stops_on_ctrl_c(
     assert (status["database"], status["limit"], status["in_use"]) == ("demo-mysql", 5, 0)
     said = served.said()
     assert f"on {served.url}" in said
-    assert (
-        f"connlease watch demo-mysql --endpoint-url {served.url} --table connlease-leases" in said
-    )
+    where = f"--endpoint-url {served.url} --table connlease-leases"
+    # The script where it is installed (.venv/bin/connlease in a checkout): what to type.
+    script = CONNLEASE.relative_to(ROOT) if CONNLEASE.is_relative_to(ROOT) else CONNLEASE
+    assert f"{script} watch demo-mysql {where}" in said
+    assert f"{script} reconcile demo-mysql {where}" in said
 
     took_s = served.stop(signal.SIGINT)
 

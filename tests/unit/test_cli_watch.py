@@ -204,9 +204,9 @@ def test_no_metrics_says_refusals_are_not_read() -> None:
 @pytest.mark.parametrize(
     ("option", "said"),
     [
-        (["--interval", "0.1"], "--interval 0.1: at least 0.5 seconds"),
-        (["--interval", "nan"], "--interval nan: at least 0.5 seconds"),
-        (["--history", "5"], "--history 5: from 10 to 3600 seconds"),
+        (["--interval", "0.1"], "--interval: must be at least 0.5 seconds, got 0.1"),
+        (["--interval", "nan"], "--interval: must be at least 0.5 seconds, got nan"),
+        (["--history", "5"], "--history: must be from 10 to 3600 seconds, got 5"),
     ],
 )
 def test_a_bad_pace_is_one_line_and_exit_2_before_anything_is_read(

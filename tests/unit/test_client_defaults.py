@@ -11,11 +11,11 @@ import pytest
 
 import domain
 from adapters import aws
-from connlease_client.contract import AcquireRequest
 from domain import InvalidInput, StoreUnavailable
 from domain.model import MAX_WAIT_MS
 from service import client as client_module
 from service.client import ConnectionLeases, direct_leases, lambda_leases
+from service.helper_requests import AcquireRequest
 from tests.fakes import FakeClock, FakeContext
 
 DB = "orders-mysql"

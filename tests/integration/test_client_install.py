@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,6 +28,7 @@ from client_build.build import Built, build
 from local.demo_setup import mysql_from_environment
 from local.run import RunOptions, run_function
 from local.watch import Poller
+from tests.integration.test_infra_readme import readme_handler
 
 pytestmark = pytest.mark.integration
 
@@ -310,3 +312,28 @@ def test_a_function_with_its_own_domain_service_and_adapters_runs_on_the_install
         assert "connlease_client._core.domain.lease_store" in modules
         assert [name for name in modules if name.split(".")[0] in {"pydantic", "cli"}] == []
         assert ("connlease_client._core.adapters.lambda_invoke" in modules) == (mode == "lambda")
+
+
+def test_the_walkthroughs_handler_runs_as_written_on_the_installed_client(
+    installed: Installed, tmp_path: Path
+) -> None:
+    # infra/README.md step 6: `make client && pip install dist/connlease_client-*.whl`,
+    # then its handler, in a function whose own modules are named as the repository's.
+    function = tmp_path / "function"
+    shutil.copytree(installed.function, function, symlinks=True)
+    (function / "handler.py").write_text(readme_handler())
+    options = RunOptions(
+        handler="handler.handler",
+        code_dir=function,
+        event={},
+        invocations=4,
+        concurrency=4,
+        quota=QUOTA,
+        python=installed.python,
+        log_dir=tmp_path / "logs",
+    )
+    report = run_function(options)
+
+    assert report.function_errors == [], report.log_file.read_text()[-3000:]
+    assert [answer["statusCode"] for answer in report.answers] == [200] * 4
+    assert report.quota_after.in_use == 0

@@ -35,54 +35,27 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 QUOTA = 2
 
-# A function's own code, with modules named as the repository's packages are.
+EXAMPLE = ROOT / "examples" / "orders" / "handler.py"
+# A function's own code: the README's example function (handler.py, as shipped), modules
+# of its own named as the repository's packages are, and a handler that answers as the
+# example does, saying also where each module came from.
 FUNCTION = {
     "domain.py": 'OWNER = "the function"\n',
     "adapters.py": 'OWNER = "the function"\n',
     "service/__init__.py": 'OWNER = "the function"\n',
     "service/orders.py": "def total(*prices: int) -> int:\n    return sum(prices)\n",
-    "handler.py": """
-        import os
+    "inspected.py": """
         import sys
-
-        import pymysql
 
         import adapters
         import domain
+        import handler as example
         import service
-        from connlease_client import ConnectionLeases, NoCapacity, direct_leases, lambda_leases
         from service import orders
-
-        if os.environ.get("HELPER_FUNCTION"):
-            via = lambda_leases(os.environ["HELPER_FUNCTION"])
-        else:
-            via = direct_leases(os.environ["LEASES_TABLE_NAME"])
-        leases = ConnectionLeases(via, os.environ["QUOTA_DATABASE"])
-
-
-        def open_mysql_connection():
-            return pymysql.connect(
-                host=os.environ["DB_HOST"],
-                port=int(os.environ["DB_PORT"]),
-                user=os.environ["DB_USER"],
-                password=os.environ["DB_PASSWORD"],
-                database=os.environ["DB_NAME"],
-                connect_timeout=5,
-            )
 
 
         def handler(event, context):
-            try:
-                with leases.connect(open_mysql_connection, context=context) as connection:
-                    with connection.cursor() as cursor:
-                        cursor.execute("SELECT CONNECTION_ID(), SLEEP(%s)", (event["hold_s"],))
-                        (connection_id, _) = cursor.fetchone()
-            except NoCapacity:
-                return {"statusCode": 503}
-            return {
-                "statusCode": 200,
-                "connection_id": connection_id,
-                "lease_wait_ms": leases.last_wait_ms,
+            return example.handler(event, context) | {
                 "own": [domain.OWNER, adapters.OWNER, service.OWNER, orders.total(2, 3)],
                 "files": {
                     name: sys.modules[name].__file__
@@ -185,6 +158,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     for name, text in FUNCTION.items():
         (function / name).parent.mkdir(parents=True, exist_ok=True)
         (function / name).write_text(textwrap.dedent(text).lstrip())
+    shutil.copy(EXAMPLE, function / "handler.py")
     _link(_required(["pymysql"], set()), function)
     return Installed(built, python, site_packages, function)
 
@@ -272,7 +246,7 @@ def test_a_function_with_its_own_domain_service_and_adapters_runs_on_the_install
     installed: Installed, own_database: MySqlEndpoint, tmp_path: Path, mode: Any
 ) -> None:
     options = RunOptions(
-        handler="handler.handler",
+        handler="inspected.handler",
         code_dir=installed.function,
         name="orders",
         event={"hold_s": 0.2},

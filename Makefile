@@ -5,9 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 # Every Python tree ruff and mypy check.
-CODE := domain adapters service connlease_client local cli examples tests benchmarks reliability
+CODE := domain adapters service connlease_client client_build local cli examples tests benchmarks reliability
 
-.PHONY: help dev cli lint format unit integration test demo local example bench bench-quick reliability infra-tools infra clean \
+.PHONY: help dev cli lint format unit integration test demo local example bench bench-quick reliability infra-tools infra client clean \
 	build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFunction \
 	build-DependenciesLayer check-rds-ca-bundle
 
@@ -90,6 +90,14 @@ bench-quick: $(STAMP)  ## a shorter run of every benchmark (about 3 min)
 reliability: $(STAMP)  ## every reliability campaign in full, both layouts, with and without groups (about 22 min here); writes docs/reliability.md
 	$(PY) -m reliability.run $(ARGS)
 
+# The client another function installs: the package connlease_client alone, with the
+# repository modules it runs on vendored under connlease_client._core (client_build/), as a
+# wheel and as a Lambda layer (python/ at the zip's root). The standard library builds it:
+# no venv needed. pip install dist/connlease_client-*.whl, or publish the layer.
+CLIENT_DIST ?= dist
+client:  ## the client's wheel and layer: dist/connlease_client-<version>-py3-none-any.whl, dist/connlease-client-layer.zip
+	$(PYTHON) -m client_build.build --dist $(CLIENT_DIST)
+
 # `sam build` (infra/template.yaml, BuildMethod: makefile, CodeUri: the repository root) runs
 # these with ARTIFACTS_DIR set: a function's package is the hexagon's three packages and the
 # helper's wire contract (connlease_client) alone, its dependencies come from the layer.
@@ -133,4 +141,4 @@ build-DependenciesLayer: check-rds-ca-bundle
 		--python-version $(LAYER_PYTHON_VERSION) --only-binary=:all:
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output dist

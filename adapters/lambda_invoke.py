@@ -13,12 +13,12 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
 
 from adapters.aws import unavailable
 from connlease_client.contract import (
     AcquireResponse,
     ErrorResponse,
+    MalformedAnswer,
     ReleaseResponse,
     RenewResponse,
     StatusResponse,
@@ -188,21 +188,17 @@ class LambdaLeases:
             )
         try:
             if isinstance(document, dict) and document.get("ok") is False:
-                raise _error_from(self._function, ErrorResponse.model_validate(document))
-            return answer_type.model_validate(document)
-        except ValidationError as error:
+                raise _error_from(self._function, ErrorResponse.read(document))
+            return answer_type.read(document)
+        except MalformedAnswer as error:
             # Where, not what: the answer may hold a token.
-            where = "; ".join(
-                f"{'.'.join(map(str, issue['loc']))}: {issue['msg']}"
-                for issue in error.errors(include_url=False, include_input=False)
-            )
-            raise HelperFailed(self._function, "MalformedResponse", where) from None
+            raise HelperFailed(self._function, "MalformedResponse", str(error)) from None
 
 
 def _raised_error(document: dict[str, Any]) -> ErrorResponse | None:
     """The error document a helper raised (service.errors.HelperFault) as its message."""
-    with suppress(ValueError, TypeError, ValidationError):
-        return ErrorResponse.model_validate_json(str(document.get("errorMessage", "")))
+    with suppress(ValueError):  # MalformedAnswer is one, as is a message that is no JSON
+        return ErrorResponse.read(json.loads(str(document.get("errorMessage", ""))))
     return None
 
 

@@ -1,125 +1,196 @@
-"""The helper's wire contract, shared by the helper (service) and its callers (the invoke adapter).
+"""The helper's answers: the half of its wire contract that both sides hold in code. The
+helper writes them (`document()`), its callers read them back (`read()`).
 
-The field checks are the domain's own (`check_*` raise `InvalidInput`, a ValueError, which
-pydantic reports per field), so the helper and the stores agree on what is valid.
+Plain dataclasses, read with the standard library alone, so that a function using the
+client needs no pydantic. The requests the helper accepts are the helper's to validate
+(service/helper_requests.py, with pydantic and the domain's checks); callers build them
+with the same checks (adapters/lambda_invoke.py).
+
+Reading is strict about what a class names and lenient about the rest: each field it
+names has its type (an int is no bool, a number within its bounds, a field without a
+default present), while fields it does not name are ignored: a newer helper may add
+some, and its older callers must keep working.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import dataclasses
+import json
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin, get_type_hints
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from domain.model import MAX_TTL_MS, GroupStatus, GroupsView, Lease, QuotaStatus
+from domain.tokens import MAX_FENCE, label
 
-from domain.errors import InvalidInput
-from domain.groups import GroupStatus, GroupsView, check_group
-from domain.model import (
-    MAX_TTL_MS,
-    Lease,
-    QuotaStatus,
-    check_database,
-    check_holder,
-    check_ttl_ms,
-    check_wait_ms,
-)
-from domain.tokens import MAX_FENCE, check_secret, label, parse_token
+EXACT_INT = 2**53  # the largest integer JSON numbers hold exactly everywhere
 
 
-def _check_token(token: str) -> str:
-    parse_token(token)
-    return token
+class MalformedAnswer(ValueError):
+    """An answer that is not what its class says. `where` names the field, never its
+    value: an answer may hold a token."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where or 'the answer'}: {problem}")
+        self.where = where
+        self.problem = problem
 
 
-def _check_grant_token(token: str) -> str:
-    if parse_token(token).fence is None:
-        raise InvalidInput("token", "needs the grant's fence: the `token` of the acquire's answer")
-    return token
+@dataclass(frozen=True)
+class Bounds:
+    """An int field's bounds, both inclusive: `Annotated[int, Bounds(ge=0)]`."""
+
+    ge: int | None = None
+    le: int | None = None
 
 
-Database = Annotated[StrictStr, AfterValidator(check_database)]
-Secret = Annotated[StrictStr, AfterValidator(check_secret)]
-GrantToken = Annotated[StrictStr, AfterValidator(_check_token)]
-# A renewal extends one grant: a secret alone (which a release may give) names none.
-FencedToken = Annotated[StrictStr, AfterValidator(_check_grant_token)]
-Holder = Annotated[StrictStr, AfterValidator(check_holder)]
-Group = Annotated[StrictStr, AfterValidator(check_group)]
-TtlMs = Annotated[StrictInt, AfterValidator(check_ttl_ms)]
-WaitMs = Annotated[StrictInt, AfterValidator(check_wait_ms)]
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Document:
+    """What every answer class can do: be written as a JSON document, and be read from one."""
 
     def document(self) -> dict[str, Any]:
         """The JSON document sent on the wire; absent optional fields are left out."""
-        return self.model_dump(mode="json", exclude_none=True)
+        written: dict[str, Any] = _plain(self)
+        return written
+
+    @classmethod
+    def read(cls, document: object) -> Self:
+        """The answer `document` (decoded JSON) holds; MalformedAnswer if it is none."""
+        kind: Any = cls  # a class is hashable, whatever mypy makes of type[Self]
+        read: Self = _reader(kind)(document, "")
+        return read
 
 
-class AcquireRequest(_Message):
-    """Take a lease; with `wait_ms` the helper waits up to that long for one to free up.
-    A caller-proposed `secret` makes a retried acquire return the same grant."""
-
-    action: Literal["acquire"]
-    database: Database
-    secret: Secret | None = None
-    holder: Holder = ""
-    ttl_ms: TtlMs | None = None
-    wait_ms: WaitMs = 0
-    # The caller's group (domain.groups): its reservation first, then the pool if it may
-    # borrow. None: the pool, as any caller the quota's groups do not name.
-    group: Group | None = None
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            name: _plain(item)
+            for name in (each.name for each in dataclasses.fields(value))
+            if (item := getattr(value, name)) is not None
+        }
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
-class ReleaseRequest(_Message):
-    """Give back the grant `token` names (the acquire's answer; or the proposed secret
-    alone, for a grant whose answer was lost)."""
-
-    action: Literal["release"]
-    database: Database
-    token: GrantToken
+Reader = Callable[[Any, str], Any]
 
 
-class RenewRequest(_Message):
-    """Extend a live lease. `renewal` numbers a holder's renewals of one lease (1, 2, ...):
-    a retried call carries the same number and gets the first answer back, while the next
-    renewal is a new request."""
-
-    action: Literal["renew"]
-    database: Database
-    token: FencedToken
-    renewal: StrictInt = Field(ge=1)
-    ttl_ms: TtlMs | None = None
-
-
-class StatusRequest(_Message):
-    """The quota's use; with `group`, one group's only (its leases and its share)."""
-
-    action: Literal["status"]
-    database: Database
-    group: Group | None = None
-
-
-HelperAction = AcquireRequest | ReleaseRequest | RenewRequest | StatusRequest
-HelperRequest = Annotated[HelperAction, Field(discriminator="action")]
+@cache
+def _reader(kind: Any) -> Reader:
+    """A reader for the type `kind`, made once: `reader(value, where)` is the value read."""
+    origin = get_origin(kind)
+    if origin is Annotated:
+        return _bounded(*get_args(kind))
+    if origin in (Union, types.UnionType):
+        return _optional(get_args(kind))
+    if origin is Literal:
+        return _one_of(get_args(kind))
+    if origin is list:
+        return _list_of(_reader(get_args(kind)[0]))
+    if kind in (bool, int, str):
+        return _exactly(kind)
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return _object(kind)
+    raise TypeError(f"no reader for {kind!r}")  # a field type this module does not use
 
 
-class _Answer(_Message):
-    """Answers ignore fields they do not know: a newer helper may add some, and its
-    older callers must keep working (requests stay strict)."""
+def _exactly(kind: type) -> Reader:
+    name = {bool: "a boolean", int: "an integer", str: "a string"}[kind]
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    def read(value: Any, where: str) -> Any:
+        if type(value) is not kind:  # exactly: True is no integer
+            raise MalformedAnswer(where, f"must be {name}")
+        return value
+
+    return read
 
 
-class LeaseDoc(_Answer):
+def _bounded(kind: Any, *extras: Any) -> Reader:
+    inner = _reader(kind)
+    bounds = [extra for extra in extras if isinstance(extra, Bounds)]
+
+    def read(value: Any, where: str) -> Any:
+        value = inner(value, where)
+        for bound in bounds:
+            if bound.ge is not None and value < bound.ge:
+                raise MalformedAnswer(where, f"must be at least {bound.ge}")
+            if bound.le is not None and value > bound.le:
+                raise MalformedAnswer(where, f"must be at most {bound.le}")
+        return value
+
+    return read
+
+
+def _optional(options: tuple[Any, ...]) -> Reader:
+    (kind,) = [option for option in options if option is not type(None)]
+    inner = _reader(kind)
+
+    def read(value: Any, where: str) -> Any:
+        return None if value is None else inner(value, where)
+
+    return read
+
+
+def _one_of(allowed: tuple[Any, ...]) -> Reader:
+    said = ", ".join(json.dumps(each) for each in allowed)
+
+    def read(value: Any, where: str) -> Any:
+        if not any(value == each and type(value) is type(each) for each in allowed):
+            raise MalformedAnswer(where, f"must be {said}")
+        return value
+
+    return read
+
+
+def _list_of(item: Reader) -> Reader:
+    def read(value: Any, where: str) -> Any:
+        if type(value) is not list:
+            raise MalformedAnswer(where, "must be a list")
+        return [item(each, f"{where}.{index}") for index, each in enumerate(value)]
+
+    return read
+
+
+def _object(kind: type) -> Reader:
+    hints = get_type_hints(kind, include_extras=True)
+    fields = [
+        (
+            each.name,
+            _reader(hints[each.name]),
+            each.default is dataclasses.MISSING and each.default_factory is dataclasses.MISSING,
+        )
+        for each in dataclasses.fields(kind)
+    ]
+
+    def read(value: Any, where: str) -> Any:
+        if type(value) is not dict:
+            raise MalformedAnswer(where, "must be an object")
+        values = {}
+        for name, reader, required in fields:
+            at = f"{where}.{name}" if where else name
+            if name in value:
+                values[name] = reader(value[name], at)
+            elif required:
+                raise MalformedAnswer(at, "is missing")
+        return kind(**values)
+
+    return read
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaseDoc(_Document):
     """A lease as the helper shows it: outside the holder's own answers, its id is its label
     without the shard (`domain.tokens.label`), nothing derived from its secret."""
 
     id: str
     holder: str
-    expires_at_ms: int = Field(le=2**53)
-    fence: int = Field(0, ge=0, le=MAX_FENCE)
+    expires_at_ms: Annotated[int, Bounds(le=EXACT_INT)]
+    fence: Annotated[int, Bounds(ge=0, le=MAX_FENCE)] = 0
     group: str = ""
     borrowed: bool = False
-    granted_at_ms: int = Field(0, ge=0, le=2**53)  # 0: not known (an entry from before)
+    granted_at_ms: Annotated[int, Bounds(ge=0, le=EXACT_INT)] = 0  # 0: not known (from before)
 
     @classmethod
     def of(cls, lease: Lease, *, labelled: bool = False) -> LeaseDoc:
@@ -145,7 +216,8 @@ class LeaseDoc(_Answer):
         )
 
 
-class GroupDoc(_Answer):
+@dataclass(frozen=True, kw_only=True)
+class GroupDoc(_Document):
     """One group's use of the quota, as status shows it."""
 
     group: str
@@ -180,7 +252,8 @@ class GroupDoc(_Answer):
         )
 
 
-class AcquireResponse(_Answer):
+@dataclass(frozen=True, kw_only=True)
+class AcquireResponse(_Document):
     ok: Literal[True] = True
     action: Literal["acquire"] = "acquire"
     outcome: Literal["granted", "no_capacity"]
@@ -188,23 +261,25 @@ class AcquireResponse(_Answer):
     lease: LeaseDoc | None = None
     token: str | None = None  # with granted: what release and renew need (the holder's alone)
     remaining: int
-    reclaimed: list[LeaseDoc] = []
+    reclaimed: list[LeaseDoc] = field(default_factory=list)
     waited_ms: int = 0
     others_waiting: bool | None = None  # with granted: an acquirer found the quota full lately
     # Only with no_capacity: what the quota looked like and when its earliest lease ends.
     limit: int | None = None
     in_use: int | None = None
-    retry_after_ms: int | None = Field(None, le=MAX_TTL_MS)
+    retry_after_ms: Annotated[int, Bounds(le=MAX_TTL_MS)] | None = None
 
 
-class ReleaseResponse(_Answer):
+@dataclass(frozen=True, kw_only=True)
+class ReleaseResponse(_Document):
     ok: Literal[True] = True
     action: Literal["release"] = "release"
     outcome: Literal["released", "already_released"]
     database: str
 
 
-class RenewResponse(_Answer):
+@dataclass(frozen=True, kw_only=True)
+class RenewResponse(_Document):
     ok: Literal[True] = True
     action: Literal["renew"] = "renew"
     outcome: Literal["renewed", "lost"]
@@ -214,7 +289,8 @@ class RenewResponse(_Answer):
     others_waiting: bool | None = None
 
 
-class StatusResponse(_Answer):
+@dataclass(frozen=True, kw_only=True)
+class StatusResponse(_Document):
     ok: Literal[True] = True
     action: Literal["status"] = "status"
     database: str
@@ -264,23 +340,20 @@ class StatusResponse(_Answer):
         )
 
 
-class ErrorDetail(_Answer):
+@dataclass(frozen=True, kw_only=True)
+class ErrorDetail(_Document):
     field: str
     message: str
 
 
-class ErrorBody(_Answer):
+@dataclass(frozen=True, kw_only=True)
+class ErrorBody(_Document):
     type: str
     message: str
-    details: list[ErrorDetail] = []
+    details: list[ErrorDetail] = field(default_factory=list)
 
 
-class ErrorResponse(_Answer):
+@dataclass(frozen=True, kw_only=True)
+class ErrorResponse(_Document):
     ok: Literal[False] = False
     error: ErrorBody
-
-
-SuccessResponse = Annotated[
-    AcquireResponse | ReleaseResponse | RenewResponse | StatusResponse,
-    Field(discriminator="action"),
-]

@@ -41,8 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from local.context import LOCAL_ACCOUNT
-from local.dynamodb import LOCAL_REGION
+from local.context import LOCAL_ACCOUNT, LOCAL_REGION
 from local.server import LoopbackService
 
 RequestType = Literal["Create", "Update", "Delete"]

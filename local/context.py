@@ -1,4 +1,9 @@
-"""A Lambda-shaped context object for handlers run outside Lambda."""
+"""A Lambda-shaped context object for handlers run outside Lambda.
+
+The standard library alone: the local runtime loads it in a function's own Python
+environment too (local.lambda_endpoint, `FunctionSpec.python`), where nothing else of
+this repository is.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from local.dynamodb import LOCAL_REGION
-
+# The local stack's account and region (its SDK clients and ARNs use them).
 LOCAL_ACCOUNT = "000000000000"
+LOCAL_REGION = "us-east-1"
 
 
 @dataclass

@@ -27,6 +27,7 @@ from werkzeug.serving import make_server
 
 from adapters.dynamodb import wait_until_active
 from local.capacity_model import CapacityModel
+from local.context import LOCAL_REGION
 from local.dynamodb_capacity import metered
 from local.server import LoopbackService
 
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-# Credentials and region for the local stack only; nothing leaves loopback.
-LOCAL_REGION = "us-east-1"
+# Credentials for the local stack only (its region is local.context's); nothing leaves
+# loopback.
 LOCAL_ACCESS_KEY = LOCAL_SECRET_KEY = "local"
 
 

@@ -23,7 +23,8 @@ import moto.cloudwatch.models as moto_cloudwatch
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.core.models import DEFAULT_ACCOUNT_ID
 
-from local.dynamodb import LOCAL_REGION, local_service_client
+from local.context import LOCAL_REGION
+from local.dynamodb import local_service_client
 from local.watch import Poller
 
 # PutMetricData takes up to 1,000 metrics a call; a metric up to 150 values (EMF 100).

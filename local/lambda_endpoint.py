@@ -32,7 +32,8 @@ from urllib.parse import unquote
 import boto3
 from botocore.config import Config
 
-from local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRET_KEY
+from local.context import LOCAL_REGION
+from local.dynamodb import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
 from local.server import LoopbackService
 
 if TYPE_CHECKING:
@@ -60,6 +61,14 @@ class FunctionSpec:
     # Environments started with the endpoint, as provisioned concurrency: a load run then
     # measures the function, not this machine starting dozens of interpreters.
     provisioned: int = 0
+    # The function's own code, first on its path and its working directory (Lambda's
+    # /var/task). None: this repository's, the project's handlers.
+    code_dir: str | None = None
+    # The interpreter of the function's own Python environment (a virtualenv holding its
+    # dependencies, connlease-client among them). The function then sees its code, that
+    # environment and the local runtime, and nothing of this repository, as in Lambda it
+    # sees its package and its layers. None: this interpreter, with its path.
+    python: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,10 +88,15 @@ class _Environment:
     def __init__(self, spec: FunctionSpec, log_path: Path, endpoint: LocalLambda) -> None:
         self.spec = spec
         parent, child = socket.socketpair()
+        code = [spec.code_dir] if spec.code_dir else []
+        # The function's own Python sees the local runtime (the `local` package alone)
+        # after its code, and (-P) not the working directory.
+        path = [*code, endpoint.runtime_path()] if spec.python else [*code, *sys.path]
+        python = [spec.python, "-P"] if spec.python else [sys.executable]
         environment = (
             os.environ
             | {
-                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+                "PYTHONPATH": os.pathsep.join(p for p in path if p),
                 # boto3 in the function invokes other functions here, with no code change.
                 "AWS_ENDPOINT_URL_LAMBDA": endpoint.endpoint_url,
             }
@@ -91,7 +105,8 @@ class _Environment:
         )
         with open(log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "local.runtime", str(child.fileno())],
+                [*python, "-m", "local.runtime", str(child.fileno())],
+                cwd=spec.code_dir,
                 env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -272,6 +287,20 @@ class LocalLambda(LoopbackService):
         }
         self._background: list[threading.Thread] = []
         self._background_lock = threading.Lock()
+        self._runtime: tempfile.TemporaryDirectory[str] | None = None
+        self._runtime_lock = threading.Lock()
+
+    def runtime_path(self) -> str:
+        """A directory holding the local runtime alone (a link to the `local` package),
+        for functions that run in their own Python environment; made once, whichever of
+        their environments starts first."""
+        with self._runtime_lock:
+            if self._runtime is None:
+                self._runtime = tempfile.TemporaryDirectory(prefix="connlease-runtime-")
+                local = Path(__file__).resolve().parent
+                link = Path(self._runtime.name) / local.name
+                link.symlink_to(local, target_is_directory=True)
+            return self._runtime.name
 
     @property
     def endpoint_url(self) -> str:
@@ -303,6 +332,10 @@ class LocalLambda(LoopbackService):
             thread.join(timeout=10)
         if self._tmp is not None:
             self._tmp.cleanup()
+        with self._runtime_lock:
+            if self._runtime is not None:
+                self._runtime.cleanup()
+                self._runtime = None
 
     def client(self, **config: Any) -> LambdaClient:
         """A boto3 Lambda client for this endpoint; `config` goes to botocore's Config."""

@@ -11,13 +11,16 @@ trace is in the function's log (demo-output/run-logs/NAME.log, or --log-dir).
 The function gets what a function deployed beside connlease would: `QUOTA_DATABASE`,
 `HELPER_FUNCTION` (or, with `--mode direct`, `LEASES_TABLE_NAME`), the `DB_*` variables
 of the MySQL it should use, an AWS region, and SDK endpoints pointing at the local
-stand-ins, so its boto3 code runs unchanged.
+stand-ins, so its boto3 code runs unchanged. With `--python path/to/venv/bin/python` it
+runs in its own virtualenv (where `pip install dist/connlease_client-*.whl` put the
+client), seeing its code, that environment and nothing of this repository, as in Lambda.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -58,6 +61,10 @@ class RunOptions:
     timeout_s: float = 30
     mysql: MySqlEndpoint = field(default_factory=mysql_from_environment)
     log_dir: Path = Path("demo-output") / "run-logs"
+    # The Python of the function's own environment (a virtualenv where its dependencies,
+    # connlease-client among them, are installed): the function then sees its code, that
+    # environment and nothing of this repository. None: this repository's Python.
+    python: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,8 @@ def function_spec(options: RunOptions, tables: Tables) -> FunctionSpec:
         | options.environment,
         timeout_s=options.timeout_s,
         concurrency=options.concurrency,
+        code_dir=str(options.code_dir.resolve()),
+        python=None if options.python is None else str(options.python),
     )
 
 
@@ -134,9 +143,9 @@ def run_function(options: RunOptions) -> RunReport:
     code_dir = options.code_dir.resolve()
     if not code_dir.is_dir():
         raise FileNotFoundError(f"--code-dir {options.code_dir} is not a directory")
-    # Each execution environment imports from the parent's path: the code dir goes first,
-    # as Lambda puts the function's package first.
-    sys.path.insert(0, str(code_dir))
+    # The function's environments import from its code dir first, as Lambda puts the
+    # function's package first (function_spec); the helper's do not see it, or a function's
+    # own `service` or `domain` would hide the helper's.
     tables = Tables(f"{options.name}-leases", f"{options.name}-idempotency")
 
     def functions(url: str, tables: Tables) -> list[FunctionSpec]:
@@ -145,32 +154,29 @@ def run_function(options: RunOptions) -> RunReport:
             specs.insert(0, helper_function(url, tables, concurrency=options.concurrency))
         return specs
 
-    try:
-        with LocalStack(functions, tables=tables, log_dir=options.log_dir) as stack:
-            store = DynamoDBLeaseStore(stack.dynamodb_client(), tables.leases, SystemClock())
-            store.set_quota(options.database, Quota(limit=options.quota, default_ttl_ms=60_000))
-            client = stack.lambda_client()
-            payload = json.dumps(options.event).encode()
+    with LocalStack(functions, tables=tables, log_dir=options.log_dir) as stack:
+        store = DynamoDBLeaseStore(stack.dynamodb_client(), tables.leases, SystemClock())
+        store.set_quota(options.database, Quota(limit=options.quota, default_ttl_ms=60_000))
+        client = stack.lambda_client()
+        payload = json.dumps(options.event).encode()
 
-            def invoke(number: int) -> Answer:
-                started = time.perf_counter()
-                response = client.invoke(FunctionName=options.name, Payload=payload)
-                body = response["Payload"].read()
-                return Answer(
-                    number=number,
-                    request_id=response["ResponseMetadata"].get("RequestId", ""),
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    payload=_decoded(body),
-                    function_error=response.get("FunctionError"),
-                )
+        def invoke(number: int) -> Answer:
+            started = time.perf_counter()
+            response = client.invoke(FunctionName=options.name, Payload=payload)
+            body = response["Payload"].read()
+            return Answer(
+                number=number,
+                request_id=response["ResponseMetadata"].get("RequestId", ""),
+                duration_ms=(time.perf_counter() - started) * 1000,
+                payload=_decoded(body),
+                function_error=response.get("FunctionError"),
+            )
 
-            with ThreadPoolExecutor(options.concurrency) as pool:
-                results = list(pool.map(invoke, range(1, options.invocations + 1)))
-            assert stack.lambdas is not None
-            log_file = stack.lambdas.log_dir / f"{options.name}.log"
-            quota_after = store.status(options.database)
-    finally:
-        sys.path.remove(str(code_dir))
+        with ThreadPoolExecutor(options.concurrency) as pool:
+            results = list(pool.map(invoke, range(1, options.invocations + 1)))
+        assert stack.lambdas is not None
+        log_file = stack.lambdas.log_dir / f"{options.name}.log"
+        quota_after = store.status(options.database)
     return RunReport(invocations=results, quota_after=quota_after, log_file=log_file)
 
 
@@ -265,6 +271,12 @@ def _timeout_s(value: float) -> float:
     return value
 
 
+def _python(path: Path | None) -> Path | None:
+    if path is not None and not (path.is_file() and os.access(path, os.X_OK)):
+        raise argparse.ArgumentTypeError(f"--python {path}: no Python interpreter there")
+    return path
+
+
 def _environment(pairs: list[str]) -> dict[str, str]:
     variables = {}
     for pair in pairs:
@@ -300,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         help="each invocation on stdout, one JSON object a line (invocation, request_id,"
         " duration_ms, status, function_error, payload); the summary on stderr",
     )
+    parser.add_argument(
+        "--python",
+        type=Path,
+        help="the Python of the function's own virtualenv (where you pip-installed "
+        "connlease-client): the function runs there, without this repository's packages",
+    )
     args = parser.parse_args(argv)
     # Everything is checked before anything starts: one line and exit 2 for a bad argument.
     try:
@@ -317,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout_s=_timeout_s(args.timeout),
             log_dir=args.log_dir,
             mysql=mysql_from_environment(),
+            python=_python(args.python),
         )
     except (ConnleaseError, ValueError, argparse.ArgumentTypeError) as error:
         parser.error(str(error))

@@ -27,13 +27,12 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as seeded
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 import service.helper as helper_service
 from adapters.clock import SystemClock
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.emf import EmfMetricsSink
-from connlease_client.contract import ErrorResponse
+from connlease_client.contract import ErrorResponse, MalformedAnswer
 from domain import ConnleaseError, DecorrelatedJitter, Granted, Leases, Quota
 from domain.groups import Reservation
 from local.context import LocalContext
@@ -756,8 +755,8 @@ def answer_outcome(answer: Any) -> str:
     if isinstance(answer, dict) and answer.get("ok") is True:
         return ACCEPTED
     try:
-        document = ErrorResponse.model_validate(answer)
-    except ValidationError:
+        document = ErrorResponse.read(answer)
+    except MalformedAnswer:
         return NOT_A_DOCUMENT
     if document.error.type == INVALID and not document.error.details:
         return NOT_A_DOCUMENT  # a refused event must say which field was wrong

@@ -36,16 +36,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import TypeAdapter, ValidationError
 
 from connlease_client.contract import (
-    AcquireRequest,
     AcquireResponse,
-    HelperAction,
-    HelperRequest,
     LeaseDoc,
-    ReleaseRequest,
     ReleaseResponse,
-    RenewRequest,
     RenewResponse,
-    StatusRequest,
     StatusResponse,
 )
 from domain import (
@@ -63,6 +57,14 @@ from domain.services import record_acquire
 from domain.tokens import label, parse_token, token_label
 from service import errors
 from service.bootstrap import Helper, build_helper, built_at_init
+from service.helper_requests import (
+    AcquireRequest,
+    HelperAction,
+    HelperRequest,
+    ReleaseRequest,
+    RenewRequest,
+    StatusRequest,
+)
 from service.invocation import InvocationContext
 from service.observability import powertools
 from service.settings import HelperSettings
@@ -73,7 +75,7 @@ logger = _powertools.logger
 tracer = _powertools.tracer
 metrics = _powertools.metrics
 
-# Requests are validated against the contract's union directly, as Powertools' parse() does
+# Requests are validated against their union directly, as Powertools' parse() does
 # with this model (through a TypeAdapter too), without importing Powertools Parser for it.
 REQUEST: TypeAdapter[HelperAction] = TypeAdapter(HelperRequest)
 

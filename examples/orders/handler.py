@@ -13,7 +13,7 @@ from typing import Any
 
 import pymysql
 
-from service.client import ConnectionLeases, NoCapacity, direct_leases, lambda_leases
+from connlease_client import ConnectionLeases, NoCapacity, direct_leases, lambda_leases
 
 # Built at import time, as a handler module does: no AWS call is made until the first use.
 if os.environ.get("HELPER_FUNCTION"):

@@ -28,7 +28,8 @@ from cli.commands import app
 from domain import Granted, LeaseLost, Quota, Rejected, Renewed
 from domain.groups import Reservation
 from domain.tokens import label
-from local.dynamodb import LOCAL_REGION, EmbeddedDynamoDB
+from local.context import LOCAL_REGION
+from local.dynamodb import EmbeddedDynamoDB
 from tests.fakes import FakeClock
 
 if TYPE_CHECKING:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from local.dynamodb import LOCAL_REGION, EmbeddedDynamoDB
+from local.context import LOCAL_REGION
+from local.dynamodb import EmbeddedDynamoDB
 
 pytestmark = pytest.mark.integration
 

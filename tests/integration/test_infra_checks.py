@@ -33,9 +33,9 @@ from adapters.dynamodb import DynamoDBLeaseStore, create_table
 from domain import Quota
 from domain.groups import Reservation
 from domain.model import SKEW_MARGIN_MS
+from local.context import LOCAL_REGION
 from local.dynamodb import (
     LOCAL_ACCESS_KEY,
-    LOCAL_REGION,
     LOCAL_SECRET_KEY,
     EmbeddedDynamoDB,
     create_idempotency_table,

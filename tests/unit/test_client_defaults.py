@@ -4,18 +4,22 @@ handler module imported where no region is set, a wrong context, a wait too long
 from __future__ import annotations
 
 import copy
+import json
 import pickle
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
+import connlease_client
 import domain
 from adapters import aws
-from connlease_client.contract import AcquireRequest
+from connlease_client import ConnectionLeases, direct_leases, lambda_leases
 from domain import InvalidInput, StoreUnavailable
 from domain.model import MAX_WAIT_MS
 from service import client as client_module
-from service.client import ConnectionLeases, direct_leases, lambda_leases
+from service.helper_requests import AcquireRequest
 from tests.fakes import FakeClock, FakeContext
 
 DB = "orders-mysql"
@@ -45,6 +49,46 @@ def test_one_import_line_gives_a_caller_every_exception_it_catches() -> None:
     ):
         assert name in client_module.__all__
         assert getattr(client_module, name) is getattr(domain, name)
+
+
+def test_the_client_package_gives_what_service_client_does() -> None:
+    assert connlease_client.__all__ == client_module.__all__
+    for name in client_module.__all__:
+        assert getattr(connlease_client, name) is getattr(client_module, name)
+    assert set(client_module.__all__) <= set(dir(connlease_client))
+    with pytest.raises(AttributeError, match="no attribute 'connect'"):
+        connlease_client.connect  # noqa: B018
+
+
+# What a direct-mode function loads to build its leases; what the helper loads importing
+# the contract from the client's package.
+PROBE = """
+import json, sys
+from connlease_client import ConnectionLeases, KeepWarm, NoCapacity, direct_leases
+ConnectionLeases(direct_leases("connlease-leases"), "orders-mysql", keep_warm=KeepWarm())
+direct = set(sys.modules)
+import connlease_client.contract
+print(json.dumps({"direct": sorted(direct), "both": sorted(sys.modules)}))
+"""
+
+
+def test_a_direct_mode_caller_loads_neither_pydantic_nor_pymysql_nor_the_helper() -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = json.loads(ran.stdout)
+
+    unwanted = ("pydantic", "pymysql", "aws_lambda_powertools", "connlease_client.contract")
+    assert [name for name in unwanted if name in loaded["direct"]] == []
+    assert [name for name in unwanted[:3] if name in loaded["both"]] == []
+
+
+def test_importing_the_contract_loads_none_of_the_client() -> None:
+    probe = "import sys, connlease_client.contract; print('service.client' in sys.modules)"
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert ran.stdout.strip() == "False"
 
 
 def test_direct_leases_talks_to_dynamodb_with_short_timeouts_where_the_sdk_is_pointed(

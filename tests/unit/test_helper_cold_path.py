@@ -18,8 +18,7 @@ import service.helper as helper
 from aws_xray_sdk.core import patcher
 from pydantic import BaseModel
 from pydantic.plugin import _loader
-from connlease_client import contract
-from service import settings
+from service import helper_requests, settings
 
 def models(module):
     return {
@@ -34,7 +33,7 @@ print(json.dumps({
     "patched": sorted(patcher._PATCHED_MODULES),
     "tracing": not helper.tracer.disabled,
     "built": helper.helper().dynamodb is not None,
-    "contract": models(contract),
+    "requests": models(helper_requests),
     "settings": models(settings),
     "request_validator": type(helper.REQUEST.validator).__name__,
     "plugins_scanned": _loader._plugins is not None,
@@ -75,8 +74,9 @@ def test_the_helper_starts_with_tracing_on_and_loads_only_what_it_uses(tmp_path:
     assert loaded["patched"] == ["botocore"]
     assert [name for name in NOT_ON_THE_COLD_PATH if name in loaded["modules"]] == []
     # What every invocation validates is built at init, not by the first invocation: the
-    # contract's models, the request adapter and the helper's own settings.
-    assert all(loaded["contract"].values()), loaded["contract"]
+    # request models, the request adapter and the helper's own settings.
+    assert loaded["requests"], "no request model found"
+    assert all(loaded["requests"].values()), loaded["requests"]
     assert loaded["request_validator"] == "SchemaValidator"
     built = {name for name, complete in loaded["settings"].items() if complete}
     assert built == {"ObservabilitySettings", "HelperSettings"}

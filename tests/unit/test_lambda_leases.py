@@ -71,7 +71,7 @@ class Answers:
 @pytest.mark.parametrize("retryable", [True, False])
 def test_the_helper_says_whether_a_store_failure_may_pass(retryable: bool) -> None:
     error = StoreUnavailable("release", "AccessDeniedException: no", retryable)
-    client = Answers(known_error(error).model_dump(mode="json"))
+    client = Answers(known_error(error).document())
 
     with pytest.raises(StoreUnavailable) as raised:
         LambdaLeases(client, "connlease-helper").release("orders", TOKEN)  # type: ignore[arg-type]
@@ -80,7 +80,7 @@ def test_the_helper_says_whether_a_store_failure_may_pass(retryable: bool) -> No
 
 
 def test_a_release_still_in_progress_is_raised_as_such_to_be_retried() -> None:
-    client = Answers(known_error(RequestInProgress("release")).model_dump(mode="json"))
+    client = Answers(known_error(RequestInProgress("release")).document())
 
     with pytest.raises(RequestInProgress):
         LambdaLeases(client, "connlease-helper").release("orders", TOKEN)  # type: ignore[arg-type]

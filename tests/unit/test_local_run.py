@@ -28,6 +28,7 @@ from local.run import Answer, RunOptions, RunReport, json_lines, main, report_ta
         (["--timeout", "1000"], "--timeout"),
         (["--invocations", "0"], "--invocations"),
         (["--env", "NOVALUE"], "NAME=VALUE"),
+        (["--python", "/no/such/venv/bin/python"], "--python"),
     ],
 )
 def test_a_bad_argument_is_one_line_and_exit_2_before_anything_starts(

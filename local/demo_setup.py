@@ -1,16 +1,22 @@
-"""What the local demos (`make demo`, its hotspot scenario, `make local`) share: the MySQL
-server they run against, named by DB_HOST, DB_PORT, DB_USER, DB_PASSWORD and DB_NAME; the
-probe that checks it will serve them, and what the user is told when it will not; and the
-query-time option (seconds, or a range of them, that an invocation holds its connection).
+"""What the local demos (`make demo`, its hotspot scenario, `make local`) and the
+benchmarks share: the MySQL server they run against, named by DB_HOST, DB_PORT, DB_USER,
+DB_PASSWORD and DB_NAME; the probe that checks it will serve them, and what the user is told
+when it will not; max_connections lowered for a run and put back after, even when the run is
+stopped; and the query-time option (seconds, or a range of them, that an invocation holds
+its connection).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.markup import escape
 
-from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint
+from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint, server_variable
 from service.workload import QueryTime
 
 # MySQL's answers to the probe that say the server is up but will not serve the demo.
@@ -98,6 +104,33 @@ def check_mysql(endpoint: MySqlEndpoint) -> None:
         MySqlConnector(endpoint, None)().close()
     except DatabaseError as error:
         raise MySqlUnusable.of(endpoint, error) from error
+
+
+@contextmanager
+def max_connections(mysql: MySqlEndpoint, value: int) -> Iterator[int]:
+    """Set the server's max_connections for the run; the old value comes back after, on
+    the connection that set it (kept open: a server full of the run's connections still
+    takes it back). Yields the value in effect, which the server may have raised: MariaDB's
+    floor is 10."""
+    connection = MySqlConnector(mysql, None)()
+    try:
+        before = server_variable(connection, "max_connections")
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET GLOBAL max_connections = {int(value)}")
+        try:
+            yield server_variable(connection, "max_connections")
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET GLOBAL max_connections = {int(before)}")
+    finally:
+        connection.close()
+
+
+def unwind_on_sigterm() -> None:
+    """Stopped with SIGTERM (a timeout, CI, kill), unwind as Ctrl-C does: `finally` blocks
+    and context managers put back what the run changed (max_connections) and stop what it
+    started (function environments, a throwaway MariaDB)."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def parse_query_time(text: str) -> QueryTime:

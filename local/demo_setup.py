@@ -125,9 +125,9 @@ def max_connections(mysql: MySqlEndpoint, value: int) -> Iterator[int]:
     connection = MySqlConnector(mysql, None)()
     try:
         before = server_variable(connection, "max_connections")
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET GLOBAL max_connections = {int(value)}")
-        try:
+        try:  # a signal between the SET and a `try` after it would leave the value set
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET GLOBAL max_connections = {int(value)}")
             yield server_variable(connection, "max_connections")
         finally:
             with connection.cursor() as cursor:

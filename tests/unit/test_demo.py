@@ -210,7 +210,7 @@ def test_each_figure_of_the_report_is_explained_in_a_line() -> None:
     assert "max_connections 9 for both runs (the server's 151 put back after)" in limit
     assert "room for 6: the quota of 5 and 1 more" in limit
     assert "Without connlease 160 of 200 invocations failed with error 1040" in bare
-    assert "one past it" in bare  # the peak, 7, is one over the room
+    assert "Threads_connected goes past it" in bare  # the peak, 7, is over the room
     assert "With connlease 0 of 200 failed with error 1040" in leased
     assert "Refused acquires (1,005" in refusals
     assert "a retry, not a failed invocation" in refusals

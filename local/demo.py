@@ -717,8 +717,8 @@ def explanations(report: DemoReport) -> list[str]:
     if bare is not None:
         extra = (
             " (Threads_connected goes past it: MariaDB lets an account with CONNECTION ADMIN,"
-            " such as root, one connection more, and counts one it is refusing until it is"
-            " refused)"
+            " such as root, one connection more, and still counts one for a moment while it"
+            " refuses or closes it)"
             if bare.peak_connections > report.room
             else ""
         )

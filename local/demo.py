@@ -1,13 +1,13 @@
-"""`make demo`: the problem connlease solves and how it solves it, on this machine, without
-an AWS account.
+"""`make demo`: the same burst without connlease (MySQL's error 1040) and with it, locally.
 
-The original sample's load demo, the same burst run twice against one MySQL server whose
-max_connections is lowered for the demo to a little above the quota (and put back after,
-even when the demo is stopped): first without connlease, each invocation of the test
-function connecting straight away (LEASE_MODE none), so that the burst overruns
-max_connections and MySQL refuses connections with error 1040; then with connlease, each
-invocation taking a lease before it connects, so that MySQL never sees more connections
-than the quota and no invocation meets a 1040.
+No AWS account is needed. The original sample's load demo, the same burst run twice
+against one MySQL server whose max_connections is lowered for the demo to a little above
+the quota (and put back after, even when the demo is stopped): first without connlease,
+each invocation of the test function connecting straight away (LEASE_MODE none), so that
+the burst overruns max_connections and MySQL refuses connections with error 1040; then
+with connlease, each invocation taking a lease before it connects, so that MySQL never
+sees more connections than the quota and no invocation meets a 1040. (MariaDB will not
+lower max_connections under 10: idle connections the demo holds take up the difference.)
 
 Both runs are served by one local stack: embedded DynamoDB and the local Lambda endpoint
 running the helper, the seeder (Employees and the quota), and a test function and a

@@ -135,7 +135,7 @@ def test_the_chart_is_drawn_from_both_runs(compared: DemoReport) -> None:
         assert len(run.calls) == run.invocations == 24
         assert min(at_s for at_s, _ in run.connections) < 0 < run.seconds
         assert max(at_s for at_s, _ in run.connections) >= run.seconds
-        assert max(held for _, held in run.connections) == run.peak_connections
+        assert run.peak_connections in {held for _, held in run.connections}
     assert sum(bare.errors_per_second().values()) == bare.too_many_connections
     assert all(call.lease_wait_s is None for call in bare.calls)
     assert leased.errors_per_second() == {}

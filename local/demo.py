@@ -53,6 +53,7 @@ from domain import QuotaStatus
 from local import hotspot
 from local.cfn import ResponseCatcher, custom_resource_event
 from local.demo_setup import (
+    MaxConnectionsFixed,
     MySqlUnusable,
     demo_mysql,
     max_connections,
@@ -220,7 +221,10 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoReport
     with ExitStack() as cleanup:  # undone in reverse, however the demo ends
         in_effect, idle = before, 0
         if options.without_connlease:
-            in_effect = cleanup.enter_context(max_connections(options.mysql, asked))
+            try:
+                in_effect = cleanup.enter_context(max_connections(options.mysql, asked))
+            except DatabaseError as error:
+                raise MaxConnectionsFixed(options.mysql, error) from error
             # MariaDB will not go under 10: idle connections take up the difference, as
             # other clients would on a real server, so that the bursts' room is as asked.
             idle = max(0, in_effect - asked)
@@ -841,6 +845,9 @@ def main(argv: list[str] | None = None) -> int:
     except MySqlUnusable as error:
         console.print(error.explain())
         return 2
+    except KeyboardInterrupt:  # what the run changed and started is undone by now
+        console.print("stopped: max_connections is put back, what the demo started is stopped")
+        return 130
     except ThrowawayFailed as error:
         console.print(f"[red]The throwaway MariaDB would not start[/]: {escape(str(error))}")
         return 2

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pymysql
 from rich.markup import escape
 
 from adapters.mysql import DatabaseError, MySqlConnector, MySqlEndpoint, server_variable
@@ -93,6 +94,20 @@ DEFAULT_PORT = 3306
 NAMING_A_SERVER = ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD")
 
 
+class MaxConnectionsFixed(MySqlUnusable):
+    """The demo's account may not SET GLOBAL max_connections."""
+
+    def explain(self) -> str:
+        at = self.endpoint
+        return (
+            f"[red]MySQL at {escape(at.host)}:{at.port} would not let user "
+            f"'{escape(at.user)}' set max_connections[/]: {escape(str(self))}\n"
+            "The run without connlease needs it lowered for the demo (it is put back after): "
+            "run as an account that may (SUPER, or SYSTEM_VARIABLES_ADMIN), or run with "
+            'connlease alone: make demo ARGS="--connlease-only"'
+        )
+
+
 def mysql_from_environment() -> MySqlEndpoint:
     env = os.environ
     port = env.get("DB_PORT", str(DEFAULT_PORT))
@@ -125,13 +140,19 @@ def max_connections(mysql: MySqlEndpoint, value: int) -> Iterator[int]:
     connection = MySqlConnector(mysql, None)()
     try:
         before = server_variable(connection, "max_connections")
+        refused = False
         try:  # a signal between the SET and a `try` after it would leave the value set
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET GLOBAL max_connections = {int(value)}")
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SET GLOBAL max_connections = {int(value)}")
+            except pymysql.err.MySQLError as error:
+                refused = True  # nothing to put back, and no right to
+                raise DatabaseError.of(error) from error
             yield server_variable(connection, "max_connections")
         finally:
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET GLOBAL max_connections = {int(before)}")
+            if not refused:
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SET GLOBAL max_connections = {int(before)}")
     finally:
         connection.close()
 

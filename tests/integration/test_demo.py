@@ -42,7 +42,12 @@ from local.demo import (
     quota_after,
     run_demo,
 )
-from local.demo_setup import MySqlUnreachable, demo_mysql, mysql_from_environment
+from local.demo_setup import (
+    MaxConnectionsFixed,
+    MySqlUnreachable,
+    demo_mysql,
+    mysql_from_environment,
+)
 from local.mariadb import MariaDbInstall, free_port, throwaway_mariadb
 
 pytestmark = pytest.mark.integration
@@ -225,6 +230,32 @@ def test_stopped_with_sigterm_the_demo_puts_max_connections_back(
             demo.wait()
 
     assert code == 128 + signal.SIGTERM
+    assert max_connections_of(demo_server) == before
+
+
+def test_an_account_that_may_not_set_max_connections_is_told_to_run_connlease_alone(
+    demo_server: MySqlEndpoint, tmp_path: Path
+) -> None:
+    before = max_connections_of(demo_server)
+    user, password = f"plain_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    admin = MySqlConnector(demo_server, None)()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
+            cursor.execute(f"GRANT ALL ON `{demo_server.database}`.* TO %s@'%%'", (user,))
+        plain = replace(demo_server, user=user, password=password)
+        options = replace(burst_of_36(tmp_path, plain), without_connlease=True)
+
+        with pytest.raises(MaxConnectionsFixed) as refused:
+            run_demo(options)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute("DROP USER IF EXISTS %s@'%%'", (user,))
+        admin.close()
+
+    said = refused.value.explain()
+    assert f"would not let user '{user}' set max_connections" in said
+    assert "--connlease-only" in said
     assert max_connections_of(demo_server) == before
 
 

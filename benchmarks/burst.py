@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from adapters.mysql import MySqlConnector, MySqlEndpoint
 from benchmarks.strategies import Strategy, Tally
 from local.watch import ConnectionWatcher
 from service.harness import percentile
@@ -63,24 +61,6 @@ class Row:
         """The share of the quota's connection-seconds spent inside queries, over the
         level's fixed time: the drain after it (waiters finishing) is not saturation."""
         return self.tally.in_query_s(self.began, self.ended) / (quota * self.seconds)
-
-
-@contextmanager
-def max_connections(mysql: MySqlEndpoint, value: int) -> Iterator[int]:
-    """Set the server's max_connections for the run; the old value comes back after."""
-    connection = MySqlConnector(mysql, None)()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT @@GLOBAL.max_connections")
-            (before,) = cursor.fetchone() or (151,)
-            cursor.execute(f"SET GLOBAL max_connections = {int(value)}")
-        try:
-            yield int(before)
-        finally:
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET GLOBAL max_connections = {int(before)}")
-    finally:
-        connection.close()
 
 
 def run_level(

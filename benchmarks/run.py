@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import platform
 import random
-import signal
 import statistics
 import sys
 import time
@@ -16,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from benchmarks import cost, figures, hotspot, scale, skew
-from benchmarks.burst import Row, max_connections, run_burst, run_level
+from benchmarks.burst import Row, run_burst, run_level
 from benchmarks.coldstart import ColdStart, measure
 from benchmarks.strategies import (
     Connlease,
@@ -35,7 +34,7 @@ from adapters.dynamodb_item import entries_per_shard
 from adapters.mysql import MySqlConnector, MySqlEndpoint
 from domain import Backoff, DecorrelatedJitter, LeaseStore, Quota
 from domain.warm import KeepWarm
-from local.demo_setup import mysql_from_environment
+from local.demo_setup import max_connections, mysql_from_environment, unwind_on_sigterm
 from local.dynamodb import EmbeddedDynamoDB, RequestCounter
 from local.hotspot import RunReport
 from local.watch import ConnectionWatcher
@@ -618,9 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args(argv)
-    # Stopped with SIGTERM (timeout, CI), unwind: the run sets MariaDB's max_connections
-    # and must put it back on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    # The run sets MariaDB's max_connections and must put it back, even when stopped.
+    unwind_on_sigterm()
     plan = QUICK if args.quick else FULL
     command = "make bench-quick" if args.quick else "make bench"
     mysql = replace(mysql_from_environment(), connect_timeout_s=5, read_timeout_s=5)

@@ -4,6 +4,7 @@ own count of open connections."""
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,3 +66,21 @@ class ConnectionWatcher(Poller):
         """The peak so far, less the baseline; the next peak counts from now."""
         peak, self.peak = self.peak, self.baseline
         return peak - self.baseline
+
+
+class ConnectionTimeline(ConnectionWatcher):
+    """A ConnectionWatcher that keeps every sample, (wall-clock ms, Threads_connected), so
+    that a chart can draw MySQL's own count of connections through a run."""
+
+    def __init__(self, mysql: MySqlEndpoint, interval_s: float = 0.05) -> None:
+        super().__init__(mysql, interval_s)
+        self.samples: list[tuple[int, int]] = [(_now_ms(), self.baseline)]
+
+    def sample(self) -> None:
+        connected = server_variable(self._connection, "Threads_connected")
+        self.samples.append((_now_ms(), connected))
+        self.peak = max(self.peak, connected)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -180,7 +180,7 @@ class Workload:
     """Everything the test function works with."""
 
     settings: WorkloadSettings
-    leases: ConnectionLeases
+    leases: ConnectionLeases | None  # None: LEASE_MODE none, no lease at all
     connect: MySqlConnector
     rng: random.Random
 
@@ -189,6 +189,10 @@ def build_workload(settings: WorkloadSettings, metrics: Metrics) -> Workload:
     from adapters.lambda_invoke import LambdaLeases  # noqa: PLC0415
     from service.client import ConnectionLeases  # noqa: PLC0415
 
+    connect = mysql_connector(settings, settings.db_secret_arn)
+    rng = random.Random()
+    if settings.lease_mode == "none":
+        return Workload(settings=settings, leases=None, connect=connect, rng=rng)
     clock = SystemClock()
     leases: Leases
     sink: MetricsSink | None = None
@@ -203,7 +207,6 @@ def build_workload(settings: WorkloadSettings, metrics: Metrics) -> Workload:
         )
         leases = lease_store(store_settings, dynamodb_client(store_settings), clock)
         sink = EmfMetricsSink(metrics, settings.powertools_metrics_namespace)
-    rng = random.Random()
     return Workload(
         settings=settings,
         leases=ConnectionLeases(
@@ -215,7 +218,7 @@ def build_workload(settings: WorkloadSettings, metrics: Metrics) -> Workload:
             metrics=sink,
             keep_warm=keep_warm(settings),
         ),
-        connect=mysql_connector(settings, settings.db_secret_arn),
+        connect=connect,
         rng=rng,
     )
 

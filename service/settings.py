@@ -154,7 +154,9 @@ class SeederSettings(ObservabilitySettings, StoreSettings, DatabaseSettings):
 class WorkloadSettings(ObservabilitySettings, DatabaseSettings):
     """The test function (the sample's LambdaRDS_Test)."""
 
-    lease_mode: Literal["lambda", "direct"] = "lambda"
+    # lambda: a lease through the helper; direct: from the table; none: no lease, a
+    # connection straight away, as the sample's functions did (the demo's run without).
+    lease_mode: Literal["lambda", "direct", "none"] = "lambda"
     helper_function: str = Field("connlease-helper", min_length=1)  # name or ARN
     leases_table_name: str | None = Field(None, pattern=TABLE_NAME)  # direct mode
     dynamodb_endpoint_url: AnyHttpUrl | None = None

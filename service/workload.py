@@ -1,12 +1,16 @@
 """The test function (the original sample's LambdaRDS_Test): take a lease, connect to
 MySQL, read the Employees table, hold the connection for a simulated query time, close,
 give the lease back. Its answer says how it went, so the harness can count outcomes.
+With LEASE_MODE none it takes no lease and connects straight away, as the sample's
+functions did before connlease: the problem `make demo` shows first.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
 
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -18,6 +22,7 @@ from adapters.secrets import SecretUnavailable
 from domain import ConnleaseError, NoCapacity
 from service.bootstrap import Workload, build_workload, built_at_init
 from service.invocation import InvocationContext
+from service.lease_calls import close_quietly
 from service.observability import powertools
 from service.settings import WorkloadSettings
 
@@ -27,6 +32,7 @@ tracer = _powertools.tracer
 metrics = _powertools.metrics
 
 QueryTime = float | tuple[float, float]
+C = TypeVar("C")
 MAX_QUERY_TIME_S = 900.0  # Lambda's longest timeout
 MAX_SHOWN_INPUT = 40
 
@@ -125,6 +131,17 @@ def invalid(error: ValidationError) -> dict[str, Any]:
     return {"outcome": "invalid", "error": "; ".join(problems)}
 
 
+@contextmanager
+def straight_away(connect: Callable[[], C]) -> Iterator[C]:
+    """LEASE_MODE none: a connection with no lease, as the original sample's functions
+    opened theirs; past MySQL's max_connections it is refused with error 1040."""
+    connection = connect()
+    try:
+        yield connection
+    finally:
+        close_quietly(connection)
+
+
 def run(event: Any, context: InvocationContext, app: Workload) -> dict[str, Any]:
     try:
         request = parse(event=event or {}, model=WorkloadEvent)
@@ -143,15 +160,22 @@ def run(event: Any, context: InvocationContext, app: Workload) -> dict[str, Any]
     # The settings' query time (0-900 s) is cut to what this invocation allows.
     query_time_s = min(pick_query_time_s(asked, app), limit_s)
     started = time.perf_counter()
-    answer: dict[str, Any] = {"database": app.leases.database}
+    answer: dict[str, Any] = {"database": app.settings.quota_database}
+    leases = app.leases
     try:
-        with app.leases.connect(
-            app.connect,
-            context=context,
-            wait_budget_ms=request.wait_budget_ms,
-            ttl_ms=app.settings.lease_ttl_ms or None,
-        ) as connection:
-            answer["lease_wait_ms"] = app.leases.last_wait_ms
+        opened = (
+            leases.connect(
+                app.connect,
+                context=context,
+                wait_budget_ms=request.wait_budget_ms,
+                ttl_ms=app.settings.lease_ttl_ms or None,
+            )
+            if leases is not None
+            else straight_away(app.connect)
+        )
+        with opened as connection:
+            if leases is not None:
+                answer["lease_wait_ms"] = leases.last_wait_ms
             answer["rows"] = select_employees(connection)
             time.sleep(query_time_s)
         answer["outcome"] = "succeeded"

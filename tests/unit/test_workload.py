@@ -6,13 +6,14 @@ import random
 from typing import Any
 
 import pytest
+from aws_lambda_powertools import Metrics
 from pydantic import ValidationError
 
 from adapters.memory import InMemoryLeaseStore
 from adapters.mysql import DatabaseError
 from adapters.secrets import SecretUnavailable
 from domain import KeepWarm, Quota
-from service.bootstrap import Workload, keep_warm
+from service.bootstrap import Workload, build_workload, keep_warm
 from service.client import ConnectionLeases
 from service.harness import percentile, summarize
 from service.settings import WorkloadSettings
@@ -124,6 +125,45 @@ def test_a_mysql_error_is_reported_with_its_code_and_the_lease_is_given_back() -
 
     assert (answer["outcome"], answer["db_error_code"]) == ("db_error", 1040)
     assert store.status(DB).in_use == 0
+
+
+def without_leases(connect: Any) -> Workload:
+    """The test function as LEASE_MODE none builds it: no lease client at all."""
+    return Workload(
+        WorkloadSettings(quota_database=DB, lease_mode="none"), None, connect, random.Random(4)
+    )
+
+
+def test_with_lease_mode_none_it_connects_straight_away_and_takes_no_lease() -> None:
+    opened: list[FakeConnection] = []
+
+    def connect() -> FakeConnection:
+        opened.append(FakeConnection())
+        return opened[-1]
+
+    answer = run({"query_time_s": 0}, FakeContext(FakeClock()), without_leases(connect))
+
+    assert (answer["outcome"], answer["rows"], answer["database"]) == ("succeeded", 2, DB)
+    assert "lease_wait_ms" not in answer
+    assert [connection.closed for connection in opened] == [True]
+
+
+def test_with_lease_mode_none_too_many_connections_is_error_1040() -> None:
+    def refuse() -> FakeConnection:
+        raise DatabaseError(1040, "Too many connections")
+
+    answer = run({}, FakeContext(FakeClock()), without_leases(refuse))
+
+    assert (answer["outcome"], answer["db_error_code"]) == ("db_error", 1040)
+    assert "lease_wait_ms" not in answer
+
+
+def test_lease_mode_none_builds_no_lease_client() -> None:
+    settings = WorkloadSettings(quota_database=DB, lease_mode="none")
+
+    built = build_workload(settings, Metrics(namespace="connlease"))
+
+    assert built.leases is None
 
 
 def test_a_malformed_event_is_answered_not_raised() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks import cost, figures, hotspot, scale, skew
+from benchmarks import cost, hotspot, scale, skew
 from benchmarks.burst import Row, run_burst, run_level
 from benchmarks.coldstart import ColdStart, measure
 from benchmarks.strategies import (
@@ -25,6 +25,7 @@ from benchmarks.strategies import (
     SampleCounter,
     Strategy,
 )
+from local import figures
 from local.simulated import SimulatedLeaseStore
 
 __version__ = version("connlease")
@@ -464,7 +465,7 @@ def headline(
     scaled: scale.ScaleRun,
     hot: hotspot.HotspotRun,
 ) -> dict[str, str]:
-    """The figures README and docs quote, by name (benchmarks.figures puts them there)."""
+    """The figures README and docs quote, by name (local.figures puts them there)."""
     per_call, warm = at4_both(util)
     top = max(row.concurrency for row in rows)
 

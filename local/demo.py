@@ -50,7 +50,7 @@ from adapters.mysql import (
     server_variable,
 )
 from domain import QuotaStatus
-from local import hotspot
+from local import figures, hotspot
 from local.cfn import ResponseCatcher, custom_resource_event
 from local.demo_setup import (
     MaxConnectionsFixed,
@@ -856,7 +856,33 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"- {escape(line)}")
     console.print(f"quota after the run: {quota_after(report)}")
     console.print(f"chart: {report.chart}; took {report.seconds:.0f} s")
+    if not argv and report.without_connlease is not None:  # the run README describes
+        figures.record("demo", "make demo", headline(report))
+        figures.fill_docs()
     return 0
+
+
+def headline(report: DemoReport) -> dict[str, str]:
+    """The figures README quotes from the default run (local.figures puts them there)."""
+    without, leased = report.without_connlease, report.with_connlease
+    assert without is not None
+    options = report.options
+    return {
+        "demo.invocations": str(options.iterations),
+        "demo.concurrency": str(options.concurrency),
+        "demo.quota": str(options.quota),
+        "demo.failed_1040_without": str(without.too_many_connections),
+        "demo.failed_1040_with": str(leased.too_many_connections),
+        "demo.peak_with": str(leased.peak_connections),
+        "demo.refused_acquires": f"{leased.refused_acquires:,}",
+        "demo.wait_p99": _seconds_or_ms(leased.lease_wait_ms.get("p99")),
+    }
+
+
+def _seconds_or_ms(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
 
 
 if __name__ == "__main__":

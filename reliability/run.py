@@ -16,7 +16,7 @@ from typing import Any
 
 __version__ = version("connlease")
 from adapters.mysql import DatabaseError, MySqlConnector
-from benchmarks import figures
+from local import figures
 from local.demo_setup import mysql_from_environment
 from local.dynamodb import EmbeddedDynamoDB
 from local.faults import FaultRates
@@ -125,7 +125,7 @@ def print_campaign(campaign: Campaign) -> None:
 
 
 def headline(campaigns: list[Campaign]) -> dict[str, str]:
-    """The figures README and docs quote, by name (benchmarks.figures puts them there)."""
+    """The figures README and docs quote, by name (local.figures puts them there)."""
     held = [f for c in campaigns for f in c.figures if f.met is not None]
     return {
         "reliability.campaigns": str(len(campaigns)),

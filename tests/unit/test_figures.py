@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import figures
+from local import figures
 
 # A percentage or a ratio README states by hand is a measured figure without a source.
 MEASURED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:%|x\b)")

@@ -3,7 +3,7 @@
 `make bench` and `make reliability` record their headline figures, by name, in
 docs/figures.json (with the command and the date of the run), and then fill them into the
 docs. A doc quotes a figure as `<!--fig:NAME-->value<!--/fig-->`: the marker renders as
-nothing, the value as written. `python -m benchmarks.figures` fills the docs again from the
+nothing, the value as written. `python -m local.figures` fills the docs again from the
 file, and tests/unit/test_figures.py fails when a quoted value disagrees with the file, names
 a figure the file lacks, or README states a percentage outside a marker.
 """
@@ -48,7 +48,7 @@ class Misquote:
             return f"{self.doc}: {self.name} is quoted but no run records it"
         return (
             f"{self.doc}: {self.name} is quoted as {self.written!r}, the last run recorded "
-            f"{self.recorded!r} (python -m benchmarks.figures fills it in)"
+            f"{self.recorded!r} (python -m local.figures fills it in)"
         )
 
 

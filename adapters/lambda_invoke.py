@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import OrderedDict
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -93,7 +94,17 @@ class LambdaLeases:
         request: dict[str, Any] = {
             "action": "acquire",
             "database": database,
-            "secret": new_secret() if secret is None else check_secret(secret),
+            "secret": new_secret()
+            if secret is None
+            # Given what status will show of the lease, at this machine's time (the helper's
+            # store checks it again with its own clock).
+            else check_secret(
+                secret,
+                holder=holder,
+                database=database,
+                group=group,
+                now_ms=time.time_ns() // 1_000_000,
+            ),
             "holder": holder,
         }
         if ttl_ms is not None:

@@ -8,23 +8,37 @@ see how a string was made, so this one asks how short a description a simple mod
 *made-up* strings gives it: the string as a sequence of pieces, each a word (common English
 and this project's own), a run of letters (by English letter pairs), a number (counters and
 dates: runs, steps, leading zeros), a separator, a run of random characters (of base64url,
-hex or digits), a copy of an earlier piece, a sequence (`abc`, `321`, `aaa`) or a stretch of
-a keyboard row. `estimated_bits` is -log2 of the probability the model gives the string,
-summed over every way it can make it; a proposal under `MIN_PROPOSAL_BITS` is refused.
+hex or digits), a copy of an earlier piece, a sequence (`abc`, `321`, `aaa`), a stretch of a
+keyboard row, or a time (epoch seconds, ms, us or ns near `now_ms` or in this century; a
+date, with or without its time of day). `estimated_bits` is -log2 of the probability the
+model gives the string, summed over every way it can make it; a proposal under
+`MIN_PROPOSAL_BITS` is refused.
+
+What status shows is given: the holder, the database and the group are written first (the
+`given`), and the secret is scored as their continuation, so that a secret copied from them
+costs only its copy (holder `invoice-sync/8f14` proposing `invoice-sync-<epoch ms>`: 58 bits
+at the time, not the 97 it costs alone). It is bits(given + secret) - bits(given), each over
+the ways that end a piece where the secret starts (one across would leave no distribution).
 
 Why no random secret is refused: the model is a probability distribution over strings (each
 choice below sums to at most 1), so fewer than 2^B strings can have an estimate under B bits.
 A secret drawn with H bits of min-entropy (secrets.token_urlsafe(16): 128) is therefore one of
 them with probability at most 2^(B - H): 2^-32 for B = 96, whatever the model says of any
-particular string. The model only decides which made-up strings are caught; its tables (the
-letter pairs and the words) were counted once from this repository's README.md and
-docs/design.md.
+particular string. Given a public context, the secret's probability is that of the pieces
+that make it after the context (each piece's chance depends only on what came before it, so
+for every fixed context and every `now_ms` the continuations again sum to at most 1): the
+bound holds for each context alone, whatever the holder or database, since a random secret
+is drawn without regard to them. The model only decides which made-up strings are caught;
+its tables (the letter pairs and the words) were counted once from this repository's
+README.md and docs/design.md.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import string
+from collections.abc import Sequence
 
 # A proposal must look like this much: as hard to guess as 96 random bits.
 MIN_PROPOSAL_BITS = 96
@@ -33,9 +47,11 @@ _BASE64URL = string.ascii_letters + string.digits + "-_"
 _HEX = "0123456789abcdef"
 _LOWER = string.ascii_lowercase
 # How a piece starts (the rest, 0.07, is the end of the string).
-_WORD, _LETTERS, _NUMBER, _SEPARATOR = 0.25, 0.15, 0.15, 0.10
-_RANDOM, _COPY, _SEQUENCE, _KEYBOARD = 0.10, 0.10, 0.05, 0.03
-_END = 1 - (_WORD + _LETTERS + _NUMBER + _SEPARATOR + _RANDOM + _COPY + _SEQUENCE + _KEYBOARD)
+_WORD, _LETTERS, _NUMBER, _SEPARATOR = 0.25, 0.14, 0.12, 0.10
+_RANDOM, _COPY, _SEQUENCE, _KEYBOARD, _TIME = 0.10, 0.10, 0.05, 0.03, 0.04
+_END = 1 - (
+    _WORD + _LETTERS + _NUMBER + _SEPARATOR + _RANDOM + _COPY + _SEQUENCE + _KEYBOARD + _TIME
+)
 # A word or a run of letters is lower case, Capitalized or UPPER.
 _LOWER_CASE, _CAPITALIZED, _UPPER_CASE = 0.6, 0.3, 0.1
 _CASES = ((str.lower, _LOWER_CASE), (str.capitalize, _CAPITALIZED), (str.upper, _UPPER_CASE))
@@ -54,20 +70,27 @@ _NEGLIGIBLE = 2.0**-160
 _LETTERS_GO_ON, _NUMBER_GOES_ON, _RANDOM_GOES_ON, _REPEAT_GOES_ON = 0.8, 0.7, 0.9, 0.8
 
 
-def estimated_bits(secret: str) -> float:
-    """-log2 of the probability the model of made-up strings gives `secret` (inf: none)."""
-    n = len(secret)
-    reach = [0.0] * (n + 1)  # reach[i]: the probability of making secret[:i] in whole pieces
-    reach[0] = 1.0
-    for i in range(n):
+def estimated_bits(secret: str, given: Sequence[str] = (), now_ms: int | None = None) -> float:
+    """-log2 of the probability the model of made-up strings gives `secret` (inf: none),
+    after the public strings `given` (each followed by a newline, which no secret has), at
+    the time `now_ms` (None: times anywhere in this century)."""
+    start = sum(len(public) + 1 for public in given)
+    text = "".join(f"{public}\n" for public in given) + secret
+    n = len(text)
+    # reach[i]: the probability of making text[start:i] in whole pieces after text[:start].
+    # The context is history, never scored: a piece starts at `start` or later, and may copy
+    # from the context (a piece across the boundary is left out, which only lengthens).
+    reach = [0.0] * (n + 1)
+    reach[start] = 1.0
+    for i in range(start, n):
         if reach[i]:
-            for j, p in _pieces(secret, i):
+            for j, p in _pieces(text, i, now_ms):
                 reach[j] += reach[i] * p
     made = reach[n] * _END
     return -math.log2(made) if made > 0 else math.inf
 
 
-def _pieces(s: str, i: int) -> list[tuple[int, float]]:
+def _pieces(s: str, i: int, now_ms: int | None = None) -> list[tuple[int, float]]:
     """Every piece the model can make at `i` that `s` continues with: (its end, probability)."""
     found: list[tuple[int, float]] = []
     lower = s[i:].lower()
@@ -76,6 +99,8 @@ def _pieces(s: str, i: int) -> list[tuple[int, float]]:
         if chance:
             found.append((j, _WORD * _cased(s[i:j]) * chance))
     found += _letters(s, i) + _number(s, i) + _random(s, i) + _repeats(s, i)
+    if s[i] in string.digits:
+        found += _times(s, i, now_ms)
     if s[i] in "-_":
         found.append((i + 1, _SEPARATOR / 2))
     return found
@@ -171,6 +196,48 @@ def _repeats(s: str, i: int) -> list[tuple[int, float]]:
             cased = _cased(piece) if piece.isalpha() else 1.0
             chance = _KEYBOARD / len(_KEYBOARD_ROWS) / len(row) * cased
             found.append((i + end, chance * _geometric(end, _REPEAT_GOES_ON, 2)))
+    return found
+
+
+# Epoch times: (digits, ms per unit of the first 13 digits at most, digits past the ms).
+_EPOCHS = ((10, 1000, 0), (13, 1, 0), (16, 1, 3), (19, 1, 6))
+_NEAR_MS = 86_400_000  # a time within a day of now
+_CENTURY_MS = (10**12, 42 * 10**11)  # 2001-09-09 to 2103: what any clock may say
+_YEARS = 130  # 1970-2099
+_DATE = re.compile(
+    r"(19[7-9][0-9]|20[0-9][0-9])([-_]?)(0[1-9]|1[0-2])\2(0[1-9]|[12][0-9]|3[01])", re.ASCII
+)
+# A time of day after a date, its parts apart as the date's are.
+_TIME_OF_DAY = {
+    apart: re.compile(rf"[-_T]?([01][0-9]|2[0-3]){apart}([0-5][0-9]){apart}([0-5][0-9])", re.ASCII)
+    for apart in ("", "-", "_")
+}
+
+
+def _times(s: str, i: int, now_ms: int | None) -> list[tuple[int, float]]:
+    """A time: epoch seconds, ms, us or ns (half the chance near `now_ms`, half anywhere in
+    this century, uniform over each), or a date (1970-2099, its parts apart by nothing, `-`
+    or `_`), with or without a time of day (HHMMSS, after nothing, `-`, `_` or `T`)."""
+    found: list[tuple[int, float]] = []
+    for digits, unit_ms, past_ms in _EPOCHS:
+        run = s[i : i + digits]
+        if len(run) < digits or not all(c in string.digits for c in run):
+            continue
+        at_ms = int(run[: digits - past_ms]) * unit_ms
+        chance = 0.0
+        if now_ms is not None and abs(at_ms - now_ms) <= _NEAR_MS:
+            chance += 0.5 / (2 * _NEAR_MS // unit_ms + 1)
+        if _CENTURY_MS[0] <= at_ms < _CENTURY_MS[1]:
+            chance += 0.5 * unit_ms / (_CENTURY_MS[1] - _CENTURY_MS[0])
+        if chance:
+            found.append((i + digits, _TIME / 8 * chance / 10**past_ms))
+    date = _DATE.match(s, i)
+    if date:
+        chance = _TIME / 4 / _YEARS / 3 / 12 / 31
+        found.append((date.end(), chance))
+        clock = _TIME_OF_DAY[date.group(2)].match(s, date.end())
+        if clock:
+            found.append((clock.end(), chance / 4 / 86_400))
     return found
 
 
@@ -273,7 +340,9 @@ _WORD_LIST = (
     "keepwarm included minutes invokes outlives hosts temporary statements driver steady nobody "
     "frozen issue inside employees custom resource shared succeeded output told emf retries "
     "hotspot refusals idempotent started bills half units steps path exactly beside pure "
-    "tickets calls small package runtime why pydantic hypothesis wrong let hash interleavings"
+    "tickets calls small package runtime why pydantic hypothesis wrong let hash interleavings "
+    # Names of functions and jobs (F7: `reporting-job-<epoch ms>`).
+    "sync report reporting cron task nightly daily hourly etl export"
 )
 _WORDS = _WORD_LIST.split()
 

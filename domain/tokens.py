@@ -56,23 +56,49 @@ def new_secret() -> str:
     return secrets.token_urlsafe(16)
 
 
-def check_secret(secret: object, field: str = "secret") -> str:
-    """A proposed secret, if it is one: of the form, and not made up (never echoed)."""
-    if not isinstance(secret, str):
-        raise InvalidInput(field, f"must be a string, got {type(secret).__name__}")
-    if not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS or not _SECRET.fullmatch(secret):
-        raise InvalidInput(
-            field,
-            f"must be {MIN_SECRET_CHARS}-{MAX_SECRET_CHARS} letters, digits, _ or - drawn at"
-            " random (secrets.token_urlsafe(16), domain.tokens.new_secret)",
-        )
-    bits = estimated_bits(secret)
+def check_secret(
+    secret: object,
+    field: str = "secret",
+    *,
+    holder: str = "",
+    database: str = "",
+    group: str | None = None,
+    now_ms: int | None = None,
+) -> str:
+    """A proposed secret, if it is one: of the form, and not made up (never echoed). Its
+    estimate is given what status shows of its lease (holder, database, group) at `now_ms`
+    (the caller's clock; None: any time this century), so that a secret made of those and a
+    timestamp is refused (F7). Each check is one estimate by one distribution, for any
+    context (domain.entropy): a random secret is refused with a chance of 2^-32 at most;
+    a client that checks before the helper does adds its own 2^-32 at most."""
+    secret = check_secret_form(secret, field)
+    given = (holder, database) if group is None else (holder, database, group)
+    bits = estimated_bits(secret, given, now_ms)
     if bits < MIN_PROPOSAL_BITS:
         raise InvalidInput(
             field,
-            f"looks made up, not drawn at random: it can be described in {bits:.0f} bits, and a"
-            f" proposal needs {MIN_PROPOSAL_BITS} (secrets.token_urlsafe(16),"
-            " domain.tokens.new_secret)",
+            f"looks made up, not drawn at random: given the holder, database and group status"
+            f" shows, it can be described in {bits:.0f} bits, and a proposal needs"
+            f" {MIN_PROPOSAL_BITS} (secrets.token_urlsafe(16), domain.tokens.new_secret)",
+        )
+    return secret
+
+
+def check_secret_form(secret: object, field: str = "secret") -> str:
+    """A proposal's form alone: 22-64 base64url characters (what the helper's request checks
+    before the store checks the rest, with the lease's context and its clock)."""
+    if not isinstance(secret, str):
+        raise InvalidInput(field, f"must be a string, got {type(secret).__name__}")
+    if not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS or not _SECRET.fullmatch(secret):
+        hint = ""
+        if secret.endswith("=") and _SECRET.fullmatch(secret.rstrip("=")):
+            hint = ": strip the base64 `=` padding"
+        elif _SECRET.fullmatch(secret.replace("+", "-").replace("/", "_").rstrip("=")):
+            hint = ": base64url, `-` and `_` for `+` and `/`, without `=` padding"
+        raise InvalidInput(
+            field,
+            f"must be {MIN_SECRET_CHARS}-{MAX_SECRET_CHARS} letters, digits, _ or - drawn at"
+            f" random (secrets.token_urlsafe(16), domain.tokens.new_secret){hint}",
         )
     return secret
 

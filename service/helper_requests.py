@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 from domain.errors import InvalidInput
 from domain.groups import check_group
 from domain.model import check_database, check_holder, check_ttl_ms, check_wait_ms
-from domain.tokens import check_secret, parse_token
+from domain.tokens import check_secret_form, parse_token
 
 
 def _check_token(token: str) -> str:
@@ -31,7 +31,9 @@ def _check_grant_token(token: str) -> str:
 
 
 Database = Annotated[StrictStr, AfterValidator(check_database)]
-Secret = Annotated[StrictStr, AfterValidator(check_secret)]
+# Its form only: the store estimates how made up it is, given the lease's holder, database
+# and group and at its clock's time (domain.tokens.check_secret), and says so as this would.
+Secret = Annotated[StrictStr, AfterValidator(check_secret_form)]
 GrantToken = Annotated[StrictStr, AfterValidator(_check_token)]
 # A renewal extends one grant: a secret alone (which a release may give) names none.
 FencedToken = Annotated[StrictStr, AfterValidator(_check_grant_token)]

@@ -544,3 +544,25 @@ def test_the_helper_grants_a_lease_and_a_wait_of_exactly_its_bounds(
 
     assert answer["outcome"] == "granted"
     assert answer["lease"]["expires_at_ms"] == clock.now_ms() + 600_000
+
+
+def test_a_proposal_made_of_the_holder_and_the_time_is_refused_by_the_store(
+    app: Helper, clock: FakeClock
+) -> None:
+    """F7: a reader of status sees the holder and the grant's second; the millisecond was
+    835 guesses away. The store estimates a proposal given them, at its clock's time."""
+    holder = "reporting-job/8f14e45f"
+
+    refused = call(
+        app,
+        clock,
+        action="acquire",
+        database=DB,
+        holder=holder,
+        secret=f"reporting-job-{clock.now_ms()}",
+    )
+    granted = call(app, clock, action="acquire", database=DB, holder=holder, secret=new_secret())
+
+    assert refused["error"]["details"][0]["field"] == "secret"
+    assert "looks made up" in refused["error"]["details"][0]["message"]
+    assert granted["token"]

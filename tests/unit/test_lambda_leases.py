@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +38,15 @@ class NoInvokes:
         (lambda leases: leases.acquire("orders", secret=""), "secret"),
         (lambda leases: leases.acquire("orders", secret="too-short"), "secret"),
         (lambda leases: leases.acquire("orders", secret="x" * 15 + "."), "secret"),
+        # Made of what status will show and the time (F7): refused before any invoke.
+        (
+            lambda leases: leases.acquire(
+                "orders",
+                "reporting-job/8f14e45f",
+                secret=f"reporting-job-{time.time_ns() // 10**6}",
+            ),
+            "secret",
+        ),
         (lambda leases: leases.acquire("orders", wait_ms=-1), "wait_ms"),
         (lambda leases: leases.acquire(frozenset()), "database"),
         (lambda leases: leases.release("orders", 7), "token"),

@@ -3,6 +3,7 @@ random ones never are (docs/design.md, "Who may do what")."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 import string
 import uuid
@@ -128,3 +129,89 @@ def test_the_model_of_made_up_strings_is_a_distribution() -> None:
     )
 
     assert 0 < total <= 1
+
+
+# F7: what status shows (holder, grant time to the second), then a guess of the millisecond.
+NOW_MS = 1_796_636_100_417
+F7 = (
+    ("invoice-sync/8f14e45f", f"invoice-sync-{NOW_MS}"),  # 101 bits alone
+    ("reporting-job/8f14e45f", f"reporting-job-{NOW_MS}"),  # 117: taken in 835 invokes
+    ("orders-fn/8f14e45f", f"orders-fn-{NOW_MS}123456"),  # epoch ns
+    ("orders-fn/8f14e45f", f"orders-{NOW_MS}-31337"),  # and a pid
+    ("orders-fn/8f14e45f", "ordersFnProd_2026_12_07_0001"),  # docs/design.md's own (109)
+    ("orders-fn/8f14e45f", f"8f14e45f-{NOW_MS}"),  # the request id shown, and the time
+    ("orders-function", f"orders-function-{NOW_MS // 1000}"),  # epoch seconds
+    ("etl", "nightly-export-20261207T031500"),  # a date and time
+)
+
+
+@pytest.mark.parametrize(("holder", "secret"), F7)
+def test_a_proposal_made_of_what_status_shows_and_the_time_is_refused(
+    holder: str, secret: str
+) -> None:
+    with pytest.raises(InvalidInput, match="looks made up") as refused:
+        check_secret(secret, holder=holder, database="orders-mysql", now_ms=NOW_MS)
+
+    assert secret not in str(refused.value)
+    # Also without the clock (a caller that has none): times anywhere this century.
+    assert estimated_bits(secret, (holder, "orders-mysql")) < MIN_PROPOSAL_BITS
+
+
+def test_no_random_proposal_is_refused_given_what_status_shows() -> None:
+    """The bound holds for every context (domain.entropy): the holder and the time only
+    make copies of them and times cheap, never a random secret."""
+    contexts = [
+        ("orders-fn/8f14e45f", "orders-mysql", None),
+        ("", "db", "api"),
+        ("x" * 64, "reporting-mysql", "reporting-batch"),
+        (secrets.token_urlsafe(16), "orders-mysql", None),
+    ]
+    drawn = random_proposals()[::3]
+
+    refused = [
+        secret
+        for n, secret in enumerate(drawn)
+        for holder, database, group in [contexts[n % len(contexts)]]
+        if _refused(secret, holder, database, group)
+    ]
+
+    assert refused == []
+    bits = [
+        estimated_bits(secret, ("orders-fn/8f14e45f", "orders-mysql"), NOW_MS)
+        for secret in drawn[:2_000]
+    ]
+    assert min(bits) > MIN_PROPOSAL_BITS + 20
+
+
+def _refused(secret: str, holder: str, database: str, group: str | None) -> bool:
+    try:
+        check_secret(secret, holder=holder, database=database, group=group, now_ms=NOW_MS)
+    except InvalidInput:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("now_ms", [None, NOW_MS])
+def test_the_model_given_a_context_is_a_distribution(now_ms: int | None) -> None:
+    """Every string of one and two characters after a holder and a database, summed."""
+    alphabet = string.ascii_letters + string.digits + "-_"
+    given = ("orders-fn/8f14e45f", "orders-mysql")
+
+    total = sum(
+        2 ** -estimated_bits("".join(chars), given, now_ms)
+        for n in (1, 2)
+        for chars in product(alphabet, repeat=n)
+    )
+
+    assert 0 < total <= 1
+
+
+def test_a_padded_or_standard_base64_proposal_is_told_what_to_change() -> None:
+    padded = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode()
+    standard = "+/" + secrets.token_urlsafe(16)
+
+    with pytest.raises(InvalidInput, match="strip the base64 `=` padding"):
+        check_secret(padded)
+    with pytest.raises(InvalidInput, match="`-` and `_` for `\\+` and `/`"):
+        check_secret(standard)
+    assert check_secret(padded.rstrip("=")) == padded.rstrip("=")

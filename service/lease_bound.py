@@ -279,13 +279,16 @@ class LeaseBound:
 
     def _reconnect(self, plain: Callable[..., None], sock: Any) -> None:
         """The body opens the connection again within the lease: refused once the lease has
-        ended (`LeaseEnded`, no connection made), else connected, then bounded by what is
-        left (statement bound, lock waits, idle close, socket timeouts) before the body
-        gets it back. The guard shuts whichever socket the connection has when it fires; a
-        connect that ends after it fired is closed here."""
+        ended (`LeaseEnded`, no connection made), else connected with the capability flags
+        and `init_command` it was first opened with (a body that set `MULTI_STATEMENTS`
+        since does not get it), then bounded by what is left (statement bound, lock waits,
+        idle close, socket timeouts) before the body gets it back. The guard shuts whichever
+        socket the connection has when it fires; a connect that ends after it fired is
+        closed here."""
         from adapters.mysql_session import (  # noqa: PLC0415
             LeaseEnded,
             SessionBounds,
+            restore_connect_options,
             set_socket_timeouts,
         )
 
@@ -294,6 +297,8 @@ class LeaseBound:
             raise LeaseEnded  # stopped: given back, or between invocations
         if self._use_until_ms - self._clock.now_ms() <= 0 or self.fired:
             raise LeaseEnded
+        # Opened as the first was: no MULTI_STATEMENTS (or init_command) the body set since.
+        restore_connect_options(connection, self._opened)
         self._own_statement = True  # pymysql's connect runs sql_mode and init_command
         try:
             plain(sock)

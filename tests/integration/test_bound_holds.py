@@ -342,6 +342,29 @@ def test_a_reconnect_after_the_lease_ended_is_refused_and_opens_nothing(
         assert dialled == []  # refused before a socket was opened
 
 
+def test_a_reconnect_does_not_take_the_multi_statements_or_init_command_the_body_set(
+    mysql: MySqlEndpoint,
+) -> None:
+    """A body that turns CLIENT.MULTI_STATEMENTS on (or sets an init_command) and reconnects
+    would get a session where one query lifts its bound and then outlives the lease: the
+    reconnect opens it as the first connection was, without them."""
+    multi = pymysql.constants.CLIENT.MULTI_STATEMENTS
+    with per_invocation().connect(opener(mysql), ttl_ms=10_000) as connection:
+        raw: Any = connection
+        assert not raw.client_flag & multi
+        raw.client_flag |= multi
+        raw.init_command = "SET @lifted = 1"
+        connection.close()
+        with pytest.warns(DeprecationWarning, match="reconnect"):
+            connection.ping(reconnect=True)
+        assert not raw.client_flag & multi
+        assert raw.init_command is None
+        assert one(connection, "SELECT @lifted") is None
+        with pytest.raises(pymysql.err.ProgrammingError):  # 1064: one statement a query
+            run(connection, "SET @a = 1; SELECT SLEEP(5)")
+        assert 0 < one(connection, "SELECT @@session.max_statement_time") <= 10
+
+
 def test_a_connection_kept_past_its_with_is_refused_statements_and_reconnects(
     mysql: MySqlEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -197,10 +197,10 @@ class Opened:
     """What a pymysql connection was opened with, on both sides: the session settings its
     connect sent (character set and collation, sql_mode, init_command, autocommit mode)
     and its database, and the connection object's own (the encoding of what it sends,
-    its cursor class, its converters). A reset restores these, not what the connection
-    holds by then: `autocommit(True)` or `set_character_set()` change both the session and
-    the object, and a reset that kept them would hand the next invocation a connection
-    whose `rollback()` undoes nothing."""
+    its cursor class, its converters, the capability flags its connect sends: `client_flag`).
+    A reset restores these, not what the connection holds by then: `autocommit(True)` or
+    `set_character_set()` change both the session and the object, and a reset that kept
+    them would hand the next invocation a connection whose `rollback()` undoes nothing."""
 
     charset: str
     collation: str | None
@@ -212,6 +212,7 @@ class Opened:
     cursorclass: type
     encoders: Mapping[Any, Any]
     decoders: Mapping[Any, Any]
+    client_flag: int
 
 
 def opened_with(connection: Connection) -> Opened:
@@ -228,7 +229,19 @@ def opened_with(connection: Connection) -> Opened:
         cursorclass=raw.cursorclass,
         encoders=dict(raw.encoders),
         decoders=dict(raw.decoders),
+        client_flag=int(raw.client_flag),
     )
+
+
+def restore_connect_options(connection: Connection, opened: Opened) -> None:
+    """What pymysql's next connect sends that a body could use to lift its bound, back to
+    what the connection was opened with: its capability flags (`client_flag`:
+    `CLIENT.MULTI_STATEMENTS` set by the body would let one query lift the bound and then
+    outlive it; `LOCAL_FILES` too) and `init_command` (a statement the connect runs before
+    the bounds are set). Before a reconnect inside the lease."""
+    raw: Any = connection
+    raw.client_flag = opened.client_flag
+    raw.init_command = opened.init_command
 
 
 def _restore_object(connection: Connection, opened: Opened) -> None:
@@ -243,6 +256,7 @@ def _restore_object(connection: Connection, opened: Opened) -> None:
         opened.cursorclass,
     )
     raw.encoders, raw.decoders = dict(opened.encoders), dict(opened.decoders)
+    raw.client_flag = opened.client_flag
 
 
 def restore_statements(opened: Opened, bounds: SessionBounds, mariadb: bool) -> list[str]:

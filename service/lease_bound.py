@@ -8,11 +8,13 @@ and write timeouts), and a guard shuts the socket down when the lease ends, what
 body is doing. A statement that would set those bounds itself is refused unsent; one that
 changed them out of sight (dynamic SQL, a routine) has them set again before the next
 statement runs. A reconnect inside the lease (`connect()`, `ping(reconnect=True)`) is
-bounded as the first connection was, and refused once the lease has ended. A kept
-connection is reset after each invocation (COM_RESET_CONNECTION, one round trip): what the
-invocation left behind (a transaction, variables, temporary tables, locks, prepared
-statements, and what it changed through pymysql's own calls) is gone before the next one,
-and a connection that cannot be reset is closed.
+bounded as the first connection was, and refused once the lease has ended or the
+connection was given back (a body that kept the connection object past its `with`): its
+statements and reconnects then raise `LeaseEnded`, before anything is sent or any socket
+opens. A kept connection is reset after each invocation (COM_RESET_CONNECTION, one round
+trip): what the invocation left behind (a transaction, variables, temporary tables, locks,
+prepared statements, and what it changed through pymysql's own calls) is gone before the
+next one, and a connection that cannot be reset is closed.
 
 Other drivers are not bounded (connlease cannot reach into their sockets), and a kept one
 is reused only if it offers the reset hook `reset_session()` (mysql-connector-python's
@@ -57,6 +59,7 @@ class LeaseBound:
         self._guard: Any = None
         self._fired = False
         self._use_until_ms: int | None = None  # epoch ms (the clock's): the guard's deadline
+        self._in_use = False  # armed (start, extend) and not stopped since: the body may use it
         self._idle_close_s: int | None = None  # None: what is left of the lease
         self._opened: Any = None  # what the connection was opened with (mysql_session.Opened)
         self._mariadb = False
@@ -119,7 +122,11 @@ class LeaseBound:
         return clean
 
     def stop(self) -> None:
-        """Between invocations (a frozen environment thaws past any deadline) or at the end."""
+        """Between invocations (a frozen environment thaws past any deadline) or at the end.
+        From here until the next `extend`, a statement or a reconnect through the connection
+        is refused (`LeaseEnded`): a body that kept the connection object past its `with`
+        holds no lease, or none that bounds it."""
+        self._in_use = False
         guard, self._guard = self._guard, None
         if guard is None:
             return
@@ -195,8 +202,10 @@ class LeaseBound:
 
         def query(sql: Any, unbuffered: bool = False) -> int:
             bound = bound_ref()
-            if bound is None:
-                return plain(sql, unbuffered)
+            if bound is None:  # its lease was given back and the bound collected
+                from adapters.mysql_session import LeaseEnded  # noqa: PLC0415
+
+                raise LeaseEnded
             return bound._query(plain, pipelines, sql, unbuffered)
 
         connection.query = query
@@ -211,7 +220,7 @@ class LeaseBound:
         no SET before it undoes. With nothing left the statement is not sent
         (`LeaseEnded`). If the pipelined path does not fit (an unbuffered result still being
         read, an unusual `sql`), the SET and the statement go one after the other."""
-        if self._own_statement or self._use_until_ms is None:
+        if self._own_statement:
             return plain(sql, unbuffered)
         from adapters.mysql_session import (  # noqa: PLC0415
             BoundRefused,
@@ -224,6 +233,8 @@ class LeaseBound:
 
         connection = self._connection
         assert connection is not None
+        if not self._in_use or self._use_until_ms is None:
+            raise LeaseEnded  # stopped: given back, or between invocations
         usable_ms = self._use_until_ms - self._clock.now_ms()  # the guard fires then
         if usable_ms <= 0:
             raise LeaseEnded
@@ -258,31 +269,36 @@ class LeaseBound:
 
         def connect(sock: Any = None) -> None:
             bound = bound_ref()
-            if bound is None:
-                plain(sock)
-            else:
-                bound._reconnect(plain, sock)
+            if bound is None:  # its lease was given back and the bound collected
+                from adapters.mysql_session import LeaseEnded  # noqa: PLC0415
+
+                raise LeaseEnded
+            bound._reconnect(plain, sock)
 
         connection.connect = connect
 
     def _reconnect(self, plain: Callable[..., None], sock: Any) -> None:
         """The body opens the connection again within the lease: refused once the lease has
-        ended (`LeaseEnded`, no connection made), else connected, then bounded by what is
-        left (statement bound, lock waits, idle close, socket timeouts) before the body
-        gets it back. The guard shuts whichever socket the connection has when it fires; a
-        connect that ends after it fired is closed here."""
+        ended (`LeaseEnded`, no connection made), else connected with the capability flags
+        and `init_command` it was first opened with (a body that set `MULTI_STATEMENTS`
+        since does not get it), then bounded by what is left (statement bound, lock waits,
+        idle close, socket timeouts) before the body gets it back. The guard shuts whichever
+        socket the connection has when it fires; a connect that ends after it fired is
+        closed here."""
         from adapters.mysql_session import (  # noqa: PLC0415
             LeaseEnded,
             SessionBounds,
+            restore_connect_options,
             set_socket_timeouts,
         )
 
         connection: Any = self._connection
-        if self._use_until_ms is None:
-            plain(sock)
-            return
+        if not self._in_use or self._use_until_ms is None:
+            raise LeaseEnded  # stopped: given back, or between invocations
         if self._use_until_ms - self._clock.now_ms() <= 0 or self.fired:
             raise LeaseEnded
+        # Opened as the first was: no MULTI_STATEMENTS (or init_command) the body set since.
+        restore_connect_options(connection, self._opened)
         self._own_statement = True  # pymysql's connect runs sql_mode and init_command
         try:
             plain(sock)
@@ -327,3 +343,4 @@ class LeaseBound:
             self._guard = LeaseGuard(connection, deadline)
         else:
             self._guard.extend(deadline)
+        self._in_use = True

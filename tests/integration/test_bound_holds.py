@@ -342,6 +342,91 @@ def test_a_reconnect_after_the_lease_ended_is_refused_and_opens_nothing(
         assert dialled == []  # refused before a socket was opened
 
 
+def test_a_reconnect_does_not_take_the_multi_statements_or_init_command_the_body_set(
+    mysql: MySqlEndpoint,
+) -> None:
+    """A body that turns CLIENT.MULTI_STATEMENTS on (or sets an init_command) and reconnects
+    would get a session where one query lifts its bound and then outlives the lease: the
+    reconnect opens it as the first connection was, without them."""
+    multi = pymysql.constants.CLIENT.MULTI_STATEMENTS
+    with per_invocation().connect(opener(mysql), ttl_ms=10_000) as connection:
+        raw: Any = connection
+        assert not raw.client_flag & multi
+        raw.client_flag |= multi
+        raw.init_command = "SET @lifted = 1"
+        connection.close()
+        with pytest.warns(DeprecationWarning, match="reconnect"):
+            connection.ping(reconnect=True)
+        assert not raw.client_flag & multi
+        assert raw.init_command is None
+        assert one(connection, "SELECT @lifted") is None
+        with pytest.raises(pymysql.err.ProgrammingError):  # 1064: one statement a query
+            run(connection, "SET @a = 1; SELECT SLEEP(5)")
+        assert 0 < one(connection, "SELECT @@session.max_statement_time") <= 10
+
+
+def test_a_connection_kept_past_its_with_is_refused_statements_and_reconnects(
+    mysql: MySqlEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body keeps the connection object (a global) after its `with` gave the lease back,
+    its bound collected: a reconnect and a statement on it raise LeaseEnded and open
+    nothing, though the lease itself has time left, while another holder has the quota's
+    only lease."""
+    store = quota()
+    kept: list[Connection] = []
+    with ConnectionLeases(store, DB).connect(opener(mysql), ttl_ms=10_000) as connection:
+        kept.append(connection)
+    assert store.status(DB).in_use == 0
+    assert store.acquire(DB, "other", 10_000) is not None  # the only lease, someone else's
+    dialled: list[object] = []
+    monkeypatch.setattr(
+        "pymysql.connections.socket.create_connection",
+        lambda *args, **kwargs: dialled.append(args),
+    )
+    stale = kept[0]
+    with pytest.raises(LeaseEnded), pytest.warns(DeprecationWarning, match="reconnect"):
+        stale.ping(reconnect=True)
+    with pytest.raises(LeaseEnded):
+        stale.connect()
+    with pytest.raises(LeaseEnded):
+        stale.query("SELECT 1")
+    assert not stale.open
+    assert dialled == []
+
+
+def test_a_stopped_bound_refuses_statements_and_reconnects_until_extended(
+    mysql: MySqlEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Still alive but stopped (given back, or between a warm connection's invocations):
+    the lease's end still ahead does not let a statement or a reconnect through."""
+    from service.lease_bound import LeaseBound  # noqa: PLC0415
+
+    connection = opener(mysql)()
+    bound = LeaseBound(connection, SystemClock())
+    bound.start(SystemClock().now_ms() + 10_000)
+    assert one(connection, "SELECT 1") == 1
+    bound.stop()
+    with pytest.raises(LeaseEnded):
+        one(connection, "SELECT 1")
+    connection.close()
+    dialled: list[object] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            "pymysql.connections.socket.create_connection",
+            lambda *args, **kwargs: dialled.append(args),
+        )
+        with pytest.raises(LeaseEnded):
+            connection.connect()
+    assert dialled == []
+    bound.extend(SystemClock().now_ms() + 10_000, renewed=False)  # the next invocation
+    connection.connect()
+    try:
+        assert 0 < one(connection, "SELECT @@session.max_statement_time") <= 10
+    finally:
+        bound.stop()
+        connection.close()
+
+
 def test_mariadb_bounds_a_lock_wait_the_body_lengthened(
     mysql: MySqlEndpoint, admin: Connection, table: str
 ) -> None:

@@ -281,6 +281,41 @@ def test_a_reset_session_keeps_nothing_an_invocation_left(
     assert_clean(connection, witness, probe, endpoint)
 
 
+def prepared_xids(connection: Connection) -> list[bytes]:
+    with connection.cursor() as cursor:
+        cursor.execute("XA RECOVER")
+        return [bytes(row[3]) for row in cursor.fetchall()]
+
+
+def test_an_xa_transaction_left_prepared_outlives_the_reset_until_an_operator_ends_it(
+    connect: Callable[..., Connection], probe: Probe
+) -> None:
+    """What docs/design.md says of XA: a transaction left PREPARED is the server's to keep
+    (MariaDB 10.11: the reset reports the session clean and detaches it, its row locks
+    held); XA RECOVER finds it and XA ROLLBACK ends it. If this fails, the docs are wrong."""
+    xid = f"connlease-xa-{uuid.uuid4().hex[:8]}"
+    connection, witness = connect(), connect()
+    prepare(connection, BOUNDS)
+    run(
+        connection,
+        f"XA START '{xid}'",
+        f"INSERT INTO {probe.table} VALUES (1)",
+        f"XA END '{xid}'",
+        f"XA PREPARE '{xid}'",
+    )
+    try:
+        assert reset(connection, BOUNDS, OPENED[connection])  # it cannot tell
+        assert xid.encode() in prepared_xids(witness)
+        run(witness, f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_S}")
+        assert error_code(lambda: run(witness, f"DELETE FROM {probe.table} WHERE id = 1")) == 1205
+    finally:
+        if xid.encode() in prepared_xids(witness):
+            connection.close()  # detached, if the reset did not
+            run(witness, f"XA ROLLBACK '{xid}'")  # what an operator does
+    assert xid.encode() not in prepared_xids(witness)
+    assert one(witness, f"SELECT COUNT(*) FROM {probe.table}") == 0
+
+
 def test_a_reset_keeps_what_the_connection_was_opened_with(
     connect: Callable[..., Connection], probe: Probe, endpoint: MySqlEndpoint
 ) -> None:

@@ -51,6 +51,7 @@ class FakeConnection:
         self.sql_mode: str | None = None
         self.init_command: str | None = None
         self.autocommit_mode: bool | None = True  # as MySqlConnector opens them
+        self.client_flag = pymysql.constants.CLIENT.CAPABILITIES
         self._sock = sock
         self._read_timeout: float | None = 30.0
         self._write_timeout: float | None = 30.0

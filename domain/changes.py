@@ -172,7 +172,9 @@ class Changes:
         new = replace(new, fence_floor=floor)
         if new.deleted:
             # The floor first: once the items are gone, only the root knows their fences.
-            self._items.write(database, Commit(epoch, new))
+            # Refused, a later change was accepted and goes on from the items it seals.
+            if not self._items.write(database, Commit(epoch, new)).applied:
+                return new
             for key in keys[1:]:
                 self._items.delete(key, epoch)  # refused: a later change made it again
             return new
@@ -185,8 +187,11 @@ class Changes:
                 return self._superseded(database, epoch, key, new)
         groups = new.groups
         if groups is not None and any(rule.retired for rule in groups.rules):
-            # The floor first, as for a deletion: a forgotten group's items are deleted.
-            self._items.write(database, Commit(epoch, replace(new, pending=True, version=epoch)))
+            # The floor first, as for a deletion: a forgotten group's items are deleted,
+            # and only once the root knows their fences.
+            floored = Commit(epoch, replace(new, pending=True, version=epoch))
+            if not self._items.write(database, floored).applied:
+                return self._superseded(database, epoch, database, new)
         if groups is not None:
             gone = self._forgotten(database, new, held, epoch)
             groups = groups.without(gone) if gone else groups

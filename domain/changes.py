@@ -172,12 +172,17 @@ class Changes:
         new = replace(new, fence_floor=floor)
         if new.deleted:
             # The floor first: once the items are gone, only the root knows their fences.
-            # Refused, a later change was accepted and goes on from the items it seals.
-            if not self._items.write(database, Commit(epoch, new)).applied:
-                return new
-            for key in keys[1:]:
-                self._items.delete(key, epoch)  # refused: a later change made it again
+            if self._floor_first(database, Commit(epoch, new)):
+                for key in keys[1:]:
+                    self._items.delete(key, epoch)  # refused: a later change made it again
             return new
+        return self._set(database, epoch, items, new)
+
+    def _set(
+        self, database: str, epoch: int, items: dict[str, QuotaState], new: QuotaConfig
+    ) -> QuotaConfig:
+        """Steps 3 to 6 of an accepted change whose items are sealed: what its commit said."""
+        ttl_ms = new.default_ttl_ms
         held, borrowed = self._held(database, items)
         limits, pending = plan_items(database, new, held, self._capacity, borrowed)
         for key, limit in limits.items():
@@ -187,10 +192,9 @@ class Changes:
                 return self._superseded(database, epoch, key, new)
         groups = new.groups
         if groups is not None and any(rule.retired for rule in groups.rules):
-            # The floor first, as for a deletion: a forgotten group's items are deleted,
-            # and only once the root knows their fences.
+            # The floor first, as for a deletion: a forgotten group's items are deleted.
             floored = Commit(epoch, replace(new, pending=True, version=epoch))
-            if not self._items.write(database, floored).applied:
+            if not self._floor_first(database, floored):
                 return self._superseded(database, epoch, database, new)
         if groups is not None:
             gone = self._forgotten(database, new, held, epoch)
@@ -198,6 +202,12 @@ class Changes:
         done = replace(new, pending=pending, groups=groups, version=epoch)
         self._items.write(database, Commit(epoch, done))
         return done
+
+    def _floor_first(self, database: str, commit: Commit) -> bool:
+        """Commit the fence floor before items are deleted; False if a later change was
+        accepted first: nothing may be deleted then (it seals the items and goes on from
+        their fences, which only they know until a commit of its own)."""
+        return self._items.write(database, commit).applied
 
     def _superseded(self, database: str, epoch: int, key: str, new: QuotaConfig) -> QuotaConfig:
         """A seal or a limit refused: a later change sealed the item, and its limits stand

@@ -9,7 +9,10 @@ each storage request a scheduling point, and after every step the shared state i
 (iii) at the end (a quiet status), the quota is what the last accepted change set, unless
       a change started after it, and no share could grant past its limit;
 (iv)  no actor ends with an untyped exception (anything not a ConnleaseError: an
-      UnboundLocalError, AssertionError, KeyError, ...).
+      UnboundLocalError, AssertionError, KeyError, ...);
+(v)   no item of a database gives a fence twice, across the quota's (or a group's) lives:
+      a grant's fence is above every fence its item ever had, so no token names two
+      grants (issue 23).
 
     python -m reliability.interleavings --exhaustive [--preemptions 2] [--max-schedules N]
     python -m reliability.interleavings --random N --seed S [--depth 3]
@@ -144,6 +147,7 @@ class Target:
 
     limit: int
     groups: dict[str, Reservation] = field(default_factory=dict)
+    deleted: bool = False  # delete_quota's: the quota may end deleted
 
     @property
     def pool(self) -> int:
@@ -177,7 +181,14 @@ class Changes:
         self._seq = 0
         self._changes: dict[str, list[_Change]] = {}
 
-    def start(self, database: str, limit: int, groups: Iterable[Reservation] | None) -> _Change:
+    def start(
+        self,
+        database: str,
+        limit: int,
+        groups: Iterable[Reservation] | None,
+        *,
+        deleted: bool = False,
+    ) -> _Change:
         last = self.last_accepted(database)
         named = (
             {r.group: r for r in groups}
@@ -185,7 +196,7 @@ class Changes:
             else (dict(last.target.groups) if last else {})
         )
         self._seq += 1
-        change = _Change(Target(limit, named), self._seq)
+        change = _Change(Target(limit, {} if deleted else named, deleted), self._seq)
         self._changes.setdefault(database, []).append(change)
         return change
 
@@ -290,6 +301,10 @@ class Lab:
         # By database: since when no change is in flight, and the most each count rose to
         # since; checked at the end against the change that stood.
         self._peaks: dict[str, tuple[int, dict[str, int]]] = {}
+        # (v): by item key, the highest fence it ever had, and the grants it held when last
+        # checked (an entry not among them is a new grant).
+        self._fences: dict[str, int] = {}
+        self._grants: dict[str, set[tuple[str, int]]] = {}
 
     def configure(
         self, limit: int, groups: Sequence[Reservation] | None = None, database: str = DB
@@ -310,7 +325,7 @@ class Lab:
 
     def check(self) -> list[str]:
         items = self.world.snapshot()
-        failures = []
+        failures = self._fences_reused(items)
         for database in self.changes.databases:
             now = measure(database, items, self.world.clock.now_ms())
             if database not in self._before:
@@ -335,6 +350,19 @@ class Lab:
             self._before[database] = now
         return failures
 
+    def _fences_reused(self, items: dict[str, QuotaState]) -> list[str]:
+        """(v): a new grant whose fence its item (by key, across lives) had given already."""
+        failures = []
+        for key, state in items.items():
+            before, highest = self._grants.get(key, set()), self._fences.get(key, 0)
+            grants = {(lease.id, lease.fence) for lease in state.leases}
+            for _, fence in sorted(grants - before):
+                if 0 < fence <= highest:
+                    failures.append(f"fence reused: {key} granted fence {fence} again")
+            self._grants[key] = grants
+            self._fences[key] = max(highest, state.fence, *(fence for _, fence in grants))
+        return failures
+
     def finish(self) -> list[str]:
         failures = []
         store = self.world.new_store()  # unscheduled: the run is over
@@ -350,6 +378,14 @@ class Lab:
         targets = self.changes.settled(database)
         if targets is None:
             return []
+        root = items.get(database)
+        if root is not None and root.config is not None and root.config.deleted:
+            if any(target.deleted for target in targets):
+                return []
+            return [f"change lost: {database} deleted, accepted {targets}"]
+        targets = [target for target in targets if not target.deleted]
+        if not targets:
+            return [f"change lost: {database} not deleted, as accepted"]
         status = store.status(database)
         found = [_differences(database, status, items, target) for target in targets]
         if all(found):
@@ -494,6 +530,28 @@ def operator(
     return name, body
 
 
+def deleter(lab: Lab, name: str = "del") -> Actor:
+    """An operator's delete_quota (a change to nothing)."""
+    store = lab.world.new_store()
+
+    def body() -> object:
+        started = lab.changes.start(DB, 0, [], deleted=True)
+        try:
+            deleted = store.delete_quota(DB)
+        except ConnleaseError:
+            lab.changes.end(started, accepted=False)
+            raise
+        lab.changes.end(started, accepted=deleted)
+        return deleted
+
+    return name, body
+
+
+def then(first: Actor, second: Actor) -> Actor:
+    """One actor doing `first`, then `second`."""
+    return f"{first[0]}+{second[0]}", lambda: (first[1](), second[1]())
+
+
 # Scenarios: small configurations, one per race of issue 22 (and a mix for random runs).
 
 
@@ -609,6 +667,28 @@ def _groups_lower_pool(lab: Lab) -> list[Actor]:
     return [operator(lab, 4, change), releaser(lab, api, acquirer(lab, 1, "api", "api"))]
 
 
+def _delete_vs_recreate(lab: Lab) -> list[Actor]:
+    """A deletion racing a re-creation of the quota: the new life's items number their
+    grants above every fence the last life gave (a commit's floor never lost)."""
+    lab.configure(4)  # split over 2 shards
+    for token in lab.hold(2, "old"):
+        lab.setup.release(DB, token)
+    return [deleter(lab), then(operator(lab, 4, name="mk"), acquirer(lab, 2, "new"))]
+
+
+def _forget_vs_readd(lab: Lab) -> list[Actor]:
+    """A group forgotten by one operator and named again by another: its items, made
+    again, number their grants above every fence they gave."""
+    api = [Reservation("api", 2)]
+    lab.configure(4, api)
+    for token in lab.hold(2, "old", "api"):
+        lab.setup.release(DB, token)
+    return [
+        operator(lab, 4, [], "forget"),
+        then(operator(lab, 4, api, "readd"), acquirer(lab, 2, "api", "api")),
+    ]
+
+
 def _mix(lab: Lab) -> list[Actor]:
     lab.configure(4, [Reservation("api", 1), Reservation("batch", 0, max=2)])
     held = lab.hold(2, "app")
@@ -673,6 +753,17 @@ SCENARIOS = {
             _split_share_lowered,
         ),
         Scenario("stale-cap", "a borrower's cached configuration meets a new cap", _stale_cap),
+        Scenario(
+            "delete-vs-recreate",
+            "a deletion and a re-creation: no fence given twice",
+            _delete_vs_recreate,
+        ),
+        Scenario(
+            "forget-vs-readd",
+            "a group forgotten and named again: no fence given twice",
+            _forget_vs_readd,
+            10,
+        ),
         Scenario("mix", "operators, groups, caps, renewals, force-release together", _mix),
     ]
 }

@@ -137,6 +137,29 @@ def _borrow_at_any_version(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(item.Grant, "allows", anywhere)
 
 
+def _accept_any_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change accepted at the version it read whatever fence floor a commit wrote since
+    (it writes the floor it read back)."""
+    allows = item.Accept.allows
+
+    def any_floor(self: item.Accept, found: QuotaState | None) -> bool:
+        highest = dataclasses.replace(self.config, fence_floor=2**53)
+        return allows(dataclasses.replace(self, config=highest), found)
+
+    monkeypatch.setattr(item.Accept, "allows", any_floor)
+
+
+def _delete_past_refused_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deletion, or a change forgetting a group, deletes items whether or not its floor
+    commit applied."""
+
+    def floor_first(self: changes.Changes, database: str, commit: item.Commit) -> bool:
+        self._items.write(database, commit)  # its answer unread: the protection taken out
+        return True
+
+    monkeypatch.setattr(changes.Changes, "_floor_first", floor_first)
+
+
 # Each protection, taken out, and a scenario whose schedules show what it guards.
 TAKEN_OUT: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], str]] = {
     "a limit set whatever the item's version": (
@@ -164,6 +187,14 @@ TAKEN_OUT: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], str]] = {
     "a borrowed lease granted at any version of its quota": (
         _borrow_at_any_version,
         "stale-cap",
+    ),
+    "a change accepted over a fence floor raised since it read the root": (
+        _accept_any_floor,
+        "delete-vs-recreate",
+    ),
+    "items deleted though the fence floor's commit was refused": (
+        _delete_past_refused_floor,
+        "forget-vs-readd",
     ),
     "a reclaim's grant past the size it was planned for": (
         _allows(

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 from adapters.dynamodb import DynamoDBItems, create_table
 from adapters.memory import InMemoryItems, operation_of
 from domain import Clock, ConnleaseError, Granted, LeaseStore, Quota, QuotaState, QuotaStatus
+from domain.changes import SETTLE_EVERY_MS
 from domain.groups import Reservation
 from domain.item import ItemWrite
 from domain.model import MIN_TTL_MS, SKEW_MARGIN_MS
@@ -295,6 +296,7 @@ class Lab:
         items: Callable[[Clock], ItemStore] | None = None,
     ) -> None:
         self.world: World = ItemsWorld(point, shard_capacity, items)
+        self.point = point  # a scheduling point of an actor's own (not a request)
         self.changes = Changes()
         self.setup = self.world.new_store()
         self._before: dict[str, dict[str, int]] = {}
@@ -547,6 +549,20 @@ def deleter(lab: Lab, name: str = "del") -> Actor:
     return name, body
 
 
+def ticker(lab: Lab, ticks: int = 1) -> Actor:
+    """The shared clock moved on past the settle pacing (SETTLE_EVERY_MS), `ticks` times,
+    each at a point the scheduler chooses: without it time stands still, and every settle
+    after the set-up's change is refused as too soon."""
+
+    def body() -> int:
+        for _ in range(ticks):
+            lab.point("tick")
+            lab.world.clock.sleep_ms(SETTLE_EVERY_MS + 1)
+        return ticks
+
+    return "tick", body
+
+
 def then(first: Actor, second: Actor) -> Actor:
     """One actor doing `first`, then `second`."""
     return f"{first[0]}+{second[0]}", lambda: (first[1](), second[1]())
@@ -590,7 +606,7 @@ def _settle_vs_operator(lab: Lab) -> list[Actor]:
     lab.hold(3, "app")
     lab.configure(5, [Reservation("api", 1)])  # api holds 2 past its 1: pending
     lab.setup.release(DB, api[0])
-    return [operator(lab, 2, [Reservation("api", 1)]), acquirer(lab, 2)]
+    return [operator(lab, 2, [Reservation("api", 1)]), acquirer(lab, 2), ticker(lab)]
 
 
 def _rebalance_vs_lowering(lab: Lab) -> list[Actor]:
@@ -629,7 +645,11 @@ def _split_share_lowered(lab: Lab) -> list[Actor]:
     lab.configure(8, [Reservation("api", 4, borrow=False)])
     api = lab.hold(4, "api", "api")
     lab.configure(8, [Reservation("api", 2, borrow=False)])
-    return [releaser(lab, api[:2], acquirer(lab, 2, "api", "api")), acquirer(lab, 2, "x", "api")]
+    return [
+        releaser(lab, api[:2], acquirer(lab, 2, "api", "api")),
+        acquirer(lab, 2, "x", "api"),
+        ticker(lab),
+    ]
 
 
 def _stale_cap(lab: Lab) -> list[Actor]:
@@ -664,7 +684,11 @@ def _groups_lower_pool(lab: Lab) -> list[Actor]:
     api = lab.hold(1, "api", "api")
     lab.hold(3, "app")
     change = [Reservation("api", 1, borrow=False), Reservation("batch", 0, borrow=False)]
-    return [operator(lab, 4, change), releaser(lab, api, acquirer(lab, 1, "api", "api"))]
+    return [
+        operator(lab, 4, change),
+        releaser(lab, api, acquirer(lab, 1, "api", "api")),
+        ticker(lab),
+    ]
 
 
 def _delete_vs_recreate(lab: Lab) -> list[Actor]:

@@ -14,6 +14,7 @@ import pytest
 
 from domain import changes, item, plan
 from domain.item import QuotaState
+from domain.ports import Written
 from reliability import interleavings, scheduler
 from reliability.interleavings import EXPECTED, SCENARIOS
 
@@ -55,6 +56,31 @@ def test_no_seeded_random_schedule_violates_the_protocol(name: str) -> None:
     report = scheduler.randomized(SCENARIOS[name].setup, EXPECTED, runs=40, seed=2026, depth=3)
 
     assert report.failed is None, report.failed
+
+
+@pytest.mark.parametrize(
+    "name", ["race2-settle-vs-operator", "race7-groups-lower-pool", "split-share-lowered"]
+)
+def test_the_scenarios_of_a_pending_change_apply_a_settle_in_some_schedule(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock moves (a `tick` actor) so that a settle is not refused as too soon: the
+    bounded run explores settles, not only their refusals."""
+    settles = []
+    write = interleavings.ScheduledItems.write
+
+    def counted(self: interleavings.ScheduledItems, key: str, change: item.ItemWrite) -> Written:
+        written = write(self, key, change)
+        if isinstance(change, item.Accept) and change.settle_at_ms is not None:
+            settles.append(written.applied)
+        return written
+
+    monkeypatch.setattr(interleavings.ScheduledItems, "write", counted)
+
+    report = scheduler.exhaustive(SCENARIOS[name].setup, EXPECTED, preemptions=1)
+
+    assert report.failed is None, report.failed
+    assert any(settles), f"{name}: no settle applied in {report.schedules} schedules"
 
 
 def _allows(write: type, rule: Callable[..., bool]) -> Callable[[pytest.MonkeyPatch], None]:

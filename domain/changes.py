@@ -197,7 +197,7 @@ class Changes:
             if not self._floor_first(database, floored):
                 return self._superseded(database, epoch, database, new)
         if groups is not None:
-            gone = self._forgotten(database, new, held, epoch)
+            gone = self._forgotten(database, new, (held, borrowed), epoch)
             groups = groups.without(gone) if gone else groups
         done = replace(new, pending=pending, groups=groups, version=epoch)
         self._items.write(database, Commit(epoch, done))
@@ -245,14 +245,21 @@ class Changes:
         return held, borrowed
 
     def _forgotten(
-        self, database: str, config: QuotaConfig, held: Mapping[str, int], epoch: int
+        self,
+        database: str,
+        config: QuotaConfig,
+        counts: tuple[Mapping[str, int], Mapping[int, int]],
+        epoch: int,
     ) -> list[str]:
-        """Retired groups whose items hold nothing: their items go, each only while still
-        at this change's version (sealed at 0, they took nothing meanwhile; a later change
-        that names the group again keeps them), and the commit forgets them."""
+        """Retired groups whose items hold nothing and that hold no borrowed pool lease (a
+        group named again gets a new tag: those would no longer count against its max):
+        their items go, each only while still at this change's version (sealed at 0, they
+        took nothing meanwhile; a later change that names the group again keeps them), and
+        the commit forgets them."""
+        held, borrowed = counts
         gone = []
         for rule in config.groups.rules if config.groups is not None else ():
-            if not rule.retired:
+            if not rule.retired or borrowed.get(rule.tag, 0):
                 continue
             keys = share_part(database, rule).items + cap_part(database, rule).items
             if any(held.get(key, 0) for key in keys):

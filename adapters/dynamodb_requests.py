@@ -170,6 +170,9 @@ def _change(write: Seal | SetLimit | Accept | Commit) -> Request:
         "(attribute_not_exists(epoch) OR epoch = :seen)" if write.seen == 0 else "epoch = :seen"
     )
     values[":seen"] = {"N": str(write.seen)}
+    # A commit since the read raised the fence floor (without moving the version).
+    condition += " AND (attribute_not_exists(fence_floor) OR fence_floor <= :floor)"
+    values[":floor"] = {"N": str(write.config.fence_floor)}
     if write.settle_at_ms is not None:
         # As the root reads (adapters.dynamodb._config): an older version's flag, no time.
         condition += (

@@ -172,10 +172,17 @@ class Changes:
         new = replace(new, fence_floor=floor)
         if new.deleted:
             # The floor first: once the items are gone, only the root knows their fences.
-            self._items.write(database, Commit(epoch, new))
-            for key in keys[1:]:
-                self._items.delete(key, epoch)  # refused: a later change made it again
+            if self._floor_first(database, Commit(epoch, new)):
+                for key in keys[1:]:
+                    self._items.delete(key, epoch)  # refused: a later change made it again
             return new
+        return self._set(database, epoch, items, new)
+
+    def _set(
+        self, database: str, epoch: int, items: dict[str, QuotaState], new: QuotaConfig
+    ) -> QuotaConfig:
+        """Steps 3 to 6 of an accepted change whose items are sealed: what its commit said."""
+        ttl_ms = new.default_ttl_ms
         held, borrowed = self._held(database, items)
         limits, pending = plan_items(database, new, held, self._capacity, borrowed)
         for key, limit in limits.items():
@@ -186,13 +193,21 @@ class Changes:
         groups = new.groups
         if groups is not None and any(rule.retired for rule in groups.rules):
             # The floor first, as for a deletion: a forgotten group's items are deleted.
-            self._items.write(database, Commit(epoch, replace(new, pending=True, version=epoch)))
+            floored = Commit(epoch, replace(new, pending=True, version=epoch))
+            if not self._floor_first(database, floored):
+                return self._superseded(database, epoch, database, new)
         if groups is not None:
-            gone = self._forgotten(database, new, held, epoch)
+            gone = self._forgotten(database, new, (held, borrowed), epoch)
             groups = groups.without(gone) if gone else groups
         done = replace(new, pending=pending, groups=groups, version=epoch)
         self._items.write(database, Commit(epoch, done))
         return done
+
+    def _floor_first(self, database: str, commit: Commit) -> bool:
+        """Commit the fence floor before items are deleted; False if a later change was
+        accepted first: nothing may be deleted then (it seals the items and goes on from
+        their fences, which only they know until a commit of its own)."""
+        return self._items.write(database, commit).applied
 
     def _superseded(self, database: str, epoch: int, key: str, new: QuotaConfig) -> QuotaConfig:
         """A seal or a limit refused: a later change sealed the item, and its limits stand
@@ -230,14 +245,21 @@ class Changes:
         return held, borrowed
 
     def _forgotten(
-        self, database: str, config: QuotaConfig, held: Mapping[str, int], epoch: int
+        self,
+        database: str,
+        config: QuotaConfig,
+        counts: tuple[Mapping[str, int], Mapping[int, int]],
+        epoch: int,
     ) -> list[str]:
-        """Retired groups whose items hold nothing: their items go, each only while still
-        at this change's version (sealed at 0, they took nothing meanwhile; a later change
-        that names the group again keeps them), and the commit forgets them."""
+        """Retired groups whose items hold nothing and that hold no borrowed pool lease (a
+        group named again gets a new tag: those would no longer count against its max):
+        their items go, each only while still at this change's version (sealed at 0, they
+        took nothing meanwhile; a later change that names the group again keeps them), and
+        the commit forgets them."""
+        held, borrowed = counts
         gone = []
         for rule in config.groups.rules if config.groups is not None else ():
-            if not rule.retired:
+            if not rule.retired or borrowed.get(rule.tag, 0):
                 continue
             keys = share_part(database, rule).items + cap_part(database, rule).items
             if any(held.get(key, 0) for key in keys):

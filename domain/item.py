@@ -297,7 +297,9 @@ class SetLimit:
 class Accept:
     """A change of a quota, accepted: the root item goes from version `seen` to the next,
     and says `config`; its own limit (the pool's when the pool is the root alone) becomes
-    `own_limit`. Created if `seen` is 0 and it is missing. A settle (`settle_at_ms`) is
+    `own_limit`. Created if `seen` is 0 and it is missing. A commit moves the root's
+    fence floor but not its version, so an accept is also refused once the floor is above
+    the one its change read (it would write the lower one back). A settle (`settle_at_ms`) is
     accepted only while the root says a change is pending and none settled in the last
     `settle_every_ms`, so that acquirers refused at once settle once between them."""
 
@@ -312,6 +314,8 @@ class Accept:
             return self.seen == 0 and self.settle_at_ms is None
         if item.epoch != self.seen:
             return False
+        if item.config is not None and item.config.fence_floor > self.config.fence_floor:
+            return False  # a commit raised the floor since it was read: read again
         if self.settle_at_ms is None:
             return True
         config = item.config

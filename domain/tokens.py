@@ -200,7 +200,7 @@ def parse_token(token: object) -> Token:
     _, fence, shard, group, reserved, ticket_fence, ticket_shard = found.groups()
     if group is not None and fence is None:
         raise InvalidInput("token", "is not a grant token (the `token` of an acquire's answer)")
-    return Token(
+    grant = Token(
         secret,
         None if fence is None else int(fence),
         None if shard is None else int(shard),
@@ -210,6 +210,11 @@ def parse_token(token: object) -> Token:
         if ticket_fence is None
         else Token(secret, int(ticket_fence), None if ticket_shard is None else int(ticket_shard)),
     )
+    if str(grant) != token:
+        # Only as an acquire writes it (no leading zeros): one grant, one token, and so one
+        # idempotency key (`S.01` and `S.0001` named the grant `S.1`, each its own key).
+        raise InvalidInput("token", "is not a grant token (the `token` of an acquire's answer)")
+    return grant
 
 
 def ticket_key(cap: str, lease_key_in_pool: str) -> str:

@@ -9,7 +9,10 @@ each storage request a scheduling point, and after every step the shared state i
 (iii) at the end (a quiet status), the quota is what the last accepted change set, unless
       a change started after it, and no share could grant past its limit;
 (iv)  no actor ends with an untyped exception (anything not a ConnleaseError: an
-      UnboundLocalError, AssertionError, KeyError, ...).
+      UnboundLocalError, AssertionError, KeyError, ...);
+(v)   no item of a database gives a fence twice, across the quota's (or a group's) lives:
+      a grant's fence is above every fence its item ever had, so no token names two
+      grants (issue 23).
 
     python -m reliability.interleavings --exhaustive [--preemptions 2] [--max-schedules N]
     python -m reliability.interleavings --random N --seed S [--depth 3]
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 from adapters.dynamodb import DynamoDBItems, create_table
 from adapters.memory import InMemoryItems, operation_of
 from domain import Clock, ConnleaseError, Granted, LeaseStore, Quota, QuotaState, QuotaStatus
+from domain.changes import SETTLE_EVERY_MS
 from domain.groups import Reservation
 from domain.item import ItemWrite
 from domain.model import MIN_TTL_MS, SKEW_MARGIN_MS
@@ -144,6 +148,7 @@ class Target:
 
     limit: int
     groups: dict[str, Reservation] = field(default_factory=dict)
+    deleted: bool = False  # delete_quota's: the quota may end deleted
 
     @property
     def pool(self) -> int:
@@ -177,7 +182,14 @@ class Changes:
         self._seq = 0
         self._changes: dict[str, list[_Change]] = {}
 
-    def start(self, database: str, limit: int, groups: Iterable[Reservation] | None) -> _Change:
+    def start(
+        self,
+        database: str,
+        limit: int,
+        groups: Iterable[Reservation] | None,
+        *,
+        deleted: bool = False,
+    ) -> _Change:
         last = self.last_accepted(database)
         named = (
             {r.group: r for r in groups}
@@ -185,7 +197,7 @@ class Changes:
             else (dict(last.target.groups) if last else {})
         )
         self._seq += 1
-        change = _Change(Target(limit, named), self._seq)
+        change = _Change(Target(limit, {} if deleted else named, deleted), self._seq)
         self._changes.setdefault(database, []).append(change)
         return change
 
@@ -284,12 +296,17 @@ class Lab:
         items: Callable[[Clock], ItemStore] | None = None,
     ) -> None:
         self.world: World = ItemsWorld(point, shard_capacity, items)
+        self.point = point  # a scheduling point of an actor's own (not a request)
         self.changes = Changes()
         self.setup = self.world.new_store()
         self._before: dict[str, dict[str, int]] = {}
         # By database: since when no change is in flight, and the most each count rose to
         # since; checked at the end against the change that stood.
         self._peaks: dict[str, tuple[int, dict[str, int]]] = {}
+        # (v): by item key, the highest fence it ever had, and the grants it held when last
+        # checked (an entry not among them is a new grant).
+        self._fences: dict[str, int] = {}
+        self._grants: dict[str, set[tuple[str, int]]] = {}
 
     def configure(
         self, limit: int, groups: Sequence[Reservation] | None = None, database: str = DB
@@ -310,7 +327,7 @@ class Lab:
 
     def check(self) -> list[str]:
         items = self.world.snapshot()
-        failures = []
+        failures = self._fences_reused(items)
         for database in self.changes.databases:
             now = measure(database, items, self.world.clock.now_ms())
             if database not in self._before:
@@ -335,6 +352,19 @@ class Lab:
             self._before[database] = now
         return failures
 
+    def _fences_reused(self, items: dict[str, QuotaState]) -> list[str]:
+        """(v): a new grant whose fence its item (by key, across lives) had given already."""
+        failures = []
+        for key, state in items.items():
+            before, highest = self._grants.get(key, set()), self._fences.get(key, 0)
+            grants = {(lease.id, lease.fence) for lease in state.leases}
+            for _, fence in sorted(grants - before):
+                if 0 < fence <= highest:
+                    failures.append(f"fence reused: {key} granted fence {fence} again")
+            self._grants[key] = grants
+            self._fences[key] = max(highest, state.fence, *(fence for _, fence in grants))
+        return failures
+
     def finish(self) -> list[str]:
         failures = []
         store = self.world.new_store()  # unscheduled: the run is over
@@ -350,6 +380,14 @@ class Lab:
         targets = self.changes.settled(database)
         if targets is None:
             return []
+        root = items.get(database)
+        if root is not None and root.config is not None and root.config.deleted:
+            if any(target.deleted for target in targets):
+                return []
+            return [f"change lost: {database} deleted, accepted {targets}"]
+        targets = [target for target in targets if not target.deleted]
+        if not targets:
+            return [f"change lost: {database} not deleted, as accepted"]
         status = store.status(database)
         found = [_differences(database, status, items, target) for target in targets]
         if all(found):
@@ -494,6 +532,42 @@ def operator(
     return name, body
 
 
+def deleter(lab: Lab, name: str = "del") -> Actor:
+    """An operator's delete_quota (a change to nothing)."""
+    store = lab.world.new_store()
+
+    def body() -> object:
+        started = lab.changes.start(DB, 0, [], deleted=True)
+        try:
+            deleted = store.delete_quota(DB)
+        except ConnleaseError:
+            lab.changes.end(started, accepted=False)
+            raise
+        lab.changes.end(started, accepted=deleted)
+        return deleted
+
+    return name, body
+
+
+def ticker(lab: Lab, ticks: int = 1) -> Actor:
+    """The shared clock moved on past the settle pacing (SETTLE_EVERY_MS), `ticks` times,
+    each at a point the scheduler chooses: without it time stands still, and every settle
+    after the set-up's change is refused as too soon."""
+
+    def body() -> int:
+        for _ in range(ticks):
+            lab.point("tick")
+            lab.world.clock.sleep_ms(SETTLE_EVERY_MS + 1)
+        return ticks
+
+    return "tick", body
+
+
+def then(first: Actor, second: Actor) -> Actor:
+    """One actor doing `first`, then `second`."""
+    return f"{first[0]}+{second[0]}", lambda: (first[1](), second[1]())
+
+
 # Scenarios: small configurations, one per race of issue 22 (and a mix for random runs).
 
 
@@ -532,7 +606,7 @@ def _settle_vs_operator(lab: Lab) -> list[Actor]:
     lab.hold(3, "app")
     lab.configure(5, [Reservation("api", 1)])  # api holds 2 past its 1: pending
     lab.setup.release(DB, api[0])
-    return [operator(lab, 2, [Reservation("api", 1)]), acquirer(lab, 2)]
+    return [operator(lab, 2, [Reservation("api", 1)]), acquirer(lab, 2), ticker(lab)]
 
 
 def _rebalance_vs_lowering(lab: Lab) -> list[Actor]:
@@ -571,7 +645,11 @@ def _split_share_lowered(lab: Lab) -> list[Actor]:
     lab.configure(8, [Reservation("api", 4, borrow=False)])
     api = lab.hold(4, "api", "api")
     lab.configure(8, [Reservation("api", 2, borrow=False)])
-    return [releaser(lab, api[:2], acquirer(lab, 2, "api", "api")), acquirer(lab, 2, "x", "api")]
+    return [
+        releaser(lab, api[:2], acquirer(lab, 2, "api", "api")),
+        acquirer(lab, 2, "x", "api"),
+        ticker(lab),
+    ]
 
 
 def _stale_cap(lab: Lab) -> list[Actor]:
@@ -606,7 +684,33 @@ def _groups_lower_pool(lab: Lab) -> list[Actor]:
     api = lab.hold(1, "api", "api")
     lab.hold(3, "app")
     change = [Reservation("api", 1, borrow=False), Reservation("batch", 0, borrow=False)]
-    return [operator(lab, 4, change), releaser(lab, api, acquirer(lab, 1, "api", "api"))]
+    return [
+        operator(lab, 4, change),
+        releaser(lab, api, acquirer(lab, 1, "api", "api")),
+        ticker(lab),
+    ]
+
+
+def _delete_vs_recreate(lab: Lab) -> list[Actor]:
+    """A deletion racing a re-creation of the quota: the new life's items number their
+    grants above every fence the last life gave (a commit's floor never lost)."""
+    lab.configure(4)  # split over 2 shards
+    for token in lab.hold(2, "old"):
+        lab.setup.release(DB, token)
+    return [deleter(lab), then(operator(lab, 4, name="mk"), acquirer(lab, 2, "new"))]
+
+
+def _forget_vs_readd(lab: Lab) -> list[Actor]:
+    """A group forgotten by one operator and named again by another: its items, made
+    again, number their grants above every fence they gave."""
+    api = [Reservation("api", 2)]
+    lab.configure(4, api)
+    for token in lab.hold(2, "old", "api"):
+        lab.setup.release(DB, token)
+    return [
+        operator(lab, 4, [], "forget"),
+        then(operator(lab, 4, api, "readd"), acquirer(lab, 2, "api", "api")),
+    ]
 
 
 def _mix(lab: Lab) -> list[Actor]:
@@ -673,6 +777,17 @@ SCENARIOS = {
             _split_share_lowered,
         ),
         Scenario("stale-cap", "a borrower's cached configuration meets a new cap", _stale_cap),
+        Scenario(
+            "delete-vs-recreate",
+            "a deletion and a re-creation: no fence given twice",
+            _delete_vs_recreate,
+        ),
+        Scenario(
+            "forget-vs-readd",
+            "a group forgotten and named again: no fence given twice",
+            _forget_vs_readd,
+            10,
+        ),
         Scenario("mix", "operators, groups, caps, renewals, force-release together", _mix),
     ]
 }

@@ -179,3 +179,30 @@ def test_the_dynamodb_store_applies_each_write_as_the_rules_say(
     assert comparable(after) == comparable(expected if expected is not None else store.read(key))
     if expected is not None:
         assert comparable(after) == comparable(expected)
+
+
+@pytest.mark.parametrize(("root_floor", "read_floor"), [(0, 0), (0, 7), (7, 7), (7, 3), (7, 0)])
+def test_an_accept_is_refused_once_a_commit_raised_the_floor_it_read(
+    table: tuple[DynamoDBClient, str], root_floor: int, read_floor: int
+) -> None:
+    """A commit moves the root's fence floor, not its version: a change that read the root
+    before it may not write the lower floor back (one token would name two grants)."""
+    client, name = table
+    root = QuotaState(
+        DB,
+        Quota(0, 30_000),
+        (),
+        epoch=2,
+        config=QuotaConfig(4, 30_000, shards=2, fence_floor=root_floor),
+    )
+    client.put_item(TableName=name, Item=quota_item(root))
+    store = DynamoDBItems(client, name, FakeClock(NOW))
+    accept = Accept(2, QuotaConfig(4, 30_000, shards=2, fence_floor=read_floor), 0)
+    before = store.read(DB)
+    expected = apply_write(DB, before, accept)
+
+    written = store.write(DB, accept)
+
+    assert (expected is not None) == (root_floor <= read_floor)
+    assert written.applied == (expected is not None)
+    assert comparable(store.read(DB)) == comparable(expected or before)

@@ -821,7 +821,7 @@ def test_a_forgotten_groups_borrowed_leases_are_never_counted_as_another_groups(
     """A new group must not be given the tag a forgotten group's pool leases still carry."""
     configure(store, 6, Reservation("api", 0))
     (borrowed,) = take(store, "api")  # a pool lease tagged as api's
-    configure(store, 6)  # api retired; its shares are empty, so it is forgotten
+    configure(store, 6)  # api retired (kept while its borrowed pool lease lives)
     configure(store, 6, Reservation("batch", 1))
 
     assert group_status(store, "batch").borrowed == 0
@@ -839,13 +839,33 @@ def test_a_forgotten_groups_tag_is_not_given_again_after_a_change_that_names_no_
     leases counted as the new group's (and given back at renewal, the group not borrowing)."""
     configure(store, 6, Reservation("api", 0))
     (borrowed,) = take(store, "api")  # a pool lease tagged as api's
-    configure(store, 6)  # api retired; its shares are empty, so it is forgotten
+    configure(store, 6)  # api retired (kept while its borrowed pool lease lives)
     configure(store, 6)  # no group named: the record keeps the last tag
     configure(store, 6, Reservation("batch", 0, borrow=False))
 
     assert group_status(store, "batch").borrowed == 0
     assert leases_by_id(store)[borrowed.lease.id].group != "batch"
     assert isinstance(store.renew(DB, borrowed.token), Renewed)
+
+
+def test_a_retired_group_is_kept_while_its_borrowed_leases_live(
+    store: InMemoryLeaseStore,
+) -> None:
+    """Forgotten while its borrowed pool leases lived, a group named again got a new tag,
+    those leases were no longer counted, and it held past its new max (5 live, max 2)."""
+    configure(store, 6, Reservation("batch", 0))  # borrows, no cap
+    held = take(store, "batch", 3)
+    configure(store, 6)  # retired; its share and cap hold nothing, its borrowed leases live
+
+    assert group_status(store, "batch").retired
+    configure(store, 6, Reservation("batch", 0, max=2))  # named again, capped at 2
+
+    assert group_status(store, "batch").borrowed == 3
+    refused(store, "batch")
+    release_all(store, held)
+    configure(store, 6)  # nothing borrowed lives now: forgotten
+    view = store.status(DB).groups
+    assert view is None or "batch" not in [group.group for group in view.groups]
 
 
 def test_a_retired_group_whose_leases_expired_is_forgotten(

@@ -14,6 +14,7 @@ import pytest
 
 from domain import changes, item, plan
 from domain.item import QuotaState
+from domain.ports import Written
 from reliability import interleavings, scheduler
 from reliability.interleavings import EXPECTED, SCENARIOS
 
@@ -55,6 +56,31 @@ def test_no_seeded_random_schedule_violates_the_protocol(name: str) -> None:
     report = scheduler.randomized(SCENARIOS[name].setup, EXPECTED, runs=40, seed=2026, depth=3)
 
     assert report.failed is None, report.failed
+
+
+@pytest.mark.parametrize(
+    "name", ["race2-settle-vs-operator", "race7-groups-lower-pool", "split-share-lowered"]
+)
+def test_the_scenarios_of_a_pending_change_apply_a_settle_in_some_schedule(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock moves (a `tick` actor) so that a settle is not refused as too soon: the
+    bounded run explores settles, not only their refusals."""
+    settles = []
+    write = interleavings.ScheduledItems.write
+
+    def counted(self: interleavings.ScheduledItems, key: str, change: item.ItemWrite) -> Written:
+        written = write(self, key, change)
+        if isinstance(change, item.Accept) and change.settle_at_ms is not None:
+            settles.append(written.applied)
+        return written
+
+    monkeypatch.setattr(interleavings.ScheduledItems, "write", counted)
+
+    report = scheduler.exhaustive(SCENARIOS[name].setup, EXPECTED, preemptions=1)
+
+    assert report.failed is None, report.failed
+    assert any(settles), f"{name}: no settle applied in {report.schedules} schedules"
 
 
 def _allows(write: type, rule: Callable[..., bool]) -> Callable[[pytest.MonkeyPatch], None]:
@@ -137,6 +163,29 @@ def _borrow_at_any_version(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(item.Grant, "allows", anywhere)
 
 
+def _accept_any_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change accepted at the version it read whatever fence floor a commit wrote since
+    (it writes the floor it read back)."""
+    allows = item.Accept.allows
+
+    def any_floor(self: item.Accept, found: QuotaState | None) -> bool:
+        highest = dataclasses.replace(self.config, fence_floor=2**53)
+        return allows(dataclasses.replace(self, config=highest), found)
+
+    monkeypatch.setattr(item.Accept, "allows", any_floor)
+
+
+def _delete_past_refused_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deletion, or a change forgetting a group, deletes items whether or not its floor
+    commit applied."""
+
+    def floor_first(self: changes.Changes, database: str, commit: item.Commit) -> bool:
+        self._items.write(database, commit)  # its answer unread: the protection taken out
+        return True
+
+    monkeypatch.setattr(changes.Changes, "_floor_first", floor_first)
+
+
 # Each protection, taken out, and a scenario whose schedules show what it guards.
 TAKEN_OUT: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], str]] = {
     "a limit set whatever the item's version": (
@@ -164,6 +213,14 @@ TAKEN_OUT: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], str]] = {
     "a borrowed lease granted at any version of its quota": (
         _borrow_at_any_version,
         "stale-cap",
+    ),
+    "a change accepted over a fence floor raised since it read the root": (
+        _accept_any_floor,
+        "delete-vs-recreate",
+    ),
+    "items deleted though the fence floor's commit was refused": (
+        _delete_past_refused_floor,
+        "forget-vs-readd",
     ),
     "a reclaim's grant past the size it was planned for": (
         _allows(

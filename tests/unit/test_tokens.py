@@ -34,6 +34,23 @@ def test_a_token_with_a_digit_or_letter_outside_ascii_is_not_a_token(tail: str) 
     assert refused.value.field == "token"
 
 
+@pytest.mark.parametrize("tail", [".01", ".0001", ".1.03", ".1~api~07", ".1~api~7.01", ".00"])
+def test_a_token_with_leading_zeros_is_not_a_token(tail: str) -> None:
+    """`S.01` and `S.0001` named the grant `S.1`: one grant had many tokens, each its own
+    idempotency key. Only the form an acquire gives is a token."""
+    with pytest.raises(InvalidInput) as refused:
+        parse_token(SECRET + tail)
+
+    assert refused.value.field == "token"
+
+
+@pytest.mark.parametrize(
+    "tail", ["", ".0", ".1", ".10", ".1.0", ".12.3", ".1~api~r", ".1~api~7.10"]
+)
+def test_a_canonical_token_parses_and_reads_back_as_itself(tail: str) -> None:
+    assert str(parse_token(SECRET + tail)) == SECRET + tail
+
+
 def test_ascii_tokens_still_parse() -> None:
     grant = parse_token(f"{SECRET}.12.3~api~7.1")
 

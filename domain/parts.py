@@ -261,6 +261,8 @@ class PartLeases:
         except UnknownDatabase:
             if where.shard is None:
                 raise
+            if self._items.read(where.part) is None:  # no quota at all, not a shard gone
+                raise UnknownDatabase(where.part) from None
             return LeaseLost(lease_id)  # a shard gone: its quota was made anew since
         lease = item.find(key)
         if (

@@ -250,6 +250,9 @@ def _ops() -> dict[str, Callable[[Any], object]]:
         "acquire": lambda store: store.acquire("ghost-db"),
         "release": lambda store: store.release("ghost-db", NEVER_GRANTED),
         "renew": lambda store: store.renew("ghost-db", NEVER_GRANTED),
+        # A split quota's token names its shard: no shard item is no quota, not a lost lease.
+        "release of a shard's grant": lambda store: store.release("ghost-db", NEVER_GRANTED + ".1"),
+        "renew of a shard's grant": lambda store: store.renew("ghost-db", NEVER_GRANTED + ".1"),
         "status": lambda store: store.status("ghost-db"),
     }
 

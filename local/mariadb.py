@@ -70,7 +70,7 @@ def throwaway_mariadb(install: MariaDbInstall, database: str = "test") -> Iterat
     created; stopped and its files removed on the way out, however the body ends."""
     # Under /tmp where there is one: a socket's path must fit in 107 bytes, which a long
     # TMPDIR (macOS's) can exceed.
-    parent = "/tmp" if Path("/tmp").is_dir() else None
+    parent = "/tmp" if Path("/tmp").is_dir() else None  # nosec B108: a private mkdtemp under it
     with tempfile.TemporaryDirectory(prefix="connlease-mariadb-", dir=parent) as tmp:
         home = Path(tmp)
         _install(install, home)

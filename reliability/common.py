@@ -255,6 +255,10 @@ class Tracker(LeasesProxy):
     # release is then explained by its deadline, or not.
     time_left: Callable[[], int | None] = lambda: None
     left_at_failure_ms: dict[str, int | None] = field(default_factory=dict)
+    # How long its give-back had been trying when it last failed (by lease id): one that
+    # gave up before its budget was spent is a bug; one that spent it is the documented end.
+    first_release_s: dict[str, float] = field(default_factory=dict)
+    tried_at_failure_ms: dict[str, int] = field(default_factory=dict)
 
     def _leases(self) -> Leases:
         return self.inner
@@ -296,12 +300,15 @@ class Tracker(LeasesProxy):
             self.release_calls[lease_id] += 1
             if self.release_calls[lease_id] == 1:
                 self.held -= 1  # the connection is closed before the first attempt
+                self.first_release_s[lease_id] = time.monotonic()
         try:
             outcome = super().release(database, token)
         except StoreUnavailable:
             with self.lock:
                 self.failed_releases.add(lease_id)
                 self.left_at_failure_ms[lease_id] = self.time_left()
+                tried_s = time.monotonic() - self.first_release_s[lease_id]
+                self.tried_at_failure_ms[lease_id] = round(tried_s * 1000)
             raise
         with self.lock:
             self.given_back.add(lease_id)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from adapters.dynamodb import DynamoDBLeaseStore
 from adapters.memory import InMemoryItems, InMemoryLeaseStore
 from domain.model import SKEW_MARGIN_MS
-from domain.ports import Clock
+from domain.ports import Clock, ItemStore
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -36,7 +36,10 @@ def memory_store(
     reclaim_grace_ms: int = SKEW_MARGIN_MS,
     items: InMemoryItems | None = None,
     secrets: Callable[[], str] | None = None,
+    reached_through: Callable[[InMemoryItems], ItemStore] | None = None,
 ) -> InMemoryLeaseStore:
+    """`reached_through`: what stands between the store and its items (a test's slow or
+    failing round trips)."""
     return InMemoryLeaseStore(
         clock,
         secrets or seeded_secrets(seed),
@@ -44,6 +47,7 @@ def memory_store(
         rng=random.Random(seed),
         shard_capacity=_capacity(shard_capacity),
         reclaim_grace_ms=reclaim_grace_ms,
+        reached_through=reached_through,
     )
 
 

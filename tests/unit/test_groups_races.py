@@ -4,13 +4,18 @@ forgotten under another store's cached groups, tags running out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
-from adapters.memory import InMemoryLeaseStore
-from domain import Granted, InvalidInput, LeaseLost, Quota, Rejected
+from adapters.memory import InMemoryItems, InMemoryLeaseStore, operation_of
+from domain import Granted, InvalidInput, LeaseLost, Quota, Rejected, StoreUnavailable
 from domain.changes import SETTLE_EVERY_MS
-from domain.groups import Groups, Reservation, parse_reservations
-from tests.fakes import FakeClock, HookedItems
+from domain.groups import TICKET_SLACK_MS, Groups, Reservation, cap_quota, parse_reservations
+from domain.item import ItemWrite, QuotaState
+from domain.ports import ItemStore, Written
+from tests.fakes import START_MS, FakeClock, HookedItems
+from tests.stores import memory_store
 
 DB = "db"
 
@@ -65,6 +70,97 @@ def test_a_late_pool_write_extends_its_ticket_so_the_cap_still_counts_it() -> No
     second = store.acquire(DB, "batch/2", 10_000, group="batch")
 
     assert isinstance(second, Rejected)
+
+
+# A step of CapRoundTrips.script: the write is refused as a throttle, nothing written.
+THROTTLED = None
+
+
+class CapRoundTrips(ItemStore):
+    """Items as a store reaches them, where a test scripts the round trips to one group's
+    cap item: each of its next writes takes the next step of `script`, either how many ms
+    late its answer comes back (the write itself landed on time: a slow answer, or a
+    retry that found it done) or THROTTLED. Every other request answers at once."""
+
+    def __init__(self, inner: ItemStore, clock: FakeClock, cap: str) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.cap = cap
+        self.script: list[int | None] = []
+
+    def read(self, key: str) -> QuotaState | None:
+        return self.inner.read(key)
+
+    def read_many(self, keys: Sequence[str]) -> dict[str, QuotaState]:
+        return self.inner.read_many(keys)
+
+    def write(self, key: str, write: ItemWrite) -> Written:
+        if key != self.cap or not self.script:
+            return self.inner.write(key, write)
+        late_ms = self.script.pop(0)
+        if late_ms is THROTTLED:
+            raise StoreUnavailable(operation_of(write), "ThrottlingException", retryable=True)
+        written = self.inner.write(key, write)
+        self.clock.advance(late_ms)
+        return written
+
+    def delete(self, key: str, epoch: int | None = None) -> bool:
+        return self.inner.delete(key, epoch)
+
+    def all_keys(self) -> list[str]:
+        return self.inner.all_keys()
+
+
+def keeps_its_group_at_its_max_until_it_ends(
+    store: InMemoryLeaseStore, clock: FakeClock, lease_id: str
+) -> Granted:
+    """Steps through what is left of the lease's life: while it lives, its group (at its
+    max) refuses another borrower; a slack after it ends (its ticket with it), one gets in.
+    That one's grant."""
+    while any(
+        lease.id == lease_id and lease.is_live(clock.now_ms()) for lease in store.status(DB).leases
+    ):
+        other = store.acquire(DB, "batch/other", 10_000, group="batch")
+        assert isinstance(other, Rejected), (
+            f"another borrower got in while lease {lease_id} lived: its group holds 2 leases,"
+            f" over its max of 1 ({other!r})"
+        )
+        clock.advance(100)
+    clock.advance(TICKET_SLACK_MS)
+    after = store.acquire(DB, "batch/next", 10_000, group="batch")
+    assert isinstance(after, Granted), f"the cap still counts a lease that ended: {after!r}"
+    return after
+
+
+def test_a_borrowed_lease_written_late_keeps_its_group_within_its_max_until_it_ends() -> None:
+    """A capped group's borrowed lease is counted by the ticket written before it; whenever
+    the lease's own write lands later than its ticket's, the cap still counts it while it
+    lives. First an acquire whose pool lease is written 1.5 s after its ticket, past the
+    ticket's slack (the ticket must be extended); then a renewal whose lease write lands
+    0.5 s after its ticket's, within the slack, and whose ticket's further extension is
+    throttled (the slack the ticket's renewal added must cover it). No reclaim grace: it
+    stands for the worst skew the margin allows, a reclaimer whose clock runs ahead by all
+    of it."""
+    clock = FakeClock()
+    items = InMemoryItems()
+    cap = CapRoundTrips(items, clock, cap_quota(DB, "batch"))
+    store = memory_store(clock, items=items, reclaim_grace_ms=0, reached_through=lambda _: cap)
+    store.set_quota(DB, Quota(10, 10_000), [Reservation("batch", 0, max=1)])
+
+    cap.script = [1_500]  # the ticket's answer: 1.5 s late
+    first = store.acquire(DB, "batch/1", 10_000, group="batch")
+    assert isinstance(first, Granted), f"a late pool write costs the grant: {first!r}"
+    assert first.lease.expires_at_ms == START_MS + 1_500 + 10_000  # written late, as meant
+    second = keeps_its_group_at_its_max_until_it_ends(store, clock, first.lease.id)
+
+    clock.advance(5_000)
+    renewed_at_ms = clock.now_ms()
+    cap.script = [500, THROTTLED]  # the ticket's answer 0.5 s late; its next write throttled
+    with pytest.raises(StoreUnavailable):
+        store.renew(DB, second.token, 10_000)
+    (renewed,) = (lease for lease in store.status(DB).leases if lease.id == second.lease.id)
+    assert renewed.expires_at_ms == renewed_at_ms + 500 + 10_000  # extended, late
+    keeps_its_group_at_its_max_until_it_ends(store, clock, second.lease.id)
 
 
 def test_capping_a_group_that_borrows_lets_its_older_leases_drain() -> None:

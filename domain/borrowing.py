@@ -188,15 +188,21 @@ class Borrowing:
     def _covered(
         self, database: str, grant: Token, ticket_until_ms: int, taken: RenewResult | AcquireResult
     ) -> bool:
-        """Whether the ticket outlives the lease by the slack, extended if it must be (the
-        lease's write came late: a retry, a throttle, a split pool's search)."""
+        """Whether the ticket lasts as long as the lease, extended if it must be. The ticket
+        was sized the slack longer than the lease a round trip before the lease's write,
+        so only a write that came later than the slack (a retry, a throttle, a split
+        pool's search) costs a third write. An extension that fails leaves the lease
+        uncounted for part of its life: not covered."""
         if not isinstance(taken, Granted | Renewed):
             return False
-        needed_ms = taken.lease.expires_at_ms + TICKET_SLACK_MS
+        needed_ms = taken.lease.expires_at_ms
         if ticket_until_ms >= needed_ms:
             return True
-        ttl_ms = max(MIN_TTL_MS, needed_ms - self._clock.now_ms())
-        renewed = self._renew_ticket(database, grant, ttl_ms)
+        ttl_ms = max(MIN_TTL_MS, needed_ms + TICKET_SLACK_MS - self._clock.now_ms())
+        try:
+            renewed = self._renew_ticket(database, grant, ttl_ms)
+        except ConnleaseError:
+            return False
         return isinstance(renewed, Renewed) and renewed.lease.expires_at_ms >= needed_ms
 
     def _ticket_where(self, database: str, grant: Token) -> tuple[Where, str, int | None]:
@@ -254,11 +260,16 @@ class Borrowing:
             if self.release_in(reserved_quota(database, rule.group), grant):
                 released = True
             if rule.capped:
-                cap = cap_part(database, rule)
-                key = ticket_key(cap.key, lease_key(database, grant.secret))
-                with suppress(UnknownDatabase):
-                    self._parts.release_anywhere(cap.key, cap.shards, key, None)
+                self._release_ticket_of(database, rule, lease_key(database, grant.secret))
         return released
+
+    def _release_ticket_of(self, database: str, rule: GroupRule, key: str) -> None:
+        """The ticket a capped group's lease `key` holds in its cap, found by the lease's
+        key alone (a token that lost its ticket's fence and shard, a bare secret, an
+        operator's force-release): every shard of the cap is looked in."""
+        cap = cap_part(database, rule)
+        with suppress(UnknownDatabase):  # the group's cap is gone, and its tickets
+            self._parts.release_anywhere(cap.key, cap.shards, ticket_key(cap.key, key), None)
 
     def renew(self, database: str, grant: Token, ttl_ms: int | None) -> RenewResult:
         if grant.group is None or (grant.ticket is None and not grant.reserved):
@@ -311,9 +322,7 @@ class Borrowing:
                 self.release_in(database, grant)
                 # A borrowed lease's token stripped of its ticket: the ticket goes with it,
                 # or it would hold the group's cap until its TTL (issue 23).
-                cap = cap_part(database, rule)
-                key = ticket_key(cap.key, lease_key(database, grant.secret))
-                self._parts.release_anywhere(cap.key, cap.shards, key, None)
+                self._release_ticket_of(database, rule, lease_key(database, grant.secret))
             return LeaseLost(renewed.lease.id)
         return replace(renewed, lease=replace(renewed.lease, group=rule.group, borrowed=True))
 
@@ -333,7 +342,5 @@ class Borrowing:
             return False  # its item went: so did the lease
         rule = config.groups.by_tag(lease.tag) if config.groups is not None and lease.tag else None
         if removed and part.key == database and rule is not None and rule.capped:
-            cap = cap_part(database, rule)
-            with suppress(UnknownDatabase):
-                self._parts.release_anywhere(cap.key, cap.shards, ticket_key(cap.key, key), None)
+            self._release_ticket_of(database, rule, key)
         return removed

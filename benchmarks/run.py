@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks import cost, hotspot, scale, skew
+from benchmarks import cost, hotspot, scale, secret_entropy, skew, statement_cost
 from benchmarks.burst import Row, run_burst, run_level
 from benchmarks.coldstart import ColdStart, measure
 from benchmarks.strategies import (
@@ -302,10 +302,12 @@ def report(
     scaled: scale.ScaleRun,
     skewed: skew.SkewRun,
     hot: hotspot.HotspotRun,
+    items: list[cost.LeaseCost],
+    proposals: secret_entropy.SecretsRun,
+    statements: statement_cost.StatementCost,
     host: str,
     chart: Path,
 ) -> str:
-    items = cost.lease_costs()
     uncontended = cost.requests_per_uncontended_lease()
     cpu_us = cost.client_cpu_us()
     lines = [
@@ -392,6 +394,8 @@ def report(
     lines += ["", *scaled.lines(at_ceiling.wcu_full)]
     lines += skewed.lines()
     lines += hot.lines()
+    lines += statements.lines()
+    lines += proposals.lines()
     lines += [
         "## Cold start",
         "",
@@ -464,6 +468,10 @@ def headline(
     cold: ColdStart,
     scaled: scale.ScaleRun,
     hot: hotspot.HotspotRun,
+    *,
+    items: list[cost.LeaseCost],
+    proposals: secret_entropy.SecretsRun,
+    statements: statement_cost.StatementCost,
 ) -> dict[str, str]:
     """The figures README and docs quote, by name (local.figures puts them there)."""
     per_call, warm = at4_both(util)
@@ -491,7 +499,20 @@ def headline(
         "coldstart.ratio": f"{cold.ratio:.2f}x",
         "hotspot.api_p99_shared": api_p99(hot.shared),
         "hotspot.api_p99_reserved": api_p99(hot.reserved),
+        **lease_cost_figures(items),
+        **proposals.figures(),
+        **statements.figures(),
     }
+
+
+def lease_cost_figures(items: list[cost.LeaseCost]) -> dict[str, str]:
+    """One item's cost and ceiling on a full quota, at each limit of the lease-cost table."""
+    figures: dict[str, str] = {}
+    for lease in items:
+        figures[f"one_item.wcu_full_{lease.limit}"] = f"{lease.wcu_full:g}"
+        ceiling = lease.leases_per_s_per_partition(lease.wcu_full)
+        figures[f"one_item.leases_per_s_{lease.limit}"] = f"{ceiling:,.0f}"
+    return figures
 
 
 def targets(
@@ -629,6 +650,14 @@ def main(argv: list[str] | None = None) -> int:
     # First, on a quiet machine: after the bursts MariaDB and the OS are still settling.
     cold = measure(plan.cold_start_rounds)
     print(f"cold start: helper / minimal = {cold.ratio:.2f}x")
+    # Timed side by side, and so kept before the bursts too (benchmarks/statement_cost.py).
+    statements = statement_cost.run(
+        mysql, statement_cost.QUICK if args.quick else statement_cost.FULL
+    )
+    print(f"statement under a lease / bare = {statements.ratio:.2f}x")
+    proposals = secret_entropy.run(secret_entropy.QUICK if args.quick else secret_entropy.FULL)
+    print(f"proposed secrets: {proposals.draws:,} drawn, lowest {proposals.lowest_bits:.1f} bits")
+    items = cost.lease_costs()
     scaled = scale.run(plan.scale_limits, plan.contention_s, plan.ceiling_s)
     # The skew margin: a few seconds on the real clock, no MySQL (benchmarks/skew.py).
     skewed = skew.run(cycles=1 if args.quick else 2)
@@ -652,13 +681,29 @@ def main(argv: list[str] | None = None) -> int:
             scaled=scaled,
             skewed=skewed,
             hot=hot,
+            items=items,
+            proposals=proposals,
+            statements=statements,
             host=host,
             chart=chart,
         )
     )
     print(f"wrote {args.output} and {chart}")
     if not args.quick:  # the full run is the one the docs quote
-        figures.record("bench", command, headline(rows, util, cold, scaled, hot))
+        figures.record(
+            "bench",
+            command,
+            headline(
+                rows,
+                util,
+                cold,
+                scaled,
+                hot,
+                items=items,
+                proposals=proposals,
+                statements=statements,
+            ),
+        )
         figures.fill_docs()
     return 0
 

@@ -16,9 +16,10 @@ model gives the string, summed over every way it can make it; a proposal under
 
 What status shows is given: the holder, the database and the group are written first (the
 `given`), and the secret is scored as their continuation, so that a secret copied from them
-costs only its copy (holder `invoice-sync/8f14` proposing `invoice-sync-<epoch ms>`: 58 bits
-at the time, not the 97 it costs alone). It is bits(given + secret) - bits(given), each over
-the ways that end a piece where the secret starts (one across would leave no distribution).
+costs only its copy (holder `invoice-sync/8f14` proposing `invoice-sync-<epoch ms>` scores
+far less than it does alone: benchmarks/secret_entropy.py prints both). It is
+bits(given + secret) - bits(given), each over the ways that end a piece where the secret
+starts (one across would leave no distribution).
 
 Why no random secret is refused: the model is a probability distribution over strings (each
 choice below sums to at most 1), so fewer than 2^B strings can have an estimate under B bits.

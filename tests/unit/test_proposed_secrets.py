@@ -134,8 +134,8 @@ def test_the_model_of_made_up_strings_is_a_distribution() -> None:
 # F7: what status shows (holder, grant time to the second), then a guess of the millisecond.
 NOW_MS = 1_796_636_100_417
 F7 = (
-    ("invoice-sync/8f14e45f", f"invoice-sync-{NOW_MS}"),  # 101 bits alone
-    ("reporting-job/8f14e45f", f"reporting-job-{NOW_MS}"),  # 117: taken in 835 invokes
+    ("invoice-sync/8f14e45f", f"invoice-sync-{NOW_MS}"),  # under the floor even alone
+    ("reporting-job/8f14e45f", f"reporting-job-{NOW_MS}"),  # guessed at db40c7a (issue 23)
     ("orders-fn/8f14e45f", f"orders-fn-{NOW_MS}123456"),  # epoch ns
     ("orders-fn/8f14e45f", f"orders-{NOW_MS}-31337"),  # and a pid
     ("orders-fn/8f14e45f", "ordersFnProd_2026_12_07_0001"),  # docs/design.md's own (109)

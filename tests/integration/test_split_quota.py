@@ -133,6 +133,32 @@ def test_a_token_of_a_split_quotas_earlier_grant_changes_nothing(
     assert store.status(DB).leases == (later.lease,)
 
 
+def test_a_token_from_before_the_split_does_not_release_its_secrets_grant_in_a_shard(
+    under_test: StoreUnderTest,
+) -> None:
+    """A token that names no shard but a fence (a grant in one item) is its grant's
+    alone: once the quota is split, a later grant of the same secret lives in a shard,
+    and the stale token neither finds nor frees it there."""
+    store = under_test.store
+    store.set_quota(DB, Quota(limit=10, default_ttl_ms=TTL))
+    secret = new_secret()
+    earlier = store.acquire(DB, HOLDER, secret=secret)
+    assert isinstance(earlier, Granted)
+    assert parse_token(earlier.token).shard is None
+    assert store.release(DB, earlier.token) is ReleaseOutcome.RELEASED
+    store.set_quota(DB, Quota(limit=60, default_ttl_ms=TTL))  # split over shards
+    later = store.acquire(DB, HOLDER, secret=secret)  # the secret used again
+    assert isinstance(later, Granted)
+    assert parse_token(later.token).shard is not None
+    before = under_test.dump()
+
+    assert store.release(DB, earlier.token) is ReleaseOutcome.ALREADY_RELEASED
+
+    assert under_test.dump() == before
+    assert store.status(DB).leases == (later.lease,)
+    assert store.release(DB, later.token) is ReleaseOutcome.RELEASED
+
+
 def test_an_expired_lease_in_a_full_split_quota_is_reclaimed(under_test: StoreUnderTest) -> None:
     under_test.store.set_quota(DB, Quota(limit=40, default_ttl_ms=TTL))
     take(under_test, 40)

@@ -68,8 +68,12 @@ unit: $(STAMP)  ## tests without network
 integration: $(STAMP) $(INFRA_STAMP)  ## tests against the embedded DynamoDB (and, later, MariaDB)
 	$(PY) -m pytest tests/integration
 
+# The tests that share this machine's MariaDB, .venv or a local stack run on one worker, in
+# order; the rest beside them (tests/conftest.py says which and why).
+TEST_WORKERS ?= 2
+
 test: lint $(INFRA_STAMP)  ## everything CI runs
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 demo: $(STAMP)  ## the sample's load demo on the local stack; flags: make demo ARGS="-n 500 -c 40"
 	$(PY) -m local.demo $(ARGS)

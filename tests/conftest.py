@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 
 from adapters.dynamodb import create_table
 from domain.lease_store import LeaseStore
@@ -17,6 +19,69 @@ from tests.stores import dynamodb_store, memory_store
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+
+# `make test` runs on two workers (pytest-xdist, `--dist loadgroup`). An integration test
+# shares this machine's MariaDB (its max_connections and Threads_connected, which the
+# campaigns and the seeder read and set), the .venv (`make cli`), or the processes and
+# ports of a local stack: those run on one worker, one at a time, as without workers.
+# These modules touch nothing but their own tables in their worker's embedded DynamoDB
+# and run beside them; a new integration module is shared until added here. A unit test
+# touches nothing outside its process.
+SHARED = "shared"
+OWN_STATE_ONLY = frozenset(
+    {
+        "test_capacity_model",
+        "test_concurrency",
+        "test_dynamodb_store",
+        "test_force_release",
+        "test_group_invariants",
+        "test_invariants",
+        "test_item_rules_on_dynamodb",
+        "test_quota_lives",
+        "test_split_quota",
+        "test_store_contract",
+    }
+)
+
+
+# On two workers sharing two cores an example's time says nothing of the rule under test:
+# no example fails for being slow (Hypothesis's 200 ms deadline).
+settings.register_profile("connlease", deadline=None)
+settings.load_profile("connlease")
+
+# pytest-xdist sets COLUMNS to its own terminal's width in its workers, and the CLI honours
+# COLUMNS for output that is not a terminal, as it would a user's shell's (cli/app.py, read
+# once at import). Tests run as from a pipe with no COLUMNS set, as they do without workers.
+os.environ.pop("COLUMNS", None)
+
+
+def shares_the_machine(item: pytest.Item) -> bool:
+    return "integration" in item.path.parts and item.path.stem not in OWN_STATE_ONLY
+
+
+# Around pytest-xdist's own hook of this name, which reads the marks (before it) and groups
+# by them (after it): a grouping that did not take fails the run rather than let shared
+# tests run beside each other (as it silently did on pytest 9.2).
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None]:
+    for item in items:
+        if shares_the_machine(item):
+            item.add_marker(pytest.mark.xdist_group(SHARED))
+    yield
+    if getattr(config.option, "loadgroup", False):  # set in an xdist worker
+        ungrouped = [
+            item.nodeid
+            for item in items
+            if shares_the_machine(item) and not item.nodeid.endswith(f"@{SHARED}")
+        ]
+        if ungrouped:
+            raise pytest.UsageError(
+                f"{len(ungrouped)} shared tests not grouped by pytest-xdist (first:"
+                f" {ungrouped[0]}): pytest and pytest-xdist disagree; see pyproject.toml"
+            )
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """Which part a caller's lease goes to, and the tickets of capped groups (docs/design.md,
 "Groups"). A caller with no group (or one the quota does not name) takes the pool's lease;
 a named group its reservation first, then, if it may borrow, a pool lease carrying its tag;
-a capped group takes a ticket in its cap before the pool lease, and the ticket outlives the
-lease by TICKET_SLACK_MS, so the cap counts the lease for as long as it lives.
+a capped group takes a ticket in its cap before the pool lease, sized TICKET_SLACK_MS longer
+than the lease and extended if the lease's write came later than that, so that the cap
+counts the lease for as long as it lives.
 
 A ticket's key comes from its pool lease's key (domain.tokens.ticket_key): whoever gives
 back the lease, with its token or an operator without, gives back exactly its ticket.
@@ -160,19 +161,34 @@ class Borrowing:
         try:
             taken = self._borrowed(ask, config, rule, ticket)
         except ConnleaseError:
-            if not ask.proposed:
-                with suppress(ConnleaseError):
-                    self.release_ticket(ask.database, grant)
+            self._abandon(ask, grant, None)
             raise
-        if self._covered(ask.database, grant, held.lease.expires_at_ms, taken):
+        try:
+            covered = self._covered(ask.database, grant, held.lease.expires_at_ms, taken)
+        except ConnleaseError:
+            self._abandon(ask, grant, taken)
+            raise
+        if covered:
             return taken
         with suppress(ConnleaseError):
-            if isinstance(taken, Granted):
-                lease = Token(ask.secret, taken.lease.fence, _shard_of(taken.lease))
-                self.release_in(ask.database, lease)
-            self.release_ticket(ask.database, grant)
+            self._give_back(ask, grant, taken)
         refusal = taken if isinstance(taken, Rejected) else Rejected(ask.database, 0, 0, 0)
         return _refused(ask.database, [*refusals, refusal])
+
+    def _abandon(self, ask: Ask, grant: Token, taken: AcquireResult | None) -> None:
+        """What a capped borrow that raised took, given back; a proposed secret's stays to
+        its TTL: another copy of its call (a retry after a lost answer) may hold it and
+        have answered with it."""
+        if not ask.proposed:
+            with suppress(ConnleaseError):
+                self._give_back(ask, grant, taken)
+
+    def _give_back(self, ask: Ask, grant: Token, taken: AcquireResult | None) -> None:
+        if isinstance(taken, Granted):
+            self.release_in(
+                ask.database, Token(ask.secret, taken.lease.fence, _shard_of(taken.lease))
+            )
+        self.release_ticket(ask.database, grant)
 
     def _take(self, part: Part, wanted: NewLease, ask: Ask) -> AcquireResult:
         return self._parts.take(part, wanted, proposed=ask.proposed)
@@ -191,18 +207,14 @@ class Borrowing:
         """Whether the ticket lasts as long as the lease, extended if it must be. The ticket
         was sized the slack longer than the lease a round trip before the lease's write,
         so only a write that came later than the slack (a retry, a throttle, a split
-        pool's search) costs a third write. An extension that fails leaves the lease
-        uncounted for part of its life: not covered."""
+        pool's search) costs a third write."""
         if not isinstance(taken, Granted | Renewed):
             return False
         needed_ms = taken.lease.expires_at_ms
         if ticket_until_ms >= needed_ms:
             return True
         ttl_ms = max(MIN_TTL_MS, needed_ms + TICKET_SLACK_MS - self._clock.now_ms())
-        try:
-            renewed = self._renew_ticket(database, grant, ttl_ms)
-        except ConnleaseError:
-            return False
+        renewed = self._renew_ticket(database, grant, ttl_ms)
         return isinstance(renewed, Renewed) and renewed.lease.expires_at_ms >= needed_ms
 
     def _ticket_where(self, database: str, grant: Token) -> tuple[Where, str, int | None]:
@@ -285,6 +297,8 @@ class Borrowing:
                 self.release_in(database, grant)
             return LeaseLost(lease_id_of(database, grant))
         renewed = self._renew_in(database, grant, ttl_ms)
+        # An extension that raises is raised: unanswered, the holder keeps to the expiry it
+        # knew, which the renewed ticket covers, and tries again.
         if not self._covered(database, grant, ticket.lease.expires_at_ms, renewed):
             with suppress(ConnleaseError):
                 if isinstance(renewed, Renewed):  # it would outlive its ticket: it ends now

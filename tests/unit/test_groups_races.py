@@ -22,6 +22,7 @@ from domain.changes import SETTLE_EVERY_MS
 from domain.groups import TICKET_SLACK_MS, Groups, Reservation, cap_quota, parse_reservations
 from domain.item import ItemWrite, QuotaState
 from domain.ports import ItemStore, Written
+from domain.tokens import new_secret
 from tests.fakes import START_MS, FakeClock, HookedItems
 from tests.stores import memory_store
 
@@ -147,10 +148,41 @@ def test_a_borrowed_lease_written_late_keeps_its_group_within_its_max_until_it_e
 
     clock.advance(5_000)
     cap.script = [1_500, THROTTLED]  # 1.5 s late; the ticket's extension throttled
-    assert isinstance(store.renew(DB, third.token, 10_000), LeaseLost)
-    assert third.lease.id not in {lease.id for lease in store.status(DB).leases}
-    # Its ticket went with it: the group's room is whole again at once.
-    assert isinstance(store.acquire(DB, "batch/after", 10_000, group="batch"), Granted)
+    with pytest.raises(StoreUnavailable):  # the holder keeps to the expiry it knew
+        store.renew(DB, third.token, 10_000)
+    assert isinstance(store.renew(DB, third.token, 10_000), Renewed)  # and tries again
+    keeps_its_group_at_its_max_until_it_ends(store, clock, third.lease.id)
+
+
+@pytest.mark.parametrize("proposed", [False, True])
+def test_a_capped_borrow_whose_ticket_extension_fails_raises_and_keeps_a_proposed_grant(
+    proposed: bool,
+) -> None:
+    """The lease's write came past the slack and the ticket's extension is throttled: the
+    caller is told the store failed (not that there is no room). A store-made secret's
+    lease and ticket are given back; a proposed one's stay, as another copy of the call
+    may hold them, and that copy's answer, or a retry's, is the grant as it stands."""
+    clock = FakeClock()
+    items = InMemoryItems()
+    cap = CapRoundTrips(items, clock, cap_quota(DB, "batch"))
+    store = memory_store(clock, items=items, reclaim_grace_ms=0, reached_through=lambda _: cap)
+    store.set_quota(DB, Quota(10, 10_000), [Reservation("batch", 0, max=1)])
+    secret = new_secret() if proposed else None
+
+    cap.script = [1_500, THROTTLED]
+    with pytest.raises(StoreUnavailable):
+        store.acquire(DB, "batch/1", 10_000, secret, group="batch")
+
+    held = [lease for lease in store.status(DB).leases if lease.holder == "batch/1"]
+    if not proposed:
+        assert held == []
+        assert isinstance(store.acquire(DB, "batch/2", 10_000, group="batch"), Granted)
+        return
+    assert len(held) == 1
+    retried = store.acquire(DB, "batch/1", 10_000, secret, group="batch")
+    assert isinstance(retried, Granted)
+    assert retried.lease.id == held[0].id
+    keeps_its_group_at_its_max_until_it_ends(store, clock, retried.lease.id)
 
 
 @pytest.mark.parametrize("late_ms", [0, 1, TICKET_SLACK_MS])

@@ -50,7 +50,7 @@ OWN_STATE_ONLY = frozenset(
 settings.register_profile("connlease", deadline=None)
 settings.load_profile("connlease")
 
-# pytest-xdist sets COLUMNS to its own terminal's width in its workers, and the CLI honours
+# In pytest-xdist's workers COLUMNS is set (to 80, seen here), and the CLI honours
 # COLUMNS for output that is not a terminal, as it would a user's shell's (cli/app.py, read
 # once at import). Tests run as from a pipe with no COLUMNS set, as they do without workers.
 os.environ.pop("COLUMNS", None)

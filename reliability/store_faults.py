@@ -46,7 +46,7 @@ from reliability.common import (
     Tracker,
     run_concurrently,
 )
-from service.client import ConnectionLeases
+from service.client import RELEASE_BUDGET_MS, ConnectionLeases
 
 # The helper's SDK settings (standard retries, 3 attempts) with the read timeout cut from 5 s
 # to 1 s, so that a timeout costs the campaign seconds, not minutes.
@@ -54,7 +54,6 @@ CLIENT_CONFIG = SDK_CONFIG.merge(Config(connect_timeout=1, read_timeout=1, max_p
 HANG_S = 1.5  # past the read timeout
 # Milliseconds the budget is rounded to, either way.
 EARLY_TOLERANCE_MS = 5
-RELEASE_BUDGET_MS = 5_000  # the client's default, passed as such
 DEFAULT_RATES = FaultRates(throttle=0.05, server_error=0.05, timeout=0.02, drop_after_apply=0.05)
 
 
@@ -165,7 +164,6 @@ def run(lab: Lab, plan: Plan = Plan()) -> Campaign:
                 tracker,
                 database,
                 backoff=DecorrelatedJitter(base_ms=20, cap_ms=500),
-                release_budget_ms=RELEASE_BUDGET_MS,
                 rng=random.Random(plan.seed * 1_000_003 + n),
             )
 

@@ -84,6 +84,9 @@ __all__ = [
 
 Connection = TypeVar("Connection")
 
+# How long a give-back the store does not answer is retried, by default (ConnectionLeases).
+RELEASE_BUDGET_MS = 5_000
+
 # What the client reads of Lambda's context (InvocationContext).
 _CONTEXT_NEEDS = ("function_name", "aws_request_id", "get_remaining_time_in_millis")
 
@@ -167,7 +170,7 @@ class ConnectionLeases:
         database: str,
         *,
         safety_margin_ms: int = 1_000,
-        release_budget_ms: int = 5_000,
+        release_budget_ms: int = RELEASE_BUDGET_MS,
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,

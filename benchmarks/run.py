@@ -500,6 +500,7 @@ def headline(
         "hotspot.api_p99_shared": api_p99(hot.shared),
         "hotspot.api_p99_reserved": api_p99(hot.reserved),
         **lease_cost_figures(items),
+        **scale.shard_figures(),
         **proposals.figures(),
         **statements.figures(),
     }

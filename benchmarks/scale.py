@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.clock import SystemClock
+from adapters.dynamodb import BATCH_GET_LIMIT
 from adapters.dynamodb_item import entries_per_shard
 from benchmarks.cost import (
     DOLLARS_PER_MILLION_READ_UNITS,
@@ -31,6 +32,7 @@ from domain import (
     acquire_within,
 )
 from domain.model import MAX_LIMIT
+from domain.parts import READ_ALL_SHARDS
 from domain.shards import plan_shares
 from local.capacity_model import PARTITION_WCU_PER_S, CapacityModel, Throttled
 from local.simulated import SimulatedLeaseStore
@@ -356,6 +358,24 @@ def on_paper(design: str, limit: int, one_item_full_wcu: float) -> float:
         return PARTITION_WCU_PER_S / one_item_full_wcu
     shards = len(plan_shares(limit, [], entries_per_shard(DATABASE)) or [])
     return shards * PARTITION_WCU_PER_S / 2
+
+
+def shard_figures() -> dict[str, str]:
+    """The arithmetic of split quotas docs/design.md quotes, from the code that sizes
+    them, so that a change of an entry's size cannot leave the doc behind."""
+    per_shard = entries_per_shard(DATABASE)
+
+    def shards(limit: int) -> int:
+        return len(plan_shares(limit, [], per_shard) or [])
+
+    return {
+        "shards.leases_per_shard": f"{per_shard}",
+        "shards.at_1000": f"{shards(1_000):,}",
+        "shards.at_2000": f"{shards(2_000):,}",
+        "shards.leases_per_s_1000": f"{on_paper(SPLIT, 1_000, 0):,.0f}",
+        "shards.read_all_up_to_limit": f"{READ_ALL_SHARDS * per_shard:,}",
+        "shards.one_status_batch_up_to": f"{BATCH_GET_LIMIT * per_shard:,}",
+    }
 
 
 def run(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections import OrderedDict
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws import unavailable
+from adapters.clock import SystemClock
 from connlease_client.contract import (
     AcquireResponse,
     ErrorResponse,
@@ -103,7 +103,7 @@ class LambdaLeases:
                 holder=holder,
                 database=database,
                 group=group,
-                now_ms=time.time_ns() // 1_000_000,
+                now_ms=SystemClock().now_ms(),
             ),
             "holder": holder,
         }

@@ -98,12 +98,12 @@ class LeaseStore:
         the pool's."""
         check_database(database)
         check_holder(holder)
-        now_ms = self.clock.now_ms()
         if ttl_ms is not None:
             check_ttl_ms(ttl_ms)
         if group is not None:
             check_group(group)
         if proposed := secret is not None:  # given what status shows of it, at this time
+            now_ms = self.clock.now_ms()
             check_secret(secret, holder=holder, database=database, group=group, now_ms=now_ms)
         ask = Ask(database, holder, ttl_ms, secret or self._secrets(), proposed)
         config = self._cached(database)

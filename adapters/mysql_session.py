@@ -249,14 +249,14 @@ def _restore_object(connection: Connection, opened: Opened) -> None:
     its next connect read)."""
     raw: Any = connection
     raw.charset, raw.collation, raw.encoding = opened.charset, opened.collation, opened.encoding
-    raw.sql_mode, raw.init_command = opened.sql_mode, opened.init_command
+    raw.sql_mode = opened.sql_mode
     raw.autocommit_mode, raw.db, raw.cursorclass = (
         opened.autocommit_mode,
         opened.database,
         opened.cursorclass,
     )
     raw.encoders, raw.decoders = dict(opened.encoders), dict(opened.decoders)
-    raw.client_flag = opened.client_flag
+    restore_connect_options(connection, opened)
 
 
 def restore_statements(opened: Opened, bounds: SessionBounds, mariadb: bool) -> list[str]:

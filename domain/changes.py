@@ -197,7 +197,7 @@ class Changes:
             if not self._floor_first(database, floored):
                 return self._superseded(database, epoch, database, new)
         if groups is not None:
-            gone = self._forgotten(database, new, (held, borrowed), epoch)
+            gone = self._forgotten(database, new, held, borrowed, epoch)
             groups = groups.without(gone) if gone else groups
         done = replace(new, pending=pending, groups=groups, version=epoch)
         self._items.write(database, Commit(epoch, done))
@@ -248,7 +248,8 @@ class Changes:
         self,
         database: str,
         config: QuotaConfig,
-        counts: tuple[Mapping[str, int], Mapping[int, int]],
+        held: Mapping[str, int],
+        borrowed: Mapping[int, int],
         epoch: int,
     ) -> list[str]:
         """Retired groups whose items hold nothing and that hold no borrowed pool lease (a
@@ -256,7 +257,6 @@ class Changes:
         their items go, each only while still at this change's version (sealed at 0, they
         took nothing meanwhile; a later change that names the group again keeps them), and
         the commit forgets them."""
-        held, borrowed = counts
         gone = []
         for rule in config.groups.rules if config.groups is not None else ():
             if not rule.retired or borrowed.get(rule.tag, 0):

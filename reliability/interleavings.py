@@ -532,7 +532,7 @@ def operator(
     return name, body
 
 
-def deleter(lab: Lab, name: str = "del") -> Actor:
+def deleter(lab: Lab) -> Actor:
     """An operator's delete_quota (a change to nothing)."""
     store = lab.world.new_store()
 
@@ -546,24 +546,23 @@ def deleter(lab: Lab, name: str = "del") -> Actor:
         lab.changes.end(started, accepted=deleted)
         return deleted
 
-    return name, body
+    return "del", body
 
 
-def ticker(lab: Lab, ticks: int = 1) -> Actor:
-    """The shared clock moved on past the settle pacing (SETTLE_EVERY_MS), `ticks` times,
-    each at a point the scheduler chooses: without it time stands still, and every settle
-    after the set-up's change is refused as too soon."""
+def ticker(lab: Lab) -> Actor:
+    """The shared clock moved on past the settle pacing (SETTLE_EVERY_MS), at a point the
+    scheduler chooses: without it time stands still, and every settle after the set-up's
+    change is refused as too soon."""
 
     def body() -> int:
-        for _ in range(ticks):
-            lab.point("tick")
-            lab.world.clock.sleep_ms(SETTLE_EVERY_MS + 1)
-        return ticks
+        lab.point("tick")
+        lab.world.clock.sleep_ms(SETTLE_EVERY_MS + 1)
+        return 1
 
     return "tick", body
 
 
-def then(first: Actor, second: Actor) -> Actor:
+def in_turn(first: Actor, second: Actor) -> Actor:
     """One actor doing `first`, then `second`."""
     return f"{first[0]}+{second[0]}", lambda: (first[1](), second[1]())
 
@@ -697,7 +696,7 @@ def _delete_vs_recreate(lab: Lab) -> list[Actor]:
     lab.configure(4)  # split over 2 shards
     for token in lab.hold(2, "old"):
         lab.setup.release(DB, token)
-    return [deleter(lab), then(operator(lab, 4, name="mk"), acquirer(lab, 2, "new"))]
+    return [deleter(lab), in_turn(operator(lab, 4, name="mk"), acquirer(lab, 2, "new"))]
 
 
 def _forget_vs_readd(lab: Lab) -> list[Actor]:
@@ -709,7 +708,7 @@ def _forget_vs_readd(lab: Lab) -> list[Actor]:
         lab.setup.release(DB, token)
     return [
         operator(lab, 4, [], "forget"),
-        then(operator(lab, 4, api, "readd"), acquirer(lab, 2, "api", "api")),
+        in_turn(operator(lab, 4, api, "readd"), acquirer(lab, 2, "api", "api")),
     ]
 
 

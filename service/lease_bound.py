@@ -58,8 +58,9 @@ class LeaseBound:
         self._clock = clock
         self._guard: Any = None
         self._fired = False
-        self._use_until_ms: int | None = None  # epoch ms (the clock's): the guard's deadline
-        self._in_use = False  # armed (start, extend) and not stopped since: the body may use it
+        # Epoch ms (the clock's): the guard's deadline while armed (start, extend) and not
+        # stopped since; None when the body may not use the connection.
+        self._use_until_ms: int | None = None
         self._idle_close_s: int | None = None  # None: what is left of the lease
         self._opened: Any = None  # what the connection was opened with (mysql_session.Opened)
         self._mariadb = False
@@ -126,7 +127,7 @@ class LeaseBound:
         From here until the next `extend`, a statement or a reconnect through the connection
         is refused (`LeaseEnded`): a body that kept the connection object past its `with`
         holds no lease, or none that bounds it."""
-        self._in_use = False
+        self._use_until_ms = None
         guard, self._guard = self._guard, None
         if guard is None:
             return
@@ -233,7 +234,7 @@ class LeaseBound:
 
         connection = self._connection
         assert connection is not None
-        if not self._in_use or self._use_until_ms is None:
+        if self._use_until_ms is None:
             raise LeaseEnded  # stopped: given back, or between invocations
         usable_ms = self._use_until_ms - self._clock.now_ms()  # the guard fires then
         if usable_ms <= 0:
@@ -293,7 +294,7 @@ class LeaseBound:
         )
 
         connection: Any = self._connection
-        if not self._in_use or self._use_until_ms is None:
+        if self._use_until_ms is None:
             raise LeaseEnded  # stopped: given back, or between invocations
         if self._use_until_ms - self._clock.now_ms() <= 0 or self.fired:
             raise LeaseEnded
@@ -335,7 +336,7 @@ class LeaseBound:
         connection = self._connection
         assert connection is not None
         left_ms = self._left_ms(lease_end_ms)
-        self._use_until_ms = self._clock.now_ms() + left_ms
+        use_until_ms = self._clock.now_ms() + left_ms
         left_s = left_ms / 1000
         set_socket_timeouts(connection, left_s)
         deadline = time.monotonic() + left_s
@@ -343,4 +344,4 @@ class LeaseBound:
             self._guard = LeaseGuard(connection, deadline)
         else:
             self._guard.extend(deadline)
-        self._in_use = True
+        self._use_until_ms = use_until_ms

@@ -44,11 +44,16 @@ MAX_FENCE = 2**53  # exact in JSON numbers and in DynamoDB's
 # ASCII only: `\d` takes any script's digits (Arabic-Indic, fullwidth...), and int() reads
 # them: one grant had many tokens, each its own idempotency key.
 _SECRET = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+# Numbers as an acquire writes them, with no leading zeros: one grant, one token, and so one
+# idempotency key (`S.01` and `S.0001` named the grant `S.1`, each its own key).
+_FENCE = r"(0|[1-9][0-9]{0,15})"
+_SHARD = r"(0|[1-9][0-9]{0,3})"
 _TOKEN = re.compile(
-    r"([A-Za-z0-9_-]+)(?:\.([0-9]{1,16})(?:\.([0-9]{1,4}))?)?"
-    r"(?:~([A-Za-z0-9_-]{1,64})~(?:(r)|([0-9]{1,16})(?:\.([0-9]{1,4}))?))?",
+    rf"([A-Za-z0-9_-]+)(?:\.{_FENCE}(?:\.{_SHARD})?)?"
+    rf"(?:~([A-Za-z0-9_-]{{1,64}})~(?:(r)|{_FENCE}(?:\.{_SHARD})?))?",
     re.ASCII,
 )
+NOT_A_TOKEN = "is not a grant token (the `token` of an acquire's answer)"
 
 
 def new_secret() -> str:
@@ -195,12 +200,11 @@ def parse_token(token: object) -> Token:
     found = _TOKEN.fullmatch(token)
     secret = found.group(1) if found else ""
     if found is None or not MIN_TOKEN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
-        # Never echoed: it may be someone's token.
-        raise InvalidInput("token", "is not a grant token (the `token` of an acquire's answer)")
+        raise InvalidInput("token", NOT_A_TOKEN)  # never echoed: it may be someone's token
     _, fence, shard, group, reserved, ticket_fence, ticket_shard = found.groups()
     if group is not None and fence is None:
-        raise InvalidInput("token", "is not a grant token (the `token` of an acquire's answer)")
-    grant = Token(
+        raise InvalidInput("token", NOT_A_TOKEN)
+    return Token(
         secret,
         None if fence is None else int(fence),
         None if shard is None else int(shard),
@@ -210,11 +214,6 @@ def parse_token(token: object) -> Token:
         if ticket_fence is None
         else Token(secret, int(ticket_fence), None if ticket_shard is None else int(ticket_shard)),
     )
-    if str(grant) != token:
-        # Only as an acquire writes it (no leading zeros): one grant, one token, and so one
-        # idempotency key (`S.01` and `S.0001` named the grant `S.1`, each its own key).
-        raise InvalidInput("token", "is not a grant token (the `token` of an acquire's answer)")
-    return grant
 
 
 def ticket_key(cap: str, lease_key_in_pool: str) -> str:

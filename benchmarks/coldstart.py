@@ -3,8 +3,9 @@ only creates a boto3 DynamoDB client, alternated in one run.
 
 Both load what `sam build` ships, not this checkout and its venv: the function as the
 Makefile's build-HelperFunction makes it, on the layer build-DependenciesLayer makes
-(pip, from PyPI). Both are built here for this interpreter's version and platform, as
-Lambda's (3.13, arm64) are built on a build machine: the recipe is the same. What matters
+(pip, from PyPI). Both are built here, for this machine's platform and for the Python
+that LAMBDA_PYTHON names (set it to a 3.13, Lambda's version, as for `sam build`), else
+the venv's: the recipe is the one that builds Lambda's (3.13, arm64). What matters
 is whether a module arrives compiled: Lambda's /var/task and /opt are read-only, so one
 shipped as source alone is compiled on every cold start. Side by side:
 
@@ -63,11 +64,28 @@ LAMBDA_LIKE = {
     "IDEMPOTENCY_TABLE_NAME": "connlease-idempotency",
 }
 
-# The interpreter the artifacts are built for and started with: the venv's own Python,
-# run isolated (-I, and -S: no site-packages, so nothing the layer lacks is found
-# elsewhere) and without writing bytecode (-B: source stays source between runs).
-PYTHON = getattr(sys, "_base_executable", sys.executable)
-PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+@dataclass(frozen=True)
+class Python:
+    """The interpreter the artifacts are built for and started with: Lambda's version where
+    LAMBDA_PYTHON names one (the variable the Makefile's build reads), else the venv's own.
+    It runs isolated (-I, and -S: no site-packages, so nothing the layer lacks is found
+    elsewhere) and writes no bytecode (-B: what is shipped as source stays source)."""
+
+    path: str
+    version: str
+
+    @classmethod
+    def chosen(cls) -> Python:
+        # The venv's interpreter is fine: -S keeps the venv's site-packages off the path.
+        path = os.environ.get("LAMBDA_PYTHON") or sys.executable
+        said = subprocess.run(
+            [path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return cls(path, said.stdout.strip())
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,7 @@ class Build:
 @dataclass(frozen=True)
 class ColdStart:
     rounds: int
+    python: Python
     ms: dict[str, list[float]]  # by row, in the order measured
 
     def median(self, row: str) -> float:
@@ -116,7 +135,7 @@ class ColdStart:
             "Process start to handler ready (interpreter, imports, the composition root), "
             f"{self.rounds} alternated runs each, Lambda-like environment, each handler "
             "loaded from what `sam build` ships, built here for this machine's Python "
-            f"({PYTHON_VERSION}; Lambda's is 3.13) by the Makefile's recipes "
+            f"({self.python.version}; Lambda's is 3.13) by the Makefile's recipes "
             "(benchmarks/coldstart.py says how):",
             "",
             "| handler | median ms | min ms | / minimal |",
@@ -140,12 +159,12 @@ class ColdStart:
         return [*lines, ""]
 
 
-def start_ms(build: Build) -> float:
+def start_ms(build: Build, python: Python) -> float:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("POWERTOOLS_")}
     environment |= LAMBDA_LIKE
     paths = [str(path) for path in build.paths]
     program = f"import sys; sys.path[:0] = {paths!r}; {build.code}; print('ready', flush=True)"
-    command = [PYTHON, "-I", "-S", "-B", "-c", program]
+    command = [python.path, "-I", "-S", "-B", "-c", program]
     with tempfile.TemporaryFile() as errors, tempfile.TemporaryDirectory() as cwd:
         began = time.perf_counter()
         with subprocess.Popen(
@@ -165,14 +184,16 @@ def start_ms(build: Build) -> float:
     return (ready - began) * 1000
 
 
-def make_build(target: str, artifacts: Path, *, compiled: bool, tree: Path = ROOT) -> Path:
-    """The root Makefile's `target` run in `tree`, as `sam build` runs it, for this Python."""
+def make_build(
+    target: str, artifacts: Path, python: Python, *, compiled: bool, tree: Path = ROOT
+) -> Path:
+    """The root Makefile's `target` run in `tree`, as `sam build` runs it, for `python`."""
     packages = [p for p in makefile_variable("LAMBDA_PACKAGES").split() if (tree / p).is_dir()]
     variables = [
         f"ARTIFACTS_DIR={artifacts}",
         f"LAMBDA_PACKAGES={' '.join(packages)}",  # BASELINE's tree has no connlease_client
-        f"LAMBDA_PYTHON_VERSION={PYTHON_VERSION}",
-        f"LAMBDA_PYTHON={PYTHON if compiled else ''}",  # empty: shipped as source
+        f"LAMBDA_PYTHON_VERSION={python.version}",
+        f"LAMBDA_PYTHON={python.path if compiled else ''}",  # empty: shipped as source
         f"LAYER_PLATFORM=manylinux2014_{platform.machine()}",
         f"RDS_CA_BUNDLE={ca_bundle()}",  # any bundle: the layer's is not on the cold path
         f"LAYER_PIP={sys.executable} -m pip",
@@ -214,14 +235,16 @@ def baseline_tree(into: Path) -> Path | None:
     return tree
 
 
-def builds(work: Path) -> list[Build]:
-    """Every row's artifacts, built in `work`."""
-    layer = make_build("build-DependenciesLayer", work / "layer", compiled=True) / "python"
-    source_layer = (
-        make_build("build-DependenciesLayer", work / "layer-source", compiled=False) / "python"
-    )
-    function = make_build("build-HelperFunction", work / "helper", compiled=True)
-    function_source = make_build("build-HelperFunction", work / "helper-source", compiled=False)
+def builds(work: Path, python: Python) -> list[Build]:
+    """Every row's artifacts, built in `work` for `python`."""
+
+    def build(target: str, into: str, *, compiled: bool, tree: Path = ROOT) -> Path:
+        return make_build(target, work / into, python, compiled=compiled, tree=tree)
+
+    layer = build("build-DependenciesLayer", "layer", compiled=True) / "python"
+    source_layer = build("build-DependenciesLayer", "layer-source", compiled=False) / "python"
+    function = build("build-HelperFunction", "helper", compiled=True)
+    function_source = build("build-HelperFunction", "helper-source", compiled=False)
     rows = [
         Build(MINIMAL_ROW, MINIMAL, (layer,)),
         Build(SHIPPED, HELPER, (function, layer)),
@@ -230,10 +253,8 @@ def builds(work: Path) -> list[Build]:
     ]
     tree = baseline_tree(work)
     if tree is not None:
-        old = make_build("build-HelperFunction", work / "old", compiled=False, tree=tree)
-        old_compiled = make_build(
-            "build-HelperFunction", work / "old-compiled", compiled=True, tree=tree
-        )
+        old = build("build-HelperFunction", "old", compiled=False, tree=tree)
+        old_compiled = build("build-HelperFunction", "old-compiled", compiled=True, tree=tree)
         rows += [
             Build(BASELINE_SOURCE, HELPER, (old, layer)),
             Build(BASELINE_COMPILED, HELPER, (old_compiled, layer)),
@@ -242,15 +263,16 @@ def builds(work: Path) -> list[Build]:
 
 
 def measure(rounds: int) -> ColdStart:
+    python = Python.chosen()
     with tempfile.TemporaryDirectory(prefix="connlease-coldstart-") as work:
-        rows = builds(Path(work))
+        rows = builds(Path(work), python)
         for build in rows:  # the first run of each warms the OS file cache for it
-            start_ms(build)
+            start_ms(build, python)
         ms: dict[str, list[float]] = {build.row: [] for build in rows}
         for _ in range(rounds):
             for build in rows:
-                ms[build.row].append(start_ms(build))
-    return ColdStart(rounds, ms)
+                ms[build.row].append(start_ms(build, python))
+    return ColdStart(rounds, python, ms)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ print the figures, write docs/benchmarks.md and its chart."""
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import sys
@@ -629,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     unwind_on_sigterm()
     plan = QUICK if args.quick else FULL
     command = "make bench-quick" if args.quick else "make bench"
+    if os.environ.get("LAMBDA_PYTHON"):  # the cold start's interpreter (coldstart.Python)
+        command = f"LAMBDA_PYTHON={os.environ['LAMBDA_PYTHON']} {command}"
     mysql = replace(mysql_from_environment(), connect_timeout_s=5, read_timeout_s=5)
     random.seed()
     host = machine(mysql)

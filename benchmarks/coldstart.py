@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import os
 import platform
+import random
 import re
 import ssl
 import statistics
@@ -133,7 +134,8 @@ class ColdStart:
             "## Cold start",
             "",
             "Process start to handler ready (interpreter, imports, the composition root), "
-            f"{self.rounds} alternated runs each, Lambda-like environment, each handler "
+            f"{self.rounds} runs each, alternated in a new order each round, Lambda-like "
+            "environment, each handler "
             "loaded from what `sam build` ships, built here for this machine's Python "
             f"({self.python.version}; Lambda's is 3.13) by the Makefile's recipes "
             "(benchmarks/coldstart.py says how):",
@@ -270,7 +272,9 @@ def measure(rounds: int) -> ColdStart:
             start_ms(build, python)
         ms: dict[str, list[float]] = {build.row: [] for build in rows}
         for _ in range(rounds):
-            for build in rows:
+            # In a new order each round: this machine has slow spells lasting a few starts,
+            # and a fixed order would hand them to the same rows round after round.
+            for build in random.sample(rows, len(rows)):
                 ms[build.row].append(start_ms(build, python))
     return ColdStart(rounds, python, ms)
 

@@ -65,7 +65,7 @@ FULL = Plan(
     [5, 10, 20, 30, 60, 120, 240],
     5.0,
     [2, 4, 8],
-    20,
+    30,
     sweeps=True,
     scale_limits=(10, 100, 1_000, 2_000),
     contention_s=5.0,

@@ -117,21 +117,34 @@ build-HelperFunction build-TestFunction build-HarnessFunction build-SeederFuncti
 # source alone is compiled again on every cold start and the result thrown away (`make
 # bench`'s cold start measures the helper both ways). So the functions and the layer ship
 # .pyc too, made by the runtime's own Python version (a .pyc is only read by the version
-# that wrote it): LAMBDA_PYTHON, by default
-# python$(LAMBDA_PYTHON_VERSION) on PATH (LAMBDA_PYTHON=/path/to/python3.13 sam build ...).
-# Hash-checked (PEP 552): valid whatever dates the zip and Lambda's unzip give the files,
-# where pip's default (by modification time) would be stale on arrival; a .py edited after
-# the build is compiled again rather than run from old bytecode. Without that Python the
-# build says so and ships source alone: it works, and starts slower.
+# that wrote it): LAMBDA_PYTHON, by default python$(LAMBDA_PYTHON_VERSION) on PATH
+# (LAMBDA_PYTHON=/path/to/python3.13 sam build ...). Hash-checked (PEP 552): valid whatever
+# dates the zip and Lambda's unzip give the files, where pip's default (by modification
+# time) would mostly be stale on arrival; a .py edited after the build is compiled again
+# rather than run from old bytecode.
+# - No such Python found: the build says so and ships source, which works and starts slower.
+#   On stdout: `sam build` shows make's stdout, and its stderr only when make fails.
+# - LAMBDA_PYTHON given but not a working final release of that version: the build fails.
+# - A layer module that does not compile (a dependency's Python 2 test file, say) ships as
+#   source, as pip's own compiling leaves it; one of ours fails the build.
 LAMBDA_PYTHON_VERSION := 3.13
-LAMBDA_PYTHON ?= $(shell command -v python$(LAMBDA_PYTHON_VERSION) 2>/dev/null)
+ifeq ($(origin LAMBDA_PYTHON),undefined)
+LAMBDA_PYTHON := $(shell command -v python$(LAMBDA_PYTHON_VERSION) 2>/dev/null)
+endif
+IS_LAMBDA_PYTHON := import sys; v = sys.version_info; \
+	sys.exit(f"{v.major}.{v.minor}" != "$(LAMBDA_PYTHON_VERSION)" or v.releaselevel != "final")
+COMPILE_FOR_LAMBDA := "$(LAMBDA_PYTHON)" -m compileall -q -j 0 --invalidation-mode checked-hash
+# $(1): the directory; $(2): what to run if some module in it does not compile.
 define compile_for_lambda
-	@if [ -n "$(LAMBDA_PYTHON)" ] && "$(LAMBDA_PYTHON)" -c 'import sys; \
-		sys.exit(sys.version.split(".")[:2] != "$(LAMBDA_PYTHON_VERSION)".split("."))' 2>/dev/null; then \
-		"$(LAMBDA_PYTHON)" -m compileall -q -j 0 --invalidation-mode checked-hash "$(1)"; \
-	else echo "warning: no Python $(LAMBDA_PYTHON_VERSION) to compile $(1) for Lambda with" \
-		"(LAMBDA_PYTHON=$(or $(LAMBDA_PYTHON),unset)): shipped as source, which each cold start" \
-		"compiles; put python$(LAMBDA_PYTHON_VERSION) on PATH, or set LAMBDA_PYTHON to one, to ship bytecode" >&2; fi
+	@if [ -n "$(LAMBDA_PYTHON)" ] && "$(LAMBDA_PYTHON)" -c '$(IS_LAMBDA_PYTHON)' 2>/dev/null; then \
+		$(COMPILE_FOR_LAMBDA) "$(1)" $(2); \
+	elif [ -n "$(LAMBDA_PYTHON)" ] && [ "$(origin LAMBDA_PYTHON)" != file ]; then \
+		echo "LAMBDA_PYTHON=$(LAMBDA_PYTHON) is not a working Python $(LAMBDA_PYTHON_VERSION)" \
+			"(a final release): give one, or LAMBDA_PYTHON= (empty) to ship source alone" >&2; \
+		exit 2; \
+	else echo "warning: no working python$(LAMBDA_PYTHON_VERSION) on PATH to compile $(1) for" \
+		"Lambda with: shipped as source, which each cold start compiles; put one on PATH, or" \
+		"set LAMBDA_PYTHON to one, to ship bytecode"; fi
 endef
 
 # The layer (DependenciesLayer, BuildMethod: makefile, ContentUri: the repository root).
@@ -166,7 +179,8 @@ build-DependenciesLayer: check-rds-ca-bundle
 		--no-warn-conflicts --no-compile --requirement $(LAYER_REQUIREMENTS) \
 		--target "$(ARTIFACTS_DIR)/python" --platform $(LAYER_PLATFORM) --implementation cp \
 		--python-version $(LAMBDA_PYTHON_VERSION) --only-binary=:all:
-	$(call compile_for_lambda,$(ARTIFACTS_DIR)/python)
+	$(call compile_for_lambda,$(ARTIFACTS_DIR)/python,|| echo "warning: some modules in \
+		$(ARTIFACTS_DIR)/python did not compile for Lambda: they ship as source")
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output dist

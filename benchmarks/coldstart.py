@@ -11,8 +11,11 @@ shipped as source alone is compiled on every cold start. Side by side:
 
 - shipped: bytecode in the function and in the layer, as the build makes them now;
 - the function as source on a compiled layer: what this benchmark measured before it built
-  anything (the venv had bytecode, the checkout none), kept to compare with older figures;
-- everything as source: what Lambda ran before the build compiled anything;
+  anything (the venv's bytecode, the checkout's source under PYTHONDONTWRITEBYTECODE, as
+  this machine sets it), kept to compare with older figures;
+- everything as source: what Lambda ran before the build compiled anything (the layer's
+  files are the compiled layer's, its bytecode left out, as a build without Lambda's
+  Python ships them);
 - BASELINE's helper, as source and compiled by the same recipe, on the same layer: the
   same code path before the lease rules were rebuilt in layers (issue 22).
 
@@ -27,7 +30,7 @@ import io
 import os
 import platform
 import random
-import re
+import shutil
 import ssl
 import statistics
 import subprocess
@@ -190,25 +193,43 @@ def make_build(
     target: str, artifacts: Path, python: Python, *, compiled: bool, tree: Path = ROOT
 ) -> Path:
     """The root Makefile's `target` run in `tree`, as `sam build` runs it, for `python`."""
-    packages = [p for p in makefile_variable("LAMBDA_PACKAGES").split() if (tree / p).is_dir()]
+    packages = [p for p in make_says("LAMBDA_PACKAGES").split() if (tree / p).is_dir()]
+    machine = {"arm64": "aarch64"}.get(platform.machine(), platform.machine())  # macOS's name
     variables = [
         f"ARTIFACTS_DIR={artifacts}",
         f"LAMBDA_PACKAGES={' '.join(packages)}",  # BASELINE's tree has no connlease_client
         f"LAMBDA_PYTHON_VERSION={python.version}",
         f"LAMBDA_PYTHON={python.path if compiled else ''}",  # empty: shipped as source
-        f"LAYER_PLATFORM=manylinux2014_{platform.machine()}",
+        f"LAYER_PLATFORM=manylinux2014_{machine}",
         f"RDS_CA_BUNDLE={ca_bundle()}",  # any bundle: the layer's is not on the cold path
         f"LAYER_PIP={sys.executable} -m pip",
     ]
-    command = ["make", "-s", "--no-print-directory", "-C", str(tree), "-f", str(ROOT / "Makefile")]
-    environment = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
-    subprocess.run([*command, target, *variables], env=environment, check=True, capture_output=True)
+    ran = subprocess.run(
+        [*make(tree), target, *variables], env=make_environment(), check=True, capture_output=True
+    )
+    if compiled and (b"warning:" in ran.stdout or not next(artifacts.rglob("*.pyc"), None)):
+        raise RuntimeError(f"{target} shipped source where it was to compile: {ran.stdout!r}")
     return artifacts
 
 
-def makefile_variable(name: str) -> str:
-    (value,) = re.findall(rf"^{name} [:?]?= *(.+)$", (ROOT / "Makefile").read_text(), re.M)
-    return str(value).strip()
+def make(tree: Path = ROOT) -> list[str]:
+    return ["make", "-s", "--no-print-directory", "-C", str(tree), "-f", str(ROOT / "Makefile")]
+
+
+def make_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
+
+
+def make_says(variable: str) -> str:
+    """A variable of the root Makefile, as make itself expands it."""
+    said = subprocess.run(
+        [*make(), "--eval", f"say: ; @echo $({variable})", "say"],
+        env=make_environment(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return said.stdout.strip()
 
 
 def ca_bundle() -> str:
@@ -244,7 +265,10 @@ def builds(work: Path, python: Python) -> list[Build]:
         return make_build(target, work / into, python, compiled=compiled, tree=tree)
 
     layer = build("build-DependenciesLayer", "layer", compiled=True) / "python"
-    source_layer = build("build-DependenciesLayer", "layer-source", compiled=False) / "python"
+    # The same files without their bytecode: one install, so both layers hold one set of
+    # versions.
+    source_layer = work / "layer-source"
+    shutil.copytree(layer, source_layer, ignore=shutil.ignore_patterns("__pycache__"))
     function = build("build-HelperFunction", "helper", compiled=True)
     function_source = build("build-HelperFunction", "helper-source", compiled=False)
     rows = [

@@ -46,8 +46,18 @@ print(json.dumps({"compiled": compiled, "loaded": loaded}))
 """
 
 
-def build_helper(artifacts: Path, *variables: str) -> subprocess.CompletedProcess[str]:
-    return make("build-HelperFunction", f"ARTIFACTS_DIR={artifacts}", *variables)
+def build_helper(
+    artifacts: Path, *variables: str, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return make("build-HelperFunction", f"ARTIFACTS_DIR={artifacts}", *variables, path=path)
+
+
+def compiled_files(directory: Path) -> list[Path]:
+    return sorted(directory.rglob("*.pyc"))
+
+
+def flags(compiled: Path) -> int:
+    return int.from_bytes(compiled.read_bytes()[4:8], "little")
 
 
 def helper_cold_start(artifacts: Path, tmp_path: Path) -> dict[str, list[str]]:
@@ -68,16 +78,14 @@ def helper_cold_start(artifacts: Path, tmp_path: Path) -> dict[str, list[str]]:
 def test_the_function_ships_checked_bytecode_for_every_module(tmp_path: Path) -> None:
     artifacts = tmp_path / "helper"
     result = build_helper(artifacts, *THIS_PYTHON)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""  # no warning: it compiled
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")  # no warning
     sources = sorted(artifacts.rglob("*.py"))
     assert len(sources) > 40
     tag = sys.implementation.cache_tag
     for source in sources:
         compiled = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
         assert compiled.is_file(), source
-        flags = int.from_bytes(compiled.read_bytes()[4:8], "little")
-        assert flags == CHECKED_HASH, source
+        assert flags(compiled) == CHECKED_HASH, source
 
 
 def test_the_helper_starts_without_compiling_any_of_its_own_modules(tmp_path: Path) -> None:
@@ -100,9 +108,10 @@ def test_a_module_edited_after_the_build_runs_as_edited(tmp_path: Path) -> None:
     assert build_helper(artifacts, *THIS_PYTHON).returncode == 0
     edited = artifacts / "connlease_client" / "__init__.py"
     edited.write_text(edited.read_text() + "\nEDITED = True\n")
+    probe = f"import sys; sys.path.insert(0, {str(artifacts)!r}); import connlease_client"
     ran = subprocess.run(
-        [sys.executable, "-B", "-c", "import connlease_client; print(connlease_client.EDITED)"],
-        cwd=artifacts,
+        [sys.executable, "-B", "-c", f"{probe}; print(connlease_client.EDITED)"],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         check=False,
@@ -110,24 +119,61 @@ def test_a_module_edited_after_the_build_runs_as_edited(tmp_path: Path) -> None:
     assert ran.stdout.strip() == "True", ran.stderr
 
 
-@pytest.mark.parametrize(
-    "python",
-    ["", "/nonexistent/python3.13", sys.executable],
-    ids=["none-found", "missing", "other-version"],
-)
-def test_without_lambdas_python_the_build_ships_source_and_says_so(
-    tmp_path: Path, python: str
-) -> None:
+def test_by_default_the_build_compiles_with_lambdas_python_found_on_path(tmp_path: Path) -> None:
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found = tmp_path / "bin"
+    found.mkdir()
+    (found / f"python{version}").symlink_to(sys.executable)
     artifacts = tmp_path / "helper"
-    # This interpreter stands for "some other version" by being told Lambda runs 2.7.
-    version = "2.7" if python == sys.executable else "3.13"
-    result = build_helper(artifacts, f"LAMBDA_PYTHON={python}", f"LAMBDA_PYTHON_VERSION={version}")
-    assert result.returncode == 0, result.stderr
-    (warning,) = our_lines(result.stderr)
-    assert warning.startswith(f"warning: no Python {version} to compile {artifacts} for Lambda")
+    result = build_helper(
+        artifacts, f"LAMBDA_PYTHON_VERSION={version}", path=f"{found}:{os.environ['PATH']}"
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert len(compiled_files(artifacts)) > 40
+
+
+def test_with_no_lambda_python_found_the_build_ships_source_and_says_so(tmp_path: Path) -> None:
+    # Lambda's version stands at 2.7 here: no python2.7 is on any PATH this runs with.
+    artifacts = tmp_path / "helper"
+    result = build_helper(artifacts, "LAMBDA_PYTHON_VERSION=2.7", path="/usr/bin:/bin")
+    assert (result.returncode, result.stderr) == (0, "")
+    # On stdout: `sam build` shows make's stdout as it runs, its stderr only on failure.
+    (warning,) = result.stdout.splitlines()
+    assert warning.startswith(f"warning: no working python2.7 on PATH to compile {artifacts}")
     assert "set LAMBDA_PYTHON to one, to ship bytecode" in warning
     assert (artifacts / "service" / "helper.py").is_file()
-    assert not list(artifacts.rglob("*.pyc"))
+    assert compiled_files(artifacts) == []
+
+
+@pytest.mark.parametrize(
+    ("python", "version"),
+    [("/nonexistent/python3.13", "3.13"), (sys.executable, "2.7")],
+    ids=["missing", "other-version"],
+)
+def test_a_lambda_python_given_that_does_not_work_fails_the_build(
+    tmp_path: Path, python: str, version: str
+) -> None:
+    # Whoever names one wants bytecode: shipping source instead would go unnoticed.
+    result = build_helper(
+        tmp_path / "helper", f"LAMBDA_PYTHON={python}", f"LAMBDA_PYTHON_VERSION={version}"
+    )
+    assert result.returncode == 2
+    (error,) = our_lines(result.stderr)
+    assert error.startswith(f"LAMBDA_PYTHON={python} is not a working Python {version}")
+
+
+def test_a_module_of_ours_that_does_not_compile_fails_the_build(tmp_path: Path) -> None:
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "ours" / "broken.py").write_text("print 'python 2'\n")
+    result = make(
+        "build-HelperFunction",
+        f"ARTIFACTS_DIR={tmp_path / 'helper'}",
+        "LAMBDA_PACKAGES=ours",
+        *THIS_PYTHON,
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "broken.py" in result.stdout + result.stderr
 
 
 FAKE_PIP = """
@@ -135,6 +181,7 @@ import pathlib, sys
 target = pathlib.Path(sys.argv[sys.argv.index("--target") + 1])
 (target / "dependency").mkdir(parents=True)
 (target / "dependency" / "__init__.py").write_text("VALUE = 1\\n")
+(target / "dependency" / "py2_example.py").write_text("print 'python 2'\\n")
 """
 
 
@@ -150,6 +197,10 @@ def test_the_layer_ships_its_dependencies_compiled(tmp_path: Path) -> None:
         *THIS_PYTHON,
     )
     assert result.returncode == 0, result.stderr
-    cache = layer / "python" / "dependency" / "__pycache__"
-    (compiled,) = cache.glob(f"__init__.{sys.implementation.cache_tag}.pyc")
-    assert int.from_bytes(compiled.read_bytes()[4:8], "little") == CHECKED_HASH
+    (compiled,) = compiled_files(layer)
+    assert compiled.name == f"__init__.{sys.implementation.cache_tag}.pyc"
+    assert flags(compiled) == CHECKED_HASH
+    # A dependency's file that does not compile (never imported, or pip would fail too)
+    # ships as source, as pip's own compiling leaves it, and the build says so.
+    assert (layer / "python" / "dependency" / "py2_example.py").is_file()
+    assert "did not compile for Lambda: they ship as source" in result.stdout

@@ -27,17 +27,21 @@ BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 DEFAULT_BUNDLE = "layer/rds-global-bundle.pem"
 
 
-def make(target: str, *variables: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def make(
+    target: str, *variables: str, cwd: Path = ROOT, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`path`: the PATH make runs with, where a test needs another."""
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        # Not make's own variables either: under `make test` they would make this a nested
+        # make, whose errors read `make[1]: ***`.
+        if k not in ("RDS_CA_BUNDLE", "LAMBDA_PYTHON", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+    }
     return subprocess.run(
         ["make", "--no-print-directory", "-s", "-f", str(ROOT / "Makefile"), target, *variables],
         cwd=cwd,
-        # Not make's own variables either: under `make test` they would make this a nested
-        # make, whose errors read `make[1]: ***`.
-        env={
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("RDS_CA_BUNDLE", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")
-        },
+        env=environment | ({"PATH": path} if path is not None else {}),
         capture_output=True,
         text=True,
         timeout=60,

@@ -133,13 +133,13 @@ def test_by_default_the_build_compiles_with_lambdas_python_found_on_path(tmp_pat
 
 
 def test_with_no_lambda_python_found_the_build_ships_source_and_says_so(tmp_path: Path) -> None:
-    # Lambda's version stands at 2.7 here: no python2.7 is on any PATH this runs with.
+    # Lambda's version stands at 3.99 here: no python3.99 is on any PATH.
     artifacts = tmp_path / "helper"
-    result = build_helper(artifacts, "LAMBDA_PYTHON_VERSION=2.7", path="/usr/bin:/bin")
+    result = build_helper(artifacts, "LAMBDA_PYTHON_VERSION=3.99")
     assert (result.returncode, result.stderr) == (0, "")
     # On stdout: `sam build` shows make's stdout as it runs, its stderr only on failure.
     (warning,) = result.stdout.splitlines()
-    assert warning.startswith(f"warning: no working python2.7 on PATH to compile {artifacts}")
+    assert warning.startswith(f"warning: no working python3.99 on PATH to compile {artifacts}")
     assert "set LAMBDA_PYTHON to one, to ship bytecode" in warning
     assert (artifacts / "service" / "helper.py").is_file()
     assert compiled_files(artifacts) == []
@@ -147,7 +147,7 @@ def test_with_no_lambda_python_found_the_build_ships_source_and_says_so(tmp_path
 
 @pytest.mark.parametrize(
     ("python", "version"),
-    [("/nonexistent/python3.13", "3.13"), (sys.executable, "2.7")],
+    [("/nonexistent/python3.13", "3.13"), (sys.executable, "3.99")],
     ids=["missing", "other-version"],
 )
 def test_a_lambda_python_given_that_does_not_work_fails_the_build(

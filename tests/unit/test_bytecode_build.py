@@ -5,7 +5,7 @@ source alone is compiled on every cold start and the result thrown away.
 Lambda's Python (LAMBDA_PYTHON_VERSION, 3.13) is not the one running these tests, so each
 test builds for this interpreter, as a build machine with Lambda's Python on PATH does
 (`make bench`'s cold start measures the difference). No network: the layer's pip install
-is a stand-in that writes one module where pip would."""
+is a stand-in that writes a package where pip would."""
 
 from __future__ import annotations
 
